@@ -1,0 +1,48 @@
+"""The ``cvcurate`` command line: thin commands over the library, one module per group.
+
+Every command parses its options, makes one or two library calls and prints. A
+:class:`~cvcurate.errors.CvcurateError` becomes one line on stderr and its exit code
+(2 for bad input or usage, 1 for a failed quality gate); users never see a traceback for those.
+"""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from ..errors import CvcurateError
+
+
+class _Group(TyperGroup):
+    """Turns domain errors into one clean line and an exit code."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except CvcurateError as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(exc.exit_code) from None
+
+    def list_commands(self, ctx):  # type: ignore[no-untyped-def]
+        return list(self.commands)  # in the order they were added, which follows the workflow
+
+
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help=(
+        "cvcurate: find and fix what is wrong with object-detection datasets before training.\n\n"
+        "Workflow: import -> predict/train -> score -> review -> augment -> gate/export.\n\n"
+        "Example: cvcurate import ../shared/data/neu-det --name neu && cvcurate info neu"
+    ),
+)
+
+from . import data  # noqa: E402,F401  (registers commands)
+from . import synth  # noqa: E402,F401
+
+
+def main() -> None:
+    app()

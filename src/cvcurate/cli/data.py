@@ -1,0 +1,134 @@
+"""Dataset commands: import, datasets, info, delete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import importer, store
+from ..errors import InputError
+from ..formats import FORMATS
+from . import app
+from .common import console, print_report
+
+FORMAT_HELP = f"Annotation format: {', '.join(FORMATS)}. Detected from the folder when omitted."
+
+
+@app.command("import")
+def import_cmd(
+    path: Path = typer.Argument(..., help="Dataset folder (or COCO JSON / Severstal CSV / YOLO data.yaml)."),
+    name: str = typer.Option(..., "--name", "-n", help="Name of the dataset to create or merge into."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
+    split: Optional[str] = typer.Option(None, "--split", "-s", help="Split to give every image (train, val, ...)."),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", help="Comma-separated class names to accept, in id order; boxes of other classes "
+        "are left out and reported."),
+    keep_unlabeled: bool = typer.Option(
+        False, "--keep-unlabeled", help="Import images that have no annotation file as images without "
+        "defects (default: reject and report them)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset instead of merging into it."),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Where to write the JSON import report [default: NAME_import_report.json]."),
+) -> None:
+    """Import a dataset into a persistent FiftyOne dataset, with a report of every bad file.
+
+    Images are matched to annotations, boxes are checked (and rescaled when the annotation
+    declares another image size), and nothing is dropped silently: every rejected image and every
+    box left out is in the report. Importing into an existing dataset merges by image path;
+    importing the same data twice changes nothing. A failed import leaves the store as it was.
+
+    Examples:
+
+      cvcurate import ../shared/data/neu-det --name neu
+
+      cvcurate import data/val --name steel --split val --format yolo
+    """
+    if format is not None and format not in FORMATS:
+        raise InputError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
+    class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    report_path = report if report is not None else Path(f"{name}_import_report.json")
+    result = importer.import_dataset(
+        path, name, format=format, split=split, classes=class_list, keep_unlabeled=keep_unlabeled,
+        overwrite=overwrite, report_path=report_path, progress=True,
+    )
+    print_report(result.report)
+    w = result.write
+    console.print(f"dataset [bold]{name}[/]: {w.added} added, {w.updated} updated, {w.unchanged} unchanged; "
+                  f"report written to {result.report_path}")
+
+
+@app.command("datasets")
+def datasets_cmd() -> None:
+    """List the datasets in the store.
+
+    Example: cvcurate datasets
+    """
+    names = store.list_datasets()
+    if not names:
+        console.print("no datasets yet: create one with 'cvcurate import PATH --name NAME'")
+        return
+    for n in names:
+        console.print(n)
+
+
+@app.command("info")
+def info_cmd(
+    name: str = typer.Argument(..., help="Dataset name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of tables."),
+) -> None:
+    """Counts per class and split, boxes per image, and box sizes of a dataset.
+
+    Example: cvcurate info neu --json
+    """
+    data = store.info(name)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from rich.table import Table
+
+    console.print(f"[bold]{name}[/]: {data['images']} images, {data['boxes']} boxes, "
+                  f"{len(data['classes'])} classes")
+    splits = list(data["boxes_per_class_and_split"])
+    t = Table(title="boxes per class and split")
+    t.add_column("class")
+    for s in splits:
+        t.add_column(f"{s} ({data['images_per_split'][s]} img)", justify="right")
+    t.add_column("total", justify="right")
+    for c in data["classes"]:
+        row = [data["boxes_per_class_and_split"][s][c] for s in splits]
+        t.add_row(c, *map(str, row), str(sum(row)))
+    console.print(t)
+    b = data["boxes_per_image"]
+    if b:
+        console.print(f"boxes per image: mean {b['mean']:.2f}, median {b['median']:g}, max {b['max']:g}; "
+                      f"{b['images_without_boxes']} image(s) without boxes")
+    t = Table(title="box size (pixels) per class")
+    for col in ("class", "boxes", "width median", "height median", "area / image median", "area min..max"):
+        t.add_column(col, justify="right" if col != "class" else "left")
+    for c, st in data["box_size"].items():
+        if not st["count"]:
+            t.add_row(c, "0", "-", "-", "-", "-")
+            continue
+        ra = st["rel_area"]
+        t.add_row(c, str(st["count"]), f"{st['width']['median']:.1f}", f"{st['height']['median']:.1f}",
+                  f"{ra['median']:.3f}", f"{ra['min']:.4f}..{ra['max']:.3f}")
+    console.print(t)
+
+
+@app.command("delete")
+def delete_cmd(
+    name: str = typer.Argument(..., help="Dataset name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a dataset from the store (image files on disk are never touched).
+
+    Example: cvcurate delete neu --yes
+    """
+    store.load(name)  # fails clearly if absent
+    if not yes and not typer.confirm(f"delete dataset {name!r}?"):
+        raise typer.Exit(1)
+    n = store.delete(name)
+    console.print(f"deleted dataset {name} ({n} samples); image files untouched")

@@ -1,0 +1,153 @@
+"""Everything a user tunes: YAML files in ``configs/``, loaded and validated in one place.
+
+Each config kind is a dataclass (nested dataclasses for sections). :func:`load_config` reads a
+YAML file over the dataclass defaults and rejects unknown keys with a close-match suggestion
+("unknown key 'lr_rate' in detector.yaml: did you mean 'lr'?") and wrong types with the key's
+path, so a typo never silently falls back to a default.
+
+The defaults shipped in ``configs/*.yaml`` are copies of the dataclass defaults (a test keeps them
+equal), so a user can copy one and change what they need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+# the repository's configs/ folder (for a source checkout); an installed package falls back to
+# its dataclass defaults
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently coerce int->float) ``value`` against the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f": did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(names)})"
+            raise ConfigError(f"unknown key {key!r} in {where}{hint}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    check = getattr(obj, "check", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return obj
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, name: str = "config") -> T:
+    """Build config ``cls`` from a mapping over its defaults, validating every key."""
+    return _build(cls, dict(data or {}), name)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, *, default_name: str | None = None,
+                overrides: dict[str, Any] | None = None) -> T:
+    """Load ``cls`` from ``path`` (or ``configs/<default_name>`` when it exists, else defaults).
+
+    ``overrides`` (for example from command-line options) are applied on top of the file.
+    """
+    data: dict[str, Any] = {}
+    label = "defaults"
+    if path is None and default_name is not None and (CONFIG_DIR / default_name).is_file():
+        path = CONFIG_DIR / default_name
+    if path is not None:
+        path = Path(path)
+        label = path.name
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+        data = loaded
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            data[k] = v
+    return _build(cls, data, label)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

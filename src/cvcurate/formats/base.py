@@ -1,0 +1,251 @@
+"""What every format shares: the parsed-but-unchecked image, image probing, and the one place
+where boxes are rescaled, checked and turned into :class:`~cvcurate.types.ImageRecord`.
+
+A format module only parses text into :class:`RawImage` items; :func:`finalize` does the rest,
+so that every format reports the same problems in the same words.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..progress import track
+from ..report import ImportReport
+from ..types import Annotations, ImageRecord, LabelSet
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class RawImage:
+    """One image as a format file describes it, before any check.
+
+    ``boxes`` are xyxy in ``coords`` units: ``"pixel"`` (in the frame ``frame`` = (w, h) the
+    file declares, or the real image size when ``frame`` is None) or ``"relative"`` (0..1).
+    """
+
+    image_path: Path | None
+    source: str
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    frame: tuple[int, int] | None = None
+    coords: str = "pixel"
+    split: str | None = None
+    declared_name: str = ""
+    unlabeled: bool = False  # the image has no annotation file at all
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParseResult:
+    images: list[RawImage]
+    classes: list[str] | None = None  # class list the format declares, in id order
+    closed: bool = False  # True: a label outside ``classes`` is an unknown class
+    notes: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+
+
+class BadImage(Exception):
+    pass
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    it: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def probe_image(path: Path) -> tuple[int, int]:
+    """Return (width, height) of an image, reading only its header and its end.
+
+    Raises :class:`BadImage` with a readable reason for a missing, empty, unreadable or
+    truncated file. Truncation is caught by the end marker (JPEG EOI, PNG IEND), which costs
+    one small read instead of decoding the whole image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise BadImage("image file not found") from None
+    except OSError as exc:
+        raise BadImage(f"image file cannot be read: {exc.strerror}") from None
+    if size == 0:
+        raise BadImage("image file is empty (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            fmt = im.format
+    except UnidentifiedImageError:
+        raise BadImage("not a readable image (unknown or corrupt header)") from None
+    except OSError as exc:
+        raise BadImage(f"image file cannot be read: {exc}") from None
+    if width <= 0 or height <= 0:
+        raise BadImage(f"image has no pixels ({width}x{height})")
+    tail_len = min(size, 64)
+    with open(path, "rb") as fh:
+        fh.seek(size - tail_len)
+        tail = fh.read(tail_len)
+    if fmt == "JPEG" and b"\xff\xd9" not in tail.rstrip(b"\x00"):
+        raise BadImage("JPEG is truncated (no end-of-image marker)")
+    if fmt == "PNG" and b"IEND" not in tail:
+        raise BadImage("PNG is truncated (no IEND chunk)")
+    return int(width), int(height)
+
+
+def _probe_all(paths: Sequence[Path | None], workers: int) -> Iterator[tuple[int, int] | str]:
+    def one(p: Path | None) -> tuple[int, int] | str:
+        if p is None:
+            return "image file not found"
+        try:
+            return probe_image(p)
+        except BadImage as exc:
+            return str(exc)
+
+    if workers <= 1 or len(paths) < 64:
+        yield from (one(p) for p in paths)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(one, paths)
+
+
+def _fmt_box(b: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in b) + "]"
+
+
+def finalize(
+    parsed: ParseResult,
+    report: ImportReport,
+    *,
+    classes: Sequence[str] | None = None,
+    split: str | None = None,
+    keep_unlabeled: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+) -> LabelSet:
+    """Probe every image, rescale and check boxes, map class names, fill the report.
+
+    ``keep_unlabeled``: import images that have no annotation file as negatives (with a
+    warning) instead of rejecting them.
+    ``classes``: when given, the only accepted class names (in id order); a box of another
+    class is left out and reported. Otherwise the format's declared classes are used, then any
+    new names found are appended in sorted order.
+    """
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    for path, msg in parsed.problems:
+        report.problem(path, msg)
+    report.notes.extend(parsed.notes)
+
+    fixed_classes = list(classes) if classes is not None else None
+    if fixed_classes is None and parsed.closed:
+        names = list(parsed.classes or [])
+    elif fixed_classes is None:
+        names = list(parsed.classes or [])
+        seen = set(names)
+        extra = sorted({lb for im in parsed.images for lb in im.labels} - seen)
+        names.extend(extra)
+    else:
+        names = fixed_classes
+    class_index = {n: i for i, n in enumerate(names)}
+
+    # one image file may be described twice (two XMLs with the same stem, a CSV listing an
+    # image twice): keep the first description and report the others.
+    seen_paths: dict[str, str] = {}
+    unique: list[RawImage] = []
+    for im in parsed.images:
+        if im.image_path is not None:
+            key = str(im.image_path.resolve())
+            if key in seen_paths:
+                report.problem(
+                    im.source,
+                    f"duplicate description: {im.image_path.name} is already described by "
+                    f"{seen_paths[key]}; this one was ignored",
+                )
+                continue
+            seen_paths[key] = im.source
+        unique.append(im)
+
+    paths = [im.image_path for im in unique]
+    probes = track(
+        _probe_all(paths, workers), description="checking images", total=len(paths),
+        enabled=progress,
+    )
+
+    records: list[ImageRecord] = []
+    rescaled: dict[tuple[tuple[int, int], tuple[int, int]], int] = {}
+    for im, probed in zip(unique, probes):
+        shown = str(im.image_path) if im.image_path is not None else im.source
+        msgs = list(im.warnings)
+        if isinstance(probed, str):
+            report.add(shown, [f"bad image: {probed}"] + im.errors + msgs, rejected=True)
+            continue
+        if im.unlabeled:
+            if keep_unlabeled:
+                msgs.append("missing annotation: imported as an image without defects")
+            else:
+                im.errors.append("missing annotation: no annotation file for this image "
+                                 "(--keep-unlabeled imports it as an image without defects)")
+        if im.errors:
+            report.add(shown, im.errors + msgs, rejected=True)
+            continue
+        width, height = probed
+        xyxy = np.asarray(im.boxes, dtype=np.float64).reshape(-1, 4)
+        if im.coords == "relative":
+            xyxy = xyxy * np.array([width, height, width, height], dtype=np.float64)
+        elif im.frame is not None and tuple(im.frame) != (width, height):
+            fw, fh = im.frame
+            if fw <= 0 or fh <= 0:
+                msgs.append(f"bad declared size: {fw}x{fh} ignored, boxes taken as pixels")
+            else:
+                sx, sy = width / fw, height / fh
+                xyxy = xyxy * np.array([sx, sy, sx, sy])
+                msgs.append(
+                    f"rescaled: boxes declared in a {fw}x{fh} frame, image is {width}x{height}"
+                )
+                rescaled[((fw, fh), (width, height))] = (
+                    rescaled.get(((fw, fh), (width, height)), 0) + 1
+                )
+        keep = np.ones(len(xyxy), dtype=bool)
+        cid = np.full(len(xyxy), -1, dtype=np.int64)
+        for i, label in enumerate(im.labels):
+            if label in class_index:
+                cid[i] = class_index[label]
+            else:
+                keep[i] = False
+                msgs.append(f"unknown class: {label!r} (box {_fmt_box(im.boxes[i])} left out)")
+        for i in np.flatnonzero(keep):
+            x1, y1, x2, y2 = xyxy[i]
+            if not np.all(np.isfinite(xyxy[i])):
+                keep[i] = False
+                msgs.append(f"bad box: non-finite coordinates {_fmt_box(im.boxes[i])} left out")
+            elif x2 <= x1 or y2 <= y1:
+                msgs.append(f"degenerate box: zero or negative area {_fmt_box(xyxy[i])} kept")
+            elif x1 < -0.5 or y1 < -0.5 or x2 > width + 0.5 or y2 > height + 0.5:
+                msgs.append(
+                    f"box outside image: {_fmt_box(xyxy[i])} in {width}x{height} kept"
+                )
+        ann = Annotations(xyxy=xyxy[keep], class_id=cid[keep])
+        records.append(
+            ImageRecord(
+                filepath=str(im.image_path.resolve()),
+                width=width,
+                height=height,
+                gt=ann,
+                split=split if split is not None else im.split,
+            )
+        )
+        report.add(shown, msgs, rejected=False)
+        report.boxes_imported += len(ann)
+
+    for (frame, real), n in rescaled.items():
+        report.notes.append(
+            f"{n} image(s): boxes declared in a {frame[0]}x{frame[1]} frame were rescaled to "
+            f"the real image size {real[0]}x{real[1]}"
+        )
+    return LabelSet(classes=names, records=records)
