@@ -1,0 +1,1 @@
+"""The corrupt command (see cvcurate.corrupt)."""

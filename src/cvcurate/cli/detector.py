@@ -1,0 +1,1 @@
+"""Detector commands: train, predict, evaluate (see cvcurate.detector)."""

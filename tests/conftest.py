@@ -1,0 +1,53 @@
+"""Test setup: a throwaway FiftyOne database per test session, never the user's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_DB_DIR = tempfile.mkdtemp(prefix="cvcurate-test-db-")
+os.environ["FIFTYONE_DATABASE_DIR"] = _DB_DIR
+os.environ.pop("FIFTYONE_DATABASE_URI", None)
+os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+os.environ["CVCURATE_PROGRESS"] = "0"
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+NEU_DET = SHARED / "neu-det"
+SEVERSTAL = SHARED / "severstal-sample"
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    shutil.rmtree(_DB_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def neu_det() -> Path:
+    if not (NEU_DET / "images").is_dir():
+        pytest.skip("../shared/data/neu-det is absent")
+    return NEU_DET
+
+
+@pytest.fixture
+def severstal() -> Path:
+    if not (SEVERSTAL / "train.csv").is_file():
+        pytest.skip("../shared/data/severstal-sample is absent")
+    return SEVERSTAL
+
+
+@pytest.fixture
+def dataset_name(request) -> str:
+    """A unique dataset name, deleted after the test."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-zA-Z0-9]+", "_", request.node.name)[:60]
+    yield name
+    from cvcurate import store
+
+    if store.exists(name):
+        store.delete(name)
