@@ -23,12 +23,20 @@ def print_report(report: ImportReport) -> None:
     kinds = report.message_counts()
     if kinds:
         console.print("  problems by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
-    lines = [(e.path, e.status, m) for e in report.entries if e.status in (REJECTED, WARN) for m in e.messages]
-    lines += [(p["path"], "other", p["message"]) for p in report.other_problems]
-    order = {REJECTED: 0, "other": 1, WARN: 2}
-    lines.sort(key=lambda x: order[x[1]])
-    for path, status, msg in lines[:MAX_LINES]:
-        tag = {"rejected": "[red]rejected[/]", "other": "[yellow]problem[/]"}.get(status, "[yellow]warning[/]")
-        console.print(f"  {tag} {path}: {msg}", markup=True)
+    # rejected images and problems one line each; warnings grouped by kind with an example,
+    # so that 1,200 identical "rescaled" warnings do not hide one rejected file
+    lines = [(e.path, m) for e in report.entries if e.status == REJECTED for m in e.messages]
+    lines += [(p["path"], p["message"]) for p in report.other_problems]
+    for path, msg in lines[:MAX_LINES]:
+        console.print(f"  [red]rejected/problem[/] {path}: {msg}")
     if len(lines) > MAX_LINES:
-        console.print(f"  ... and {len(lines) - MAX_LINES} more lines in the JSON report")
+        console.print(f"  ... and {len(lines) - MAX_LINES} more rejected files and problems in the JSON report")
+    examples: dict[str, tuple[str, str]] = {}
+    for e in report.entries:
+        if e.status == WARN:
+            for m in e.messages:
+                examples.setdefault(m.split(":", 1)[0], (e.path, m))
+    for kind, (path, msg) in examples.items():
+        n = kinds.get(kind, 1)
+        more = f" (and {n - 1} more like it)" if n > 1 else ""
+        console.print(f"  [yellow]warning[/] {path}: {msg}{more}")

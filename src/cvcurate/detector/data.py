@@ -1,0 +1,160 @@
+"""Images and boxes for the detector: grayscale, square-resized, with flips and light jitter.
+
+Boxes are clipped to the image and boxes with zero or negative area after clipping are skipped
+(torchvision raises on degenerate boxes); the label-error scorers see those boxes, the detector
+does not need to learn from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..types import Annotations, ImageRecord, LabelSet
+
+
+def load_gray(path: str | Path, size: int, image_wh: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image as grayscale uint8 and resize it to ``size`` x ``size`` (INTER_AREA).
+
+    When ``image_wh`` says a JPEG is at least 2x (4x, 8x) the target size, libjpeg decodes it at
+    reduced resolution directly, which is several times faster. Training and prediction both use
+    this function, so both see the same pixels.
+    """
+    import cv2
+
+    flag = cv2.IMREAD_GRAYSCALE
+    if image_wh is not None and str(path).lower().endswith((".jpg", ".jpeg")):
+        short = min(image_wh)
+        for factor, f in ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                          (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
+            if short >= factor * size:
+                flag = f
+                break
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        raise InputError(f"cannot read image {path}")
+    if img.shape != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def scaled_boxes(rec: ImageRecord, size: int, ann: Annotations | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of ``rec`` in the ``size`` x ``size`` frame, clipped, degenerate ones dropped."""
+    ann = rec.gt if ann is None else ann
+    if len(ann) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    sx, sy = size / rec.width, size / rec.height
+    b = ann.xyxy * np.array([sx, sy, sx, sy])
+    b = np.clip(b, 0, size)
+    keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]) & np.isfinite(b).all(axis=1)
+    return b[keep].astype(np.float32), ann.class_id[keep].astype(np.int64)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """A torch Dataset over the records of a :class:`LabelSet`.
+
+    ``cache=True`` keeps the resized grayscale images in memory (1,200 images at 224 px is 60 MB),
+    so epochs after the first do not decode JPEGs again.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], size: int, *, augment: bool = False,
+                 hflip: float = 0.5, vflip: float = 0.5, brightness: float = 0.0, contrast: float = 0.0,
+                 seed: int = 0, cache: bool = True) -> None:
+        self.records = list(records)
+        self.size = size
+        self.augment = augment
+        self.hflip, self.vflip = hflip, vflip
+        self.brightness, self.contrast = brightness, contrast
+        self.rng = np.random.default_rng(seed)
+        self.cache: dict[int, np.ndarray] | None = {} if cache else None
+        self.targets = [scaled_boxes(r, size) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image(self, i: int) -> np.ndarray:
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        rec = self.records[i]
+        img = load_gray(rec.filepath, self.size, (rec.width, rec.height))
+        if self.cache is not None:
+            self.cache[i] = img
+        return img
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        img = self.image(i).astype(np.float32) / 255.0
+        boxes, labels = self.targets[i]
+        boxes = boxes.copy()
+        s = self.size
+        if self.augment:
+            if self.rng.random() < self.hflip:
+                img = img[:, ::-1]
+                boxes[:, [0, 2]] = s - boxes[:, [2, 0]]
+            if self.rng.random() < self.vflip:
+                img = img[::-1, :]
+                boxes[:, [1, 3]] = s - boxes[:, [3, 1]]
+            if self.contrast or self.brightness:
+                c = 1.0 + self.rng.uniform(-self.contrast, self.contrast)
+                b = self.rng.uniform(-self.brightness, self.brightness)
+                m = float(img.mean())
+                img = np.clip((img - m) * c + m + b, 0.0, 1.0)
+        x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None]
+        return x, {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)}
+
+
+def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def data_fingerprint(labels: LabelSet, records: Sequence[ImageRecord] | None = None) -> str:
+    """SHA-256 of the training data: sorted file names (not folders, so moving the data keeps
+    the hash) with their boxes (rounded to 0.01 px) and class names."""
+    recs = labels.records if records is None else records
+    lines = []
+    for r in recs:
+        boxes = ";".join(f"{labels.classes[int(c)]}:{x1:.2f},{y1:.2f},{x2:.2f},{y2:.2f}"
+                         for (x1, y1, x2, y2), c in zip(r.gt.xyxy, r.gt.class_id))
+        lines.append(f"{Path(r.filepath).name}|{boxes}")
+    lines.sort()
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def holdout_split(labels: LabelSet, fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A fixed, seeded split ``(train_idx, heldout_idx)``, stratified by each image's first class.
+
+    Depends only on file names, classes and the seed (not on the order of the records), so the
+    benchmark and the shipped NEU-DET checkpoint agree on which 20% is held out.
+    """
+    rng = np.random.default_rng(seed)
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(labels.records):
+        key = int(r.gt.class_id[0]) if len(r.gt) else -1
+        groups.setdefault(key, []).append(i)
+    held: list[int] = []
+    for key in sorted(groups):
+        idx = sorted(groups[key], key=lambda i: Path(labels.records[i].filepath).name)
+        idx = [idx[j] for j in rng.permutation(len(idx))]
+        held.extend(idx[: int(round(fraction * len(idx)))])
+    held_set = set(held)
+    train = [i for i in range(len(labels.records)) if i not in held_set]
+    return train, sorted(held)
+
+
+def kfold_assign(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """Fold number (0..k-1) of each of ``n`` images: a seeded permutation dealt round-robin."""
+    if k < 2:
+        raise InputError(f"k-fold needs at least 2 folds, got {k}")
+    if n < k:
+        raise InputError(f"k-fold with {k} folds needs at least {k} images, the dataset has {n}")
+    folds = np.empty(n, dtype=np.int64)
+    folds[np.random.default_rng(seed).permutation(n)] = np.arange(n) % k
+    return folds
+
+
+def subset(labels: LabelSet, idx: Sequence[int]) -> LabelSet:
+    return LabelSet(classes=list(labels.classes), records=[labels.records[i] for i in idx])

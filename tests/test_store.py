@@ -1,0 +1,153 @@
+"""The FiftyOne store: bulk round trips, merge and idempotence, all-or-nothing writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cvcurate import importer, store
+from cvcurate.errors import DatasetNotFoundError
+from cvcurate.types import Annotations, LabelSet
+from tests import makedata as md
+
+
+def sorted_records(labels):
+    return sorted(labels.records, key=lambda r: r.filepath)
+
+
+def test_write_read_round_trip(tmp_path, dataset_name):
+    labels = md.make_labels(tmp_path / "images", n=7, split="train")
+    labels.records[1].gt = Annotations([[1.5, 2.25, 30.75, 40.0], [10, 10, 10, 20]], [2, 0])  # fractional + degenerate
+    result = store.write(labels, dataset_name)
+    assert result.added == 7 and all(r.sample_id for r in labels.records)
+    back = store.read(dataset_name)
+    assert back.classes == labels.classes
+    for a, b in zip(sorted_records(labels), sorted_records(back)):
+        assert (a.filepath, a.width, a.height, a.split) == (b.filepath, b.width, b.height, b.split)
+        assert a.gt.equals(b.gt), a.filepath
+    ds = store.load(dataset_name)
+    assert ds.persistent and ds.count("ground_truth.detections") == labels.num_boxes
+
+
+def test_raw_documents_match_fiftyone_add_samples(tmp_path, monkeypatch, dataset_name):
+    """The fast path writes exactly what FiftyOne's own add_samples writes."""
+    labels = md.make_labels(tmp_path / "images", n=5, split="val")
+    for r in labels.records:
+        r.pred = Annotations(r.gt.xyxy + 1, r.gt.class_id, confidence=np.linspace(0.1, 0.9, len(r.gt)))
+    store.write(labels, dataset_name)
+    monkeypatch.setenv("CVCURATE_STORE_SAFE", "1")
+    store.write(labels, dataset_name + "_safe")
+    try:
+        fast, safe = store.load(dataset_name), store.load(dataset_name + "_safe")
+        assert fast.get_field_schema().keys() == safe.get_field_schema().keys()
+        for field in ["filepath", "split", "metadata.width", "metadata.height", "ground_truth.detections.label",
+                      "ground_truth.detections.bounding_box", "predictions.detections.confidence"]:
+            assert fast.values(field) == safe.values(field), field
+        # the App and FiftyOne's own tools read the fast documents
+        assert fast.count_values("ground_truth.detections.label") == safe.count_values("ground_truth.detections.label")
+        assert fast.skip(1).first().ground_truth.detections[0].label == safe.skip(1).first().ground_truth.detections[0].label
+        back = store.read(dataset_name, pred_field="predictions")
+        for a, b in zip(sorted_records(labels), sorted_records(back)):
+            assert a.pred.equals(b.pred)
+    finally:
+        store.delete(dataset_name + "_safe")
+
+
+def test_merge_is_idempotent_and_updates(tmp_path, dataset_name):
+    md.write_voc(tmp_path, n=6)
+    first = importer.import_dataset(tmp_path, dataset_name)
+    assert first.write.as_dict() == {"added": 6, "updated": 0, "unchanged": 0}
+    ids_before = sorted(store.load(dataset_name).values("id"))
+    again = importer.import_dataset(tmp_path, dataset_name)
+    assert again.write.as_dict() == {"added": 0, "updated": 0, "unchanged": 6}
+    assert sorted(store.load(dataset_name).values("id")) == ids_before
+    # a changed label updates that sample only, a new image is added
+    from cvcurate.formats import voc
+
+    (tmp_path / "annotations" / "img_000.xml").write_text(
+        voc.to_xml_text("img_000.jpg", 64, 48, ["pit"], [(0, 0, 8, 8)]))
+    md.make_image(tmp_path / "images" / "img_new.jpg")
+    (tmp_path / "annotations" / "img_new.xml").write_text(voc.to_xml_text("img_new.jpg", 64, 48, ["newclass"], [(1, 1, 9, 9)]))
+    third = importer.import_dataset(tmp_path, dataset_name)
+    assert third.write.as_dict() == {"added": 1, "updated": 1, "unchanged": 5}
+    back = store.read(dataset_name)
+    assert len(back) == 7 and "newclass" in back.classes
+    rec = next(r for r in back.records if r.filepath.endswith("img_000.jpg"))
+    assert [back.classes[c] for c in rec.gt.class_id] == ["pit"]
+    history = store.info(dataset_name)["history"]
+    assert len(history) == 2  # the unchanged re-import did not write
+
+
+def test_failed_new_write_leaves_nothing(tmp_path, monkeypatch, dataset_name):
+    labels = md.make_labels(tmp_path / "images", n=4)
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "_append_history", boom)
+    with pytest.raises(RuntimeError):
+        store.write(labels, dataset_name, history={"x": 1})
+    assert not store.exists(dataset_name)
+    assert not [n for n in store._fo().list_datasets() if n.startswith("_cvcurate_tmp_")]
+
+
+def test_failed_merge_restores_existing(tmp_path, monkeypatch, dataset_name):
+    base = md.make_labels(tmp_path / "a", n=3)
+    store.write(base, dataset_name)
+    before = store.read(dataset_name)
+    more = md.make_labels(tmp_path / "b", n=3)
+    changed = LabelSet(base.classes, [r for r in more.records])
+    # one existing image with changed labels, three new images
+    old = base.records[0]
+    changed.records.append(type(old)(filepath=old.filepath, width=old.width, height=old.height,
+                                     gt=Annotations([[0, 0, 5, 5]], [1])))
+    real_update = store._update
+    calls = {"n": 0}
+
+    def failing_update(ds, recs, classes, gt_field):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            real_update(ds, recs, classes, gt_field)
+            raise KeyboardInterrupt  # Ctrl-C halfway
+        return real_update(ds, recs, classes, gt_field)
+
+    monkeypatch.setattr(store, "_update", failing_update)
+    with pytest.raises(KeyboardInterrupt):
+        store.write(changed, dataset_name, history={"x": 1})
+    after = store.read(dataset_name)
+    assert len(after) == 3
+    for a, b in zip(sorted_records(before), sorted_records(after)):
+        assert a.filepath == b.filepath and a.gt.equals(b.gt)
+
+
+def test_overwrite_replaces(tmp_path, dataset_name):
+    store.write(md.make_labels(tmp_path / "a", n=3), dataset_name)
+    store.write(md.make_labels(tmp_path / "b", n=2), dataset_name, overwrite=True)
+    assert len(store.read(dataset_name)) == 2
+
+
+def test_write_detections_bulk(tmp_path, dataset_name):
+    labels = md.make_labels(tmp_path / "images", n=4)
+    store.write(labels, dataset_name)
+    recs = store.read(dataset_name).records
+    preds = [Annotations(r.gt.xyxy, r.gt.class_id, confidence=np.full(len(r.gt), 0.5)) for r in recs]
+    store.write_detections(dataset_name, "predictions", recs, preds, labels.classes)
+    back = store.read(dataset_name, pred_field="predictions")
+    for r, p in zip(back.records, preds):
+        assert r.pred.equals(p)
+
+
+def test_info_counts(tmp_path, dataset_name):
+    md.write_yolo(tmp_path, n=9)
+    importer.import_dataset(tmp_path, dataset_name)
+    info = store.info(dataset_name)
+    assert info["images"] == 9 and info["boxes"] == 9
+    assert info["images_per_split"] == {"train": 6, "val": 3}
+    assert sum(info["boxes_per_class_and_split"]["train"].values()) == 6
+    assert info["boxes_per_image"]["images_without_boxes"] == 3
+    assert info["box_size"]["crack"]["count"] == 3
+
+
+def test_missing_dataset_is_a_clear_error():
+    with pytest.raises(DatasetNotFoundError, match="no dataset named 'does_not_exist'"):
+        store.read("does_not_exist")
