@@ -1,0 +1,136 @@
+"""Checkpoints: weights plus everything needed to trust and reuse them.
+
+A checkpoint file is a plain ``torch.save`` dict of tensors, strings and numbers, loaded with
+``weights_only=True`` (no pickled code, no network). Metadata: class names, architecture name and
+its full model config, input size, SHA-256 of the training data (see
+:func:`~cvcurate.detector.data.data_fingerprint`), metrics, seed, torch version, creation time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..config import from_dict
+from ..errors import InputError
+from .config import ModelConfig
+
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+NAMED = {"default": WEIGHTS_DIR / "synth.pt", "synth": WEIGHTS_DIR / "synth.pt", "neu-det": WEIGHTS_DIR / "neu-det.pt"}
+
+
+@dataclass
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    classes: list[str]
+    arch: str
+    model_config: dict[str, Any]
+    input_size: int
+    data_sha256: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    torch_version: str = torch.__version__
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    train_config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    _model: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def model_cfg(self) -> ModelConfig:
+        return from_dict(ModelConfig, self.model_config, "checkpoint model config")
+
+    def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The network with these weights, in eval mode (built once, then cached)."""
+        from .model import build_model
+
+        if self._model is None:
+            m = build_model(self.model_cfg, len(self.classes))
+            try:
+                m.load_state_dict(self.state_dict)
+            except RuntimeError as exc:
+                raise InputError(f"checkpoint weights do not fit architecture {self.arch!r}: "
+                                 f"{str(exc).splitlines()[0]}") from None
+            self._model = m
+        return self._model.to(device).eval()
+
+    def meta(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k != "state_dict"}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
+        d["format_version"] = FORMAT_VERSION
+        return d
+
+    def check_classes(self, classes: Sequence[str], what: str = "the dataset") -> None:
+        if list(classes) != list(self.classes):
+            missing = [c for c in classes if c not in self.classes]
+            extra = [c for c in self.classes if c not in classes]
+            detail = []
+            if missing:
+                detail.append(f"{what} has {missing} which the checkpoint does not know")
+            if extra:
+                detail.append(f"the checkpoint has {extra} which {what} does not")
+            if not detail:
+                detail.append("same names in a different order")
+            raise InputError(f"the checkpoint was trained on classes {self.classes}, {what} has "
+                             f"{list(classes)}: {'; '.join(detail)}")
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    d = ckpt.to_dict()
+    d["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(d, tmp)
+    tmp.replace(path)
+    return path
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """``default`` / ``synth`` / ``neu-det`` (shipped weights) or a file path."""
+    key = str(name_or_path)
+    if key in NAMED:
+        p = NAMED[key]
+        if not p.is_file():
+            raise InputError(f"the shipped weights {key!r} ({p}) are missing: make them with "
+                             f"scripts/train_default.py or give a checkpoint path")
+        return p
+    p = Path(name_or_path).expanduser()
+    if not p.is_file():
+        raise InputError(f"no checkpoint at {p} (use a file path or one of {', '.join(NAMED)})")
+    return p
+
+
+def load_checkpoint(path: str | Path, *, arch: str | None = None,
+                    classes: Sequence[str] | None = None) -> Checkpoint:
+    """Load a checkpoint (never touches the network); check architecture and classes if given.
+
+    Raises :class:`~cvcurate.errors.InputError` for an unreadable file, a checkpoint of another
+    architecture than ``arch``, or a class list different from ``classes``.
+    """
+    path = resolve_model_path(path)
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
+        raise InputError(f"{path} is not a cvcurate detector checkpoint: {exc}") from None
+    required = ("state_dict", "classes", "arch", "model_config", "input_size")
+    if not isinstance(d, dict) or any(k not in d for k in required):
+        raise InputError(f"{path} is not a cvcurate detector checkpoint (missing metadata)")
+    names = {f.name for f in dataclasses.fields(Checkpoint) if not f.name.startswith("_")}
+    ckpt = Checkpoint(**{k: v for k, v in d.items() if k in names})
+    if arch is not None and ckpt.arch != arch:
+        raise InputError(f"{path} is a {ckpt.arch!r} checkpoint, but architecture {arch!r} was asked for")
+    try:
+        ckpt.model_cfg
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: its model config is not valid for this version of cvcurate: {exc}") from None
+    if classes is not None:
+        ckpt.check_classes(classes)
+    return ckpt
