@@ -192,3 +192,20 @@ class LabelSet:
         for rec in self.records:
             counts += np.bincount(rec.gt.class_id, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts)}
+
+
+@dataclass
+class Issue:
+    """One suspected problem: an image (``box`` None) or one box of its ground truth.
+
+    ``score`` is in [0, 1]; higher means more likely a real problem, the same direction for every
+    issue type, so queues sort by descending score. ``reason`` is a sentence a person can read.
+    """
+
+    filepath: str
+    type: str
+    score: float
+    reason: str
+    box: int | None = None
+    sample_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
