@@ -148,13 +148,15 @@ def to_xml_text(filename: str, width: int, height: int, names: list[str],
     )
 
 
-def write(labels: LabelSet, ann_dir: Path) -> int:
-    """Write one XML per record into ``ann_dir`` (named by image stem). Returns the count."""
+def write(labels: LabelSet, ann_dir: Path, depth: int = 3) -> int:
+    """Write one XML per record into ``ann_dir`` (named by image stem). Returns the count.
+
+    ``depth`` is the channel count the XML declares (1 for grayscale images)."""
     ann_dir = Path(ann_dir)
     ann_dir.mkdir(parents=True, exist_ok=True)
     for rec in labels.records:
         p = Path(rec.filepath)
         text = to_xml_text(p.name, rec.width, rec.height, [labels.classes[c] for c in rec.gt.class_id],
-                           [tuple(b) for b in rec.gt.xyxy])
+                           [tuple(b) for b in rec.gt.xyxy], depth=depth)
         (ann_dir / f"{p.stem}.xml").write_text(text)
     return len(labels.records)

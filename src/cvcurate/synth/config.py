@@ -18,8 +18,14 @@ def _default_weights() -> dict[str, float]:
 
 def _default_class_brightness() -> dict[str, float]:
     # mean grey level of the steel around each kind of defect, measured on real NEU-DET images
-    return {"crazing": 125.0, "inclusion": 100.0, "patches": 145.0, "pitted_surface": 170.0,
-            "rolled-in_scale": 128.0, "scratches": 95.0}
+    return {"crazing": 128.0, "inclusion": 100.0, "patches": 175.0, "pitted_surface": 185.0,
+            "rolled-in_scale": 128.0, "scratches": 90.0}
+
+
+def _default_class_roughness() -> dict[str, float]:
+    # how grainy the steel around each kind of defect is (multiplies ``grain``), as in NEU-DET
+    return {"crazing": 2.2, "inclusion": 0.5, "patches": 2.2, "pitted_surface": 0.7,
+            "rolled-in_scale": 0.8, "scratches": 0.5}
 
 
 @dataclass
@@ -28,19 +34,24 @@ class TextureConfig:
 
     direction: Literal["vertical", "horizontal"] = "vertical"  # rolling direction (NEU-DET: vertical)
     class_brightness: dict[str, float] = field(default_factory=_default_class_brightness)
+    class_roughness: dict[str, float] = field(default_factory=_default_class_roughness)
     brightness_jitter: float = 20.0  # per-image random shift of the mean grey level, +-
     gradient: float = 18.0  # amplitude of the uneven illumination (ramp and slow blotches)
-    streaks: float = 7.0  # contrast of the streaks along the rolling direction
-    grain: float = 6.0  # contrast of the coarse grain of the surface
-    noise: float = 4.0  # standard deviation of the fine per-pixel noise
+    streaks: float = 4.0  # contrast of the streaks along the rolling direction
+    grain: float = 7.0  # contrast of the mottled grain of the surface (times class_roughness)
+    noise: float = 3.0  # standard deviation of the fine per-pixel noise
 
     def check(self) -> None:
-        unknown = sorted(set(self.class_brightness) - set(CLASSES))
-        if unknown:
-            raise ValueError(f"class_brightness: unknown class {unknown[0]!r} (classes: {', '.join(CLASSES)})")
+        for key in ("class_brightness", "class_roughness"):
+            unknown = sorted(set(getattr(self, key)) - set(CLASSES))
+            if unknown:
+                raise ValueError(f"{key}: unknown class {unknown[0]!r} (classes: {', '.join(CLASSES)})")
         for name, v in self.class_brightness.items():
             if not 0 <= v <= 255:
                 raise ValueError(f"class_brightness.{name} must be within 0..255, got {v}")
+        for name, v in self.class_roughness.items():
+            if v < 0:
+                raise ValueError(f"class_roughness.{name} must be >= 0, got {v}")
         for name in ("brightness_jitter", "gradient", "streaks", "grain", "noise"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
