@@ -468,3 +468,117 @@ def info(name: str) -> dict[str, Any]:
 def iter_chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+# ---------------------------------------------------------------------------------------------
+# runs: computations that write fields register them, so they can be listed, removed, repeated
+# ---------------------------------------------------------------------------------------------
+def get_runs(name: str) -> dict[str, Any]:
+    ds = load(name)
+    return dict(((ds.info or {}).get(INFO_KEY) or {}).get("runs") or {})
+
+
+def _set_run(ds: Any, key: str, run: dict[str, Any] | None) -> None:
+    info = dict(ds.info or {})
+    meta = dict(info.get(INFO_KEY) or {})
+    runs = dict(meta.get("runs") or {})
+    if run is None:
+        runs.pop(key, None)
+    else:
+        runs[key] = run
+    meta["runs"] = runs
+    info[INFO_KEY] = meta
+    ds.info = info
+    ds.save()
+
+
+def delete_run(name: str, key: str) -> list[str]:
+    """Remove every field and saved view a run wrote; return what was removed."""
+    ds = load(name)
+    run = get_runs(name).get(key)
+    if not run:
+        return []
+    removed = []
+    schema = ds.get_field_schema()
+    for f in run.get("fields", []):
+        if f in schema:
+            ds.delete_sample_field(f)
+            removed.append(f)
+    for path in run.get("label_fields", []):
+        try:
+            ds.delete_sample_field(path)
+            removed.append(path)
+        except Exception:  # noqa: BLE001 - attribute already gone
+            pass
+    for v in run.get("views", []):
+        if ds.has_saved_view(v):
+            ds.delete_saved_view(v)
+            removed.append(f"view:{v}")
+    _set_run(ds, key, None)
+    return removed
+
+
+@dataclass
+class SampleScores:
+    """What the score stage writes for one stored record."""
+
+    sample_id: str
+    score: float
+    queue_scores: dict[str, float]  # queue -> best issue score in it
+    issues: list[str]  # "type: reason", best first
+    box_scores: list[float]  # per given box
+    box_issues: list[str]  # per given box, "" when none
+    suspects: Annotations | None  # boxes the model sees that nobody labelled
+    suspect_reasons: list[str]
+
+
+def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
+                 run: dict[str, Any], gt_field: str = GT_FIELD) -> None:
+    """Write score fields in bulk, one saved view per queue, and register the run."""
+    from bson import ObjectId
+    from pymongo import UpdateOne
+
+    fo = _fo()
+    from fiftyone import ViewField as F
+
+    delete_run(name, "score")
+    ds = load(name)
+    sizes = dict(zip(ds.values("id"), zip(ds.values("metadata.width"), ds.values("metadata.height"))))
+    queue_fields = [f"cvc_{q}" for q in queues]
+    fields = ["cvc_score", "cvc_issues", "cvc_suspects"] + queue_fields
+    ds.add_sample_field("cvc_score", fo.FloatField)
+    ds.add_sample_field("cvc_issues", fo.ListField, subfield=fo.StringField)
+    ds.add_sample_field("cvc_suspects", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    for f in queue_fields:
+        ds.add_sample_field(f, fo.FloatField)
+    ops = []
+    for r in rows:
+        w, h = sizes[r.sample_id]
+        s: dict[str, Any] = {"cvc_score": float(r.score), "cvc_issues": list(r.issues)}
+        for q in queues:
+            s[f"cvc_{q}"] = float(r.queue_scores[q]) if q in r.queue_scores else None
+        for k, (bs, bi) in enumerate(zip(r.box_scores, r.box_issues)):
+            s[f"{gt_field}.detections.{k}.cvc_score"] = float(bs)
+            s[f"{gt_field}.detections.{k}.cvc_issue"] = bi
+        if r.suspects is not None and len(r.suspects):
+            doc = _detections_doc(r.suspects, w, h, classes)
+            for d, reason in zip(doc["detections"], r.suspect_reasons):
+                d["cvc_issue"] = reason
+            s["cvc_suspects"] = doc
+        else:
+            s["cvc_suspects"] = None
+        ops.append(UpdateOne({"_id": ObjectId(r.sample_id)}, {"$set": s}))
+    coll = ds._sample_collection
+    for start in range(0, len(ops), _CHUNK):
+        coll.bulk_write(ops[start:start + _CHUNK], ordered=False)
+    ds.reload()
+    ds.add_dynamic_sample_fields()
+    views = []
+    ds.save_view("cvc-all", ds.match(F("cvc_score") > 0).sort_by("cvc_score", reverse=True), overwrite=True)
+    views.append("cvc-all")
+    for q in queues:
+        vname = f"cvc-{q}"
+        ds.save_view(vname, ds.exists(f"cvc_{q}").sort_by(f"cvc_{q}", reverse=True), overwrite=True)
+        views.append(vname)
+    label_fields = [f"{gt_field}.detections.cvc_score", f"{gt_field}.detections.cvc_issue"]
+    _set_run(ds, "score", {**run, "fields": fields, "label_fields": label_fields, "views": views})

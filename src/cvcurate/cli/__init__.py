@@ -44,6 +44,7 @@ from . import data  # noqa: E402,F401  (registers commands)
 from . import synth  # noqa: E402,F401
 from . import corrupt  # noqa: E402,F401
 from . import detector  # noqa: E402,F401
+from . import score  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""The score stage: every signal in one ranking of images and boxes, and one queue per issue type.
+
+:func:`score` is a pure function of a :class:`~cvcurate.types.LabelSet`, optional predictions and
+optional pixel features; it returns a :class:`ScoreResult`. Storing it (FiftyOne fields, saved
+views) and writing JSON/CSV happen elsewhere (:mod:`cvcurate.scoring.output`).
+
+Combination: each issue has a score in [0, 1]; an image's score is the noisy-OR of its issues'
+scores, each multiplied by the weight of its type (``weights`` in configs/score.yaml), and, when
+predictions are given, of ``1 - ObjectLab image quality`` with weight ``weights.label_quality``.
+A box's score is the noisy-OR of the issues that point at it. Noisy-OR keeps the ranking
+monotone: another issue never lowers a score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..types import Annotations, Issue, LabelSet
+from .geometry import GeometryConfig, box_issues, class_mix_issues, size_outliers, style_issues
+from .images import ImageConfig, ImageFeatures, image_issues
+from .objectlab import ObjectLabConfig, Thresholds, objectlab_scores
+
+# review queues: each groups issue types a reviewer handles the same way
+QUEUES: dict[str, tuple[str, ...]] = {
+    "overlooked": ("overlooked",),
+    "swap": ("swap",),
+    "badloc": ("badloc", "spurious"),
+    "geometry": ("degenerate", "out_of_image"),
+    "inconsistent": ("fragment", "style_fragmented", "style_merged", "size_outlier", "class_conflict",
+                     "rare_class_mix"),
+    "duplicates": ("duplicate", "near_duplicate", "leakage"),
+    "image": ("blur", "underexposed", "overexposed", "unreadable"),
+}
+ISSUE_TYPES = tuple(t for types in QUEUES.values() for t in types)
+
+DEFAULT_WEIGHTS = {
+    "overlooked": 1.0, "swap": 1.0, "badloc": 0.9, "spurious": 0.7,
+    "degenerate": 1.0, "out_of_image": 1.0, "duplicate": 0.9, "class_conflict": 0.9,
+    "fragment": 0.8, "style_fragmented": 0.5, "style_merged": 0.5, "size_outlier": 0.6,
+    "rare_class_mix": 0.5, "near_duplicate": 0.6, "leakage": 0.9,
+    "blur": 0.4, "underexposed": 0.4, "overexposed": 0.3, "unreadable": 1.0,
+    "label_quality": 0.8,
+}
+
+
+@dataclass
+class ScoreConfig:
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    images: ImageConfig = field(default_factory=ImageConfig)
+    objectlab: ObjectLabConfig = field(default_factory=ObjectLabConfig)
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    def check(self) -> None:
+        unknown = sorted(set(self.weights) - set(DEFAULT_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown issue type(s) in weights: {', '.join(unknown)} "
+                             f"(known: {', '.join(DEFAULT_WEIGHTS)})")
+        bad = {k: v for k, v in self.weights.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"weights must be in [0, 1], got {bad}")
+        merged = dict(DEFAULT_WEIGHTS)
+        merged.update(self.weights)
+        self.weights = merged
+
+
+@dataclass
+class ScoreResult:
+    labels: LabelSet
+    issues: list[Issue]
+    image_score: np.ndarray  # (N,) in [0, 1], higher = more likely wrong
+    box_scores: list[np.ndarray]  # per image, per given box
+    image_quality: np.ndarray | None  # ObjectLab label quality (1 clean), None without predictions
+    thresholds: Thresholds | None
+    used_predictions: bool
+    used_pixels: bool
+
+    def queue(self, name: str) -> list[Issue]:
+        """Issues of one queue (or one issue type), best first."""
+        types = QUEUES.get(name, (name,))
+        return sorted((i for i in self.issues if i.type in types), key=lambda i: -i.score)
+
+    def counts(self) -> dict[str, int]:
+        out = {t: 0 for t in ISSUE_TYPES}
+        for i in self.issues:
+            out[i.type] = out.get(i.type, 0) + 1
+        return {k: v for k, v in out.items() if v}
+
+    def ranking(self) -> np.ndarray:
+        """Image indices, most suspicious first."""
+        return np.argsort(-self.image_score, kind="stable")
+
+
+def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
+          features: ImageFeatures | None = None, cfg: ScoreConfig | None = None) -> ScoreResult:
+    """Score every image and box; see the module docstring for how signals combine."""
+    cfg = cfg or ScoreConfig()
+    issues: list[Issue] = []
+    issues += box_issues(labels, cfg.geometry)
+    issues += size_outliers(labels, cfg.geometry)
+    issues += style_issues(labels, cfg.geometry)
+    issues += class_mix_issues(labels, cfg.geometry)
+    if features is not None:
+        issues += image_issues(labels, features, cfg.images)
+    quality = None
+    thresholds = None
+    if predictions is not None:
+        ol = objectlab_scores(labels, predictions, cfg.objectlab)
+        issues += ol.issues
+        quality, thresholds = ol.image_quality, ol.thresholds
+    index = {r.filepath: i for i, r in enumerate(labels.records)}
+    keep_not = np.ones(len(labels.records))  # product of (1 - w * s) per image
+    box_not = [np.ones(len(r.gt)) for r in labels.records]
+    for iss in issues:
+        i = index[iss.filepath]
+        w = cfg.weights.get(iss.type, 1.0)
+        keep_not[i] *= 1 - w * iss.score
+        if iss.box is not None and iss.box < len(box_not[i]):
+            box_not[i][iss.box] *= 1 - w * iss.score
+    if quality is not None:
+        keep_not *= 1 - cfg.weights["label_quality"] * (1 - quality)
+    return ScoreResult(labels=labels, issues=issues, image_score=1 - keep_not,
+                       box_scores=[1 - b for b in box_not], image_quality=quality,
+                       thresholds=thresholds, used_predictions=predictions is not None,
+                       used_pixels=features is not None)

@@ -33,6 +33,7 @@ class GeometryConfig:
     outlier_z: float = 3.0  # robust z-score from which a size/aspect outlier is reported
     min_class_boxes: int = 10  # fewer boxes in a class: no size statistics for it
     style_ratio: float = 3.0  # boxes per image this many times the class's usual count
+    style_min_boxes: int = 5  # ... and at least this many boxes of the class in the image
     rare_mix_fraction: float = 0.02  # a class pair in fewer than this fraction of either class's images
 
     def check(self) -> None:
@@ -191,7 +192,7 @@ def style_issues(labels: LabelSet, cfg: GeometryConfig | None = None) -> list[Is
             n = counts[idx, c]
             rec = labels.records[idx]
             ratio = n / typical
-            if ratio >= cfg.style_ratio and n >= 3:
+            if ratio >= cfg.style_ratio and n >= cfg.style_min_boxes:
                 kind, text = "style_fragmented", f"{n} {labels.classes[c]} boxes here; this class usually has {typical:g} per image"
             elif typical >= 3 and 1 / ratio >= cfg.style_ratio:
                 kind, text = "style_merged", f"{n} {labels.classes[c]} box(es) here; this class usually has {typical:g} per image"

@@ -1,0 +1,61 @@
+"""The score command: find likely label errors and inconsistencies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..scoring import QUEUES
+from ..scoring.stage import run_score
+from . import app
+from .common import console
+
+
+@app.command("score")
+def score_cmd(
+    name: str = typer.Argument(..., help="Dataset name."),
+    predictions: Optional[str] = typer.Option(
+        None, "--predictions", "-p", help="Field holding predictions [default: predictions_oof, else "
+        "predictions, else model-free checks only]."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Score config [default: configs/score.yaml]."),
+    pixels: bool = typer.Option(True, "--pixels/--no-pixels", help="Also check blur, exposure and near-duplicates."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for scores.json, issues.csv, images.csv "
+                                       "[default: NAME_scores]."),
+    top: int = typer.Option(10, "--top", help="How many of the most suspicious images to print."),
+) -> None:
+    """Score every image and box for likely label errors, with a reason for each.
+
+    From predictions (cleanlab ObjectLab, thresholds calibrated on the data): overlooked,
+    swap, badloc, spurious. Without a model: degenerate, out-of-image, duplicate and
+    conflicting boxes, fragments, size outliers, inconsistent boxing style per class, rare
+    class mixes, blur, exposure, near-duplicates and train/val leakage. Results go to the
+    dataset (fields cvc_*, saved views cvc-<queue> for review) and to JSON/CSV files.
+
+    Example: cvcurate score neu --predictions predictions_oof
+    """
+    run = run_score(name, pred_field=predictions, config=config, pixels=pixels, out_dir=out, progress=True)
+    res = run.result
+    for note in run.notes:
+        console.print(f"note: {note}")
+    counts = res.counts()
+    console.print(f"[bold]{name}[/]: {len(res.issues)} issues in "
+                  f"{len({i.filepath for i in res.issues})} of {len(res.labels)} images")
+    for q, types in QUEUES.items():
+        n = sum(counts.get(t, 0) for t in types)
+        detail = ", ".join(f"{t} {counts[t]}" for t in types if counts.get(t))
+        console.print(f"  queue {q:<12} {n:>6}" + (f"  ({detail})" if detail else ""))
+    console.print(f"most suspicious images:")
+    by_image: dict[str, list] = {}
+    for i in res.issues:
+        by_image.setdefault(i.filepath, []).append(i)
+    for k in res.ranking()[:top]:
+        rec = res.labels.records[k]
+        if res.image_score[k] <= 0:
+            break
+        best = max(by_image.get(rec.filepath, []), key=lambda i: i.score, default=None)
+        why = f"{best.type}: {best.reason}" if best else "low ObjectLab label quality"
+        console.print(f"  {res.image_score[k]:.3f}  {Path(rec.filepath).name}  {why}")
+    console.print(f"written: {run.json_path}, {run.csv_path}, {run.images_csv_path}; "
+                  f"review with 'cvcurate review {name}'")

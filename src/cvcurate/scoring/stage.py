@@ -1,0 +1,140 @@
+"""The score stage end to end: read the store, score, write fields, saved views, JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import store
+from ..config import load_config, to_dict
+from ..errors import InputError
+from ..types import Annotations
+from . import QUEUES, ScoreConfig, ScoreResult, score
+from .images import image_features
+
+
+@dataclass
+class ScoreRun:
+    result: ScoreResult
+    json_path: Path
+    csv_path: Path
+    images_csv_path: Path
+    notes: list[str]
+
+
+def load_score_config(path: str | Path | None = None) -> ScoreConfig:
+    return load_config(ScoreConfig, path, default_name="score.yaml")
+
+
+def run_score(name: str, *, pred_field: str | None = None, config: str | Path | None = None,
+              pixels: bool = True, out_dir: str | Path | None = None, progress: bool = False) -> ScoreRun:
+    """Score dataset ``name``; predictions from ``pred_field`` when given (or found)."""
+    cfg = load_score_config(config)
+    ds = store.load(name)
+    schema = ds.get_field_schema()
+    notes: list[str] = []
+    if pred_field is not None and pred_field not in schema:
+        found = [f for f in ("predictions_oof", "predictions") if f in schema]
+        raise InputError(f"dataset {name!r} has no field {pred_field!r}"
+                         + (f" (prediction fields: {', '.join(found)})" if found else
+                            ": run 'cvcurate predict' or 'cvcurate train --folds K' first"))
+    if pred_field is None:
+        pred_field = next((f for f in ("predictions_oof", "predictions") if f in schema), None)
+        if pred_field is None:
+            notes.append("no predictions in the dataset: model-free checks only (no overlooked, swap, "
+                         "badloc); run 'cvcurate train NAME --folds 5' or 'cvcurate predict NAME' for those")
+        else:
+            notes.append(f"predictions from field {pred_field!r}")
+    labels = store.read(name, pred_field=pred_field)
+    preds = None
+    if pred_field is not None:
+        preds = [r.pred if r.pred is not None else Annotations.empty(with_confidence=True) for r in labels.records]
+        for p in preds:
+            if p.confidence is not None and np.isnan(p.confidence).any():
+                raise InputError(f"field {pred_field!r} has boxes without confidence: it cannot be used "
+                                 "as predictions")
+        if sum(len(p) for p in preds) == 0:
+            raise InputError(f"field {pred_field!r} holds no predicted boxes")
+    feats = image_features([r.filepath for r in labels.records], cfg.images, progress=progress) if pixels else None
+    if not pixels:
+        notes.append("pixel checks skipped (--no-pixels): no blur, exposure or near-duplicate checks")
+    result = score(labels, predictions=preds, features=feats, cfg=cfg)
+    if result.thresholds is not None:
+        t = result.thresholds
+        notes.append(f"confidence thresholds from the data: high {t.high:.3f}, low {t.low:.3f} ({t.how})")
+
+    rows = _sample_rows(result)
+    run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
+           "pixels": pixels, "config": to_dict(cfg), "counts": result.counts()}
+    store.write_scores(name, rows, list(QUEUES), labels.classes, run)
+    out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
+    json_path, csv_path, images_csv = write_outputs(result, out, name, notes)
+    return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes)
+
+
+def _sample_rows(result: ScoreResult) -> list[store.SampleScores]:
+    by_image: dict[str, list] = {}
+    for iss in result.issues:
+        by_image.setdefault(iss.filepath, []).append(iss)
+    type_to_queue = {t: q for q, types in QUEUES.items() for t in types}
+    rows = []
+    for i, rec in enumerate(result.labels.records):
+        issues = sorted(by_image.get(rec.filepath, []), key=lambda x: -x.score)
+        queue_scores: dict[str, float] = {}
+        for iss in issues:
+            q = type_to_queue.get(iss.type)
+            if q is not None:
+                queue_scores[q] = max(queue_scores.get(q, 0.0), iss.score)
+        box_text = [""] * len(rec.gt)
+        for iss in issues:
+            if iss.box is not None and iss.box < len(box_text) and not box_text[iss.box]:
+                box_text[iss.box] = f"{iss.type}: {iss.reason}"
+        sus = [x for x in issues if x.type == "overlooked" and "pred_box" in x.data]
+        suspects = Annotations(np.array([x.data["pred_box"] for x in sus]).reshape(-1, 4),
+                               [x.data["pred_class"] for x in sus],
+                               confidence=[x.data["confidence"] for x in sus]) if sus else None
+        rows.append(store.SampleScores(
+            sample_id=rec.sample_id, score=float(result.image_score[i]), queue_scores=queue_scores,
+            issues=[f"{x.type} ({x.score:.2f}): {x.reason}" for x in issues],
+            box_scores=[float(v) for v in result.box_scores[i]], box_issues=box_text,
+            suspects=suspects, suspect_reasons=[x.reason for x in sus]))
+    return rows
+
+
+def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -> tuple[Path, Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    recs = result.labels.records
+    order = result.ranking()
+    issues_sorted = sorted(result.issues, key=lambda i: -i.score)
+    doc = {
+        "dataset": name,
+        "notes": notes,
+        "used_predictions": result.used_predictions,
+        "used_pixels": result.used_pixels,
+        "counts": result.counts(),
+        "queues": {q: len(result.queue(q)) for q in QUEUES},
+        "images": [{"filepath": recs[i].filepath, "sample_id": recs[i].sample_id,
+                    "score": round(float(result.image_score[i]), 6)} for i in order],
+        "issues": [{"filepath": i.filepath, "sample_id": i.sample_id, "type": i.type, "score": round(i.score, 6),
+                    "box": i.box, "reason": i.reason, "data": i.data} for i in issues_sorted],
+    }
+    json_path = out / "scores.json"
+    json_path.write_text(json.dumps(doc, indent=1))
+    csv_path = out / "issues.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filepath", "type", "score", "box", "reason"])
+        for i in issues_sorted:
+            w.writerow([i.filepath, i.type, f"{i.score:.6f}", "" if i.box is None else i.box, i.reason])
+    images_csv = out / "images.csv"
+    with open(images_csv, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rank", "filepath", "score", "split", "boxes"])
+        for rank, i in enumerate(order, start=1):
+            w.writerow([rank, recs[i].filepath, f"{result.image_score[i]:.6f}", recs[i].split or "", len(recs[i].gt)])
+    return json_path, csv_path, images_csv

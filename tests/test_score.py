@@ -1,0 +1,141 @@
+"""The score stage: injected errors rank at the top of their queues; results reach the store and files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cvcurate import corrupt, store
+from cvcurate.cli import app
+from cvcurate.scoring import QUEUES, ScoreConfig, score
+from cvcurate.scoring.objectlab import ObjectLabConfig, calibrate_thresholds
+from cvcurate.types import Annotations
+from tests import makedata as md
+from tests.test_corrupt import grid_labels
+
+
+def weak_model_predictions(labels, seed=0):
+    """What a detector trained from scratch gives: right boxes at modest confidence, some noise."""
+    rng = np.random.default_rng(seed)
+    k = len(labels.classes)
+    out = []
+    for r in labels.records:
+        g = r.gt
+        xy = g.xyxy + rng.normal(0, 2, size=g.xyxy.shape)
+        conf = rng.uniform(0.35, 0.75, size=len(g))
+        fp = rng.uniform(0, 160, size=(3, 2))
+        fpb = np.hstack([fp, fp + rng.uniform(10, 40, size=(3, 2))])
+        out.append(Annotations(np.vstack([xy, fpb]), np.concatenate([g.class_id, rng.integers(0, k, 3)]),
+                               confidence=np.concatenate([conf, rng.uniform(0.01, 0.3, 3)])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def scored():
+    clean = grid_labels(n=300, seed=4)
+    preds = weak_model_predictions(clean)  # the model saw the true labels
+    res = corrupt.corrupt(clean, rate=0.2, seed=1)
+    return res, score(res.labels, predictions=preds)
+
+
+def test_thresholds_are_calibrated_below_cleanlab_defaults(scored):
+    res, result = scored
+    # the weak model never reaches cleanlab's 0.95: the thresholds come from the data instead
+    assert result.thresholds.high < 0.95 and result.thresholds.low <= result.thresholds.high
+    th = calibrate_thresholds(res.labels, weak_model_predictions(grid_labels(n=300, seed=4)), ObjectLabConfig())
+    assert th.high == pytest.approx(result.thresholds.high)
+
+
+@pytest.mark.parametrize("kind,queue", [
+    ("swap", "swap"), ("overlooked", "overlooked"), ("badloc", "badloc"), ("spurious", "badloc"),
+    ("degenerate", "geometry"), ("split", "inconsistent"), ("merge", "inconsistent"),
+])
+def test_each_error_type_tops_its_queue(kind, queue):
+    clean = grid_labels(n=300, seed=4)
+    preds = weak_model_predictions(clean)
+    res = corrupt.corrupt(clean, rate=0.1, seed=2, types=[kind])
+    result = score(res.labels, predictions=preds)
+    queue_types = QUEUES[queue]
+    truth = {e.filepath for e in res.errors}
+    ranked = []
+    for i in sorted((i for i in result.issues if i.type in queue_types), key=lambda i: -i.score):
+        if i.filepath not in ranked:
+            ranked.append(i.filepath)
+    top = ranked[:len(truth)]
+    recall_at_k = len(set(top) & truth) / len(truth)
+    assert recall_at_k >= 0.8, (kind, recall_at_k, len(truth))
+
+
+def test_combined_ranking_finds_corrupted_images(scored):
+    from sklearn.metrics import average_precision_score
+
+    res, result = scored
+    truth = {e.filepath for e in res.errors}
+    y = np.array([r.filepath in truth for r in res.labels.records])
+    ap = average_precision_score(y, result.image_score)
+    assert ap >= 0.8, ap
+
+
+def test_clean_data_yields_few_issues():
+    clean = grid_labels(n=300, seed=4)
+    result = score(clean, predictions=weak_model_predictions(clean))
+    flagged = {i.filepath for i in result.issues}
+    assert len(flagged) <= 0.05 * len(clean), result.counts()
+
+
+def test_works_without_predictions(scored):
+    res, _ = scored
+    result = score(res.labels)
+    assert not result.used_predictions and result.thresholds is None
+    assert {"swap", "overlooked", "badloc"}.isdisjoint(result.counts())
+    assert result.counts().get("degenerate", 0) + result.counts().get("out_of_image", 0) > 0
+
+
+def test_score_cli_writes_store_views_and_files(tmp_path, dataset_name):
+    labels = md.make_labels(tmp_path / "images", n=30, width=96, height=80)
+    res = corrupt.corrupt(labels, rate=0.3, seed=0, types=["degenerate", "swap"])
+    store.write(res.labels, dataset_name)
+    r = CliRunner().invoke(app, ["score", dataset_name, "--out", str(tmp_path / "s1")])
+    assert r.exit_code == 0, r.output
+    assert "model-free checks only" in r.output
+    ds = store.load(dataset_name)
+    assert set(ds.list_saved_views()) == {"cvc-all"} | {f"cvc-{q}" for q in QUEUES}
+    geo = ds.load_saved_view("cvc-geometry")
+    deg = {e.filepath for e in res.errors if e.type == "degenerate"}
+    assert set(geo.values("filepath")) == deg
+    scores = geo.values("cvc_geometry")
+    assert scores == sorted(scores, reverse=True)
+    assert any("degenerate" in (t or "") for t in ds.values("ground_truth.detections.cvc_issue", unwind=True))
+    data = json.loads((tmp_path / "s1" / "scores.json").read_text())
+    assert data["counts"]["degenerate"] + data["counts"].get("out_of_image", 0) >= len(deg)
+    assert (tmp_path / "s1" / "issues.csv").read_text().count("\n") == len(data["issues"]) + 1
+
+    # with predictions: a run replaces the previous one, and the field is checked
+    recs = store.read(dataset_name).records
+    preds = weak_model_predictions(store.read(dataset_name))
+    store.write_detections(dataset_name, "predictions", recs, preds, labels.classes)
+    r = CliRunner().invoke(app, ["score", dataset_name, "--predictions", "predictions", "--no-pixels",
+                                 "--out", str(tmp_path / "s2")])
+    assert r.exit_code == 0, r.output
+    assert "confidence thresholds from the data" in r.output
+    assert store.get_runs(dataset_name)["score"]["pred_field"] == "predictions"
+    removed = store.delete_run(dataset_name, "score")
+    assert "cvc_score" in removed and "cvc_score" not in store.load(dataset_name).get_field_schema()
+    r = CliRunner().invoke(app, ["score", dataset_name, "--predictions", "nope"])
+    assert r.exit_code == 2 and "no field 'nope'" in r.output
+
+
+def test_config_rejects_unknown_weight(tmp_path):
+    from cvcurate.config import load_config
+    from cvcurate.errors import ConfigError
+
+    p = tmp_path / "s.yaml"
+    p.write_text("weights:\n  swapp: 0.5\n")
+    with pytest.raises(ConfigError, match="unknown issue type"):
+        load_config(ScoreConfig, p)
+    p.write_text("geometry:\n  duplicate_io: 0.5\n")
+    with pytest.raises(ConfigError, match="did you mean 'duplicate_iou'"):
+        load_config(ScoreConfig, p)
