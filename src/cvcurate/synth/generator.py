@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -90,7 +91,10 @@ def _run(jobs: list[_Job], workers: int) -> Iterator[_Result]:
         return
     size = 32
     chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+    # "spawn", not the default fork: forking a process that runs threads (FiftyOne's database
+    # client, OpenCV's pool) can deadlock the children
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=ctx) as pool:
         for results in pool.map(_make_chunk, chunks):
             yield from results
 
