@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -22,8 +23,9 @@ NEU_DET = SHARED / "neu-det"
 SEVERSTAL = SHARED / "severstal-sample"
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
-    shutil.rmtree(_DB_DIR, ignore_errors=True)
+# registered before fiftyone is imported, so it runs after FiftyOne's own exit handler has
+# stopped the database (atexit runs handlers last-in first-out)
+atexit.register(shutil.rmtree, _DB_DIR, ignore_errors=True)
 
 
 @pytest.fixture

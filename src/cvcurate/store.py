@@ -29,9 +29,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import DatasetExistsError, DatasetNotFoundError, StoreError
-from .types import Annotations, ImageRecord, LabelSet
+from .types import Annotations, Fix, ImageRecord, LabelSet
 
 GT_FIELD = "ground_truth"
+FIX_FIELD = "cvc_fixes"
 PRED_FIELD = "predictions"
 INFO_KEY = "cvcurate"
 _TMP_PREFIX = "_cvcurate_tmp_"
@@ -97,6 +98,22 @@ def _detections_doc(ann: Annotations, width: int, height: int, classes: Sequence
         if ann.confidence is not None:
             d["confidence"] = float(ann.confidence[i])
         dets.append(d)
+    return {"_cls": "Detections", "detections": dets}
+
+
+def _fixes_doc(fixes: Sequence[Fix], width: int, height: int, classes: Sequence[str]) -> dict:
+    """Proposed fixes as a Detections document: label "action:class", details as attributes."""
+    from bson import ObjectId
+
+    rel = xyxy_to_rel_xywh(np.array([f.xyxy for f in fixes]), width, height)
+    dets = []
+    for f, box in zip(fixes, rel):
+        dets.append({
+            "_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [],
+            "label": f"{f.action}:{classes[f.class_id]}", "bounding_box": [float(v) for v in box],
+            "confidence": float(f.score), "cvc_action": f.action, "cvc_type": f.issue_type,
+            "cvc_class": classes[f.class_id], "cvc_target": f.target, "cvc_reason": f.reason,
+        })
     return {"_cls": "Detections", "detections": dets}
 
 
@@ -355,9 +372,12 @@ def _append_history(ds: Any, entry: dict[str, Any] | None) -> None:
 
 
 def _annotations_from_values(labels: Any, boxes: Any, confs: Any, w: int, h: int,
-                             index: dict[str, int], classes: list[str]) -> Annotations:
+                             index: dict[str, int], classes: list[str], det_ids: Any = None) -> Annotations:
     if not labels:
-        return Annotations.empty(with_confidence=confs is not None)
+        empty = Annotations.empty(with_confidence=confs is not None)
+        if det_ids is not None:
+            empty.data["id"] = np.zeros(0, dtype=object)
+        return empty
     ids = []
     for lb in labels:
         if lb not in index:
@@ -367,13 +387,16 @@ def _annotations_from_values(labels: Any, boxes: Any, confs: Any, w: int, h: int
     conf = None
     if confs is not None:
         conf = np.array([np.nan if c is None else c for c in confs], dtype=np.float64)
+    data = {} if det_ids is None else {"id": np.array(det_ids, dtype=object)}
     return Annotations(xyxy=rel_xywh_to_xyxy(np.asarray(boxes, dtype=np.float64), w, h),
-                       class_id=np.asarray(ids, dtype=np.int64), confidence=conf)
+                       class_id=np.asarray(ids, dtype=np.int64), confidence=conf, data=data)
 
 
 def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
          view: Any = None) -> LabelSet:
-    """Read a dataset (or a view of it) into a :class:`LabelSet`, in bulk."""
+    """Read a dataset (or a view of it) into a :class:`LabelSet`, in bulk.
+
+    Ground-truth boxes carry the store's detection ids in ``gt.data["id"]``."""
     ds = load(name)
     coll = view if view is not None else ds
     classes = get_classes(ds)
@@ -392,13 +415,14 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
         return lb, bb, cf
 
     g_lb, g_bb, _ = det_values(gt_field, False)
+    g_id = coll.values(f"{gt_field}.detections.id") if gt_field in schema else [None] * n
     p_lb, p_bb, p_cf = det_values(pred_field, True)
     records = []
     for i in range(n):
         w, h = widths[i], heights[i]
         if not w or not h:
             raise StoreError(f"sample {paths[i]} has no image size in its metadata")
-        gt = _annotations_from_values(g_lb[i], g_bb[i], None, w, h, index, classes)
+        gt = _annotations_from_values(g_lb[i], g_bb[i], None, w, h, index, classes, g_id[i] or [])
         pred = None
         if pred_field is not None and pred_field in schema:
             pred = _annotations_from_values(p_lb[i], p_bb[i], p_cf[i] if p_cf else [], w, h, index, classes)
@@ -528,8 +552,7 @@ class SampleScores:
     issues: list[str]  # "type: reason", best first
     box_scores: list[float]  # per given box
     box_issues: list[str]  # per given box, "" when none
-    suspects: Annotations | None  # boxes the model sees that nobody labelled
-    suspect_reasons: list[str]
+    fixes: list[Fix]  # proposed fixes, shown as boxes in the field cvc_fixes
 
 
 def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
@@ -545,10 +568,10 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
     ds = load(name)
     sizes = dict(zip(ds.values("id"), zip(ds.values("metadata.width"), ds.values("metadata.height"))))
     queue_fields = [f"cvc_{q}" for q in queues]
-    fields = ["cvc_score", "cvc_issues", "cvc_suspects"] + queue_fields
+    fields = ["cvc_score", "cvc_issues", FIX_FIELD] + queue_fields
     ds.add_sample_field("cvc_score", fo.FloatField)
     ds.add_sample_field("cvc_issues", fo.ListField, subfield=fo.StringField)
-    ds.add_sample_field("cvc_suspects", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    ds.add_sample_field(FIX_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     for f in queue_fields:
         ds.add_sample_field(f, fo.FloatField)
     ops = []
@@ -560,13 +583,7 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
         for k, (bs, bi) in enumerate(zip(r.box_scores, r.box_issues)):
             s[f"{gt_field}.detections.{k}.cvc_score"] = float(bs)
             s[f"{gt_field}.detections.{k}.cvc_issue"] = bi
-        if r.suspects is not None and len(r.suspects):
-            doc = _detections_doc(r.suspects, w, h, classes)
-            for d, reason in zip(doc["detections"], r.suspect_reasons):
-                d["cvc_issue"] = reason
-            s["cvc_suspects"] = doc
-        else:
-            s["cvc_suspects"] = None
+        s[FIX_FIELD] = _fixes_doc(r.fixes, w, h, classes) if r.fixes else None
         ops.append(UpdateOne({"_id": ObjectId(r.sample_id)}, {"$set": s}))
     coll = ds._sample_collection
     for start in range(0, len(ops), _CHUNK):
@@ -582,3 +599,99 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
         views.append(vname)
     label_fields = [f"{gt_field}.detections.cvc_score", f"{gt_field}.detections.cvc_issue"]
     _set_run(ds, "score", {**run, "fields": fields, "label_fields": label_fields, "views": views})
+
+
+# ---------------------------------------------------------------------------------------------
+# raw label documents (review decisions, applying fixes and undoing them)
+# ---------------------------------------------------------------------------------------------
+def _to_plain(doc: Any) -> Any:
+    from bson import ObjectId
+
+    if isinstance(doc, dict):
+        return {("id" if k == "_id" else k): _to_plain(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_to_plain(v) for v in doc]
+    if isinstance(doc, ObjectId):
+        return str(doc)
+    if isinstance(doc, (_dt.datetime, _dt.date)):
+        return doc.isoformat()
+    return doc
+
+
+def _from_plain_detection(det: dict[str, Any]) -> dict[str, Any]:
+    from bson import ObjectId
+
+    out = {("_id" if k == "id" else k): v for k, v in det.items()}
+    out["_id"] = ObjectId(out["_id"]) if out.get("_id") else ObjectId()
+    out.setdefault("_cls", "Detection")
+    out.setdefault("attributes", {})
+    out.setdefault("tags", [])
+    return out
+
+
+def get_detections(name: str, field: str, sample_ids: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The raw detections of ``field`` per sample id (ids as strings, all attributes kept)."""
+    from bson import ObjectId
+
+    ds = load(name)
+    query: dict[str, Any] = {}
+    if sample_ids is not None:
+        query = {"_id": {"$in": [ObjectId(s) for s in sample_ids]}}
+    out = {}
+    for doc in ds._sample_collection.find(query, {field: 1}):
+        dets = ((doc.get(field) or {}).get("detections")) or []
+        out[str(doc["_id"])] = _to_plain(dets)
+    return out
+
+
+def set_detections(name: str, field: str, by_sample: dict[str, list[dict[str, Any]]]) -> None:
+    """Replace the detections of ``field`` on the given samples, in one bulk write."""
+    from bson import ObjectId
+    from pymongo import UpdateOne
+
+    ds = load(name)
+    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    ops = [UpdateOne({"_id": ObjectId(sid)}, {"$set": {
+        field: {"_cls": "Detections", "detections": [_from_plain_detection(d) for d in dets]},
+        "last_modified_at": now}}) for sid, dets in by_sample.items()]
+    if ops:
+        ds._sample_collection.bulk_write(ops, ordered=False)
+        ds.reload()
+
+
+def sample_info(name: str, fields: Sequence[str]) -> dict[str, list[Any]]:
+    """Plain ``values()`` of several fields, with the sample ids under "id"."""
+    ds = load(name)
+    vals = ds.values(["id", *fields])
+    return dict(zip(["id", *fields], vals))
+
+
+def list_saved_views(name: str) -> list[str]:
+    return list(load(name).list_saved_views())
+
+
+def launch_app(name: str, view_name: str | None, *, port: int, address: str, remote: bool) -> Any:
+    """Open the FiftyOne App on a dataset, on one of its saved views; returns the session."""
+    fo = _fo()
+    ds = load(name)
+    view = ds.load_saved_view(view_name) if view_name else ds
+    return fo.launch_app(view, port=port, address=address, remote=remote, auto=not remote)
+
+
+def get_changes(name: str) -> list[dict[str, Any]]:
+    ds = load(name)
+    return list(((ds.info or {}).get(INFO_KEY) or {}).get("changes") or [])
+
+
+def record_change(name: str, entry: dict[str, Any]) -> None:
+    """Add a change-set entry to the dataset's history, or update the one with the same id."""
+    ds = load(name)
+    info = dict(ds.info or {})
+    meta = dict(info.get(INFO_KEY) or {})
+    changes = [c for c in meta.get("changes") or [] if c.get("change_id") != entry["change_id"]]
+    changes.append(entry)
+    changes.sort(key=lambda c: c["change_id"])
+    meta["changes"] = changes
+    info[INFO_KEY] = meta
+    ds.info = info
+    ds.save()

@@ -209,3 +209,31 @@ class Issue:
     box: int | None = None
     sample_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+FIX_ACTIONS = ("add", "relabel", "move", "remove", "clip")
+
+
+@dataclass
+class Fix:
+    """A proposed change to one image's ground truth, for a reviewer to confirm or reject.
+
+    ``action``: ``add`` a box, ``relabel`` / ``move`` / ``remove`` / ``clip`` the given box
+    ``target`` (the store's id of a ground-truth detection). ``xyxy`` and ``class_id`` are the
+    box as it would be after the fix (for ``remove``: the box that would go).
+    """
+
+    action: str
+    issue_type: str
+    xyxy: np.ndarray
+    class_id: int
+    score: float
+    reason: str
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in FIX_ACTIONS:
+            raise ValueError(f"action must be one of {FIX_ACTIONS}, got {self.action!r}")
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float64).reshape(4)
+        if self.action != "add" and self.target is None:
+            raise ValueError(f"a {self.action} fix needs the target box id")

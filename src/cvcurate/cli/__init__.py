@@ -45,6 +45,7 @@ from . import synth  # noqa: E402,F401
 from . import corrupt  # noqa: E402,F401
 from . import detector  # noqa: E402,F401
 from . import score  # noqa: E402,F401
+from . import review  # noqa: E402,F401
 
 
 def main() -> None:

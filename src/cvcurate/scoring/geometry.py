@@ -137,10 +137,12 @@ def _fragments(rec, pairs: np.ndarray, cfg: GeometryConfig, names: list[str]) ->
     return out
 
 
-def _robust_z(x: np.ndarray) -> np.ndarray:
+def _robust_z(x: np.ndarray, floor: float = 0.1) -> np.ndarray:
+    """Robust z-score; the spread never counts as less than ``floor`` (10% in log units), so a
+    class whose boxes all have one size does not make a 1-pixel difference an outlier."""
     med = np.median(x)
     mad = np.median(np.abs(x - med)) * 1.4826
-    return (x - med) / max(mad, 1e-6)
+    return (x - med) / max(mad, floor)
 
 
 def size_outliers(labels: LabelSet, cfg: GeometryConfig | None = None) -> list[Issue]:

@@ -13,7 +13,7 @@ import numpy as np
 from .. import store
 from ..config import load_config, to_dict
 from ..errors import InputError
-from ..types import Annotations
+from ..types import Annotations, Fix, ImageRecord, Issue
 from . import QUEUES, ScoreConfig, ScoreResult, score
 from .images import image_features
 
@@ -94,16 +94,44 @@ def _sample_rows(result: ScoreResult) -> list[store.SampleScores]:
         for iss in issues:
             if iss.box is not None and iss.box < len(box_text) and not box_text[iss.box]:
                 box_text[iss.box] = f"{iss.type}: {iss.reason}"
-        sus = [x for x in issues if x.type == "overlooked" and "pred_box" in x.data]
-        suspects = Annotations(np.array([x.data["pred_box"] for x in sus]).reshape(-1, 4),
-                               [x.data["pred_class"] for x in sus],
-                               confidence=[x.data["confidence"] for x in sus]) if sus else None
         rows.append(store.SampleScores(
             sample_id=rec.sample_id, score=float(result.image_score[i]), queue_scores=queue_scores,
             issues=[f"{x.type} ({x.score:.2f}): {x.reason}" for x in issues],
             box_scores=[float(v) for v in result.box_scores[i]], box_issues=box_text,
-            suspects=suspects, suspect_reasons=[x.reason for x in sus]))
+            fixes=proposed_fixes(rec, issues)))
     return rows
+
+
+def proposed_fixes(rec: ImageRecord, issues: list[Issue]) -> list[Fix]:
+    """The fix each issue suggests, at most one per given box (the best-scoring issue wins).
+
+    Inconsistency issues (fragments, style, size, class mixes) and image issues propose nothing:
+    they need a person's judgement of how the class should be boxed.
+    """
+    ids = rec.gt.data.get("id")
+    fixes: list[Fix] = []
+    done: set[int] = set()
+    w, h = rec.width, rec.height
+    for x in sorted(issues, key=lambda i: -i.score):
+        if x.type == "overlooked" and "pred_box" in x.data:
+            fixes.append(Fix("add", x.type, x.data["pred_box"], x.data["pred_class"], x.score, x.reason))
+            continue
+        if x.box is None or x.box in done or ids is None or x.box >= len(ids):
+            continue
+        box, cls, target = rec.gt.xyxy[x.box], int(rec.gt.class_id[x.box]), str(ids[x.box])
+        if x.type == "swap" and "pred_class" in x.data:
+            fix = Fix("relabel", x.type, box, x.data["pred_class"], x.score, x.reason, target)
+        elif x.type == "badloc" and "pred_box" in x.data:
+            fix = Fix("move", x.type, x.data["pred_box"], cls, x.score, x.reason, target)
+        elif x.type == "out_of_image":
+            fix = Fix("clip", x.type, np.clip(box, 0, [w, h, w, h]), cls, x.score, x.reason, target)
+        elif x.type in ("badloc", "spurious", "degenerate", "duplicate"):
+            fix = Fix("remove", x.type, box, cls, x.score, x.reason, target)
+        else:
+            continue
+        fixes.append(fix)
+        done.add(x.box)
+    return fixes
 
 
 def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -> tuple[Path, Path, Path]:

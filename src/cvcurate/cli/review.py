@@ -1,0 +1,106 @@
+"""Review commands: review (the App on ranked queues, or progress) and apply (confirmed fixes, undo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import review as review_lib
+from .. import store
+from ..errors import InputError
+from ..scoring import QUEUES
+from . import app
+from .common import console
+
+QUEUE_CHOICES = ["all", *QUEUES]
+
+
+@app.command("review")
+def review_cmd(
+    name: str = typer.Argument(..., help="Dataset name (scored with 'cvcurate score')."),
+    queue: str = typer.Option("all", "--queue", "-q", help=f"Queue to open: {', '.join(QUEUE_CHOICES)}."),
+    port: int = typer.Option(5151, "--port", help="Port of the App."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Address to serve on (0.0.0.0 for all)."),
+    remote: bool = typer.Option(False, "--remote", help="Serve for a browser on another machine and print the "
+                                "URL, instead of opening a local browser."),
+    summary: bool = typer.Option(False, "--summary", help="Show review progress per queue and exit."),
+) -> None:
+    """Open the FiftyOne App on a ranked review queue, or show review progress.
+
+    Each queue is a saved view (cvc-<queue>, also in the App's sidebar when opened without
+    cvcurate) sorted by score. The sidebar shows each sample's issues (cvc_issues) and the
+    ground truth, predictions and proposed fixes (cvc_fixes: boxes labelled action:class) as
+    layers over the image. Tag a fix box, or a whole sample, with error:confirmed or
+    error:rejected; then 'cvcurate apply NAME' applies the confirmed fixes. Ctrl-C closes.
+
+    Examples:
+
+      cvcurate review neu --queue swap --remote --port 5151
+
+      cvcurate review neu --summary
+    """
+    if queue not in QUEUE_CHOICES:
+        raise InputError(f"unknown --queue {queue!r}: use one of {', '.join(QUEUE_CHOICES)}")
+    if summary:
+        rows = review_lib.summary(name)
+        console.print(f"{'queue':<14}{'samples':>8}{'reviewed':>10}{'confirmed':>11}{'rejected':>10}")
+        for p in rows:
+            console.print(f"{p.queue:<14}{p.samples:>8}{p.reviewed:>10}{p.confirmed:>11}{p.rejected:>10}")
+        return
+    review_lib._check_scored(name)
+    view = f"cvc-{queue}"
+    if view not in store.list_saved_views(name):
+        raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {name}' again")
+    session = store.launch_app(name, view, port=port, address=address, remote=remote)
+    host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
+    console.print(f"App on queue {queue!r} of {name}: http://{host}:{port}/ (view {view}); Ctrl-C to stop")
+    try:
+        session.wait(-1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+        console.print("App closed")
+
+
+@app.command("apply")
+def apply_cmd(
+    name: str = typer.Argument(..., help="Dataset name."),
+    undo: bool = typer.Option(False, "--undo", help="Undo the last applied change set (or --change)."),
+    change: Optional[str] = typer.Option(None, "--change", help="Change set id to undo."),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Where change logs go [default: NAME_changes/]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change, change nothing."),
+) -> None:
+    """Apply the fixes reviewers confirmed to the ground truth in the store, or undo them.
+
+    A confirmed swap takes the predicted class, a confirmed overlooked box is added, a
+    confirmed badloc takes the predicted box, a confirmed spurious, degenerate or duplicate box
+    is removed. Every change is logged with the ground truth before and after, so it can be
+    undone. Source annotation files are never touched.
+
+    Examples:
+
+      cvcurate apply neu
+
+      cvcurate apply neu --undo
+    """
+    if undo or change:
+        cs = review_lib.undo(name, change)
+        console.print(f"undone {cs.change_id}: {len(cs.changes)} sample(s) restored")
+        return
+    cs = review_lib.apply(name, log_dir=log_dir, dry_run=dry_run)
+    if not cs.changes:
+        console.print("no confirmed fixes to apply (tag fixes or samples 'error:confirmed' in the App)")
+        return
+    by_action: dict[str, int] = {}
+    for c in cs.changes:
+        for f in c["fixes"]:
+            by_action[f["cvc_action"]] = by_action.get(f["cvc_action"], 0) + 1
+    what = ", ".join(f"{k} {v}" for k, v in sorted(by_action.items()))
+    if dry_run:
+        console.print(f"would apply {cs.applied} fix(es) to {len(cs.changes)} sample(s): {what}")
+        return
+    console.print(f"applied {cs.applied} fix(es) to {len(cs.changes)} sample(s): {what}; "
+                  f"change {cs.change_id}, log {cs.log_path}; undo with 'cvcurate apply {name} --undo'")
