@@ -4,11 +4,16 @@
 optional pixel features; it returns a :class:`ScoreResult`. Storing it (FiftyOne fields, saved
 views) and writing JSON/CSV happen elsewhere (:mod:`cvcurate.scoring.output`).
 
-Combination: each issue has a score in [0, 1]; an image's score is the noisy-OR of its issues'
-scores, each multiplied by the weight of its type (``weights`` in configs/score.yaml), and, when
-predictions are given, of ``1 - ObjectLab image quality`` with weight ``weights.label_quality``.
-A box's score is the noisy-OR of the issues that point at it. Noisy-OR keeps the ranking
-monotone: another issue never lowers a score.
+Combination. Each issue has a score in [0, 1] (its own scale: an IoU, a probability, a z-score
+mapped to [0, 1]). Those scales are not comparable across types, and a detector that disagrees a
+little with many correct boxes produces many mid-level scores, so raw scores are first made
+relative: an issue's ``relative`` score is the fraction of the dataset's objects (given boxes for
+box issues, images for image issues) that have a lower score of that type. An image's score is
+the largest relative score among its issues times the weight of the issue's type (``weights`` in
+configs/score.yaml); with predictions, ``1 - ObjectLab image quality``, made relative over the
+images, counts as one more issue (``label_quality``). A box's score is the same maximum over the
+issues that point at it. Max-pooling was chosen over a noisy-OR of all issues because on real
+data (NEU-DET) the noisy-OR of many weak disagreements pushed most clean images near 1.
 """
 
 from __future__ import annotations
@@ -93,6 +98,34 @@ class ScoreResult:
         return np.argsort(-self.image_score, kind="stable")
 
 
+IMAGE_LEVEL = {"style_fragmented", "style_merged", "rare_class_mix", "near_duplicate", "leakage", "blur",
+               "underexposed", "overexposed", "unreadable"}
+
+
+def _relative(values: np.ndarray) -> np.ndarray:
+    """For each value, the fraction of all values strictly below it."""
+    order = np.sort(values)
+    return np.searchsorted(order, values, side="left") / max(1, len(values))
+
+
+def relative_scores(issues: Sequence[Issue], *, n_boxes: int, n_images: int) -> None:
+    """Set ``issue.data["relative"]``: the fraction of the dataset's objects scoring lower on that type.
+
+    Objects without an issue of a type count as scoring 0 on it, so a type that fires on few
+    objects gives its issues relative scores near 1, and one that fires everywhere does not.
+    """
+    by_type: dict[str, list[Issue]] = {}
+    for iss in issues:
+        by_type.setdefault(iss.type, []).append(iss)
+    for t, group in by_type.items():
+        n = n_images if t in IMAGE_LEVEL else n_boxes
+        n = max(n, len(group))
+        scores = np.sort(np.array([g.score for g in group]))
+        for g in group:
+            higher_or_equal = len(scores) - np.searchsorted(scores, g.score, side="left")
+            g.data["relative"] = float(1.0 - (higher_or_equal - 1) / n - 1.0 / n) if n else 0.0
+
+
 def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
           features: ImageFeatures | None = None, cfg: ScoreConfig | None = None) -> ScoreResult:
     """Score every image and box; see the module docstring for how signals combine."""
@@ -111,17 +144,18 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
         issues += ol.issues
         quality, thresholds = ol.image_quality, ol.thresholds
     index = {r.filepath: i for i, r in enumerate(labels.records)}
-    keep_not = np.ones(len(labels.records))  # product of (1 - w * s) per image
-    box_not = [np.ones(len(r.gt)) for r in labels.records]
+    relative_scores(issues, n_boxes=max(1, labels.num_boxes), n_images=max(1, len(labels.records)))
+    image_score = np.zeros(len(labels.records))
+    box_scores = [np.zeros(len(r.gt)) for r in labels.records]
     for iss in issues:
         i = index[iss.filepath]
-        w = cfg.weights.get(iss.type, 1.0)
-        keep_not[i] *= 1 - w * iss.score
-        if iss.box is not None and iss.box < len(box_not[i]):
-            box_not[i][iss.box] *= 1 - w * iss.score
+        v = cfg.weights.get(iss.type, 1.0) * iss.data["relative"]
+        image_score[i] = max(image_score[i], v)
+        if iss.box is not None and iss.box < len(box_scores[i]):
+            box_scores[i][iss.box] = max(box_scores[i][iss.box], v)
     if quality is not None:
-        keep_not *= 1 - cfg.weights["label_quality"] * (1 - quality)
-    return ScoreResult(labels=labels, issues=issues, image_score=1 - keep_not,
-                       box_scores=[1 - b for b in box_not], image_quality=quality,
+        image_score = np.maximum(image_score, cfg.weights["label_quality"] * _relative(1 - quality))
+    return ScoreResult(labels=labels, issues=issues, image_score=image_score,
+                       box_scores=box_scores, image_quality=quality,
                        thresholds=thresholds, used_predictions=predictions is not None,
                        used_pixels=features is not None)

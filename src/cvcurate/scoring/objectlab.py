@@ -66,6 +66,15 @@ class Thresholds:
     low: float
     high: float
     how: str
+    grid: np.ndarray | None = None  # confidences at which the precision was fitted
+    precision: np.ndarray | None = None  # fitted precision (isotonic) at ``grid``
+
+    def probability(self, conf: np.ndarray) -> np.ndarray:
+        """Calibrated probability that a prediction of confidence ``conf`` is right."""
+        conf = np.asarray(conf, dtype=np.float64)
+        if self.grid is None or len(self.grid) == 0:
+            return conf
+        return np.interp(conf, self.grid, self.precision)
 
 
 @dataclass
@@ -75,8 +84,9 @@ class ObjectLabResult:
     overlooked: list[np.ndarray]  # per image, per prediction; nan where not applicable
     swap: list[np.ndarray]  # per image, per given box
     badloc: list[np.ndarray]  # per image, per given box
-    spurious: list[np.ndarray]  # per image, per given box: 1 - best IoU with a usable prediction
+    spurious: list[np.ndarray]  # per image, per given box: 1 - best support by a prediction
     thresholds: Thresholds
+    population: int = 0  # number of given boxes scored (for rank normalisation)
 
 
 def match_predictions(gt: Annotations, pred: Annotations, iou_threshold: float = 0.5) -> np.ndarray:
@@ -121,7 +131,7 @@ def calibrate_thresholds(labels: LabelSet, preds: Sequence[Annotations], cfg: Ob
     low = min(low, cfg.max_low_threshold, high)
     how = ("precision targets reached" if high_ok and low_ok else
            "quantile fallback: the predictions never reach the precision target")
-    return Thresholds(low=low, high=high, how=how)
+    return Thresholds(low=low, high=high, how=how, grid=grid, precision=precision)
 
 
 def _similarity(gt: Annotations, pred: Annotations, w: int, h: int, alpha: float, scale: float
@@ -170,62 +180,100 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
                                         auxiliary_inputs=aux)
     badloc = rank.compute_badloc_box_scores(alpha=cfg.alpha, low_probability_threshold=th.low,
                                             auxiliary_inputs=aux)
-    spurious = [1 - a["iou_matrix"].max(axis=1) if a["iou_matrix"].shape[1] else np.ones(len(a["lab_labels"]))
-                for a in aux]
     pooled = [rank.pool_box_scores_per_image(s, temperature=cfg.temperature) for s in (overlooked, swap, badloc)]
     quality = np.exp(sum(np.log(1e-100 + x) for x in pooled) / 3.0)
 
     issues: list[Issue] = []
     names = labels.classes
+    spurious_all: list[np.ndarray] = []
+    population = 0
     for i, rec in enumerate(labels.records):
         g_idx, p_idx = kept_gt[i], kept_pred[i]
         q = preds[i][p_idx]
-        for k, s in enumerate(overlooked[i]):
-            if np.isfinite(s) and 1 - s >= cfg.min_score:
-                box = q.xyxy[k]
-                issues.append(Issue(rec.filepath, "overlooked", float(1 - s),
-                                    f"the model sees a {names[q.class_id[k]]} at "
-                                    f"[{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] "
-                                    f"(confidence {q.confidence[k]:.2f}) that no given box covers",
-                                    sample_id=rec.sample_id,
-                                    data={"pred_box": box.tolist(), "pred_class": int(q.class_id[k]),
-                                          "confidence": float(q.confidence[k])}))
-        for k, s in enumerate(swap[i]):
-            if 1 - s >= cfg.min_score:
-                j = int(g_idx[k])
-                alt = _best_other(rec.gt.xyxy[j], rec.gt.class_id[j], q, th.high)
-                text = f"box {j} is labelled {names[rec.gt.class_id[j]]}"
+        sig = calibrated_signals(rec.gt[g_idx], preds[i], th, cfg)
+        population += len(g_idx)
+        spurious_all.append(sig.unsupported)
+        # overlooked: cleanlab's rule on trusted predictions, or a probable prediction no box covers
+        for k in np.flatnonzero(sig.overlooked >= cfg.min_score):
+            s_ = float(sig.overlooked[k])
+            box = preds[i].xyxy[k]
+            cls = int(preds[i].class_id[k])
+            issues.append(Issue(rec.filepath, "overlooked", s_,
+                                f"the model sees a {names[cls]} at [{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, "
+                                f"{box[3]:.0f}] (confidence {preds[i].confidence[k]:.2f}) that no given box covers",
+                                sample_id=rec.sample_id,
+                                data={"pred_box": box.tolist(), "pred_class": cls,
+                                      "confidence": float(preds[i].confidence[k])}))
+        for k, j in enumerate(g_idx):
+            j = int(j)
+            given = names[rec.gt.class_id[j]]
+            s_swap = max(1 - float(swap[i][k]), float(sig.swap[k]))
+            if s_swap >= cfg.min_score:
+                alt = _best_other(rec.gt.xyxy[j], rec.gt.class_id[j], preds[i], th.low)
+                text = f"box {j} is labelled {given}"
                 data = {}
                 if alt is not None:
-                    text += f" but the model sees a {names[q.class_id[alt]]} there (confidence {q.confidence[alt]:.2f})"
-                    data = {"pred_class": int(q.class_id[alt]), "pred_box": q.xyxy[alt].tolist(),
-                            "confidence": float(q.confidence[alt])}
-                issues.append(Issue(rec.filepath, "swap", float(1 - s), text, box=j,
-                                    sample_id=rec.sample_id, data=data))
-        for k, s in enumerate(badloc[i]):
-            if 1 - s >= cfg.min_score:
-                j = int(g_idx[k])
-                alt = _best_same(rec.gt.xyxy[j], rec.gt.class_id[j], q, th.low)
-                if alt is None:
-                    text = (f"box {j} ({names[rec.gt.class_id[j]]}): the model sees no "
-                            f"{names[rec.gt.class_id[j]]} here (spurious or badly placed box)")
-                    data = {}
-                else:
-                    iou = pairwise_iou(rec.gt.xyxy[j][None], q.xyxy[alt][None])[0, 0]
-                    text = (f"box {j} ({names[rec.gt.class_id[j]]}) overlaps the model's box only at "
-                            f"IoU {iou:.2f}")
-                    data = {"pred_box": q.xyxy[alt].tolist(), "confidence": float(q.confidence[alt])}
-                issues.append(Issue(rec.filepath, "badloc", float(1 - s), text, box=j,
-                                    sample_id=rec.sample_id, data=data))
-        for k, s in enumerate(spurious[i]):
-            if s >= cfg.min_score and badloc[i][k] >= 1.0:  # not already explained as badloc
-                j = int(g_idx[k])
-                issues.append(Issue(rec.filepath, "spurious", float(s),
-                                    f"box {j} ({names[rec.gt.class_id[j]]}): no prediction of any class "
-                                    f"above confidence {th.low:.2f} overlaps it more than IoU {1 - s:.2f}",
-                                    box=j, sample_id=rec.sample_id))
+                    text += (f" but the model sees a {names[preds[i].class_id[alt]]} there "
+                             f"(confidence {preds[i].confidence[alt]:.2f})")
+                    data = {"pred_class": int(preds[i].class_id[alt]), "pred_box": preds[i].xyxy[alt].tolist(),
+                            "confidence": float(preds[i].confidence[alt])}
+                issues.append(Issue(rec.filepath, "swap", s_swap, text, box=j, sample_id=rec.sample_id, data=data))
+                continue
+            s_bad = max(1 - float(badloc[i][k]) if badloc[i][k] < 1 else 0.0, float(sig.unsupported[k]))
+            if s_bad < cfg.min_score:
+                continue
+            alt = _best_same(rec.gt.xyxy[j], rec.gt.class_id[j], preds[i], th.low)
+            if sig.best_iou[k] < 0.1 or alt is None:
+                issues.append(Issue(rec.filepath, "spurious", s_bad,
+                                    f"box {j} ({given}): the model sees no {given} here "
+                                    f"(best support {1 - sig.unsupported[k]:.2f})", box=j, sample_id=rec.sample_id))
+            else:
+                iou = pairwise_iou(rec.gt.xyxy[j][None], preds[i].xyxy[alt][None])[0, 0]
+                issues.append(Issue(rec.filepath, "badloc", s_bad,
+                                    f"box {j} ({given}) overlaps the model's {given} only at IoU {iou:.2f}",
+                                    box=j, sample_id=rec.sample_id,
+                                    data={"pred_box": preds[i].xyxy[alt].tolist(),
+                                          "confidence": float(preds[i].confidence[alt])}))
     return ObjectLabResult(issues=issues, image_quality=quality, overlooked=overlooked, swap=swap,
-                           badloc=badloc, spurious=spurious, thresholds=th)
+                           badloc=badloc, spurious=spurious_all, thresholds=th, population=population)
+
+
+@dataclass
+class Signals:
+    """Calibrated per-box signals of one image (probabilities from :meth:`Thresholds.probability`)."""
+
+    unsupported: np.ndarray  # per given box: 1 - max_j p_j * IoU_j over predictions of its class
+    best_iou: np.ndarray  # per given box: best IoU with a prediction of its class (p >= 0.05)
+    swap: np.ndarray  # per given box: p(other class here) * (1 - p(given class here)), IoU >= 0.5
+    overlooked: np.ndarray  # per prediction: p * (1 - best IoU with any given box)
+
+
+def calibrated_signals(gt: Annotations, pred: Annotations, th: Thresholds, cfg: ObjectLabConfig) -> Signals:
+    """The model's support for each given box and its unexplained predictions, in probabilities.
+
+    Unlike cleanlab's rules these use every prediction, weighted by how often predictions of that
+    confidence are right on this dataset, instead of cutting at a threshold.
+    """
+    prob = th.probability(pred.confidence) if len(pred) else np.zeros(0)
+    n, m = len(gt), len(pred)
+    if n == 0:
+        over = prob.copy()
+        return Signals(np.zeros(0), np.zeros(0), np.zeros(0), np.where(prob >= th.probability(th.high), over, 0))
+    if m == 0:
+        return Signals(np.ones(n), np.zeros(n), np.zeros(n), np.zeros(0))
+    iou = pairwise_iou(gt.xyxy, pred.xyxy)
+    same = gt.class_id[:, None] == pred.class_id[None, :]
+    usable = prob[None, :] >= 0.05
+    support = np.where(same & usable, prob[None, :] * iou, 0.0).max(axis=1)
+    best_iou = np.where(same & usable, iou, 0.0).max(axis=1)
+    near = iou >= 0.5
+    p_other = np.where(~same & near, prob[None, :], 0.0).max(axis=1)
+    p_same = np.where(same & near, prob[None, :], 0.0).max(axis=1)
+    over = prob * (1 - iou.max(axis=0))
+    # an unexplained prediction counts only when it is at least as trustworthy as cleanlab's
+    # "high" predictions, so that the model's everyday false positives do not flood the queue
+    over = np.where(prob >= th.probability(th.high), over, 0.0)
+    return Signals(unsupported=1 - support, best_iou=best_iou, swap=p_other * (1 - p_same), overlooked=over)
 
 
 def _best_other(box: np.ndarray, cls: int, q: Annotations, high: float) -> int | None:
