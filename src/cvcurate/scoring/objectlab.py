@@ -97,7 +97,9 @@ def match_predictions(gt: Annotations, pred: Annotations, iou_threshold: float =
     iou = pairwise_iou(pred.xyxy, gt.xyxy)
     iou[pred.class_id[:, None] != gt.class_id[None, :]] = 0
     used = np.zeros(len(gt), dtype=bool)
-    for i in np.argsort(-pred.confidence, kind="stable"):
+    # only predictions that reach the threshold with some box can match: loop over those alone
+    cand = np.flatnonzero(iou.max(axis=1) >= iou_threshold)
+    for i in cand[np.argsort(-pred.confidence[cand], kind="stable")]:
         row = np.where(used, 0, iou[i])
         j = int(np.argmax(row))
         if row[j] >= iou_threshold:
