@@ -139,3 +139,17 @@ def test_config_rejects_unknown_weight(tmp_path):
     p.write_text("geometry:\n  duplicate_io: 0.5\n")
     with pytest.raises(ConfigError, match="did you mean 'duplicate_iou'"):
         load_config(ScoreConfig, p)
+
+
+def test_truth_metrics_match_the_injected_errors(scored):
+    from cvcurate.scoring.truth import truth_metrics
+
+    res, result = scored
+    m = truth_metrics(result, res.to_dict())
+    assert m.corrupted == len({e.filepath for e in res.errors}) and m.images == len(res.labels)
+    assert sum(v["count"] for v in m.per_type.values()) == len(res.errors)
+    assert 0 <= m.found_in_top_k <= m.corrupted and 0.5 < m.average_precision <= 1
+    # a perfect ranking scores AP 1
+    perfect = type(result)(**{**result.__dict__, "image_score": np.array(
+        [float(r.filepath in {e.filepath for e in res.errors}) for r in res.labels.records])})
+    assert truth_metrics(perfect, res.to_dict()).average_precision == 1.0

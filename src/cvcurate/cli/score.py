@@ -24,6 +24,8 @@ def score_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for scores.json, issues.csv, images.csv "
                                        "[default: NAME_scores]."),
     top: int = typer.Option(10, "--top", help="How many of the most suspicious images to print."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Truth file of 'cvcurate corrupt': also print how "
+                                         "well the ranking finds the injected errors."),
 ) -> None:
     """Score every image and box for likely label errors, with a reason for each.
 
@@ -57,5 +59,14 @@ def score_cmd(
         best = max(by_image.get(rec.filepath, []), key=lambda i: i.score, default=None)
         why = f"{best.type}: {best.reason}" if best else "low ObjectLab label quality"
         console.print(f"  {res.image_score[k]:.3f}  {Path(rec.filepath).name}  {why}")
+    if truth is not None:
+        from ..corrupt import load_truth
+        from ..scoring.truth import truth_metrics
+
+        m = truth_metrics(res, load_truth(truth))
+        console.print(f"against {truth}: {m.found_in_top_k} of {m.corrupted} corrupted images in the top "
+                      f"{m.corrupted}; average precision {m.average_precision:.3f}")
+        for t, v in m.per_type.items():
+            console.print(f"  {t:<12} {v['found_in_top_k']:>4} of {v['count']:<4} AP {v['average_precision']:.3f}")
     console.print(f"written: {run.json_path}, {run.csv_path}, {run.images_csv_path}; "
                   f"review with 'cvcurate review {name}'")
