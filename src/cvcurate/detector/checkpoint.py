@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..config import from_dict
@@ -68,7 +69,8 @@ class Checkpoint:
         return d
 
     def check_classes(self, classes: Sequence[str], what: str = "the dataset") -> None:
-        if list(classes) != list(self.classes):
+        """Raise :class:`InputError` unless ``classes`` is the checkpoint's class set (any order)."""
+        if set(classes) != set(self.classes) or len(classes) != len(self.classes):
             missing = [c for c in classes if c not in self.classes]
             extra = [c for c in self.classes if c not in classes]
             detail = []
@@ -76,16 +78,39 @@ class Checkpoint:
                 detail.append(f"{what} has {missing} which the checkpoint does not know")
             if extra:
                 detail.append(f"the checkpoint has {extra} which {what} does not")
-            if not detail:
-                detail.append("same names in a different order")
-            raise InputError(f"the checkpoint was trained on classes {self.classes}, {what} has "
-                             f"{list(classes)}: {'; '.join(detail)}")
+            raise InputError(f"the checkpoint was trained on classes {self.classes} but {what} has "
+                             f"{list(classes)}: {'; '.join(detail) or 'duplicate names'}")
+
+    def class_map(self, classes: Sequence[str], what: str = "the dataset") -> np.ndarray:
+        """``map[checkpoint_id] = dataset_id`` (same class set required, order may differ)."""
+        self.check_classes(classes, what)
+        return np.array([list(classes).index(c) for c in self.classes], dtype=np.int64)
+
+
+def _plain(v: Any) -> Any:
+    """Plain Python types only (``torch.__version__`` is a str subclass, metrics may hold numpy
+    scalars), so that ``torch.load(weights_only=True)`` accepts the file."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (bool, type(None))):
+        return v
+    if isinstance(v, (np.integer, int)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    if isinstance(v, str):
+        return str(v)
+    if isinstance(v, Path):
+        return str(v)
+    return v
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    d = ckpt.to_dict()
+    d = _plain(ckpt.to_dict())
     d["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(d, tmp)
@@ -117,7 +142,11 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None,
     """
     path = resolve_model_path(path)
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        from torch.torch_version import TorchVersion
+
+        # TorchVersion (a str) is allowed for files written before metadata was made plain
+        with torch.serialization.safe_globals([TorchVersion]):
+            d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
         raise InputError(f"{path} is not a cvcurate detector checkpoint: {exc}") from None
     required = ("state_dict", "classes", "arch", "model_config", "input_size")

@@ -55,21 +55,24 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 90
     batch_size: int = 16
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 0.002
     weight_decay: float = 0.05
     momentum: float = 0.9  # sgd only
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to 0
+    warmup_epochs: float = 2.0  # linear warm-up, then cosine decay to 0
     grad_clip: float = 10.0
     hflip: float = 0.5
     vflip: float = 0.5
     brightness: float = 0.15  # random +- shift of the mean, in [0, 1] intensity units
     contrast: float = 0.15  # random 1 +- factor
+    scale_jitter: float = 0.25  # half of the images zoomed in/out by up to this factor (0: off)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
     max_steps: int = 0  # stop after this many optimizer steps (0: no limit); for smoke tests
+    time_budget_min: float = 0.0  # wall-time cap (0: none); when it binds, the cosine schedule follows
+    #   elapsed time instead of steps and training ends on time with the LR at 0 (then not bit-reproducible)
     folds: int = 5  # default K for out-of-fold predictions
 
     def check(self) -> None:

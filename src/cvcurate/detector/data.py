@@ -64,12 +64,13 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: Sequence[ImageRecord], size: int, *, augment: bool = False,
                  hflip: float = 0.5, vflip: float = 0.5, brightness: float = 0.0, contrast: float = 0.0,
-                 seed: int = 0, cache: bool = True) -> None:
+                 scale_jitter: float = 0.0, seed: int = 0, cache: bool = True) -> None:
         self.records = list(records)
         self.size = size
         self.augment = augment
         self.hflip, self.vflip = hflip, vflip
         self.brightness, self.contrast = brightness, contrast
+        self.scale_jitter = scale_jitter
         self.rng = np.random.default_rng(seed)
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
         self.targets = [scaled_boxes(r, size) for r in self.records]
@@ -86,11 +87,35 @@ class DetectionDataset(torch.utils.data.Dataset):
             self.cache[i] = img
         return img
 
+    def _zoom(self, img: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Random zoom in/out by up to ``scale_jitter`` with a random shift; the border left by
+        zooming out is filled with the image mean (not mirrored: that would copy unlabelled
+        defects). Boxes keeping less than 40% of their area are dropped."""
+        import cv2
+
+        s = self.size
+        z = self.rng.uniform(1 - self.scale_jitter, 1 + self.scale_jitter)
+        lo, hi = sorted((0.0, s - z * s))
+        tx, ty = self.rng.uniform(lo, hi), self.rng.uniform(lo, hi)
+        m = np.array([[z, 0, tx], [0, z, ty]], dtype=np.float64)
+        img = cv2.warpAffine(img, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=float(img.mean()))
+        b = boxes * z + np.array([tx, ty, tx, ty], dtype=np.float32)
+        full = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        b = np.clip(b, 0, s)
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        keep = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1) & (area >= 0.4 * full)
+        return img, b[keep].astype(np.float32), labels[keep]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        img = self.image(i).astype(np.float32) / 255.0
+        img = self.image(i)
         boxes, labels = self.targets[i]
         boxes = boxes.copy()
         s = self.size
+        if self.augment and self.scale_jitter > 0 and self.rng.random() < 0.5:
+            img, boxes, labels = self._zoom(img, boxes, labels)
+        img = img.astype(np.float32) / 255.0
         if self.augment:
             if self.rng.random() < self.hflip:
                 img = img[:, ::-1]

@@ -1,0 +1,78 @@
+"""Inference: boxes with confidences, in each record's own pixel frame."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..progress import track
+from ..types import Annotations, ImageRecord
+from .checkpoint import Checkpoint, load_checkpoint
+from .data import load_gray
+from .model import resolve_device
+
+
+def _as_model(model_or_checkpoint) -> tuple[torch.nn.Module, int]:
+    obj = model_or_checkpoint
+    if isinstance(obj, (str, Path)):
+        obj = load_checkpoint(obj)
+    if isinstance(obj, Checkpoint):
+        return obj.model(), obj.input_size
+    if isinstance(obj, torch.nn.Module):
+        cfg = getattr(obj, "model_config", None)
+        if not cfg:
+            raise InputError("a bare model needs a 'model_config' attribute (build it with build_model)")
+        return obj, int(cfg["input_size"])
+    raise InputError(f"cannot predict with a {type(obj).__name__}: give a checkpoint, its path or a model")
+
+
+def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int = 16, device: str = "cpu",
+            progress: bool = False) -> list[Annotations]:
+    """Predict every record; boxes are absolute ``xyxy`` in the record's ``width`` x ``height``.
+
+    Class ids are the checkpoint's; map them with ``Checkpoint.class_map`` when the dataset orders
+    its classes differently. Images of the next batch are decoded in a background thread while
+    the current one runs.
+    """
+    model, size = _as_model(model_or_checkpoint)
+    dev = resolve_device(device)
+    was_training = model.training
+    model = model.to(dev).eval()
+    records = list(records)
+    out: list[Annotations] = []
+    batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+
+    def load(batch: list[ImageRecord]) -> list[np.ndarray]:
+        return [load_gray(r.filepath, size, (r.width, r.height)) for r in batch]
+
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+            nxt = pool.submit(load, batches[0]) if batches else None
+            for bi in track(range(len(batches)), description="predicting", total=len(batches), enabled=progress):
+                imgs = nxt.result()
+                nxt = pool.submit(load, batches[bi + 1]) if bi + 1 < len(batches) else None
+                x = [torch.from_numpy(im).to(dev).float().div_(255.0)[None] for im in imgs]
+                res = model(x)
+                for rec, r in zip(batches[bi], res):
+                    b = r["boxes"].detach().cpu().numpy().astype(np.float64)
+                    sx, sy = rec.width / size, rec.height / size
+                    b = b * np.array([sx, sy, sx, sy])
+                    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, rec.width)
+                    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, rec.height)
+                    conf = np.clip(r["scores"].detach().cpu().numpy().astype(np.float64), 0.0, 1.0)
+                    out.append(Annotations(xyxy=b, class_id=r["labels"].detach().cpu().numpy().astype(np.int64),
+                                           confidence=conf))
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def remap_classes(anns: Sequence[Annotations], mapping: np.ndarray) -> list[Annotations]:
+    """Change class ids by ``mapping[old_id] = new_id``."""
+    return [Annotations(a.xyxy, mapping[a.class_id] if len(a) else a.class_id, a.confidence) for a in anns]

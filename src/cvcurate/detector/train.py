@@ -1,0 +1,211 @@
+"""Training from scratch and k-fold out-of-fold predictions.
+
+Seeded (torch, numpy, data order, augmentation), AdamW (or SGD) with a linear warm-up and a
+cosine decay to 0, gradient clipping, progress on stderr through :func:`cvcurate.progress.track`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, InputError
+from ..progress import track
+from ..types import Annotations, LabelSet
+from . import data as D
+from .checkpoint import Checkpoint
+from .config import DetectorConfig
+from .model import build_model, resolve_device
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_factor(step: float, warmup: int, total: int) -> float:
+    if warmup > 0 and step < warmup:
+        return 0.001 + (1 - 0.001) * step / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cpu", progress: bool = True,
+          *, log: Callable[[str], None] | None = None, description: str = "training") -> Checkpoint:
+    """Train the detector from scratch on every record of ``labels``; return a :class:`Checkpoint`.
+
+    ``metrics`` of the checkpoint hold the mean loss per epoch (``train_loss_per_epoch``),
+    ``extra`` the loss of every step and the wall time. ``log`` receives one line per epoch.
+    """
+    cfg = cfg or DetectorConfig()
+    tc, mc = cfg.train, cfg.model
+    dev = resolve_device(device)
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    labels.validate()
+    if not labels.records:
+        raise InputError("no images to train on")
+    ds = D.DetectionDataset(labels.records, mc.input_size, augment=True, hflip=tc.hflip, vflip=tc.vflip,
+                            brightness=tc.brightness, contrast=tc.contrast,
+                            scale_jitter=tc.scale_jitter, seed=tc.seed)
+    if sum(len(t[1]) for t in ds.targets) == 0:
+        raise InputError(f"none of the {len(labels.records)} training images has a usable box")
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed)
+    model = build_model(mc, len(labels.classes)).to(dev)
+    bs = min(tc.batch_size, len(ds))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=bs, shuffle=True, collate_fn=D.collate, num_workers=0,
+        drop_last=len(ds) >= 2 * bs, generator=torch.Generator().manual_seed(tc.seed))
+    steps_per_epoch = len(loader)
+    total = tc.epochs * steps_per_epoch
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    groups = _param_groups(model, tc.weight_decay)
+    if tc.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=tc.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, nesterov=True)
+    warmup = int(round(tc.warmup_epochs * steps_per_epoch))
+    budget = tc.time_budget_min * 60.0
+    t_start = time.time()
+    timed_out = False
+    time_driven = [0]  # steps whose learning rate followed the clock rather than the step count
+
+    def progress_step(s: int) -> float:
+        # with a time budget the schedule runs on whichever is further: steps or wall time
+        if budget > 0 and s >= warmup:
+            by_time = warmup + (time.time() - t_start) / budget * (total - warmup)
+            if by_time > s:
+                time_driven[0] += 1
+                return by_time
+        return float(s)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(progress_step(s), warmup, total))
+
+    def batches():
+        nonlocal timed_out
+        step = 0
+        for epoch in range(tc.epochs):
+            for batch in loader:
+                if step >= total:
+                    return
+                if budget > 0 and time.time() - t_start >= budget:
+                    timed_out = True
+                    return
+                yield epoch, batch
+                step += 1
+
+    model.train()
+    step_losses: list[float] = []
+    epoch_losses: list[float] = []
+    cur_epoch, acc, n_acc, skipped = 0, 0.0, 0, 0
+    t0 = time.time()
+    epoch_t0 = t0
+    epoch_times: list[float] = []
+
+    def close_epoch(e: int) -> None:
+        nonlocal acc, n_acc, epoch_t0
+        if n_acc:
+            epoch_losses.append(acc / n_acc)
+            epoch_times.append(time.time() - epoch_t0)
+            if log:
+                log(f"epoch {e + 1}/{tc.epochs} loss {acc / n_acc:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                    f"{epoch_times[-1]:.1f}s")
+        acc, n_acc, epoch_t0 = 0.0, 0, time.time()
+
+    for epoch, (images, targets) in track(batches(), description=description, total=total, enabled=progress):
+        if epoch != cur_epoch:
+            close_epoch(cur_epoch)
+            cur_epoch = epoch
+        images = [im.to(dev) for im in images]
+        targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            skipped += 1
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            if skipped > 10:
+                raise ConfigError("training diverged (non-finite loss in more than 10 steps): lower train.lr")
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        sched.step()
+        v = float(loss.detach())
+        step_losses.append(v)
+        acc += v
+        n_acc += 1
+    close_epoch(cur_epoch)
+    model.eval()
+    import dataclasses
+
+    ckpt = Checkpoint(
+        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        classes=list(labels.classes), arch=mc.arch, model_config=dataclasses.asdict(mc),
+        input_size=mc.input_size, data_sha256=D.data_fingerprint(labels), seed=tc.seed,
+        metrics={"train_loss_per_epoch": epoch_losses},
+        train_config=dataclasses.asdict(tc),
+        extra={"step_losses": step_losses, "train_seconds": time.time() - t0, "seconds_per_epoch": epoch_times,
+               "train_images": len(labels.records), "steps": len(step_losses), "skipped_steps": skipped,
+               "planned_steps": total, "stopped_by_time_budget": timed_out, "epochs_done": len(epoch_losses),
+               "time_driven_lr_steps": time_driven[0],  # > 0: the run is not bit-reproducible
+               "device": str(dev)},
+    )
+    ckpt._model = model.cpu()
+    return ckpt
+
+
+def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, device: str = "cpu",
+                  progress: bool = True, *, return_folds: bool = False,
+                  log: Callable[[str], None] | None = None):
+    """Out-of-fold predictions: every image is predicted by a model that never trained on it.
+
+    Images are dealt to ``k`` folds by :func:`~cvcurate.detector.data.kfold_assign` (seeded with
+    ``cfg.train.seed``); for each fold a fresh model is trained on the other ``k - 1`` folds and
+    predicts this one. Returns one :class:`Annotations` (with confidences) per record, in order,
+    and the fold of each image too when ``return_folds``.
+    """
+    from .predict import predict
+
+    cfg = cfg or DetectorConfig()
+    folds = D.kfold_assign(len(labels.records), k, cfg.train.seed)
+    out: list[Annotations | None] = [None] * len(labels.records)
+    for f in range(k):
+        train_idx = np.flatnonzero(folds != f)
+        test_idx = np.flatnonzero(folds == f)
+        if log:
+            log(f"fold {f + 1}/{k}: training on {len(train_idx)} images, predicting {len(test_idx)}")
+        ckpt = train(D.subset(labels, train_idx), cfg, device=device, progress=progress, log=log,
+                     description=f"fold {f + 1}/{k}")
+        preds = predict(ckpt, [labels.records[i] for i in test_idx], batch_size=cfg.predict.batch_size,
+                        device=device)
+        for i, p in zip(test_idx, preds):
+            out[i] = p
+    result = [p if p is not None else Annotations.empty(with_confidence=True) for p in out]
+    return (result, folds) if return_folds else result
+
+
+def split_records(labels: LabelSet, split: str | None) -> LabelSet:
+    """Records of one split (all records when the dataset has no splits or ``split`` is None)."""
+    if split is None or not any(r.split for r in labels.records):
+        return labels
+    recs = [r for r in labels.records if r.split == split]
+    if not recs:
+        found = sorted({r.split for r in labels.records if r.split})
+        raise InputError(f"no images in split {split!r} (splits: {', '.join(found)})")
+    return LabelSet(classes=list(labels.classes), records=recs)
+
+
+__all__: Sequence[str] = ["train", "kfold_predict", "split_records"]

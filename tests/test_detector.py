@@ -1,0 +1,384 @@
+"""The detector: training, prediction, checkpoints, k-fold, evaluation, imported predictions, CLI.
+
+Everything runs on tiny synthetic images made here (bright and dim rectangles on noise) with a
+tiny network, so the whole file takes well under a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cvcurate.detector.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cvcurate.detector.config import DetectorConfig, ModelConfig, TrainConfig, load_detector_config
+from cvcurate.detector.data import DetectionDataset, holdout_split, kfold_assign, scaled_boxes
+from cvcurate.detector.evaluate import evaluate
+from cvcurate.detector.io import read_predictions
+from cvcurate.detector.model import resolve_device
+from cvcurate.errors import ConfigError, InputError
+from cvcurate.types import Annotations, ImageRecord, LabelSet
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["bright", "dim"]
+W, H = 96, 80  # not square on purpose: boxes must come back in each image's own frame
+
+
+def make_images(folder: Path, n: int, seed: int = 0) -> LabelSet:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for i in range(n):
+        img = (rng.random((H, W)) * 50).astype(np.uint8)
+        boxes, cls = [], []
+        for _ in range(2):
+            c = int(rng.integers(2))
+            w, h = (int(v) for v in rng.integers(14, 34, 2))
+            x, y = int(rng.integers(0, W - w)), int(rng.integers(0, H - h))
+            img[y:y + h, x:x + w] = 235 if c == 0 else 125
+            boxes.append([x, y, x + w, y + h])
+            cls.append(c)
+        p = folder / f"img{i:03d}.png"
+        cv2.imwrite(str(p), img)
+        recs.append(ImageRecord(str(p), W, H, Annotations(np.array(boxes, float), np.array(cls))))
+    return LabelSet(list(CLASSES), recs)
+
+
+def tiny_cfg(epochs: int = 12, max_steps: int = 0) -> DetectorConfig:
+    return DetectorConfig(
+        model=ModelConfig(input_size=64, stem_channels=8, widths=[8, 16, 32, 32], blocks=[1, 1, 1, 1],
+                          fpn_channels=32, head_convs=1),
+        train=TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, warmup_epochs=0.5, max_steps=max_steps,
+                          scale_jitter=0.0),
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(min(2, old))
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> LabelSet:
+    return make_images(tmp_path_factory.mktemp("tiny") / "images", 16)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny) -> Checkpoint:
+    from cvcurate.detector.train import train
+
+    return train(tiny, tiny_cfg(), progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+def test_config_file_equals_dataclass_defaults():
+    assert load_detector_config(REPO / "configs" / "detector.yaml") == DetectorConfig()
+
+
+def test_config_rejects_bad_input_size(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text("model:\n  input_size: 200\n")
+    with pytest.raises(ConfigError, match="multiple of the largest stride"):
+        load_detector_config(p)
+
+
+def test_dataset_clips_and_skips_degenerate_boxes(tmp_path):
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), np.zeros((50, 100), np.uint8))
+    rec = ImageRecord(str(p), 100, 50, Annotations(
+        np.array([[10, 10, 30, 30], [20, 20, 20, 40], [50, 30, 40, 45], [-10, -5, 120, 60]], float), [0, 1, 0, 1]))
+    boxes, labels = scaled_boxes(rec, 64)
+    assert labels.tolist() == [0, 1]  # zero-width and inverted boxes skipped
+    assert np.allclose(boxes[1], [0, 0, 64, 64])  # clipped to the image
+    ds = DetectionDataset([rec], 64, augment=True, brightness=0.1, contrast=0.1, scale_jitter=0.3, seed=1)
+    for _ in range(20):
+        x, t = ds[0]
+        b = t["boxes"].numpy()
+        assert x.shape == (1, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
+        assert bool((b[:, 2:] > b[:, :2]).all()) and float(b.min(initial=0)) >= 0 and float(b.max(initial=0)) <= 64
+
+
+def test_training_reduces_the_loss(trained):
+    losses = trained.extra["step_losses"]
+    assert len(losses) == trained.extra["steps"] > 10
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
+    assert trained.data_sha256 and len(trained.data_sha256) == 64
+
+
+def test_predict_gives_confident_boxes_inside_each_image(trained, tiny):
+    from cvcurate.detector.predict import predict
+
+    preds = predict(trained, tiny.records, batch_size=5)
+    assert len(preds) == len(tiny.records)
+    assert sum(len(p) for p in preds) > 0
+    for p in preds:
+        assert p.confidence is not None and ((p.confidence >= 0) & (p.confidence <= 1)).all()
+        assert (p.xyxy[:, [0, 2]] >= 0).all() and (p.xyxy[:, [0, 2]] <= W).all()
+        assert (p.xyxy[:, [1, 3]] >= 0).all() and (p.xyxy[:, [1, 3]] <= H).all()
+        assert (p.xyxy[:, 2:] >= p.xyxy[:, :2]).all()
+        assert set(p.class_id.tolist()) <= {0, 1}
+    # after a few seconds of training it finds the rectangles better than chance
+    res = evaluate([r.gt for r in tiny.records], preds, CLASSES)
+    assert res.map50 > 0.1
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(trained, tiny, tmp_path):
+    from cvcurate.detector.predict import predict
+
+    path = save_checkpoint(trained, tmp_path / "m.pt")
+    loaded = load_checkpoint(path, arch="fcos_tiny", classes=CLASSES)
+    assert loaded.classes == CLASSES and loaded.input_size == 64 and loaded.seed == 0
+    assert loaded.data_sha256 == trained.data_sha256 and loaded.torch_version == torch.__version__
+    a = predict(trained, tiny.records[:4])
+    b = predict(path, tiny.records[:4])
+    assert all(x.equals(y, atol=1e-5) for x, y in zip(a, b))
+
+
+def test_checkpoint_against_other_classes_or_architecture_is_an_input_error(trained, tmp_path):
+    path = save_checkpoint(trained, tmp_path / "m.pt")
+    with pytest.raises(InputError, match="trained on classes"):
+        load_checkpoint(path, classes=["bright", "scratch"])
+    with pytest.raises(InputError, match="architecture"):
+        load_checkpoint(path, arch="retinanet_big")
+    # same class set in another order is fine: ids are remapped
+    assert load_checkpoint(path).class_map(["dim", "bright"]).tolist() == [1, 0]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a cvcurate detector checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(InputError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_kfold_predicts_every_image_once_with_a_model_that_never_saw_it(tiny, monkeypatch):
+    import cvcurate.detector.predict as P
+    import cvcurate.detector.train as T
+
+    trained_on: dict[int, set[str]] = {}
+    predicted: list[tuple[int, list[str]]] = []
+    real_train, real_predict = T.train, P.predict
+
+    def spy_train(labels, cfg, **kw):
+        ck = real_train(labels, cfg, **kw)
+        trained_on[id(ck)] = {r.filepath for r in labels.records}
+        return ck
+
+    def spy_predict(ck, records, *a, **kw):
+        predicted.append((id(ck), [r.filepath for r in records]))
+        return real_predict(ck, records, *a, **kw)
+
+    monkeypatch.setattr(T, "train", spy_train)
+    monkeypatch.setattr(P, "predict", spy_predict)
+    preds, folds = T.kfold_predict(tiny, 3, tiny_cfg(max_steps=2), progress=False, return_folds=True)
+    assert len(preds) == len(tiny.records) and all(p.confidence is not None for p in preds)
+    assert sorted(np.bincount(folds).tolist()) == [5, 5, 6]
+    all_predicted = [p for _, paths in predicted for p in paths]
+    assert sorted(all_predicted) == sorted(r.filepath for r in tiny.records)  # each exactly once
+    fold_of = {r.filepath: int(f) for r, f in zip(tiny.records, folds)}
+    for ck_id, paths in predicted:
+        assert not trained_on[ck_id] & set(paths)  # never trained on what it predicts
+        assert len({fold_of[p] for p in paths}) == 1
+        assert len(trained_on[ck_id]) + len(paths) == len(tiny.records)
+    assert np.array_equal(kfold_assign(16, 3, 0), folds)  # seeded: same folds again
+
+
+def test_holdout_split_is_fixed_and_disjoint(tiny):
+    a = holdout_split(tiny, 0.25, seed=3)
+    shuffled = LabelSet(tiny.classes, tiny.records[::-1])
+    b = holdout_split(shuffled, 0.25, seed=3)
+    names = lambda ls, idx: sorted(Path(ls.records[i].filepath).name for i in idx)  # noqa: E731
+    assert names(tiny, a[1]) == names(shuffled, b[1])  # independent of record order
+    assert not set(a[0]) & set(a[1]) and len(a[0]) + len(a[1]) == len(tiny.records)
+
+
+def test_evaluate_perfect_and_swapped_predictions(tiny):
+    gts = [r.gt for r in tiny.records]
+    perfect = [Annotations(g.xyxy, g.class_id, np.full(len(g), 0.9)) for g in gts]
+    res = evaluate(gts, perfect, CLASSES)
+    assert res.map50 == pytest.approx(1.0) and res.map50_95 == pytest.approx(1.0)
+    assert all(v == pytest.approx(1.0) for v in res.ap50.values())
+    cm = np.array(res.confusion)
+    assert cm.shape == (3, 3) and np.trace(cm) == sum(len(g) for g in gts) and cm[2].sum() == cm[:, 2].sum() == 0
+    swapped = [Annotations(g.xyxy, 1 - g.class_id, np.full(len(g), 0.9)) for g in gts]
+    res = evaluate(gts, swapped, CLASSES)
+    assert res.map50 == pytest.approx(0.0, abs=1e-6)
+    cm = np.array(res.confusion)
+    assert np.trace(cm) == 0 and cm[0, 1] + cm[1, 0] == sum(len(g) for g in gts)
+    assert "bright" in res.format()
+
+
+def test_evaluate_saves_json(tiny, tmp_path):
+    gts = [r.gt for r in tiny.records]
+    res = evaluate(gts, gts, CLASSES)
+    data = json.loads(res.save_json(tmp_path / "e.json").read_text())
+    assert data["map50"] == pytest.approx(1.0) and data["confusion_labels"] == CLASSES + ["background"]
+
+
+# ------------------------------------------------------------------------------------------------
+# imported predictions
+def _coco_entry(stem="img000", cat=1, score=0.5):
+    return {"file_name": f"{stem}.png", "category_id": cat, "bbox": [10, 10, 20, 20], "score": score}
+
+
+def test_read_coco_predictions(tiny, tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps([_coco_entry(), _coco_entry("img003", 2, 0.7)]))
+    out = read_predictions(p, "coco", tiny)
+    assert len(out) == len(tiny.records) and len(out[0]) == 1 and len(out[3]) == 1
+    assert out[0].xyxy[0].tolist() == [10, 10, 30, 30] and out[3].class_id[0] == 1
+    assert out[3].confidence[0] == pytest.approx(0.7)
+    # numeric image ids resolved through a COCO ground-truth file
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [{"id": 7, "file_name": "img005.png"}],
+                              "categories": [{"id": 3, "name": "dim"}]}))
+    p.write_text(json.dumps([{"image_id": 7, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.2}]))
+    out = read_predictions(p, "coco", tiny, coco_gt=gt)
+    assert len(out[5]) == 1 and out[5].class_id[0] == 1
+
+
+@pytest.mark.parametrize("entries, message", [
+    ([_coco_entry(), _coco_entry("nope")], r"1 of 2 predictions refer to images that are not in the dataset.*'nope'"),
+    ([_coco_entry(), {**_coco_entry(), "category_id": 9}], r"unknown classes.*category_id 9"),
+    ([{**_coco_entry(), "category_name": "rust"}], r"unknown classes.*'rust'"),
+    ([], "no predictions"),
+])
+def test_read_coco_predictions_errors(tiny, tmp_path, entries, message):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(entries))
+    with pytest.raises(InputError, match=message):
+        read_predictions(p, "coco", tiny)
+
+
+def test_read_yolo_predictions_and_errors(tiny, tmp_path):
+    d = tmp_path / "yolo"
+    d.mkdir()
+    (d / "img001.txt").write_text("1 0.5 0.5 0.25 0.5 0.8\n0 0.1 0.1 0.1 0.1 0.3\n")
+    out = read_predictions(d, "yolo", tiny)
+    assert len(out[1]) == 2 and out[1].class_id.tolist() == [1, 0]
+    assert np.allclose(out[1].xyxy[0], [0.375 * W, 0.25 * H, 0.625 * W, 0.75 * H])
+    assert np.allclose(out[1].confidence, [0.8, 0.3]) and len(out[0]) == 0
+    (d / "ghost.txt").write_text("0 0.5 0.5 0.2 0.2 0.9\n")
+    with pytest.raises(InputError, match="images that are not in the dataset.*ghost"):
+        read_predictions(d, "yolo", tiny)
+    (d / "ghost.txt").unlink()
+    (d / "img002.txt").write_text("5 0.5 0.5 0.2 0.2 0.9\n")
+    with pytest.raises(InputError, match="1 of 3 predictions refer to unknown classes.*class 5"):
+        read_predictions(d, "yolo", tiny)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no .txt"):
+        read_predictions(empty, "yolo", tiny)
+    with pytest.raises(InputError, match="unknown predictions format"):
+        read_predictions(d, "csv", tiny)
+
+
+def test_cuda_request_falls_back_to_cpu_with_a_warning(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.warns(RuntimeWarning, match="CUDA was requested but is not available"):
+        dev = resolve_device("cuda")
+    assert dev.type == "cpu"
+    assert "using the CPU" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_device("cpu").type == "cpu"
+
+
+# ------------------------------------------------------------------------------------------------
+# command line
+def test_cli_train_predict_evaluate(tmp_path, dataset_name, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cvcurate import store
+    from cvcurate.cli import app
+    from cvcurate.formats import voc
+    from cvcurate.importer import import_dataset
+
+    root = tmp_path / "ds"
+    labels = make_images(root / "images", 10, seed=1)
+    voc.write(labels, root / "annotations")
+    import_dataset(root, dataset_name)
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "tiny.yaml"
+    import yaml
+    from dataclasses import asdict
+
+    cfg.write_text(yaml.safe_dump(asdict(tiny_cfg(epochs=3))))
+    run = CliRunner().invoke
+
+    r = run(app, ["train", dataset_name, "--config", str(cfg), "--epochs", "2", "--out", "m.pt"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.pt").is_file()
+
+    r = run(app, ["predict", dataset_name, "--model", "m.pt", "--batch-size", "4"])
+    assert r.exit_code == 0, r.output
+    got = store.read(dataset_name, pred_field="predictions")
+    assert all(rec.pred is not None for rec in got.records)
+    assert sum(len(rec.pred) for rec in got.records) > 0
+    assert all((rec.pred.confidence >= 0).all() and (rec.pred.confidence <= 1).all() for rec in got.records)
+
+    r = run(app, ["evaluate", dataset_name, "--out", "e.json"])
+    assert r.exit_code == 0, r.output
+    assert "mAP@0.5" in r.output and json.loads((tmp_path / "e.json").read_text())["images"] == 10
+
+    # imported predictions: bad ones change nothing, good ones replace the field
+    before = [len(rec.pred) for rec in got.records]
+    (tmp_path / "bad.json").write_text(json.dumps([_coco_entry("img000"), _coco_entry("missing")]))
+    r = run(app, ["predict", dataset_name, "--predictions", "bad.json", "--format", "coco"])
+    assert r.exit_code == 2 and "not in the dataset" in r.output
+    assert [len(rec.pred) for rec in store.read(dataset_name, pred_field="predictions").records] == before
+    (tmp_path / "good.json").write_text(json.dumps([_coco_entry("img000")]))
+    r = run(app, ["predict", dataset_name, "--predictions", "good.json", "--format", "coco", "--field", "ext"])
+    assert r.exit_code == 0, r.output
+    ext = store.read(dataset_name, pred_field="ext")
+    assert sorted(len(rec.pred) for rec in ext.records) == [0] * 9 + [1]
+
+    r = run(app, ["evaluate", dataset_name, "--pred-field", "nothing"])
+    assert r.exit_code == 2 and "no field" in r.output
+
+    # a checkpoint of other classes is refused before anything is written
+    other = load_checkpoint(tmp_path / "m.pt")
+    other.classes = ["a", "b"]
+    save_checkpoint(other, tmp_path / "other.pt")
+    r = run(app, ["predict", dataset_name, "--model", "other.pt"])
+    assert r.exit_code == 2 and "trained on classes" in r.output
+
+    r = run(app, ["train", dataset_name, "--config", str(cfg), "--folds", "2", "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    oof = store.read(dataset_name, pred_field="predictions_oof")
+    assert all(rec.pred is not None for rec in oof.records)
+
+
+def test_time_budget_stops_training_on_time(tiny):
+    from cvcurate.detector.train import train
+
+    cfg = tiny_cfg(epochs=200)
+    cfg.train.time_budget_min = 0.02  # 1.2 s
+    ck = train(tiny, cfg, progress=False)
+    assert ck.extra["stopped_by_time_budget"] and ck.extra["steps"] < ck.extra["planned_steps"]
+    assert ck.extra["train_seconds"] < 10
+
+
+@pytest.mark.parametrize("name", ["neu-det", "default"])
+def test_shipped_weights_load_offline_and_predict_neu_det(neu_det, name):
+    from cvcurate import formats
+    from cvcurate.detector.checkpoint import NAMED
+    from cvcurate.detector.predict import predict
+
+    if not NAMED[name].is_file():
+        pytest.skip(f"shipped weights {NAMED[name]} not built")
+    labels, _ = formats.load(neu_det)
+    ck = load_checkpoint(name, arch="fcos_tiny", classes=labels.classes)
+    assert ck.seed == 0 and len(ck.data_sha256) == 64 and "heldout" in ck.metrics
+    recs = [labels.records[i] for i in (0, 600)]
+    preds = predict(ck, recs)
+    for rec, p in zip(recs, preds):
+        assert len(p) > 0 and (p.xyxy[:, 2:] <= [rec.width, rec.height]).all()
