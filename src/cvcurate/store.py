@@ -556,8 +556,13 @@ class SampleScores:
 
 
 def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
-                 run: dict[str, Any], gt_field: str = GT_FIELD) -> None:
-    """Write score fields in bulk, one saved view per queue, and register the run."""
+                 run: dict[str, Any], gt_field: str = GT_FIELD,
+                 pred_filter: tuple[str, float] | None = None) -> None:
+    """Write score fields in bulk, one saved view per queue, and register the run.
+
+    ``pred_filter`` = (field, min confidence): the queue views show only those predictions, so
+    that the hundred low-confidence boxes kept for scoring do not bury the image in the App.
+    """
     from bson import ObjectId
     from pymongo import UpdateOne
 
@@ -591,11 +596,14 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
     ds.reload()
     ds.add_dynamic_sample_fields()
     views = []
-    ds.save_view("cvc-all", ds.match(F("cvc_score") > 0).sort_by("cvc_score", reverse=True), overwrite=True)
+    base = ds
+    if pred_filter is not None and pred_filter[0] in ds.get_field_schema():
+        base = ds.filter_labels(pred_filter[0], F("confidence") >= pred_filter[1], only_matches=False)
+    ds.save_view("cvc-all", base.match(F("cvc_score") > 0).sort_by("cvc_score", reverse=True), overwrite=True)
     views.append("cvc-all")
     for q in queues:
         vname = f"cvc-{q}"
-        ds.save_view(vname, ds.exists(f"cvc_{q}").sort_by(f"cvc_{q}", reverse=True), overwrite=True)
+        ds.save_view(vname, base.exists(f"cvc_{q}").sort_by(f"cvc_{q}", reverse=True), overwrite=True)
         views.append(vname)
     label_fields = [f"{gt_field}.detections.cvc_score", f"{gt_field}.detections.cvc_issue"]
     _set_run(ds, "score", {**run, "fields": fields, "label_fields": label_fields, "views": views})

@@ -71,7 +71,8 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
     rows = _sample_rows(result)
     run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
            "pixels": pixels, "config": to_dict(cfg), "counts": result.counts()}
-    store.write_scores(name, rows, list(QUEUES), labels.classes, run)
+    pred_filter = (pred_field, result.thresholds.low) if pred_field and result.thresholds else None
+    store.write_scores(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter)
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
     json_path, csv_path, images_csv = write_outputs(result, out, name, notes)
     return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes)
