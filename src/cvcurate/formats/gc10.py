@@ -68,15 +68,7 @@ def parse(root: Path) -> ParseResult:
     xmls = sorted(ann_dir.glob("*.xml"))
     images = sorted(p for p in img_dir.rglob("*")
                     if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and ann_dir not in p.parents)
-    by_stem: dict[str, Path] = {}
-    problems: list[tuple[str, str]] = []
-    for p in images:
-        if p.stem in by_stem:
-            problems.append((str(p), f"duplicate image stem: {p.stem} also at {by_stem[p.stem]}; "
-                             "only the first is matched to its XML"))
-            continue
-        by_stem[p.stem] = p
-    result = voc._match(xmls, by_stem, problems)
+    result = voc.match_xmls(xmls, images)
     for im in result.images:
         for i, label in enumerate(im.labels):
             im.labels[i], warning = map_name(label)

@@ -88,6 +88,11 @@ def parse(root: Path) -> ParseResult:
     ann_dir, img_dir = find_dirs(root)
     xmls = sorted(ann_dir.glob("*.xml"))
     images = list_images(img_dir, recursive=img_dir != root)
+    return match_xmls(xmls, images)
+
+
+def match_xmls(xmls: list[Path], images: list[Path]) -> ParseResult:
+    """Parse XMLs and match each to the image with its stem (or its ``<filename>``'s stem)."""
     by_stem: dict[str, Path] = {}
     problems: list[tuple[str, str]] = []
     for p in images:
@@ -96,10 +101,6 @@ def parse(root: Path) -> ParseResult:
                              "only the first is matched to its XML"))
             continue
         by_stem[p.stem] = p
-    return _match(xmls, by_stem, problems)
-
-
-def _match(xmls: list[Path], by_stem: dict[str, Path], problems: list[tuple[str, str]]) -> ParseResult:
     out: list[RawImage] = []
     used: set[str] = set()
     for x in xmls:
