@@ -10,12 +10,27 @@ from pathlib import Path
 
 _DB_DIR = tempfile.mkdtemp(prefix="cvcurate-test-db-")
 os.environ["FIFTYONE_DATABASE_DIR"] = _DB_DIR
-os.environ.pop("FIFTYONE_DATABASE_URI", None)
 os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["CVCURATE_PROGRESS"] = "0"
 
 import pytest  # noqa: E402
+
+from cvcurate.store import start_private_database  # noqa: E402
+
+# our own mongod, reached by URI: FiftyOne's own database service is shared machine-wide and
+# would attach the tests to a user's running database (see start_private_database)
+_MONGOD = start_private_database(_DB_DIR)
+
+
+def _stop_database() -> None:
+    _MONGOD.terminate()
+    try:
+        _MONGOD.wait(timeout=20)
+    except Exception:  # noqa: BLE001
+        _MONGOD.kill()
+    shutil.rmtree(_DB_DIR, ignore_errors=True)
+
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -23,9 +38,9 @@ NEU_DET = SHARED / "neu-det"
 SEVERSTAL = SHARED / "severstal-sample"
 
 
-# registered before fiftyone is imported, so it runs after FiftyOne's own exit handler has
-# stopped the database (atexit runs handlers last-in first-out)
-atexit.register(shutil.rmtree, _DB_DIR, ignore_errors=True)
+# registered before fiftyone is imported, so it runs after FiftyOne's own exit handlers
+# (atexit runs handlers last-in first-out)
+atexit.register(_stop_database)
 
 
 @pytest.fixture

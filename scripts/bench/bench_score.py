@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="cvcurate-bench-db-"))
 os.environ["CVCURATE_PROGRESS"] = "0"
 
 import numpy as np  # noqa: E402
@@ -109,6 +108,17 @@ def _p_at_k(scores, y):
 
 
 def main() -> int:
+    from cvcurate.store import start_private_database
+
+    # a throwaway database of our own, never the user's (see start_private_database)
+    mongod = start_private_database(tempfile.mkdtemp(prefix="cvcurate-bench-db-"))
+    try:
+        return _main()
+    finally:
+        mongod.terminate()
+
+
+def _main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "neu-det")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
