@@ -153,3 +153,9 @@ def test_truth_metrics_match_the_injected_errors(scored):
     perfect = type(result)(**{**result.__dict__, "image_score": np.array(
         [float(r.filepath in {e.filepath for e in res.errors}) for r in res.labels.records])})
     assert truth_metrics(perfect, res.to_dict()).average_precision == pytest.approx(1.0)
+
+
+def test_shipped_score_config_equals_the_defaults():
+    from cvcurate.config import CONFIG_DIR, load_config
+
+    assert load_config(ScoreConfig, CONFIG_DIR / "score.yaml") == ScoreConfig()
