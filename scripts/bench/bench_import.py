@@ -14,7 +14,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,14 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
-    from cvcurate.store import start_private_database
+    from cvcurate.store import private_database
 
-    # a throwaway database of our own, never the user's (see start_private_database)
-    mongod = start_private_database(tempfile.mkdtemp(prefix="cvcurate-bench-db-"))
-    try:
+    with private_database():  # a throwaway database of our own, never the user's
         return _main()
-    finally:
-        mongod.terminate()
 
 
 def _main() -> int:

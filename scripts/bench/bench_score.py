@@ -108,14 +108,10 @@ def _p_at_k(scores, y):
 
 
 def main() -> int:
-    from cvcurate.store import start_private_database
+    from cvcurate.store import private_database
 
-    # a throwaway database of our own, never the user's (see start_private_database)
-    mongod = start_private_database(tempfile.mkdtemp(prefix="cvcurate-bench-db-"))
-    try:
+    with private_database():  # a throwaway database of our own, never the user's
         return _main()
-    finally:
-        mongod.terminate()
 
 
 def _main() -> int:

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import DatasetExistsError, DatasetNotFoundError, StoreError
+from .errors import DatasetNotFoundError, StoreError
 from .types import Annotations, Fix, ImageRecord, LabelSet
 
 GT_FIELD = "ground_truth"
@@ -300,7 +300,6 @@ def write(labels: LabelSet, name: str, *, overwrite: bool = False, gt_field: str
 
 
 def _merge(ds: Any, labels: LabelSet, gt_field: str, history: dict[str, Any] | None) -> WriteResult:
-    fo = _fo()
     old_classes = get_classes(ds)
     classes = _merge_classes(old_classes, labels.classes)
     remap = np.array([classes.index(c) for c in labels.classes], dtype=np.int64)
@@ -762,3 +761,24 @@ def start_private_database(folder: str | os.PathLike[str]) -> Any:
     os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
     os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
     return proc
+
+
+def private_database(folder: str | os.PathLike[str] | None = None) -> Any:
+    """Context manager: a throwaway MongoDB for the block (benchmarks, scripts); see above."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    @contextlib.contextmanager
+    def _cm() -> Any:
+        path = folder or tempfile.mkdtemp(prefix="cvcurate-db-")
+        proc = start_private_database(path)
+        try:
+            yield os.environ["FIFTYONE_DATABASE_URI"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            if folder is None:
+                shutil.rmtree(path, ignore_errors=True)
+
+    return _cm()

@@ -48,7 +48,7 @@ def score_cmd(
         n = sum(counts.get(t, 0) for t in types)
         detail = ", ".join(f"{t} {counts[t]}" for t in types if counts.get(t))
         console.print(f"  queue {q:<12} {n:>6}" + (f"  ({detail})" if detail else ""))
-    console.print(f"most suspicious images:")
+    console.print("most suspicious images:")
     by_image: dict[str, list] = {}
     for i in res.issues:
         by_image.setdefault(i.filepath, []).append(i)
