@@ -190,24 +190,31 @@ def _insert(ds: Any, records: Sequence[ImageRecord], classes: Sequence[str], gt_
     return ids
 
 
-def _raw_set_detections(ds: Any, ids: Sequence[str], field: str, anns: Sequence[Annotations | None],
-                        sizes: Sequence[tuple[int, int]], classes: Sequence[str]) -> None:
-    """Set a Detections field on many samples in bulk (``None`` clears it)."""
+def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    """``$set`` fields on many samples by id: one ``bulk_write`` per chunk, ``last_modified_at``
+    stamped, the dataset reloaded. The one write path for every bulk update in this module."""
     from bson import ObjectId
     from pymongo import UpdateOne
 
-    fo = _fo()
-    if field not in ds.get_field_schema():
-        ds.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    ops = []
-    for sid, ann, (w, h) in zip(ids, anns, sizes):
-        value = None if ann is None else _detections_doc(ann, w, h, classes)
-        ops.append(UpdateOne({"_id": ObjectId(sid)}, {"$set": {field: value, "last_modified_at": now}}))
+    ops = [UpdateOne({"_id": ObjectId(sid)}, {"$set": {**fields, "last_modified_at": now}})
+           for sid, fields in updates]
+    if not ops:
+        return
     coll = ds._sample_collection
     for start in range(0, len(ops), _CHUNK):
         coll.bulk_write(ops[start:start + _CHUNK], ordered=False)
     ds.reload()
+
+
+def _raw_set_detections(ds: Any, ids: Sequence[str], field: str, anns: Sequence[Annotations | None],
+                        sizes: Sequence[tuple[int, int]], classes: Sequence[str]) -> None:
+    """Set a Detections field on many samples in bulk (``None`` clears it)."""
+    fo = _fo()
+    if field not in ds.get_field_schema():
+        ds.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    _bulk_set(ds, ((sid, {field: None if ann is None else _detections_doc(ann, w, h, classes)})
+                   for sid, ann, (w, h) in zip(ids, anns, sizes)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,18 +352,11 @@ def _merge(ds: Any, labels: LabelSet, gt_field: str, history: dict[str, Any] | N
 
 
 def _update(ds: Any, recs: Sequence[ImageRecord], classes: Sequence[str], gt_field: str) -> None:
-    from bson import ObjectId
-    from pymongo import UpdateOne
-
-    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    ops = [UpdateOne({"_id": ObjectId(r.sample_id)}, {"$set": {
+    _bulk_set(ds, ((r.sample_id, {
         "metadata": {"_cls": "ImageMetadata", "width": r.width, "height": r.height},
         "split": r.split,
         gt_field: _detections_doc(r.gt, r.width, r.height, classes),
-        "last_modified_at": now,
-    }}) for r in recs]
-    ds._sample_collection.bulk_write(ops, ordered=False)
-    ds.reload()
+    }) for r in recs))
 
 
 def _append_history(ds: Any, entry: dict[str, Any] | None) -> None:
@@ -562,9 +562,6 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
     ``pred_filter`` = (field, min confidence): the queue views show only those predictions, so
     that the hundred low-confidence boxes kept for scoring do not bury the image in the App.
     """
-    from bson import ObjectId
-    from pymongo import UpdateOne
-
     fo = _fo()
     from fiftyone import ViewField as F
 
@@ -578,7 +575,7 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
     ds.add_sample_field(FIX_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     for f in queue_fields:
         ds.add_sample_field(f, fo.FloatField)
-    ops = []
+    updates = []
     for r in rows:
         w, h = sizes[r.sample_id]
         s: dict[str, Any] = {"cvc_score": float(r.score), "cvc_issues": list(r.issues)}
@@ -588,11 +585,8 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
             s[f"{gt_field}.detections.{k}.cvc_score"] = float(bs)
             s[f"{gt_field}.detections.{k}.cvc_issue"] = bi
         s[FIX_FIELD] = _fixes_doc(r.fixes, w, h, classes) if r.fixes else None
-        ops.append(UpdateOne({"_id": ObjectId(r.sample_id)}, {"$set": s}))
-    coll = ds._sample_collection
-    for start in range(0, len(ops), _CHUNK):
-        coll.bulk_write(ops[start:start + _CHUNK], ordered=False)
-    ds.reload()
+        updates.append((r.sample_id, s))
+    _bulk_set(ds, updates)
     ds.add_dynamic_sample_fields()
     views = []
     base = ds
@@ -653,17 +647,9 @@ def get_detections(name: str, field: str, sample_ids: Sequence[str] | None = Non
 
 def set_detections(name: str, field: str, by_sample: dict[str, list[dict[str, Any]]]) -> None:
     """Replace the detections of ``field`` on the given samples, in one bulk write."""
-    from bson import ObjectId
-    from pymongo import UpdateOne
-
-    ds = load(name)
-    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    ops = [UpdateOne({"_id": ObjectId(sid)}, {"$set": {
-        field: {"_cls": "Detections", "detections": [_from_plain_detection(d) for d in dets]},
-        "last_modified_at": now}}) for sid, dets in by_sample.items()]
-    if ops:
-        ds._sample_collection.bulk_write(ops, ordered=False)
-        ds.reload()
+    _bulk_set(load(name), ((sid, {field: {"_cls": "Detections",
+                                           "detections": [_from_plain_detection(d) for d in dets]}})
+                           for sid, dets in by_sample.items()))
 
 
 def sample_info(name: str, fields: Sequence[str]) -> dict[str, list[Any]]:
