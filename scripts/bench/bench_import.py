@@ -9,29 +9,20 @@ throwaway database. Goal: at least 2x FiftyOne's own importer.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ["CVCURATE_PROGRESS"] = "0"
 
-REPO = Path(__file__).resolve().parents[2]
+import common  # noqa: E402  (scripts/bench/common.py)
+
 
 
 def main() -> int:
-    from cvcurate.store import private_database
-
-    with private_database():  # a throwaway database of our own, never the user's
-        return _main()
-
-
-def _main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "neu-det")
+    ap = common.parser(__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     if not (args.data / "images").is_dir():
@@ -68,4 +59,4 @@ def _main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.run_on_private_database(main))

@@ -21,7 +21,6 @@ clean images), precision@k with k = the number of images of that type. Throughpu
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -31,9 +30,9 @@ from pathlib import Path
 
 os.environ["CVCURATE_PROGRESS"] = "0"
 
+import common  # noqa: E402  (scripts/bench/common.py)
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def cleanlab_inputs(labels, preds):
@@ -108,15 +107,7 @@ def _p_at_k(scores, y):
 
 
 def main() -> int:
-    from cvcurate.store import private_database
-
-    with private_database():  # a throwaway database of our own, never the user's
-        return _main()
-
-
-def _main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "neu-det")
+    ap = common.parser(__doc__)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rate", type=float, default=0.1)
     ap.add_argument("--throughput-images", type=int, default=10000)
@@ -225,4 +216,4 @@ def _main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.run_on_private_database(main))
