@@ -42,7 +42,7 @@ QUEUES: dict[str, tuple[str, ...]] = {
 ISSUE_TYPES = tuple(t for types in QUEUES.values() for t in types)
 
 DEFAULT_WEIGHTS = {
-    "overlooked": 1.0, "swap": 1.0, "badloc": 0.9, "spurious": 0.7,
+    "overlooked": 1.0, "swap": 1.0, "badloc": 0.9, "spurious": 0.9,
     "degenerate": 1.0, "out_of_image": 1.0, "duplicate": 0.9, "class_conflict": 0.9,
     "fragment": 0.8, "style_fragmented": 0.5, "style_merged": 0.5, "size_outlier": 0.6,
     "rare_class_mix": 0.5, "near_duplicate": 0.6, "leakage": 0.9,
