@@ -229,3 +229,34 @@ def test_pairs_made_in_chunks_give_the_same_result(monkeypatch):
     for name in ("overlooked", "swap", "badloc", "swap_signal", "unsupported", "best_iou", "overlooked_signal"):
         for x, y in zip(getattr(chunked, name), getattr(whole, name)):
             np.testing.assert_array_equal(x, y)
+
+
+def _th() -> Thresholds:
+    return Thresholds(low=0.3, high=0.6, how="test")
+
+
+def test_split_and_merged_boxes_found_by_the_model_s_account():
+    classes = ["a", "b"]
+    # image 0: one defect the model sees whole, given as three pieces; plus an unrelated box
+    pieces = Annotations(np.array([[10, 10, 40, 60], [42, 10, 70, 60], [72, 10, 100, 60], [150, 150, 180, 190]],
+                                  float), np.array([0, 0, 0, 1]))
+    pred0 = Annotations(np.array([[10, 10, 100, 60], [150, 150, 180, 190]], float), np.array([0, 1]),
+                        confidence=np.array([0.9, 0.9]))
+    # image 1: one given box over two defects the model sees apart
+    merged = Annotations(np.array([[10, 10, 120, 60]], float), np.array([1]))
+    pred1 = Annotations(np.array([[10, 10, 55, 60], [75, 10, 120, 60]], float), np.array([1, 1]),
+                        confidence=np.array([0.9, 0.8]))
+    # image 2: clean, the model agrees box for box
+    clean = Annotations(np.array([[20, 20, 60, 60], [100, 100, 150, 140]], float), np.array([0, 0]))
+    pred2 = Annotations(clean.xyxy.copy(), clean.class_id.copy(), confidence=np.array([0.9, 0.9]))
+    labels = LabelSet(classes, [ImageRecord(f"{i}.png", 200, 200, g) for i, g in enumerate([pieces, merged, clean])])
+    res = objectlab_scores(labels, [pred0, pred1, pred2], thresholds=_th())
+    split = sorted((i.filepath, i.box) for i in res.issues if i.type == "split")
+    assert split == [("0.png", 0), ("0.png", 1), ("0.png", 2)]
+    s = [i for i in res.issues if i.type == "split"][0]
+    assert s.score == pytest.approx(0.9 * 1.0, abs=0.01)  # p * IoU(union of pieces, prediction)
+    assert "pieces" in s.reason and s.data["pred_box"] == [10.0, 10.0, 100.0, 60.0]
+    m = [i for i in res.issues if i.type == "merged"]
+    assert [(i.filepath, i.box) for i in m] == [("1.png", 0)]
+    assert m[0].score == pytest.approx(0.8)  # min p * IoU(union of predictions, box): the union is the box
+    assert not [i for i in res.issues if i.filepath == "2.png"]

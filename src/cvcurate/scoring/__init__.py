@@ -34,7 +34,7 @@ QUEUES: dict[str, tuple[str, ...]] = {
     "swap": ("swap",),
     "badloc": ("badloc", "spurious"),
     "geometry": ("degenerate", "out_of_image"),
-    "inconsistent": ("fragment", "style_fragmented", "style_merged", "size_outlier", "class_conflict",
+    "inconsistent": ("split", "merged", "fragment", "style_fragmented", "style_merged", "size_outlier", "class_conflict",
                      "rare_class_mix"),
     "duplicates": ("duplicate", "near_duplicate", "leakage"),
     "image": ("blur", "underexposed", "overexposed", "unreadable"),
@@ -44,7 +44,7 @@ ISSUE_TYPES = tuple(t for types in QUEUES.values() for t in types)
 DEFAULT_WEIGHTS = {
     "overlooked": 1.0, "swap": 1.0, "badloc": 0.9, "spurious": 0.9,
     "degenerate": 1.0, "out_of_image": 1.0, "duplicate": 0.9, "class_conflict": 0.9,
-    "fragment": 0.8, "style_fragmented": 0.5, "style_merged": 0.5, "size_outlier": 0.6,
+    "split": 0.5, "merged": 0.5, "fragment": 0.8, "style_fragmented": 0.5, "style_merged": 0.5, "size_outlier": 0.6,
     "rare_class_mix": 0.5, "near_duplicate": 0.6, "leakage": 0.9,
     "blur": 0.4, "underexposed": 0.4, "overexposed": 0.3, "unreadable": 1.0,
     "label_quality": 0.8,

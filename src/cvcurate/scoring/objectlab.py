@@ -506,6 +506,9 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
     issues = _issues(labels, f, cfg, over_sig, is_swap, is_bad, s_swap, s_bad, alt_other, alt_same,
                      alt_iou, unsupported, best_iou, anything)
 
+    split, split_pred, merged, n_in = _pieces(f, pg, pp, iou, prob, float(th.probability(th.low)))
+    issues += _piece_issues(labels, f, cfg, split, split_pred, merged, n_in)
+
     def per_box(values: np.ndarray, neutral: float) -> list[np.ndarray]:
         full = np.full(len(f.gt_kept), neutral)
         full[f.kg] = values
@@ -516,6 +519,76 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
         swap=per_box(swap, 1.0), badloc=per_box(badloc, 1.0), swap_signal=per_box(swap_sig, 0.0),
         unsupported=per_box(unsupported, 1.0), best_iou=per_box(best_iou, 0.0), anything=per_box(anything, 0.0),
         overlooked_signal=_split(over_sig, f.pr_count), thresholds=th, population=K)
+
+
+def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.ndarray, min_prob: float,
+            min_inside: float = 0.7, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Boxed in pieces, or merged, by the model's account (per kept given box).
+
+    ``split``: the given box is one of two or more boxes of a class that each lie mostly inside
+    one trusted prediction of that class, and their union matches the prediction (IoU >=
+    ``min_iou``): score ``p * IoU(union, prediction)``. ``merged``: two or more trusted predictions
+    of the box's class lie mostly inside it and their union matches it: score ``min p * IoU``.
+    The model-free ``fragment`` check sees only pieces that touch edge to edge; these see the
+    object the pieces belong to. Returns (split score, its prediction, merged score, #pieces).
+    """
+    K, M = len(f.kg_cls), len(f.pr_conf)
+    split, split_pred = np.zeros(K), np.full(K, -1, np.int64)
+    merged, n_pieces = np.zeros(K), np.zeros(K, np.int64)
+    if not len(pg):
+        return split, split_pred, merged, n_pieces
+    ag, ap = _area(f.kg_xyxy)[pg], _area(f.pr_xyxy)[pp]
+    inter = iou * (ag + ap) / (1 + iou)
+    ok = (f.kg_cls[pg] == f.pr_cls[pp]) & (prob[pp] >= min_prob)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g_in = ok & (inter >= min_inside * ag)  # the given box lies inside the prediction
+        p_in = ok & (inter >= min_inside * ap)  # the prediction lies inside the given box
+
+    def union_iou(sel: np.ndarray, seg: np.ndarray, boxes: np.ndarray, n: int, ref: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        o = np.argsort(seg[sel], kind="stable")
+        s_, b_ = seg[sel][o], boxes[o]
+        count = np.bincount(s_, minlength=n)
+        lo = np.stack([_seg_reduce(np.minimum, b_[:, k], s_, n, 0.0) for k in (0, 1)], axis=1)
+        hi = np.stack([_seg_reduce(np.maximum, b_[:, k], s_, n, 0.0) for k in (2, 3)], axis=1)
+        u = np.hstack([lo, hi])
+        biggest = _seg_reduce(np.maximum, _area(b_), s_, n, 0.0)
+        return count, _pair_iou(u, np.arange(n), ref, np.arange(n)), biggest / np.maximum(_area(u), 1e-9)
+
+    # split: per prediction, the given boxes inside it
+    cnt, u_iou, _ = union_iou(g_in, pp, f.kg_xyxy[pg[g_in]], M, f.pr_xyxy)
+    per_pred = np.where((cnt >= 2) & (u_iou >= min_iou), prob * u_iou, 0.0)
+    v = np.where(g_in, per_pred[pp], 0.0)
+    split, split_pred = _seg_argmax(v, pg, pp, v > 0, K)
+    # merged: per given box, the predictions inside it (their union clearly bigger than the largest)
+    cnt, u_iou, share = union_iou(p_in, pg, f.pr_xyxy[pp[p_in]], K, f.kg_xyxy)
+    low_p = _seg_reduce(np.minimum, prob[pp[p_in]][np.argsort(pg[p_in], kind="stable")],
+                        np.sort(pg[p_in], kind="stable"), K, 0.0)
+    merged = np.where((cnt >= 2) & (u_iou >= min_iou) & (share <= 0.8), low_p * u_iou, 0.0)
+    return split, split_pred, merged, cnt
+
+
+def _piece_issues(labels: LabelSet, f: _Flat, cfg: ObjectLabConfig, split: np.ndarray, split_pred: np.ndarray,
+                  merged: np.ndarray, n_in: np.ndarray) -> list[Issue]:
+    names, recs = labels.classes, labels.records
+    first = np.cumsum(f.gt_count) - f.gt_count
+    out = []
+    for k in np.flatnonzero(split >= cfg.min_score):
+        i = int(f.kg_img[k])
+        j, q, rec = int(f.kg[k] - first[i]), int(split_pred[k]), recs[i]
+        box = f.pr_xyxy[q]
+        out.append(Issue(rec.filepath, "split", float(split[k]),
+                         f"box {j} ({names[f.kg_cls[k]]}) is one of several boxes inside the one {names[f.pr_cls[q]]} "
+                         f"the model sees at [{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] "
+                         f"(confidence {f.pr_conf[q]:.2f}): one defect boxed in pieces?", box=j,
+                         sample_id=rec.sample_id, data={"pred_box": box.tolist(), "confidence": float(f.pr_conf[q])}))
+    for k in np.flatnonzero(merged >= cfg.min_score):
+        i = int(f.kg_img[k])
+        j, rec = int(f.kg[k] - first[i]), recs[i]
+        out.append(Issue(rec.filepath, "merged", float(merged[k]),
+                         f"box {j} ({names[f.kg_cls[k]]}) spans {n_in[k]} {names[f.kg_cls[k]]} the model sees "
+                         "separately: several defects in one box?", box=j, sample_id=rec.sample_id))
+    return out
 
 
 def _conflicting(f: _Flat) -> np.ndarray:
