@@ -30,7 +30,7 @@ def score_cmd(
     """Score every image and box for likely label errors, with a reason for each.
 
     From predictions (cleanlab ObjectLab, thresholds calibrated on the data): overlooked,
-    swap, badloc, spurious. Without a model: degenerate, out-of-image, duplicate and
+    swap, badloc, spurious, split and merged boxes. Without a model: degenerate, out-of-image, duplicate and
     conflicting boxes, fragments, size outliers, inconsistent boxing style per class, rare
     class mixes, blur, exposure, near-duplicates and train/val leakage. Results go to the
     dataset (fields cvc_*, saved views cvc-<queue> for review) and to JSON/CSV files.
