@@ -151,3 +151,85 @@ def test_info_counts(tmp_path, dataset_name):
 def test_missing_dataset_is_a_clear_error():
     with pytest.raises(DatasetNotFoundError, match="no dataset named 'does_not_exist'"):
         store.read("does_not_exist")
+
+
+def _score_rows(records, seed, drop_samples=0, short_box=False):
+    """SampleScores for stored records: scores, issues, fixes of every action (targets: box ids)."""
+    from cvcurate.types import Fix
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, r in enumerate(sorted(records, key=lambda r: r.filepath)[drop_samples:]):
+        n = len(r.gt) - (1 if short_box and k == 0 and len(r.gt) else 0)
+        fixes = []
+        if len(r.gt) and k % 2:
+            fixes.append(Fix("remove", "duplicate", r.gt.xyxy[0], int(r.gt.class_id[0]), 0.7, "dup",
+                             target=str(r.gt.data["id"][0])))
+        if k % 3 == 0:
+            fixes.append(Fix("add", "overlooked", [1, 2, 11, 12.5], 1, float(rng.random()), "missed"))
+        rows.append(store.SampleScores(
+            sample_id=r.sample_id, score=float(rng.random()),
+            queue_scores={"q1": float(rng.random())} if k % 2 else {"q2": 0.5},
+            issues=[f"issue {seed} {k}"] * (k % 3), box_scores=[float(v) for v in rng.random(n)],
+            box_issues=[f"t{seed}" if j % 2 else "" for j in range(n)], fixes=fixes))
+    return rows
+
+
+def _stored_state(name):
+    ds = store.load(name)
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: "ID" if k == "cvc_target" and x else clean(x) for k, x in v.items()
+                    if k not in ("_id", "last_modified_at", "created_at", "_dataset_id", "_rand")}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    docs = {d["filepath"]: clean(d) for d in ds._sample_collection.find({})}
+    schema = [(k, type(v).__name__) for k, v in ds.get_field_schema(flat=True).items()]
+    views = {v: ds.load_saved_view(v).values("filepath") for v in ds.list_saved_views()}
+    return docs, schema, views, store.get_runs(name)
+
+
+def test_rescoring_equals_deleting_the_run_and_writing(tmp_path, monkeypatch, dataset_name):
+    """write_scores over a previous run (replaced in place, or deleted when its fields moved or
+    changed) leaves exactly what deleting the run and writing anew leaves."""
+    import fiftyone as fo
+
+    deleted = []
+    real_delete = fo.Dataset.delete_sample_fields
+    monkeypatch.setattr(fo.Dataset, "delete_sample_fields",
+                        lambda self, *a, **k: (deleted.append(self.name), real_delete(self, *a, **k))[1])
+    labels = md.make_labels(tmp_path / "images", n=12, split="train")
+    ref = dataset_name + "_ref"
+    store.write(labels, dataset_name)
+    store.write(labels, ref)
+    try:
+        recs = {n: store.read(n).records for n in (dataset_name, ref)}
+        steps = [  # (rows kwargs, queues, add a field before)
+            ({"seed": 0}, ["q1", "q2"], False),
+            ({"seed": 1, "drop_samples": 2, "short_box": True}, ["q1", "q2"], False),  # in place
+            ({"seed": 2}, ["q1", "q2"], False),  # in place, the dropped samples come back
+            ({"seed": 3}, ["q1", "q3"], False),  # queues changed: deleted, then written
+            ({"seed": 4}, ["q1", "q3"], True),  # a field added after the run's: deleted, then written
+        ]
+        for kw, queues, add_field in steps:
+            deleted.clear()
+            for n in (dataset_name, ref):
+                if add_field:
+                    store.load(n).add_sample_field(f"extra_{kw['seed']}", fo.StringField)
+                if n == ref:
+                    store.delete_run(n, "score")
+                store.write_scores(n, _score_rows(recs[n], **kw), queues, labels.classes, {"step": kw["seed"]},
+                                   pred_filter=None)
+            assert _stored_state(dataset_name) == _stored_state(ref), kw
+            assert (dataset_name in deleted) == (kw["seed"] >= 3), kw  # replaced in place before
+        _, schema, _, runs = _stored_state(dataset_name)
+        names = [k for k, _ in schema]
+        assert names.index("ground_truth.detections.cvc_score") < names.index("ground_truth.detections.cvc_issue")
+        assert "cvc_fixes.detections.cvc_target" in names and "metadata.width" in names
+        assert list(runs) == ["score"] and runs["score"]["views"] == ["cvc-all", "cvc-q1", "cvc-q3"]
+    finally:
+        if store.exists(ref):
+            store.delete(ref)

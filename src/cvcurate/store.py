@@ -101,22 +101,6 @@ def _detections_doc(ann: Annotations, width: int, height: int, classes: Sequence
     return {"_cls": "Detections", "detections": dets}
 
 
-def _fixes_doc(fixes: Sequence[Fix], width: int, height: int, classes: Sequence[str]) -> dict:
-    """Proposed fixes as a Detections document: label "action:class", details as attributes."""
-    from bson import ObjectId
-
-    rel = xyxy_to_rel_xywh(np.array([f.xyxy for f in fixes]), width, height)
-    dets = []
-    for f, box in zip(fixes, rel):
-        dets.append({
-            "_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [],
-            "label": f"{f.action}:{classes[f.class_id]}", "bounding_box": [float(v) for v in box],
-            "confidence": float(f.score), "cvc_action": f.action, "cvc_type": f.issue_type,
-            "cvc_class": classes[f.class_id], "cvc_target": f.target, "cvc_reason": f.reason,
-        })
-    return {"_cls": "Detections", "detections": dets}
-
-
 def _sample_doc(rec: ImageRecord, classes: Sequence[str], dataset_id: Any, now: Any,
                 gt_field: str) -> dict:
     from bson import ObjectId
@@ -554,6 +538,71 @@ class SampleScores:
     fixes: list[Fix]  # proposed fixes, shown as boxes in the field cvc_fixes
 
 
+_FIX_ATTRS = (("cvc_action", "action"), ("cvc_type", "issue_type"), ("cvc_class", "class_id"),
+              ("cvc_target", "target"), ("cvc_reason", "reason"))  # attribute, Fix field
+
+
+def _score_declarations(fo: Any, ds: Any, fields: Sequence[str], label_fields: Sequence[str], gt_field: str,
+                        rows: Sequence[SampleScores]) -> dict[str, Any]:
+    """The fields write_scores declares, in the order a fresh write declares them: its top-level
+    fields; the detection attributes that hold a value (what FiftyOne's discovery of dynamic
+    fields declared, it declares nothing for an attribute that is None everywhere); then whatever
+    undeclared attribute the ground truth and the other non-list fields (``metadata``) hold."""
+    decl: dict[str, Any] = {"cvc_score": fo.FloatField(), "cvc_issues": fo.ListField(fo.StringField()),
+                            FIX_FIELD: fo.EmbeddedDocumentField(fo.Detections)}
+    decl.update({f: fo.FloatField() for f in fields[3:]})
+    if any(len(r.box_scores) for r in rows):
+        decl[label_fields[0]] = fo.FloatField()
+        decl[label_fields[1]] = fo.StringField()
+    fixes = [f for r in rows for f in r.fixes]
+    for attr, key in _FIX_ATTRS:
+        if any(getattr(f, key) is not None for f in fixes):
+            decl[f"{FIX_FIELD}.detections.{attr}"] = fo.StringField()
+    # other label lists (predictions: ~100 boxes an image) hold nothing of ours: not scanned
+    scan = [f for f, field in ds.get_field_schema().items()
+            if f != FIX_FIELD and isinstance(field, fo.EmbeddedDocumentField)
+            and (f == gt_field or not hasattr(field.document_type, "_LABEL_LIST_FIELD"))]
+    if scan:
+        for path, field in ds.get_dynamic_field_schema(fields=scan).items():
+            decl.setdefault(path, field)
+    return decl
+
+
+def _all_fixes_docs(rows: Sequence[SampleScores], sizes: dict[str, tuple[int, int]],
+                    classes: Sequence[str]) -> list[dict | None]:
+    """The ``cvc_fixes`` document of every row (None without fixes): one box conversion for all
+    fixes at once; the same values as converting row by row (:func:`xyxy_to_rel_xywh`)."""
+    from bson import ObjectId
+
+    fixes = [f for r in rows for f in r.fixes]
+    if not fixes:
+        return [None] * len(rows)
+    wh = np.array([sizes[r.sample_id] for r in rows for _ in r.fixes], dtype=np.float64).reshape(-1, 2)
+    xyxy = np.array([f.xyxy for f in fixes], dtype=np.float64).reshape(-1, 4)
+    rel = np.empty_like(xyxy)
+    rel[:, 0] = xyxy[:, 0] / wh[:, 0]
+    rel[:, 1] = xyxy[:, 1] / wh[:, 1]
+    rel[:, 2] = (xyxy[:, 2] - xyxy[:, 0]) / wh[:, 0]
+    rel[:, 3] = (xyxy[:, 3] - xyxy[:, 1]) / wh[:, 1]
+    boxes = iter(rel.tolist())
+    out: list[dict | None] = []
+    for r in rows:
+        if not r.fixes:
+            out.append(None)
+            continue
+        dets = []
+        for f in r.fixes:
+            cls = classes[f.class_id]
+            dets.append({
+                "_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [],
+                "label": f"{f.action}:{cls}", "bounding_box": next(boxes),
+                "confidence": float(f.score), "cvc_action": f.action, "cvc_type": f.issue_type,
+                "cvc_class": cls, "cvc_target": f.target, "cvc_reason": f.reason,
+            })
+        out.append({"_cls": "Detections", "detections": dets})
+    return out
+
+
 def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
                  run: dict[str, Any], gt_field: str = GT_FIELD,
                  pred_filter: tuple[str, float] | None = None) -> None:
@@ -561,33 +610,115 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
 
     ``pred_filter`` = (field, min confidence): the queue views show only those predictions, so
     that the hundred low-confidence boxes kept for scoring do not bury the image in the App.
+
+    The result is that of deleting the previous score run (:func:`delete_run`) and writing anew,
+    at a fraction of the cost (10,000 images: 6.5 s the first time and 22 s when re-scoring
+    before, under 2 s now). Where the time went and what replaces it:
+
+    * every FiftyOne field deletion rewrote every sample (15 s). When the previous run's fields
+      are the last ones of the schema, as they are unless fields were added since, they stay
+      declared and their values are overwritten by the one bulk write of the new values, with
+      ``$unset`` of what the new run does not overwrite (boxes without a score, samples without a
+      row); the detection attributes are re-declared (schema only) so they end up last, as a
+      rewrite puts them. Otherwise the old fields are deleted as before, in one FiftyOne call;
+    * ``add_dynamic_sample_fields()`` scanned every label field for undeclared attributes (4 s,
+      nearly all in the ~100 predictions per image). The attributes written here are declared
+      directly; the scan is kept for the ground truth and ``metadata`` only (0.1 s), so what it
+      used to declare there (``metadata.width``, review's ``cvc_added_by``) still is. The order of
+      the declared attributes is now fixed (it came from MongoDB's ``$addToSet``: arbitrary);
+    * ``add_sample_field`` reloaded the dataset once per field: all are declared in one call;
+    * the samples are written with ``UpdateOne`` in batches of 500, sent by two threads while
+      the next batch is built (two at once: 0.45 s instead of 0.9 s for 10,000 updates on two
+      idle cores), and the dataset is reloaded once.
     """
     fo = _fo()
-    from fiftyone import ViewField as F
+    from concurrent.futures import ThreadPoolExecutor
 
-    delete_run(name, "score")
+    from bson import ObjectId
+    from fiftyone import ViewField as F
+    from pymongo import UpdateMany, UpdateOne
+
     ds = load(name)
-    sizes = dict(zip(ds.values("id"), zip(ds.values("metadata.width"), ds.values("metadata.height"))))
+    coll = ds._sample_collection
     queue_fields = [f"cvc_{q}" for q in queues]
     fields = ["cvc_score", "cvc_issues", FIX_FIELD] + queue_fields
-    ds.add_sample_field("cvc_score", fo.FloatField)
-    ds.add_sample_field("cvc_issues", fo.ListField, subfield=fo.StringField)
-    ds.add_sample_field(FIX_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-    for f in queue_fields:
-        ds.add_sample_field(f, fo.FloatField)
-    updates = []
-    for r in rows:
-        w, h = sizes[r.sample_id]
-        s: dict[str, Any] = {"cvc_score": float(r.score), "cvc_issues": list(r.issues)}
-        for q in queues:
-            s[f"cvc_{q}"] = float(r.queue_scores[q]) if q in r.queue_scores else None
-        for k, (bs, bi) in enumerate(zip(r.box_scores, r.box_issues)):
-            s[f"{gt_field}.detections.{k}.cvc_score"] = float(bs)
-            s[f"{gt_field}.detections.{k}.cvc_issue"] = bi
-        s[FIX_FIELD] = _fixes_doc(r.fixes, w, h, classes) if r.fixes else None
-        updates.append((r.sample_id, s))
-    _bulk_set(ds, updates)
-    ds.add_dynamic_sample_fields()
+    label_fields = [f"{gt_field}.detections.cvc_score", f"{gt_field}.detections.cvc_issue"]
+    fix_attrs = [f"{FIX_FIELD}.detections.{a}" for a, _ in _FIX_ATTRS]
+    runs = dict(((ds.info or {}).get(INFO_KEY) or {}).get("runs") or {})
+    prev = runs.get("score") or {}
+
+    # one pass over the samples: image sizes and how many ground-truth boxes each holds
+    sizes: dict[str, tuple[int, int]] = {}
+    n_gt: dict[str, int] = {}
+    for d in coll.aggregate([{"$project": {
+            "w": "$metadata.width", "h": "$metadata.height",
+            "n": {"$size": {"$ifNull": [f"${gt_field}.detections", []]}}}}]):
+        sid = str(d["_id"])
+        sizes[sid] = (d.get("w"), d.get("h"))
+        n_gt[sid] = d["n"]
+
+    # replace the previous run in place when its fields sit where a rewrite would put them
+    schema = ds.get_field_schema()
+    flat = ds.get_field_schema(flat=True)
+    old_fields = [f for f in prev.get("fields", []) if f in schema]
+    standard = set(fo.Detection._fields) | {a.rsplit(".", 1)[1] for a in fix_attrs}
+    fix_extra = [p for p in flat if p.startswith(f"{FIX_FIELD}.detections.")
+                 and p.count(".") == 2 and p.rsplit(".", 1)[1] not in standard]
+    in_place = bool(prev) and old_fields == fields and list(schema)[-len(fields):] == fields \
+        and list(prev.get("label_fields", [])) == label_fields and not fix_extra
+    if in_place:
+        redeclare = [p for p in label_fields + fix_attrs if p in flat]
+        if redeclare:  # schema only; declared again below, last
+            ds.remove_dynamic_sample_fields(redeclare)
+    elif prev and (old_fields or prev.get("label_fields")):
+        ds.delete_sample_fields(old_fields + list(prev.get("label_fields", [])), error_level=2)
+    for v in prev.get("views", []):
+        if ds.has_saved_view(v):
+            ds.delete_saved_view(v)
+    ds.add_dynamic_sample_fields(_score_declarations(fo, ds, fields, label_fields, gt_field, rows))
+
+    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    fix_docs = _all_fixes_docs(rows, sizes, classes)
+    prefix = f"{gt_field}.detections."
+    ops: list[Any] = []
+    sent = []
+    written = set()
+    with ThreadPoolExecutor(max_workers=2) as sender:  # mongod applies two batches at once
+        for r, fix_doc in zip(rows, fix_docs):
+            sid = r.sample_id
+            if sid not in sizes:
+                raise KeyError(sid)
+            written.add(sid)
+            upd: dict[str, Any] = {"cvc_score": float(r.score), "cvc_issues": list(r.issues)}
+            qs = r.queue_scores
+            for q, f in zip(queues, queue_fields):
+                upd[f] = float(qs[q]) if q in qs else None
+            for k, (bs, bi) in enumerate(zip(r.box_scores, r.box_issues)):
+                upd[f"{prefix}{k}.cvc_score"] = float(bs)
+                upd[f"{prefix}{k}.cvc_issue"] = bi
+            upd[FIX_FIELD] = fix_doc
+            upd["last_modified_at"] = now
+            doc: dict[str, Any] = {"$set": upd}
+            if in_place:
+                stale = range(min(len(r.box_scores), len(r.box_issues)), n_gt[sid])
+                if len(stale):  # boxes this run does not score lose the previous run's values
+                    doc["$unset"] = {f"{prefix}{k}.{a}": "" for k in stale for a in ("cvc_score", "cvc_issue")}
+            ops.append(UpdateOne({"_id": ObjectId(sid)}, doc))
+            if len(ops) == 500:
+                sent.append(sender.submit(coll.bulk_write, ops, ordered=False))
+                ops = []
+        others = [ObjectId(sid) for sid in sizes if sid not in written] if in_place else []
+        if others:  # samples without a row lose the previous run's values, as a deletion would
+            ops.append(UpdateMany({"_id": {"$in": others}}, {
+                "$unset": {**{f: "" for f in fields},
+                           **{f"{prefix}$[].{p.rsplit('.', 1)[1]}": "" for p in label_fields}},
+                "$set": {"last_modified_at": now}}))
+        if ops:
+            sent.append(sender.submit(coll.bulk_write, ops, ordered=False))
+        for fut in sent:
+            fut.result()
+    ds.reload()
+
     views = []
     base = ds
     if pred_filter is not None and pred_filter[0] in ds.get_field_schema():
@@ -598,8 +729,14 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
         vname = f"cvc-{q}"
         ds.save_view(vname, base.exists(f"cvc_{q}").sort_by(f"cvc_{q}", reverse=True), overwrite=True)
         views.append(vname)
-    label_fields = [f"{gt_field}.detections.cvc_score", f"{gt_field}.detections.cvc_issue"]
-    _set_run(ds, "score", {**run, "fields": fields, "label_fields": label_fields, "views": views})
+    runs.pop("score", None)  # re-added last, where deleting and registering the run put it
+    runs["score"] = {**run, "fields": fields, "label_fields": label_fields, "views": views}
+    info = dict(ds.info or {})
+    meta = dict(info.get(INFO_KEY) or {})
+    meta["runs"] = runs
+    info[INFO_KEY] = meta
+    ds.info = info
+    ds.save()
 
 
 # ---------------------------------------------------------------------------------------------
