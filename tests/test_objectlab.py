@@ -249,8 +249,12 @@ def test_split_and_merged_boxes_found_by_the_model_s_account():
     # image 2: clean, the model agrees box for box
     clean = Annotations(np.array([[20, 20, 60, 60], [100, 100, 150, 140]], float), np.array([0, 0]))
     pred2 = Annotations(clean.xyxy.copy(), clean.class_id.copy(), confidence=np.array([0.9, 0.9]))
-    labels = LabelSet(classes, [ImageRecord(f"{i}.png", 200, 200, g) for i, g in enumerate([pieces, merged, clean])])
-    res = objectlab_scores(labels, [pred0, pred1, pred2], thresholds=_th())
+    # image 3: two small defects far apart that the model boxes as one cluster: not pieces of one
+    scattered = Annotations(np.array([[20, 20, 40, 40], [150, 150, 170, 170]], float), np.array([0, 0]))
+    pred3 = Annotations(np.array([[15, 15, 175, 175]], float), np.array([0]), confidence=np.array([0.9]))
+    labels = LabelSet(classes, [ImageRecord(f"{i}.png", 200, 200, g)
+                                for i, g in enumerate([pieces, merged, clean, scattered])])
+    res = objectlab_scores(labels, [pred0, pred1, pred2, pred3], thresholds=_th())
     split = sorted((i.filepath, i.box) for i in res.issues if i.type == "split")
     assert split == [("0.png", 0), ("0.png", 1), ("0.png", 2)]
     s = [i for i in res.issues if i.type == "split"][0]
@@ -260,3 +264,4 @@ def test_split_and_merged_boxes_found_by_the_model_s_account():
     assert [(i.filepath, i.box) for i in m] == [("1.png", 0)]
     assert m[0].score == pytest.approx(0.8)  # min p * IoU(union of predictions, box): the union is the box
     assert not [i for i in res.issues if i.filepath == "2.png"]
+    assert not [i for i in res.issues if i.filepath == "3.png" and i.type == "split"]

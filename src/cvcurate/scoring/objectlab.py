@@ -522,12 +522,12 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
 
 
 def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.ndarray, min_prob: float,
-            min_inside: float = 0.7, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            min_inside: float = 0.7, min_iou: float = 0.5, min_cover: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Boxed in pieces, or merged, by the model's account (per kept given box).
 
     ``split``: the given box is one of two or more boxes of a class that each lie mostly inside
-    one trusted prediction of that class, and their union matches the prediction (IoU >=
-    ``min_iou``): score ``p * IoU(union, prediction)``. ``merged``: two or more trusted predictions
+    one trusted prediction of that class, cover most of their joint box (``min_cover``) and
+    whose union matches the prediction (IoU >= ``min_iou``): score ``p * IoU(union, prediction)``. ``merged``: two or more trusted predictions
     of the box's class lie mostly inside it and their union matches it: score ``min p * IoU``.
     The model-free ``fragment`` check sees only pieces that touch edge to edge; these see the
     object the pieces belong to. Returns (split score, its prediction, merged score, #pieces).
@@ -552,19 +552,26 @@ def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.
         lo = np.stack([_seg_reduce(np.minimum, b_[:, k], s_, n, 0.0) for k in (0, 1)], axis=1)
         hi = np.stack([_seg_reduce(np.maximum, b_[:, k], s_, n, 0.0) for k in (2, 3)], axis=1)
         u = np.hstack([lo, hi])
-        biggest = _seg_reduce(np.maximum, _area(b_), s_, n, 0.0)
-        return count, _pair_iou(u, np.arange(n), ref, np.arange(n)), biggest / np.maximum(_area(u), 1e-9)
+        ua = np.maximum(_area(u), 1e-9)
+        biggest = _seg_reduce(np.maximum, _area(b_), s_, n, 0.0) / ua
+        covered = _seg_reduce(np.add, _area(b_), s_, n, 0.0) / ua
+        return count, _pair_iou(u, np.arange(n), ref, np.arange(n)), biggest, covered
 
     # split: per prediction, the given boxes inside it
-    cnt, u_iou, _ = union_iou(g_in, pp, f.kg_xyxy[pg[g_in]], M, f.pr_xyxy)
-    per_pred = np.where((cnt >= 2) & (u_iou >= min_iou), prob * u_iou, 0.0)
+    # the pieces must tile their joint box (their areas add up to min_cover..1.15 of it), as pieces
+    # of one object do: several small defects the model boxes as one cluster leave most of it
+    # empty, and nested or overlapping boxes add up to more than it
+    cnt, u_iou, _, cover = union_iou(g_in, pp, f.kg_xyxy[pg[g_in]], M, f.pr_xyxy)
+    tiles = (cover >= min_cover) & (cover <= 1.15)
+    per_pred = np.where((cnt >= 2) & (u_iou >= min_iou) & tiles, prob * u_iou, 0.0)
     v = np.where(g_in, per_pred[pp], 0.0)
     split, split_pred = _seg_argmax(v, pg, pp, v > 0, K)
     # merged: per given box, the predictions inside it (their union clearly bigger than the largest)
-    cnt, u_iou, share = union_iou(p_in, pg, f.pr_xyxy[pp[p_in]], K, f.kg_xyxy)
+    # (and not overlapping much: a defect the model boxes twice over is not two defects)
+    cnt, u_iou, share, cover = union_iou(p_in, pg, f.pr_xyxy[pp[p_in]], K, f.kg_xyxy)
     low_p = _seg_reduce(np.minimum, prob[pp[p_in]][np.argsort(pg[p_in], kind="stable")],
                         np.sort(pg[p_in], kind="stable"), K, 0.0)
-    merged = np.where((cnt >= 2) & (u_iou >= min_iou) & (share <= 0.8), low_p * u_iou, 0.0)
+    merged = np.where((cnt >= 2) & (u_iou >= min_iou) & (share <= 0.8) & (cover <= 1.15), low_p * u_iou, 0.0)
     return split, split_pred, merged, cnt
 
 
