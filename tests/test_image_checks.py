@@ -16,13 +16,18 @@ def texture(seed, size=128):
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
-def test_each_image_check(tmp_path):
-    recs = []
-
+def _writer(folder, recs):
+    """A function that writes an image into ``folder`` and appends its record to ``recs``."""
     def add(name, img, split="train"):
-        p = tmp_path / name
+        p = folder / name
         cv2.imwrite(str(p), img)
         recs.append(ImageRecord(str(p), img.shape[1], img.shape[0], split=split))
+    return add
+
+
+def test_each_image_check(tmp_path):
+    recs: list[ImageRecord] = []
+    add = _writer(tmp_path, recs)
 
     for k in range(20):
         add(f"t{k}.png", texture(k))
@@ -65,12 +70,8 @@ def test_near_duplicate_pairs_chunked_equals_unchunked():
 def test_copies_form_one_cluster_reported_once(tmp_path):
     """k copies of an image give k - 1 issues (not k(k-1)/2), each naming the best earlier copy;
     a copy in another split is leakage even when a closer copy shares its split."""
-    recs = []
-
-    def add(name, img, split="train"):
-        p = tmp_path / name
-        cv2.imwrite(str(p), img)
-        recs.append(ImageRecord(str(p), img.shape[1], img.shape[0], split=split))
+    recs: list[ImageRecord] = []
+    add = _writer(tmp_path, recs)
 
     for k in range(8):
         add(f"t{k}.png", texture(k))
