@@ -522,30 +522,34 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
 
 
 def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.ndarray, min_prob: float,
-            min_inside: float = 0.7, min_iou: float = 0.5, min_cover: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            min_inside: float = 0.7, min_iou: float = 0.5, min_cover: float = 0.8
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Boxed in pieces, or merged, by the model's account (per kept given box).
 
     ``split``: the given box is one of two or more boxes of a class that each lie mostly inside
-    one trusted prediction of that class, cover most of their joint box (``min_cover``) and
-    whose union matches the prediction (IoU >= ``min_iou``): score ``p * IoU(union, prediction)``. ``merged``: two or more trusted predictions
-    of the box's class lie mostly inside it and their union matches it: score ``min p * IoU``.
-    The model-free ``fragment`` check sees only pieces that touch edge to edge; these see the
-    object the pieces belong to. Returns (split score, its prediction, merged score, #pieces).
+    one trusted prediction of that class, tile their joint box (their areas add up to
+    ``min_cover``..1.15 of it) and whose union matches the prediction (IoU >= ``min_iou``): score
+    ``p * IoU(union, prediction)``. ``merged``: two or more trusted, barely overlapping
+    predictions of the box's class lie mostly inside it and their union matches it: score
+    ``min p * IoU``. The model-free ``fragment`` check sees only pieces that touch edge to edge;
+    these see the object the pieces belong to.
+
+    Returns per kept given box: split score, the prediction it is a piece of (-1: none), merged
+    score, and the number of predictions inside it.
     """
     K, M = len(f.kg_cls), len(f.pr_conf)
-    split, split_pred = np.zeros(K), np.full(K, -1, np.int64)
-    merged, n_pieces = np.zeros(K), np.zeros(K, np.int64)
     if not len(pg):
-        return split, split_pred, merged, n_pieces
+        return np.zeros(K), np.full(K, -1, np.int64), np.zeros(K), np.zeros(K, np.int64)
     ag, ap = _area(f.kg_xyxy)[pg], _area(f.pr_xyxy)[pp]
-    inter = iou * (ag + ap) / (1 + iou)
+    inter = iou * (ag + ap) / (1 + iou)  # from IoU = inter / (ag + ap - inter)
     ok = (f.kg_cls[pg] == f.pr_cls[pp]) & (prob[pp] >= min_prob)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        g_in = ok & (inter >= min_inside * ag)  # the given box lies inside the prediction
-        p_in = ok & (inter >= min_inside * ap)  # the prediction lies inside the given box
+    g_in = ok & (inter >= min_inside * ag)  # the given box lies inside the prediction
+    p_in = ok & (inter >= min_inside * ap)  # the prediction lies inside the given box
 
     def union_iou(sel: np.ndarray, seg: np.ndarray, boxes: np.ndarray, n: int, ref: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per segment of the selected pairs: count, IoU(union of ``boxes``, ``ref``), largest
+        box area and sum of box areas, both as fractions of the union's area."""
         o = np.argsort(seg[sel], kind="stable")
         s_, b_ = seg[sel][o], boxes[o]
         count = np.bincount(s_, minlength=n)
@@ -557,20 +561,19 @@ def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.
         covered = _seg_reduce(np.add, _area(b_), s_, n, 0.0) / ua
         return count, _pair_iou(u, np.arange(n), ref, np.arange(n)), biggest, covered
 
-    # split: per prediction, the given boxes inside it
-    # the pieces must tile their joint box (their areas add up to min_cover..1.15 of it), as pieces
-    # of one object do: several small defects the model boxes as one cluster leave most of it
-    # empty, and nested or overlapping boxes add up to more than it
+    # split: per prediction, the given boxes inside it. They must tile their joint box, as pieces of
+    # one object do: several small defects the model boxes as one cluster leave most of it empty,
+    # and nested or overlapping boxes add up to more than it
     cnt, u_iou, _, cover = union_iou(g_in, pp, f.kg_xyxy[pg[g_in]], M, f.pr_xyxy)
     tiles = (cover >= min_cover) & (cover <= 1.15)
     per_pred = np.where((cnt >= 2) & (u_iou >= min_iou) & tiles, prob * u_iou, 0.0)
     v = np.where(g_in, per_pred[pp], 0.0)
     split, split_pred = _seg_argmax(v, pg, pp, v > 0, K)
-    # merged: per given box, the predictions inside it (their union clearly bigger than the largest)
-    # (and not overlapping much: a defect the model boxes twice over is not two defects)
+    # merged: per given box, the predictions inside it: their union clearly bigger than the largest,
+    # and not overlapping much (a defect the model boxes twice over is not two defects). pg is
+    # sorted already (pairs are given-box-major)
     cnt, u_iou, share, cover = union_iou(p_in, pg, f.pr_xyxy[pp[p_in]], K, f.kg_xyxy)
-    low_p = _seg_reduce(np.minimum, prob[pp[p_in]][np.argsort(pg[p_in], kind="stable")],
-                        np.sort(pg[p_in], kind="stable"), K, 0.0)
+    low_p = _seg_reduce(np.minimum, prob[pp[p_in]], pg[p_in], K, 0.0)
     merged = np.where((cnt >= 2) & (u_iou >= min_iou) & (share <= 0.8) & (cover <= 1.15), low_p * u_iou, 0.0)
     return split, split_pred, merged, cnt
 
