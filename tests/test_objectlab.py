@@ -265,3 +265,27 @@ def test_split_and_merged_boxes_found_by_the_model_s_account():
     assert m[0].score == pytest.approx(0.8)  # min p * IoU(union of predictions, box): the union is the box
     assert not [i for i in res.issues if i.filepath == "2.png"]
     assert not [i for i in res.issues if i.filepath == "3.png" and i.type == "split"]
+
+
+def test_spurious_listed_only_above_min_score_after_scaling():
+    """A box the model sees as something else is scaled down by that support and then not listed."""
+    labels = LabelSet(["a", "b"], [ImageRecord("0.png", 200, 200, Annotations(np.array([[10, 10, 60, 60]], float),
+                                                                              np.array([0])))])
+    pred = Annotations(np.array([[10, 10, 60, 60]], float), np.array([1]), confidence=np.array([0.9]))
+    th = Thresholds(low=0.5, high=0.95, how="test", grid=np.array([0.0, 1.0]), precision=np.array([0.0, 0.3]))
+    res = objectlab_scores(labels, [pred], thresholds=th)
+    assert all(i.score >= ObjectLabConfig().min_score for i in res.issues)
+    assert not [i for i in res.issues if i.type == "spurious"]
+
+
+def test_zero_area_prediction_is_inside_nothing():
+    gt = Annotations(np.array([[0, 0, 100, 100]], float), np.array([0]))
+    pred = Annotations(np.array([[0, 0, 60, 100], [90, 50, 90, 80]], float), np.array([0, 0]),
+                       confidence=np.array([0.9, 0.9]))
+    res = objectlab_scores(LabelSet(["a"], [ImageRecord("0.png", 200, 200, gt)]), [pred], thresholds=_th())
+    assert not [i for i in res.issues if i.type == "merged"]
+
+
+def test_match_predictions_without_predictions():
+    gt = Annotations(np.array([[0, 0, 10, 10]], float), np.array([0]))
+    assert ol.match_predictions(gt, Annotations.empty()).tolist() == []

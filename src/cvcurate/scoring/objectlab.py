@@ -354,6 +354,10 @@ def _match_hits(f: _Flat, chunks: list[tuple[int, int]], iou_threshold: float = 
 
 def match_predictions(gt: Annotations, pred: Annotations, iou_threshold: float = MATCH_IOU) -> np.ndarray:
     """Greedy matching by confidence: True where a prediction hits an unmatched box of its class."""
+    if len(pred) == 0:
+        return np.zeros(0, dtype=bool)
+    if pred.confidence is None:
+        raise InputError("predictions need confidences")
     f = _flatten([gt], [pred], [(1, 1)])
     return _match_hits(f, _chunks(f), iou_threshold)
 
@@ -436,9 +440,9 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
     p_high = th.probability(th.high)
     kept_pred = conf >= th.low  # cleanlab sees these; lower ones cannot change its three scores
     # keep the pairs some rule can use: all pairs of the predictions that cleanlab sees, that can
-    # support a box or be overlooked (so per-prediction maxima over them are complete), and the
-    # near pairs of any prediction with a probability (swap signal)
-    need = kept_pred | (prob >= USABLE_PROBABILITY) | (prob >= p_high)
+    # support a box or be overlooked (so per-prediction maxima over them are complete), the
+    # near pairs of any prediction with a probability (swap signal); and those _pieces trusts
+    need = kept_pred | (prob >= min(USABLE_PROBABILITY, p_high, float(th.probability(th.low))))
     parts = []
     # raw confidence x IoU with a prediction of ANY class: breaks the ties of ``unsupported`` (a
     # twentieth of the boxes have no usable prediction of their class at all) between a box where
@@ -500,9 +504,13 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
     s_swap = np.maximum(1 - swap, swap_sig)
     s_bad = np.maximum(np.where(badloc < 1, 1 - badloc, 0.0), unsupported)
     is_swap = s_swap >= cfg.min_score
-    is_bad = ~is_swap & (s_bad >= cfg.min_score)
     _, alt_other = _seg_argmax(iou, pg, pp, ~same & (cp > th.low), K)
     alt_iou, alt_same = _seg_argmax(iou, pg, pp, same & (cp > th.low), K)
+    # a box the model does not place elsewhere is spurious; its score is scaled by how little the
+    # model sees of anything there (confidence x IoU, any class), before the min_score cut
+    spurious = (best_iou < 0.1) | (alt_same < 0)
+    s_bad = np.where(spurious, s_bad * (1 - anything), s_bad)
+    is_bad = ~is_swap & (s_bad >= cfg.min_score)
     issues = _issues(labels, f, cfg, over_sig, is_swap, is_bad, s_swap, s_bad, alt_other, alt_same,
                      alt_iou, unsupported, best_iou, anything)
 
@@ -529,10 +537,10 @@ def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.
     ``split``: the given box is one of two or more boxes of a class that each lie mostly inside
     one trusted prediction of that class, tile their joint box (their areas add up to
     ``min_cover``..1.15 of it) and whose union matches the prediction (IoU >= ``min_iou``): score
-    ``p * IoU(union, prediction)``. ``merged``: two or more trusted, barely overlapping
-    predictions of the box's class lie mostly inside it and their union matches it: score
-    ``min p * IoU``. The model-free ``fragment`` check sees only pieces that touch edge to edge;
-    these see the object the pieces belong to.
+    ``p * IoU(union, prediction)``. ``merged``: two or more trusted predictions of the box's class
+    lie mostly inside it, their areas add up to at most 1.15 of their joint box (not two boxes of
+    one defect) and their union matches it: score ``min p * IoU``. The model-free ``fragment``
+    check sees only pieces that touch edge to edge; these see the object the pieces belong to.
 
     Returns per kept given box: split score, the prediction it is a piece of (-1: none), merged
     score, and the number of predictions inside it.
@@ -543,8 +551,8 @@ def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.
     ag, ap = _area(f.kg_xyxy)[pg], _area(f.pr_xyxy)[pp]
     inter = iou * (ag + ap) / (1 + iou)  # from IoU = inter / (ag + ap - inter)
     ok = (f.kg_cls[pg] == f.pr_cls[pp]) & (prob[pp] >= min_prob)
-    g_in = ok & (inter >= min_inside * ag)  # the given box lies inside the prediction
-    p_in = ok & (inter >= min_inside * ap)  # the prediction lies inside the given box
+    g_in = ok & (ag > 0) & (inter >= min_inside * ag)  # the given box lies inside the prediction
+    p_in = ok & (ap > 0) & (inter >= min_inside * ap)  # the prediction lies inside the given box
 
     def union_iou(sel: np.ndarray, seg: np.ndarray, boxes: np.ndarray, n: int, ref: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -664,8 +672,7 @@ def _issues(labels: LabelSet, f: _Flat, cfg: ObjectLabConfig, over_sig: np.ndarr
                 data = {"pred_class": ac, "pred_box": abox, "confidence": acf}
             iss = Issue(rec.filepath, "swap", ss, text, box=j, sample_id=rec.sample_id, data=data)
         elif biou < 0.1 or a < 0:
-            # scaled by how little the model sees of anything there (confidence x IoU, any class)
-            iss = Issue(rec.filepath, "spurious", sb * (1 - anys),
+            iss = Issue(rec.filepath, "spurious", sb,
                         f"box {j} ({given}): the model sees no {given} here (best support {1 - unsup:.2f}"
                         f", of any class {anys:.2f})", box=j, sample_id=rec.sample_id)
         else:
