@@ -236,3 +236,18 @@ def test_rescoring_equals_deleting_the_run_and_writing(tmp_path, monkeypatch, da
     finally:
         if store.exists(ref):
             store.delete(ref)
+
+
+def test_write_scores_with_an_unknown_sample_changes_nothing(tmp_path, dataset_name):
+    import dataclasses
+
+    labels = md.make_labels(tmp_path / "images", n=6, split="train")
+    store.write(labels, dataset_name)
+    recs = store.read(dataset_name).records
+    store.write_scores(dataset_name, _score_rows(recs, 0), ["q1", "q2"], labels.classes, {"step": 0})
+    before = _stored_state(dataset_name)
+    rows = _score_rows(recs, 1)
+    rows[-1] = dataclasses.replace(rows[-1], sample_id="0123456789abcdef01234567")
+    with pytest.raises(KeyError, match="1 score row"):
+        store.write_scores(dataset_name, rows, ["q1", "q3"], labels.classes, {"step": 1})
+    assert _stored_state(dataset_name) == before

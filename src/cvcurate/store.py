@@ -657,6 +657,15 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
         sizes[sid] = (d.get("w"), d.get("h"))
         n_gt[sid] = d["n"]
 
+    # every row must name a stored sample, checked before anything of the previous run is touched
+    unknown = [r.sample_id for r in rows if r.sample_id not in sizes]
+    if unknown:
+        raise KeyError(f"{len(unknown)} score row(s) name no sample of {name!r}, e.g. {unknown[0]}")
+    sizeless = [r.sample_id for r in rows if r.fixes and None in sizes[r.sample_id]]
+    if sizeless:
+        raise ValueError(f"{len(sizeless)} sample(s) of {name!r} have fixes but no metadata width/height, "
+                         f"e.g. {sizeless[0]}")
+
     # replace the previous run in place when its fields sit where a rewrite would put them
     schema = ds.get_field_schema()
     flat = ds.get_field_schema(flat=True)
@@ -686,8 +695,6 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
     with ThreadPoolExecutor(max_workers=2) as sender:  # mongod applies two batches at once
         for r, fix_doc in zip(rows, fix_docs):
             sid = r.sample_id
-            if sid not in sizes:
-                raise KeyError(sid)
             written.add(sid)
             upd: dict[str, Any] = {"cvc_score": float(r.score), "cvc_issues": list(r.issues)}
             qs = r.queue_scores
@@ -710,9 +717,10 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
         others = [ObjectId(sid) for sid in sizes if sid not in written] if in_place else []
         if others:  # samples without a row lose the previous run's values, as a deletion would
             ops.append(UpdateMany({"_id": {"$in": others}}, {
-                "$unset": {**{f: "" for f in fields},
-                           **{f"{prefix}$[].{p.rsplit('.', 1)[1]}": "" for p in label_fields}},
-                "$set": {"last_modified_at": now}}))
+                "$unset": {f: "" for f in fields}, "$set": {"last_modified_at": now}}))
+            # "$[]" fails on a document without the array: only those that have it
+            ops.append(UpdateMany({"_id": {"$in": others}, f"{gt_field}.detections": {"$type": "array"}}, {
+                "$unset": {f"{prefix}$[].{p.rsplit('.', 1)[1]}": "" for p in label_fields}}))
         if ops:
             sent.append(sender.submit(coll.bulk_write, ops, ordered=False))
         for fut in sent:
