@@ -58,7 +58,8 @@ def _safe_mode() -> bool:
 # ---------------------------------------------------------------------------------------------
 # box conversion (the boundary between our xyxy pixels and FiftyOne's relative xywh)
 # ---------------------------------------------------------------------------------------------
-def xyxy_to_rel_xywh(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+def xyxy_to_rel_xywh(xyxy: np.ndarray, width: Any, height: Any) -> np.ndarray:
+    """Pixel xyxy boxes to FiftyOne's relative xywh; width/height: one size, or one per box."""
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
     out = np.empty_like(xyxy)
     out[:, 0] = xyxy[:, 0] / width
@@ -176,7 +177,8 @@ def _insert(ds: Any, records: Sequence[ImageRecord], classes: Sequence[str], gt_
 
 def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
     """``$set`` fields on many samples by id: one ``bulk_write`` per chunk, ``last_modified_at``
-    stamped, the dataset reloaded. The one write path for every bulk update in this module."""
+    stamped, the dataset reloaded. Every bulk update of this module goes through it except
+    :func:`write_scores`, which also unsets fields and sends its batches on two threads."""
     from bson import ObjectId
     from pymongo import UpdateOne
 
@@ -489,9 +491,8 @@ def _set_run(ds: Any, key: str, run: dict[str, Any] | None) -> None:
     info = dict(ds.info or {})
     meta = dict(info.get(INFO_KEY) or {})
     runs = dict(meta.get("runs") or {})
-    if run is None:
-        runs.pop(key, None)
-    else:
+    runs.pop(key, None)  # a run set again goes last, where deleting and registering it puts it
+    if run is not None:
         runs[key] = run
     meta["runs"] = runs
     info[INFO_KEY] = meta
@@ -579,12 +580,7 @@ def _all_fixes_docs(rows: Sequence[SampleScores], sizes: dict[str, tuple[int, in
         return [None] * len(rows)
     wh = np.array([sizes[r.sample_id] for r in rows for _ in r.fixes], dtype=np.float64).reshape(-1, 2)
     xyxy = np.array([f.xyxy for f in fixes], dtype=np.float64).reshape(-1, 4)
-    rel = np.empty_like(xyxy)
-    rel[:, 0] = xyxy[:, 0] / wh[:, 0]
-    rel[:, 1] = xyxy[:, 1] / wh[:, 1]
-    rel[:, 2] = (xyxy[:, 2] - xyxy[:, 0]) / wh[:, 0]
-    rel[:, 3] = (xyxy[:, 3] - xyxy[:, 1]) / wh[:, 1]
-    boxes = iter(rel.tolist())
+    boxes = iter(xyxy_to_rel_xywh(xyxy, wh[:, 0], wh[:, 1]).tolist())
     out: list[dict | None] = []
     for r in rows:
         if not r.fixes:
@@ -644,8 +640,7 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
     fields = ["cvc_score", "cvc_issues", FIX_FIELD] + queue_fields
     label_fields = [f"{gt_field}.detections.cvc_score", f"{gt_field}.detections.cvc_issue"]
     fix_attrs = [f"{FIX_FIELD}.detections.{a}" for a, _ in _FIX_ATTRS]
-    runs = dict(((ds.info or {}).get(INFO_KEY) or {}).get("runs") or {})
-    prev = runs.get("score") or {}
+    prev = (((ds.info or {}).get(INFO_KEY) or {}).get("runs") or {}).get("score") or {}
 
     # one pass over the samples: image sizes and how many ground-truth boxes each holds
     sizes: dict[str, tuple[int, int]] = {}
@@ -737,14 +732,7 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
         vname = f"cvc-{q}"
         ds.save_view(vname, base.exists(f"cvc_{q}").sort_by(f"cvc_{q}", reverse=True), overwrite=True)
         views.append(vname)
-    runs.pop("score", None)  # re-added last, where deleting and registering the run put it
-    runs["score"] = {**run, "fields": fields, "label_fields": label_fields, "views": views}
-    info = dict(ds.info or {})
-    meta = dict(info.get(INFO_KEY) or {})
-    meta["runs"] = runs
-    info[INFO_KEY] = meta
-    ds.info = info
-    ds.save()
+    _set_run(ds, "score", {**run, "fields": fields, "label_fields": label_fields, "views": views})
 
 
 # ---------------------------------------------------------------------------------------------
