@@ -184,7 +184,7 @@ def test_batched_greedy_matching_equals_the_per_image_loop(seed):
     crowded.append(tie_pred)
     f = ol._flatten_labels(labels, crowded)
     pg, pp = ol._pairs(f.kg_count, f.kg_start, f.pr_count, f.pr_start)
-    hits = ol._greedy_hits(f, pg, pp, ol._pair_iou(f.kg_xyxy, pg, f.pr_xyxy, pp), 0.5)
+    hits = ol._greedy_hits(f, pg, pp, ol.pair_iou(f.kg_xyxy, pg, f.pr_xyxy, pp), 0.5)
     want = np.concatenate([greedy_loop(r.gt, p) for r, p in zip(labels.records, crowded)])
     assert want.sum() > 100
     np.testing.assert_array_equal(hits, want)

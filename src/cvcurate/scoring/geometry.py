@@ -63,6 +63,22 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
+def box_area(xyxy: np.ndarray) -> np.ndarray:
+    """Area of each xyxy box (0 for inverted boxes)."""
+    return np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
+
+
+def pair_iou(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """IoU of boxes ``a[ia]`` and ``b[ib]`` row by row, with the arithmetic of
+    :func:`pairwise_iou` (boxes without area have IoU 0)."""
+    w = np.clip(np.minimum(a[ia, 2], b[ib, 2]) - np.maximum(a[ia, 0], b[ib, 0]), 0, None)
+    h = np.clip(np.minimum(a[ia, 3], b[ib, 3]) - np.maximum(a[ia, 1], b[ib, 1]), 0, None)
+    inter = w * h
+    union = box_area(a)[ia] + box_area(b)[ib] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
 def _fmt(v: float) -> str:
     return f"{v:g}" if float(v).is_integer() else f"{v:.1f}"
 
@@ -182,12 +198,7 @@ def box_issues(labels: LabelSet, cfg: GeometryConfig | None = None) -> list[Issu
     keep = ok[pi] & ok[pj]
     pi, pj = pi[keep], pj[keep]
     a, b = xyxy[pi], xyxy[pj]
-    lt = np.maximum(a[:, :2], b[:, :2])
-    rb = np.minimum(a[:, 2:], b[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    union = area[pi] + area[pj] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
+    iou = pair_iou(xyxy, pi, xyxy, pj)
     same = cid[pi] == cid[pj]
     dup = np.flatnonzero(same & (iou >= cfg.duplicate_iou))
     conflict = np.flatnonzero(~same & (iou >= cfg.conflict_iou))

@@ -69,6 +69,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..types import Annotations, Issue, LabelSet
+from .geometry import box_area, pair_iou
 
 # cleanlab.internal.constants used by the rules reproduced below
 _CL_EPSILON = 1e-6  # floor of the union in cleanlab's own IoU, and of the softmin temperature
@@ -240,28 +241,13 @@ def _chunks(f: _Flat) -> list[tuple[int, int]]:
 def _chunk_pairs(f: _Flat, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every (kept given box, prediction) pair of images ``a:b``, given-box-major, and their IoU."""
     pg, pp = _pairs(f.kg_count[a:b], f.kg_start[a:b], f.pr_count[a:b], f.pr_start[a:b])
-    return pg, pp, _pair_iou(f.kg_xyxy, pg, f.pr_xyxy, pp)
+    return pg, pp, pair_iou(f.kg_xyxy, pg, f.pr_xyxy, pp)
 
 
 def _cat_pairs(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return tuple(np.concatenate(x) for x in zip(*parts))
-
-
-def _area(xyxy: np.ndarray) -> np.ndarray:
-    return np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
-
-
-def _pair_iou(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) -> np.ndarray:
-    """IoU of boxes ``a[ia]`` and ``b[ib]`` row by row, with the arithmetic of
-    :func:`cvcurate.scoring.geometry.pairwise_iou` (boxes without area have IoU 0)."""
-    w = np.clip(np.minimum(a[ia, 2], b[ib, 2]) - np.maximum(a[ia, 0], b[ib, 0]), 0, None)
-    h = np.clip(np.minimum(a[ia, 3], b[ib, 3]) - np.maximum(a[ia, 1], b[ib, 1]), 0, None)
-    inter = w * h
-    union = _area(a)[ia] + _area(b)[ib] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
 
 
 def _seg_reduce(ufunc: np.ufunc, values: np.ndarray, seg: np.ndarray, n: int, default, dtype=np.float64
@@ -548,7 +534,7 @@ def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.
     K, M = len(f.kg_cls), len(f.pr_conf)
     if not len(pg):
         return np.zeros(K), np.full(K, -1, np.int64), np.zeros(K), np.zeros(K, np.int64)
-    ag, ap = _area(f.kg_xyxy)[pg], _area(f.pr_xyxy)[pp]
+    ag, ap = box_area(f.kg_xyxy)[pg], box_area(f.pr_xyxy)[pp]
     inter = iou * (ag + ap) / (1 + iou)  # from IoU = inter / (ag + ap - inter)
     ok = (f.kg_cls[pg] == f.pr_cls[pp]) & (prob[pp] >= min_prob)
     g_in = ok & (ag > 0) & (inter >= min_inside * ag)  # the given box lies inside the prediction
@@ -564,10 +550,10 @@ def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.
         lo = np.stack([_seg_reduce(np.minimum, b_[:, k], s_, n, 0.0) for k in (0, 1)], axis=1)
         hi = np.stack([_seg_reduce(np.maximum, b_[:, k], s_, n, 0.0) for k in (2, 3)], axis=1)
         u = np.hstack([lo, hi])
-        ua = np.maximum(_area(u), 1e-9)
-        biggest = _seg_reduce(np.maximum, _area(b_), s_, n, 0.0) / ua
-        covered = _seg_reduce(np.add, _area(b_), s_, n, 0.0) / ua
-        return count, _pair_iou(u, np.arange(n), ref, np.arange(n)), biggest, covered
+        ua = np.maximum(box_area(u), 1e-9)
+        biggest = _seg_reduce(np.maximum, box_area(b_), s_, n, 0.0) / ua
+        covered = _seg_reduce(np.add, box_area(b_), s_, n, 0.0) / ua
+        return count, pair_iou(u, np.arange(n), ref, np.arange(n)), biggest, covered
 
     # split: per prediction, the given boxes inside it. They must tile their joint box, as pieces of
     # one object do: several small defects the model boxes as one cluster leave most of it empty,
