@@ -363,15 +363,17 @@ def _flatten_labels(labels: LabelSet, preds: Sequence[Annotations]) -> _Flat:
 def calibrate_thresholds(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig) -> Thresholds:
     """Confidence thresholds from the precision the predictions actually have on this data."""
     f = _flatten_labels(labels, preds)
-    if len(f.pr_conf) < 20:
-        return _fit_thresholds(f.pr_conf, None, cfg)
-    return _fit_thresholds(f.pr_conf, _match_hits(f, _chunks(f)), cfg)
+    return _calibrate(f, _chunks(f), cfg)
 
 
-def _fit_thresholds(conf: np.ndarray, hits: np.ndarray | None, cfg: ObjectLabConfig) -> Thresholds:
-    if len(conf) < 20 or hits is None:
+def _calibrate(f: _Flat, chunks: list[tuple[int, int]], cfg: ObjectLabConfig, keep: dict | None = None
+               ) -> Thresholds:
+    """:func:`calibrate_thresholds` on flattened inputs; ``keep`` collects the pairs it made."""
+    conf = f.pr_conf
+    if len(conf) < 20:
         return Thresholds(low=min(cfg.max_low_threshold, 0.5), high=cfg.max_high_threshold,
                           how="defaults (fewer than 20 predictions)")
+    hits = _match_hits(f, chunks, keep=keep)
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(y_min=0, y_max=1, increasing=True, out_of_bounds="clip")
@@ -414,12 +416,7 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
     # pairs are (kept given box, prediction) within an image, given-box-major; degenerate given
     # boxes are the geometry checks' business (and have IoU 0 with everything)
     chunks, keep = _chunks(f), {}
-    if thresholds is not None:
-        th = thresholds
-    elif M < 20:
-        th = _fit_thresholds(f.pr_conf, None, cfg)
-    else:
-        th = _fit_thresholds(f.pr_conf, _match_hits(f, chunks, keep=keep), cfg)
+    th = thresholds if thresholds is not None else _calibrate(f, chunks, cfg, keep)
 
     conf = f.pr_conf
     prob = th.probability(conf) if M else np.zeros(0)
