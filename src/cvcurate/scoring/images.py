@@ -128,7 +128,8 @@ def image_features(paths: Sequence[str], cfg: ImageConfig | None = None, progres
 
     Threads (at most ``cfg.workers``, and no more than the cores: extra threads only queue on the
     GIL) each take runs of ``cfg.chunk_size`` images and write into shared arrays. OpenCV's own
-    thread pool is left alone: at 416 px (NEU-DET) and at 1600x256 (Severstal) setting it to one thread changed nothing.
+    thread pool is left alone: at 416 px (NEU-DET) and at 1600x256 (Severstal) setting it to one
+    thread changed nothing.
     """
     cfg = cfg or ImageConfig()
     n = len(paths)

@@ -618,7 +618,6 @@ def _issues(labels: LabelSet, f: _Flat, cfg: ObjectLabConfig, over_sig: np.ndarr
     recs = labels.records
     ov = np.flatnonzero(over_sig >= cfg.min_score)
     bx = np.flatnonzero(is_swap | is_bad)
-    out: list[Issue] = []
 
     def pred_info(k: np.ndarray) -> tuple[list, list, list, list]:
         if not len(f.pr_conf):  # only -1 (no prediction): values unused
@@ -664,5 +663,4 @@ def _issues(labels: LabelSet, f: _Flat, cfg: ObjectLabConfig, over_sig: np.ndarr
                         box=j, sample_id=rec.sample_id, data={"pred_box": abox, "confidence": acf})
         items.append((i, 1, n_, iss))
     items.sort(key=lambda t: t[:3])
-    out = [t[3] for t in items]
-    return out
+    return [t[3] for t in items]
