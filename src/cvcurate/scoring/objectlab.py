@@ -172,6 +172,7 @@ class _Flat:
     kg_xyxy: np.ndarray  # (K, 4)
     kg_cls: np.ndarray  # (K,)
     kg_img: np.ndarray  # (K,)
+    kg_local: np.ndarray  # (K,) index of each kept given box in its image's ``rec.gt``
     kg_count: np.ndarray  # (N,)
     kg_start: np.ndarray  # (N,)
     pr_xyxy: np.ndarray  # (M, 4)
@@ -206,6 +207,7 @@ def _flatten(gts: Sequence[Annotations], preds: Sequence[Annotations], sizes: Se
     size = np.array(sizes, dtype=np.int64).reshape(n, 2)
     return _Flat(width=size[:, 0], height=size[:, 1], gt_count=gt_count, gt_kept=kept, kg=kg,
                  kg_xyxy=gt_xyxy[kg], kg_cls=gt_cls[kg], kg_img=kg_img, kg_count=kg_count,
+                 kg_local=kg - (np.cumsum(gt_count) - gt_count)[kg_img],
                  kg_start=np.cumsum(kg_count) - kg_count,
                  pr_xyxy=_cat([p.xyxy for p in preds], (0, 4), np.float64).reshape(-1, 4),
                  pr_cls=_cat([p.class_id for p in preds], (0,), np.int64), pr_conf=pr_conf,
@@ -572,11 +574,10 @@ def _pieces(f: _Flat, pg: np.ndarray, pp: np.ndarray, iou: np.ndarray, prob: np.
 def _piece_issues(labels: LabelSet, f: _Flat, cfg: ObjectLabConfig, split: np.ndarray, split_pred: np.ndarray,
                   merged: np.ndarray, n_in: np.ndarray) -> list[Issue]:
     names, recs = labels.classes, labels.records
-    first = np.cumsum(f.gt_count) - f.gt_count
     out = []
     for k in np.flatnonzero(split >= cfg.min_score):
         i = int(f.kg_img[k])
-        j, q, rec = int(f.kg[k] - first[i]), int(split_pred[k]), recs[i]
+        j, q, rec = int(f.kg_local[k]), int(split_pred[k]), recs[i]
         box = f.pr_xyxy[q]
         out.append(Issue(rec.filepath, "split", float(split[k]),
                          f"box {j} ({names[f.kg_cls[k]]}) is one of several boxes inside the one {names[f.pr_cls[q]]} "
@@ -585,7 +586,7 @@ def _piece_issues(labels: LabelSet, f: _Flat, cfg: ObjectLabConfig, split: np.nd
                          sample_id=rec.sample_id, data={"pred_box": box.tolist(), "confidence": float(f.pr_conf[q])}))
     for k in np.flatnonzero(merged >= cfg.min_score):
         i = int(f.kg_img[k])
-        j, rec = int(f.kg[k] - first[i]), recs[i]
+        j, rec = int(f.kg_local[k]), recs[i]
         out.append(Issue(rec.filepath, "merged", float(merged[k]),
                          f"box {j} ({names[f.kg_cls[k]]}) spans {n_in[k]} {names[f.kg_cls[k]]} the model sees "
                          "separately: several defects in one box?", box=j, sample_id=rec.sample_id))
@@ -637,7 +638,7 @@ def _issues(labels: LabelSet, f: _Flat, cfg: ObjectLabConfig, over_sig: np.ndarr
             sample_id=rec.sample_id, data={"pred_box": box, "pred_class": c, "confidence": cf})))
     # given boxes: swap, else badloc or spurious
     img = f.kg_img[bx]
-    local = (f.kg[bx] - (np.cumsum(f.gt_count) - f.gt_count)[img]).tolist()  # index in rec.gt
+    local = f.kg_local[bx].tolist()
     alt = np.where(is_swap[bx], alt_other[bx], alt_same[bx])
     a_cls, a_conf, a_box, _ = pred_info(alt)
     for n_, (i, j, c, swp, a, ac, acf, abox, ss, sb, unsup, biou, aiou, anys) in enumerate(zip(
