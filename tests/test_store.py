@@ -251,3 +251,20 @@ def test_write_scores_with_an_unknown_sample_changes_nothing(tmp_path, dataset_n
     with pytest.raises(KeyError, match="1 score row"):
         store.write_scores(dataset_name, rows, ["q1", "q3"], labels.classes, {"step": 1})
     assert _stored_state(dataset_name) == before
+
+
+def test_queue_views_break_score_ties_by_file(tmp_path, dataset_name):
+    """Equal scores come in file order, so the App and scripts see one order (the browser test
+    once saw another tile first)."""
+    import dataclasses
+
+    labels = md.make_labels(tmp_path / "images", n=6, split="train")
+    labels.records.sort(key=lambda r: r.filepath, reverse=True)  # stored in reverse file order
+    store.write(labels, dataset_name)
+    recs = store.read(dataset_name).records
+    rows = [dataclasses.replace(r, score=0.5, queue_scores={"q1": 0.5}) for r in _score_rows(recs, 0)]
+    store.write_scores(dataset_name, rows, ["q1"], labels.classes, {"step": 0})
+    ds = store.load(dataset_name)
+    for view in ("cvc-all", "cvc-q1"):
+        paths = ds.load_saved_view(view).values("filepath")
+        assert paths == sorted(r.filepath for r in recs), view

@@ -726,11 +726,15 @@ def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str],
     base = ds
     if pred_filter is not None and pred_filter[0] in ds.get_field_schema():
         base = ds.filter_labels(pred_filter[0], F("confidence") >= pred_filter[1], only_matches=False)
-    ds.save_view("cvc-all", base.match(F("cvc_score") > 0).sort_by("cvc_score", reverse=True), overwrite=True)
+    # ties (several images at one score) in file order, so every reader of a view sees one order
+    def ranked(view: Any, field: str) -> Any:
+        return view.sort_by([(field, -1), ("filepath", 1)])
+
+    ds.save_view("cvc-all", ranked(base.match(F("cvc_score") > 0), "cvc_score"), overwrite=True)
     views.append("cvc-all")
     for q in queues:
         vname = f"cvc-{q}"
-        ds.save_view(vname, base.exists(f"cvc_{q}").sort_by(f"cvc_{q}", reverse=True), overwrite=True)
+        ds.save_view(vname, ranked(base.exists(f"cvc_{q}"), f"cvc_{q}"), overwrite=True)
         views.append(vname)
     _set_run(ds, "score", {**run, "fields": fields, "label_fields": label_fields, "views": views})
 
