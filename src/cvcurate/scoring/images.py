@@ -256,7 +256,9 @@ def near_duplicate_partners(thumbs: np.ndarray, splits: Sequence[str | None], mi
     links (the first of a cluster) gets none: it got no issue before clusters either.
 
     Byte-identical thumbnails (the same file stored twice) are grouped before any product, so k
-    copies cost one row, not k(k-1)/2 pairs; all-zero thumbnails (flat images) link to nothing.
+    copies cost one row, not k(k-1)/2 pairs, and their correlation is exactly 1.0; all-zero
+    thumbnails (flat images) link to nothing. Other correlations are float32 dot products of
+    unit rows and may exceed 1 by rounding; callers clamp them where 1 must be the maximum.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -280,13 +282,15 @@ def near_duplicate_partners(thumbs: np.ndarray, splits: Sequence[str | None], mi
     gstart = np.cumsum(size) - size
     first = members[gstart]
     reps = thumbs[first]
-    self_corr = np.einsum("ij,ij->i", reps, reps)
     ga, gb, gc = _candidate_pairs(reps, min_correlation, chunk)
-    # directed group links g -> h (both ways), and g -> g for a group of linked copies
-    own = np.flatnonzero((size > 1) & (self_corr >= min_correlation))
+    # directed group links g -> h (both ways), and g -> g for a group of copies. Members of one
+    # group have byte-identical thumbnails, so their correlation is 1 by definition: it is set
+    # to exactly 1.0, not computed (a float32 dot product of a unit row with itself comes out
+    # 1 - 1e-6 or so, depending on the BLAS and numpy build)
+    own = np.flatnonzero(size > 1)
     src = np.concatenate([ga, gb, own])
     dst = np.concatenate([gb, ga, own])
-    corr = np.concatenate([gc, gc, self_corr[own]]).astype(np.float32)
+    corr = np.concatenate([gc, gc, np.ones(len(own), np.float32)]).astype(np.float32)
     if len(src) == 0:
         return empty
     # expand each link to the members of its source group
