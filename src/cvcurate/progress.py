@@ -35,7 +35,7 @@ def track(
 
     console = Console(file=sys.stderr)
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # descriptions may hold paths with "["
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import store
-from .errors import InputError
+from .errors import InputError, kept, shell_arg
 from .scoring import QUEUES
 
 CONFIRMED = "error:confirmed"
@@ -33,9 +33,39 @@ FIX_FIELD = store.FIX_FIELD
 GT_FIELD = store.GT_FIELD
 
 
+def check_port(address: str, port: int) -> None:
+    """Raise :class:`InputError` unless the App could listen on ``address:port`` (1-65535, free).
+
+    Checked before launching: FiftyOne itself retries a busy or impossible port for 30 s and then
+    fails with a traceback.
+    """
+    import errno
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port must be between 1 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(f"cannot serve on --address {address!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # as a server binds: a port in TIME_WAIT is free, one another program listens on is not
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"port {port} on {address} is in use (another App or server?): "
+                                 f"give another --port") from None
+            if exc.errno == errno.EACCES:
+                raise InputError(f"port {port} on {address} needs privileges: give a --port above 1023") from None
+            raise InputError(f"cannot serve on {address}:{port}: {exc.strerror or exc}") from None
+
+
 def _check_scored(name: str) -> None:
     if "score" not in store.get_runs(name):
-        raise InputError(f"dataset {name!r} has not been scored: run 'cvcurate score {name}' first")
+        raise InputError(f"dataset {name!r} has not been scored: run 'cvcurate score {shell_arg(name)}' first")
 
 
 @dataclass
@@ -150,23 +180,35 @@ def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False
                                "before": before, "after": None})
     if dry_run or not new_gt:
         return cs
-    store.set_detections(name, GT_FIELD, new_gt)
-    written = store.get_detections(name, GT_FIELD, list(new_gt))
-    for c in cs.changes:
-        c["after"] = written[c["sample_id"]]
-    # mark the applied fixes so a second apply does not repeat them
-    marked = {}
-    applied_ids = {f["id"] for c in cs.changes for f in c["fixes"]}
-    for sid in todo:
-        dets = fixes[sid]
-        for d in dets:
-            if d.get("id") in applied_ids:
-                d["tags"] = sorted(set(d.get("tags") or []) | {APPLIED})
-        marked[sid] = dets
-    store.set_detections(name, FIX_FIELD, marked)
-    cs.log_path = _write_log(cs, log_dir)
-    store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "log": str(cs.log_path),
-                               "samples": len(cs.changes), "fixes": cs.applied, "undone": False})
+    # all or nothing (Ctrl-C included): a change that is not logged could not be undone
+    fixes_before = {sid: json.loads(json.dumps(fixes[sid])) for sid in todo}
+    try:
+        store.set_detections(name, GT_FIELD, new_gt)
+        written = store.get_detections(name, GT_FIELD, list(new_gt))
+        for c in cs.changes:
+            c["after"] = written[c["sample_id"]]
+        # mark the applied fixes so a second apply does not repeat them
+        marked = {}
+        applied_ids = {f["id"] for c in cs.changes for f in c["fixes"]}
+        for sid in todo:
+            dets = fixes[sid]
+            for d in dets:
+                if d.get("id") in applied_ids:
+                    d["tags"] = sorted(set(d.get("tags") or []) | {APPLIED})
+            marked[sid] = dets
+        store.set_detections(name, FIX_FIELD, marked)
+        cs.log_path = _write_log(cs, log_dir)
+        store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "log": str(cs.log_path),
+                                   "samples": len(cs.changes), "fixes": cs.applied, "undone": False})
+    except BaseException:
+        with store._shielded():
+            store.set_detections(name, GT_FIELD, {c["sample_id"]: c["before"] for c in cs.changes})
+            store.set_detections(name, FIX_FIELD, fixes_before)
+            store.forget_change(name, cs.change_id)
+            if cs.log_path is not None:
+                cs.log_path.unlink(missing_ok=True)
+        raise
+    kept(f"{cs.applied} fix(es) applied to dataset {name!r} and logged in {cs.log_path}")
     return cs
 
 
@@ -197,14 +239,23 @@ def undo(name: str, change_id: str | None = None) -> ChangeSet:
     if conflicts:
         raise InputError(f"{len(conflicts)} sample(s) changed since {entry['change_id']} was applied "
                          f"(first: {conflicts[0]}); nothing was undone")
-    store.set_detections(name, GT_FIELD, {c["sample_id"]: c["before"] for c in log["changes"]})
     fixes = store.get_detections(name, FIX_FIELD, [c["sample_id"] for c in log["changes"]])
-    applied_ids = {f["id"] for c in log["changes"] for f in c["fixes"]}
-    for dets in fixes.values():
-        for d in dets:
-            if d.get("id") in applied_ids:
-                d["tags"] = [t for t in d.get("tags") or [] if t != APPLIED]
-    store.set_detections(name, FIX_FIELD, fixes)
-    store.record_change(name, {**entry, "undone": True})
+    fixes_before = json.loads(json.dumps(fixes))
+    try:  # all or nothing, like apply
+        store.set_detections(name, GT_FIELD, {c["sample_id"]: c["before"] for c in log["changes"]})
+        applied_ids = {f["id"] for c in log["changes"] for f in c["fixes"]}
+        for dets in fixes.values():
+            for d in dets:
+                if d.get("id") in applied_ids:
+                    d["tags"] = [t for t in d.get("tags") or [] if t != APPLIED]
+        store.set_detections(name, FIX_FIELD, fixes)
+        store.record_change(name, {**entry, "undone": True})
+    except BaseException:
+        with store._shielded():
+            store.set_detections(name, GT_FIELD, current)
+            store.set_detections(name, FIX_FIELD, fixes_before)
+            store.record_change(name, entry)
+        raise
+    kept(f"change {entry['change_id']} of dataset {name!r} undone")
     return ChangeSet(change_id=entry["change_id"], dataset=name, at=entry["at"], changes=log["changes"],
                      log_path=Path(entry["log"]))

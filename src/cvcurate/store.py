@@ -19,16 +19,18 @@ anything fails (or the user presses Ctrl-C) on the way.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime as _dt
 import os
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import DatasetNotFoundError, StoreError
+from .errors import DatasetNotFoundError, StoreError, interrupt_leaves, kept, shell_arg
 from .types import Annotations, Fix, ImageRecord, LabelSet
 
 GT_FIELD = "ground_truth"
@@ -153,26 +155,70 @@ def _declare_fields(ds: Any, gt_field: str, with_pred: bool) -> None:
             ds.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
 
 
-def _insert(ds: Any, records: Sequence[ImageRecord], classes: Sequence[str], gt_field: str) -> list[str]:
-    """Insert records as new samples; return their ids (in order)."""
+def _insert(ds: Any, records: Sequence[ImageRecord], classes: Sequence[str], gt_field: str,
+            ids: list[str] | None = None) -> list[str]:
+    """Insert records as new samples; return their ids (in order).
+
+    ``ids``, when given, receives each chunk's ids *before* the chunk is sent, so that a caller
+    rolling back after an interrupt in the middle of the inserts knows every sample that may
+    have been written (removing an id that never arrived is harmless).
+    """
+    ids = [] if ids is None else ids
     if not records:
-        return []
+        return ids
     fo = _fo()
     with_pred = any(r.pred is not None for r in records)
     _declare_fields(ds, gt_field, with_pred)
     if _safe_mode():
         samples = [_fo_sample(fo, r, classes, gt_field) for r in records]
-        return list(ds.add_samples(samples, progress=False))
+        ids.extend(ds.add_samples(samples, progress=False))
+        return ids
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
     coll = ds._sample_collection
     dataset_id = ds._doc.id
-    ids: list[str] = []
     for start in range(0, len(records), _CHUNK):
         docs = [_sample_doc(r, classes, dataset_id, now, gt_field) for r in records[start:start + _CHUNK]]
-        coll.insert_many(docs, ordered=True)
         ids.extend(str(d["_id"]) for d in docs)
+        _insert_chunk(coll, docs)
     ds.reload()
     return ids
+
+
+def _insert_chunk(coll: Any, docs: list[dict]) -> None:
+    """One ``insert_many`` (a function of its own so that tests can interrupt between chunks)."""
+    coll.insert_many(docs, ordered=True)
+
+
+def _remove_inserted(ds: Any, ids: Sequence[str], paths: Sequence[str]) -> None:
+    """Roll back :func:`_insert`: delete the samples with these ids, and any sample with one of
+    these file paths (what ``add_samples`` may have written in safe mode before the ids came back).
+    Only for paths that were not in the dataset before the insert."""
+    from bson import ObjectId
+
+    coll = ds._sample_collection
+    for chunk in iter_chunks([ObjectId(i) for i in ids], _CHUNK):
+        coll.delete_many({"_id": {"$in": list(chunk)}})
+    for chunk in iter_chunks(list(paths), _CHUNK):
+        coll.delete_many({"filepath": {"$in": list(chunk)}})
+    ds.reload()
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Let a rollback finish when Ctrl-C is pressed again: the interrupt that started the rollback
+    is already on its way up, a second one would only leave the store half restored."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
 
 
 def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
@@ -237,7 +283,10 @@ def load(name: str) -> Any:
 def delete(name: str) -> int:
     ds = load(name)
     n = len(ds)
-    ds.delete()
+    with interrupt_leaves(f"dataset {name!r} may be partly deleted: "
+                          f"run 'cvcurate delete {shell_arg(name)} --yes' again"):
+        ds.delete()
+    kept(f"dataset {name!r} deleted")
     return n
 
 
@@ -268,32 +317,53 @@ def write(labels: LabelSet, name: str, *, overwrite: bool = False, gt_field: str
     are added, images whose labels, size or split changed are updated, identical ones are left as
     they are (so importing the same data twice changes nothing). ``overwrite`` replaces the
     dataset instead. Fills ``sample_id`` on every record.
+
+    All or nothing, Ctrl-C included, at any point of the database write: a new dataset is built
+    under a temporary name and renamed when complete (an overwritten one is renamed away first
+    and deleted only once the new one holds its name); a merge removes the samples it added and
+    restores the labels, classes and info it changed.
     """
     fo = _fo()
     labels.validate()
     if overwrite or not exists(name):
-        tmp_name = f"{_TMP_PREFIX}{uuid.uuid4().hex[:12]}"
-        ds = fo.Dataset(tmp_name)
-        try:
-            ds.default_classes = list(labels.classes)
-            ids = _insert(ds, labels.records, labels.classes, gt_field)
-            _append_history(ds, history)
-            if overwrite and exists(name):
-                fo.delete_dataset(name)
-            ds.name = name
-            ds.persistent = True
-        except BaseException:
-            if tmp_name in fo.list_datasets():
-                fo.delete_dataset(tmp_name)
-            raise
-        for rec, sid in zip(labels.records, ids):
-            rec.sample_id = sid
-        return WriteResult(added=len(ids))
-    return _merge(load(name), labels, gt_field, history)
+        result = _write_new(fo, labels, name, gt_field, history)
+    else:
+        result = _merge(load(name), labels, gt_field, history)
+    kept(f"dataset {name!r} written ({result.added} added, {result.updated} updated, "
+         f"{result.unchanged} unchanged)")
+    return result
+
+
+def _write_new(fo: Any, labels: LabelSet, name: str, gt_field: str,
+               history: dict[str, Any] | None) -> WriteResult:
+    tmp_name = f"{_TMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    old_name: str | None = None  # where the dataset being overwritten waits until the new one is in place
+    ds = fo.Dataset(tmp_name)
+    try:
+        ds.default_classes = list(labels.classes)
+        ids = _insert(ds, labels.records, labels.classes, gt_field)
+        _append_history(ds, history)
+        if exists(name):  # overwrite
+            old_name = f"{_TMP_PREFIX}old_{uuid.uuid4().hex[:12]}"
+            fo.load_dataset(name).name = old_name
+        ds.name = name
+        ds.persistent = True
+    except BaseException:
+        with _shielded():
+            ds.delete()  # the new dataset, under whichever name it had got
+            if old_name is not None and old_name in fo.list_datasets():
+                fo.load_dataset(old_name).name = name
+        raise
+    if old_name is not None:
+        fo.delete_dataset(old_name)  # if this is interrupted, cleanup_temporary() removes it
+    for rec, sid in zip(labels.records, ids):
+        rec.sample_id = sid
+    return WriteResult(added=len(ids))
 
 
 def _merge(ds: Any, labels: LabelSet, gt_field: str, history: dict[str, Any] | None) -> WriteResult:
     old_classes = get_classes(ds)
+    old_info = copy.deepcopy(ds.info or {})
     classes = _merge_classes(old_classes, labels.classes)
     remap = np.array([classes.index(c) for c in labels.classes], dtype=np.int64)
     existing = read(ds.name, gt_field=gt_field)
@@ -315,22 +385,26 @@ def _merge(ds: Any, labels: LabelSet, gt_field: str, history: dict[str, Any] | N
             unchanged += 1
         else:
             changed.append((old, rec))
-    added_ids: list[str] = []
+    added_ids: list[str] = []  # filled by _insert chunk by chunk, before each chunk is sent
     try:
         if classes != old_classes:
             ds.default_classes = classes
-        added_ids = _insert(ds, new_recs, classes, gt_field)
+        _insert(ds, new_recs, classes, gt_field, ids=added_ids)
         if changed:
             _update(ds, [new for _, new in changed], classes, gt_field)
         if new_recs or changed:
             _append_history(ds, history)
     except BaseException:
-        # restore: remove what was added, put back what was changed, and the class list
-        if added_ids:
-            ds.delete_samples(added_ids)
-        if changed:
-            _update(ds, [old for old, _ in changed], existing.classes, gt_field)
-        ds.default_classes = old_classes
+        # restore: remove what was added, put back what was changed, the class list and the info
+        with _shielded():
+            if new_recs:
+                _remove_inserted(ds, added_ids, [r.filepath for r in new_recs])
+            if changed:
+                _update(ds, [old for old, _ in changed], existing.classes, gt_field)
+            ds.reload()
+            ds.default_classes = old_classes
+            ds.info = old_info
+            ds.save()
         raise
     for rec, sid in zip(new_recs, added_ids):
         rec.sample_id = sid
@@ -422,11 +496,13 @@ def write_detections(name: str, field: str, records: Sequence[ImageRecord],
     ds = load(name)
     if any(r.sample_id is None for r in records):
         raise StoreError("records must be read from the store before writing detections to it")
-    merged = _merge_classes(get_classes(ds), classes)
-    if merged != get_classes(ds):
-        ds.default_classes = merged
-    _raw_set_detections(ds, [r.sample_id for r in records], field, anns,
-                        [(r.width, r.height) for r in records], classes)
+    with interrupt_leaves(f"field {field!r} of dataset {name!r} may be partly written: run the command again"):
+        merged = _merge_classes(get_classes(ds), classes)
+        if merged != get_classes(ds):
+            ds.default_classes = merged
+        _raw_set_detections(ds, [r.sample_id for r in records], field, anns,
+                            [(r.width, r.height) for r in records], classes)
+    kept(f"field {field!r} of dataset {name!r} written")
 
 
 def info(name: str) -> dict[str, Any]:
@@ -602,6 +678,17 @@ def _all_fixes_docs(rows: Sequence[SampleScores], sizes: dict[str, tuple[int, in
 def write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
                  run: dict[str, Any], gt_field: str = GT_FIELD,
                  pred_filter: tuple[str, float] | None = None) -> None:
+    """Write score fields in bulk, one saved view per queue, and register the run (see
+    :func:`_write_scores`). Not all or nothing: an interrupt says so, and scoring again repairs it."""
+    with interrupt_leaves(f"the scores of dataset {name!r} may be partly written: "
+                          f"run 'cvcurate score {shell_arg(name)}' again"):
+        _write_scores(name, rows, queues, classes, run, gt_field, pred_filter)
+    kept(f"scores of dataset {name!r} written")
+
+
+def _write_scores(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
+                  run: dict[str, Any], gt_field: str = GT_FIELD,
+                  pred_filter: tuple[str, float] | None = None) -> None:
     """Write score fields in bulk, one saved view per queue, and register the run.
 
     ``pred_filter`` = (field, min confidence): the queue views show only those predictions, so
@@ -825,6 +912,19 @@ def record_change(name: str, entry: dict[str, Any]) -> None:
     info[INFO_KEY] = meta
     ds.info = info
     ds.save()
+
+
+def forget_change(name: str, change_id: str) -> None:
+    """Remove a change-set entry (rolling back an interrupted apply); nothing if it is absent."""
+    ds = load(name)
+    info = copy.deepcopy(ds.info or {})
+    meta = info.get(INFO_KEY) or {}
+    changes = meta.get("changes") or []
+    if any(c.get("change_id") == change_id for c in changes):
+        meta["changes"] = [c for c in changes if c.get("change_id") != change_id]
+        info[INFO_KEY] = meta
+        ds.info = info
+        ds.save()
 
 
 # ---------------------------------------------------------------------------------------------

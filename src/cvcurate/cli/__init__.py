@@ -3,6 +3,11 @@
 Every command parses its options, makes one or two library calls and prints. A
 :class:`~cvcurate.errors.CvcurateError` becomes one line on stderr and its exit code
 (2 for bad input or usage, 1 for a failed quality gate); users never see a traceback for those.
+Ctrl-C becomes one line saying what was kept or rolled back (see
+:func:`cvcurate.errors.interrupt_message`) and exit code 130.
+
+Nothing printed here goes through rich markup: error messages hold paths and names, which may
+contain ``[`` and ``]``.
 """
 
 from __future__ import annotations
@@ -10,18 +15,25 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
+from .. import errors
 from ..errors import CvcurateError
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 class _Group(TyperGroup):
-    """Turns domain errors into one clean line and an exit code."""
+    """Turns domain errors and Ctrl-C into one clean line and an exit code."""
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        errors.reset_interrupt_state()
         try:
             return super().invoke(ctx)
         except CvcurateError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.secho(errors.interrupt_message(), err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
     def list_commands(self, ctx):  # type: ignore[no-untyped-def]
         return list(self.commands)  # in the order they were added, which follows the workflow

@@ -1,36 +1,57 @@
-"""What several commands share: the console and report printing."""
+"""What several commands share: the console and report printing.
+
+Paths, dataset and class names and messages hold any character, ``[`` and ``]`` included, which
+rich would read as markup (and drop, or fail on with a MarkupError). So every value put into a
+styled line goes through :func:`esc`, and lines without style go through :func:`say`, which
+prints without markup.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
+from rich.markup import escape
 
 from ..report import REJECTED, WARN, ImportReport
 
-console = Console(highlight=False, soft_wrap=True)
+# no highlighting (it colours numbers and paths at random), no :emoji: codes (file names may hold
+# them), no wrapping (long paths stay on one line, copyable)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 MAX_LINES = 20
+
+
+def esc(value: Any) -> str:
+    """``value`` as text that rich prints as is inside markup."""
+    return escape(str(value))
+
+
+def say(text: Any) -> None:
+    """Print one line as is (no markup): for lines without style, and as a ``log`` callback."""
+    console.print(str(text), markup=False)
 
 
 def print_report(report: ImportReport) -> None:
     s = report.summary()
     console.print(
-        f"[bold]{report.format}[/] import of {report.source}: {s['images_read']} images read = "
+        f"[bold]{esc(report.format)}[/] import of {esc(report.source)}: {s['images_read']} images read = "
         f"{s['imported']} imported + {s['imported_with_warnings']} with warnings + "
         f"{s['rejected']} rejected; {s['boxes_imported']} boxes"
     )
     for note in report.notes:
-        console.print(f"  note: {note}")
+        say(f"  note: {note}")
     kinds = report.message_counts()
     if kinds:
-        console.print("  problems by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
+        say("  problems by kind: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
     # rejected images and problems one line each; warnings grouped by kind with an example,
     # so that 1,200 identical "rescaled" warnings do not hide one rejected file
     lines = [(e.path, m) for e in report.entries if e.status == REJECTED for m in e.messages]
     lines += [(p["path"], p["message"]) for p in report.other_problems]
     for path, msg in lines[:MAX_LINES]:
-        console.print(f"  [red]rejected/problem[/] {path}: {msg}")
+        console.print(f"  [red]rejected/problem[/] {esc(path)}: {esc(msg)}")
     if len(lines) > MAX_LINES:
-        console.print(f"  ... and {len(lines) - MAX_LINES} more rejected files and problems in the JSON report")
+        say(f"  ... and {len(lines) - MAX_LINES} more rejected files and problems in the JSON report")
     examples: dict[str, tuple[str, str]] = {}
     for e in report.entries:
         if e.status == WARN:
@@ -39,4 +60,4 @@ def print_report(report: ImportReport) -> None:
     for kind, (path, msg) in examples.items():
         n = kinds.get(kind, 1)
         more = f" (and {n - 1} more like it)" if n > 1 else ""
-        console.print(f"  [yellow]warning[/] {path}: {msg}{more}")
+        console.print(f"  [yellow]warning[/] {esc(path)}: {esc(msg)}{more}")

@@ -9,9 +9,9 @@ import typer
 
 from .. import corrupt as corrupt_lib
 from .. import store
-from ..errors import DatasetExistsError
+from ..errors import DatasetExistsError, interrupt_leaves
 from . import app
-from .common import console
+from .common import say
 
 
 @app.command("corrupt")
@@ -41,7 +41,8 @@ def corrupt_cmd(
     result = corrupt_lib.corrupt(labels, rate=rate, seed=seed, types=type_list)
     history = {"action": "corrupt", "source_dataset": name, "rate": rate, "seed": seed, "by_type": result.by_type()}
     store.write(result.labels, out, overwrite=overwrite, history=history)
-    truth_path = result.write_truth(truth or Path(f"{out}_truth.json"), source=name)
+    with interrupt_leaves("its truth file may be missing or partly written: run the command again with --overwrite"):
+        truth_path = result.write_truth(truth or Path(f"{out}_truth.json"), source=name)
     by_type = ", ".join(f"{k} {v}" for k, v in result.by_type().items())
-    console.print(f"{out}: {len(result.errors)} errors injected into {len(labels)} images ({by_type}); "
-                  f"truth written to {truth_path}")
+    say(f"{out}: {len(result.errors)} errors injected into {len(labels)} images ({by_type}); "
+        f"truth written to {truth_path}")

@@ -8,10 +8,10 @@ from typing import Optional
 import typer
 
 from .. import store
-from ..errors import InputError
+from ..errors import InputError, interrupt_leaves, shell_arg
 from ..types import LabelSet
 from . import app
-from .common import console
+from .common import say
 
 DEVICE_HELP = "cpu or cuda (cuda without a GPU falls back to the CPU with a warning)."
 
@@ -64,27 +64,27 @@ def train_cmd(
 
         if folds < 2:
             raise InputError(f"--folds must be at least 2, got {folds}")
-        preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=console.print)
+        preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=say)
         store.write_detections(name, field, labels.records, preds, labels.classes)
         n = sum(len(p) for p in preds)
-        console.print(f"wrote {n} out-of-fold predicted boxes for {len(preds)} images to field {field!r} "
-                      f"of {name} ({folds} folds)")
+        say(f"wrote {n} out-of-fold predicted boxes for {len(preds)} images to field {field!r} "
+            f"of {name} ({folds} folds)")
         return
     from ..detector.evaluate import evaluate
     from ..detector.predict import predict
     from ..detector.train import train
 
     train_set, what = _train_records(labels)
-    console.print(f"training on {what}: {len(train_set)} images, {train_set.num_boxes} boxes, "
-                  f"{cfg.train.epochs} epochs")
-    ckpt = train(train_set, cfg, device=device, progress=True, log=console.print)
+    say(f"training on {what}: {len(train_set)} images, {train_set.num_boxes} boxes, "
+        f"{cfg.train.epochs} epochs")
+    ckpt = train(train_set, cfg, device=device, progress=True, log=say)
     val = [r for r in labels.records if r.split == "val"]
     if val and sum(len(r.gt) for r in val):
         res = evaluate([r.gt for r in val], predict(ckpt, val, cfg.predict.batch_size, device), labels.classes)
         ckpt.metrics["val"] = res.to_dict()
-        console.print(res.format())
+        say(res.format())
     path = save_checkpoint(ckpt, out if out is not None else Path(f"{name}_detector.pt"))
-    console.print(f"checkpoint saved to {path} ({ckpt.extra['train_seconds']:.0f} s of training)")
+    say(f"checkpoint saved to {path} ({ckpt.extra['train_seconds']:.0f} s of training)")
 
 
 @app.command("predict")
@@ -133,8 +133,8 @@ def predict_cmd(
         anns = remap_classes(predict(ckpt, labels.records, batch_size, device, progress=True), mapping)
         source = f"model {model}"
     store.write_detections(name, field, labels.records, anns, labels.classes)
-    console.print(f"wrote {sum(len(a) for a in anns)} predicted boxes for {len(anns)} images to field "
-                  f"{field!r} of {name} (from {source})")
+    say(f"wrote {sum(len(a) for a in anns)} predicted boxes for {len(anns)} images to field "
+        f"{field!r} of {name} (from {source})")
 
 
 @app.command("evaluate")
@@ -153,7 +153,8 @@ def evaluate_cmd(
     from ..detector.evaluate import evaluate
 
     if pred_field not in store.load(name).get_field_schema():
-        raise InputError(f"dataset {name!r} has no field {pred_field!r}: run 'cvcurate predict {name}' first")
+        raise InputError(f"dataset {name!r} has no field {pred_field!r}: "
+                         f"run 'cvcurate predict {shell_arg(name)}' first")
     labels = store.read(name, pred_field=pred_field)
     recs = labels.records
     if split is not None:
@@ -163,6 +164,8 @@ def evaluate_cmd(
             raise InputError(f"no images in split {split!r} (splits: {', '.join(found)})")
     res = evaluate([r.gt for r in recs], [r.pred for r in recs], labels.classes, conf_thresh=conf)
     res.meta = {"dataset": name, "pred_field": pred_field, "split": split}
-    console.print(res.format(), markup=False)
-    path = res.save_json(out if out is not None else Path(f"{name}_eval_{pred_field}.json"))
-    console.print(f"saved to {path}")
+    say(res.format())
+    path = out if out is not None else Path(f"{name}_eval_{pred_field}.json")
+    with interrupt_leaves(f"the store is unchanged; {path} may be partly written"):
+        path = res.save_json(path)
+    say(f"saved to {path}")

@@ -9,10 +9,10 @@ import typer
 
 from .. import review as review_lib
 from .. import store
-from ..errors import InputError
+from ..errors import InputError, shell_arg
 from ..scoring import QUEUES
 from . import app
-from .common import console
+from .common import say
 
 QUEUE_CHOICES = ["all", *QUEUES]
 
@@ -21,7 +21,7 @@ QUEUE_CHOICES = ["all", *QUEUES]
 def review_cmd(
     name: str = typer.Argument(..., help="Dataset name (scored with 'cvcurate score')."),
     queue: str = typer.Option("all", "--queue", "-q", help=f"Queue to open: {', '.join(QUEUE_CHOICES)}."),
-    port: int = typer.Option(5151, "--port", help="Port of the App."),
+    port: int = typer.Option(5151, "--port", help="Port of the App (1-65535, free on --address)."),
     address: str = typer.Option("127.0.0.1", "--address", help="Address to serve on (0.0.0.0 for all)."),
     remote: bool = typer.Option(False, "--remote", help="Serve for a browser on another machine and print the "
                                 "URL, instead of opening a local browser."),
@@ -45,24 +45,26 @@ def review_cmd(
         raise InputError(f"unknown --queue {queue!r}: use one of {', '.join(QUEUE_CHOICES)}")
     if summary:
         rows = review_lib.summary(name)
-        console.print(f"{'queue':<14}{'samples':>8}{'reviewed':>10}{'confirmed':>11}{'rejected':>10}")
+        say(f"review progress of {name}:")
+        say(f"{'queue':<14}{'samples':>8}{'reviewed':>10}{'confirmed':>11}{'rejected':>10}")
         for p in rows:
-            console.print(f"{p.queue:<14}{p.samples:>8}{p.reviewed:>10}{p.confirmed:>11}{p.rejected:>10}")
+            say(f"{p.queue:<14}{p.samples:>8}{p.reviewed:>10}{p.confirmed:>11}{p.rejected:>10}")
         return
+    review_lib.check_port(address, port)  # before anything slow: a bad port is a usage error
     review_lib._check_scored(name)
     view = f"cvc-{queue}"
     if view not in store.list_saved_views(name):
-        raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {name}' again")
+        raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
     session = store.launch_app(name, view, port=port, address=address, remote=remote)
     host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
-    console.print(f"App on queue {queue!r} of {name}: http://{host}:{port}/ (view {view}); Ctrl-C to stop")
+    say(f"App on queue {queue!r} of {name}: http://{host}:{port}/ (view {view}); Ctrl-C to stop")
     try:
         session.wait(-1)
     except KeyboardInterrupt:
         pass
     finally:
         session.close()
-        console.print("App closed")
+        say("App closed")
 
 
 @app.command("apply")
@@ -88,11 +90,11 @@ def apply_cmd(
     """
     if undo or change:
         cs = review_lib.undo(name, change)
-        console.print(f"undone {cs.change_id}: {len(cs.changes)} sample(s) restored")
+        say(f"undone {cs.change_id}: {len(cs.changes)} sample(s) of {name} restored")
         return
     cs = review_lib.apply(name, log_dir=log_dir, dry_run=dry_run)
     if not cs.changes:
-        console.print("no confirmed fixes to apply (tag fixes or samples 'error:confirmed' in the App)")
+        say(f"no confirmed fixes to apply in {name} (tag fixes or samples 'error:confirmed' in the App)")
         return
     by_action: dict[str, int] = {}
     for c in cs.changes:
@@ -100,7 +102,7 @@ def apply_cmd(
             by_action[f["cvc_action"]] = by_action.get(f["cvc_action"], 0) + 1
     what = ", ".join(f"{k} {v}" for k, v in sorted(by_action.items()))
     if dry_run:
-        console.print(f"would apply {cs.applied} fix(es) to {len(cs.changes)} sample(s): {what}")
+        say(f"would apply {cs.applied} fix(es) to {len(cs.changes)} sample(s) of {name}: {what}")
         return
-    console.print(f"applied {cs.applied} fix(es) to {len(cs.changes)} sample(s): {what}; "
-                  f"change {cs.change_id}, log {cs.log_path}; undo with 'cvcurate apply {name} --undo'")
+    say(f"applied {cs.applied} fix(es) to {len(cs.changes)} sample(s) of {name}: {what}; "
+        f"change {cs.change_id}, log {cs.log_path}; undo with 'cvcurate apply {shell_arg(name)} --undo'")

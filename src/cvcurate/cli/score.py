@@ -10,7 +10,8 @@ import typer
 from ..scoring import QUEUES
 from ..scoring.stage import run_score
 from . import app
-from .common import console
+from ..errors import shell_arg
+from .common import console, esc, say
 
 
 @app.command("score")
@@ -40,15 +41,15 @@ def score_cmd(
     run = run_score(name, pred_field=predictions, config=config, pixels=pixels, out_dir=out, progress=True)
     res = run.result
     for note in run.notes:
-        console.print(f"note: {note}")
+        say(f"note: {note}")
     counts = res.counts()
-    console.print(f"[bold]{name}[/]: {len(res.issues)} issues in "
+    console.print(f"[bold]{esc(name)}[/]: {len(res.issues)} issues in "
                   f"{len({i.filepath for i in res.issues})} of {len(res.labels)} images")
     for q, types in QUEUES.items():
         n = sum(counts.get(t, 0) for t in types)
         detail = ", ".join(f"{t} {counts[t]}" for t in types if counts.get(t))
-        console.print(f"  queue {q:<12} {n:>6}" + (f"  ({detail})" if detail else ""))
-    console.print("most suspicious images:")
+        say(f"  queue {q:<12} {n:>6}" + (f"  ({detail})" if detail else ""))
+    say("most suspicious images:")
     by_image: dict[str, list] = {}
     for i in res.issues:
         by_image.setdefault(i.filepath, []).append(i)
@@ -58,15 +59,15 @@ def score_cmd(
             break
         best = max(by_image.get(rec.filepath, []), key=lambda i: i.score, default=None)
         why = f"{best.type}: {best.reason}" if best else "low ObjectLab label quality"
-        console.print(f"  {res.image_score[k]:.3f}  {Path(rec.filepath).name}  {why}")
+        say(f"  {res.image_score[k]:.3f}  {Path(rec.filepath).name}  {why}")
     if truth is not None:
         from ..corrupt import load_truth
         from ..scoring.truth import truth_metrics
 
         m = truth_metrics(res, load_truth(truth))
-        console.print(f"against {truth}: {m.found_in_top_k} of {m.corrupted} corrupted images in the top "
-                      f"{m.corrupted}; average precision {m.average_precision:.3f}")
+        say(f"against {truth}: {m.found_in_top_k} of {m.corrupted} corrupted images in the top "
+            f"{m.corrupted}; average precision {m.average_precision:.3f}")
         for t, v in m.per_type.items():
-            console.print(f"  {t:<12} {v['found_in_top_k']:>4} of {v['count']:<4} AP {v['average_precision']:.3f}")
-    console.print(f"written: {run.json_path}, {run.csv_path}, {run.images_csv_path}; "
-                  f"review with 'cvcurate review {name}'")
+            say(f"  {t:<12} {v['found_in_top_k']:>4} of {v['count']:<4} AP {v['average_precision']:.3f}")
+    say(f"written: {run.json_path}, {run.csv_path}, {run.images_csv_path}; "
+        f"review with 'cvcurate review {shell_arg(name)}'")

@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..errors import InputError
+from ..errors import InputError, interrupt_leaves, shell_arg
 from . import app
-from .common import console
+from .common import say
 
 
 @app.command("synth")
@@ -44,13 +44,14 @@ def synth_cmd(
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     cfg = load_synth_config(config)
-    labels = generate(out, images, seed, cfg, workers=workers, overwrite=overwrite, progress=True)
+    with interrupt_leaves(f"{out} may hold part of a synthetic dataset: run the command again with --overwrite"):
+        labels = generate(out, images, seed, cfg, workers=workers, overwrite=overwrite, progress=True)
     splits: dict[str, int] = {}
     for rec in labels.records:
         splits[rec.split or "-"] = splits.get(rec.split or "-", 0) + 1
     split_text = ", ".join(f"{n} {s}" for s, n in sorted(splits.items(), key=lambda kv: kv[0] != "train"))
-    console.print(f"wrote {len(labels)} images ({split_text}) and {labels.num_boxes} boxes to {out}")
+    say(f"wrote {len(labels)} images ({split_text}) and {labels.num_boxes} boxes to {out}")
     for name, n in labels.class_counts().items():
-        console.print(f"  {name:<16} {n:>6} boxes")
-    console.print(f"next: cvcurate import {out} --name synth   "
-                  f"(or: cvcurate import {out / 'coco' / 'labels.json'} --format coco --name synth)")
+        say(f"  {name:<16} {n:>6} boxes")
+    say(f"next: cvcurate import {shell_arg(out)} --name synth   "
+        f"(or: cvcurate import {shell_arg(out / 'coco' / 'labels.json')} --format coco --name synth)")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import from_dict
-from ..errors import InputError
+from ..errors import InputError, kept
 from .config import ModelConfig
 
 FORMAT_VERSION = 1
@@ -113,8 +113,13 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     d = _plain(ckpt.to_dict())
     d["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(d, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(d, tmp)
+        tmp.replace(path)
+    except BaseException:  # an interrupt or a full disk leaves no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
+    kept(f"checkpoint {path}")
     return path
 
 
@@ -148,10 +153,16 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None,
         with torch.serialization.safe_globals([TorchVersion]):
             d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise InputError(f"{path} is not a cvcurate detector checkpoint: {exc}") from None
+        raise InputError(_not_a_checkpoint(path, _describe_file(path, exc))) from None
     required = ("state_dict", "classes", "arch", "model_config", "input_size")
-    if not isinstance(d, dict) or any(k not in d for k in required):
-        raise InputError(f"{path} is not a cvcurate detector checkpoint (missing metadata)")
+    if not isinstance(d, dict):
+        raise InputError(_not_a_checkpoint(path, f"a torch file holding a {type(d).__name__}, not a dict"))
+    missing = [k for k in required if k not in d]
+    if missing:
+        keys = ", ".join(map(str, list(d)[:6])) + (", ..." if len(d) > 6 else "")
+        raise InputError(_not_a_checkpoint(
+            path, f"a torch dict without {', '.join(missing)} (keys: {keys or 'none'}; a bare state_dict "
+            f"or another program's checkpoint has no cvcurate metadata)"))
     names = {f.name for f in dataclasses.fields(Checkpoint) if not f.name.startswith("_")}
     ckpt = Checkpoint(**{k: v for k, v in d.items() if k in names})
     if arch is not None and ckpt.arch != arch:
@@ -163,3 +174,41 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None,
     if classes is not None:
         ckpt.check_classes(classes)
     return ckpt
+
+
+EXPECTED = ("a cvcurate detector checkpoint (a torch file saved by 'cvcurate train', or one of "
+            + ", ".join(NAMED) + ")")
+
+
+def _not_a_checkpoint(path: Path, found: str) -> str:
+    return f"{path} is not {EXPECTED}: found {found}"
+
+
+def _describe_file(path: Path, exc: Exception) -> str:
+    """What a file that ``torch.load`` refused looks like, in words (not the unpickler's error)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as err:
+        return f"a file that cannot be read ({err.strerror or err})"
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive that is not a torch file" if b"data.pkl" not in head else \
+            f"a torch file that cannot be loaded safely ({_first_line(exc)})"
+    if head[:1] == b"\x80":
+        return f"a pickle file that cannot be loaded safely ({_first_line(exc)})"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        if b"\x00" not in head[:1024]:
+            text = head.decode("latin-1")
+        else:
+            return f"binary data starting with {head[:8].hex(' ')}"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"a text file starting with {first[:60]!r}" if first else "a text file of blank lines"
+
+
+def _first_line(exc: Exception) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0][:120]}" if msg else type(exc).__name__
