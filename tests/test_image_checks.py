@@ -56,14 +56,20 @@ def test_each_image_check(tmp_path):
     assert all(0 <= i.score <= 1 for i in issues)
 
 
+def near_duplicate_pairs(thumbs, min_correlation, chunk=2048):
+    """Every pair (i, j, correlation), i < j, whose thumbnails correlate at least ``min_correlation``."""
+    i, j, c = im._candidate_pairs(np.asarray(thumbs, dtype=np.float32), min_correlation, chunk)
+    return list(zip(i.tolist(), j.tolist(), c.tolist()))
+
+
 def test_near_duplicate_pairs_chunked_equals_unchunked():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 64)).astype(np.float32)
     x[10] = x[3] + 0.01 * rng.normal(size=64)
     x[40] = x[3]
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    a = im.near_duplicate_pairs(x, 0.95, chunk=7)
-    b = im.near_duplicate_pairs(x, 0.95, chunk=1000)
+    a = near_duplicate_pairs(x, 0.95, chunk=7)
+    b = near_duplicate_pairs(x, 0.95, chunk=1000)
     assert [(i, j) for i, j, _ in a] == [(i, j) for i, j, _ in b] == [(3, 10), (3, 40), (10, 40)]
 
 
@@ -156,8 +162,8 @@ def test_near_duplicate_partners_match_all_pairs():
 def test_projection_bound_loses_no_pair():
     rng = np.random.default_rng(1)
     x = _thumbs(rng, 600, 1024)
-    pruned = im.near_duplicate_pairs(x, 0.95, chunk=64)  # 600 rows > chunk: bound, then exact check
-    exact = im.near_duplicate_pairs(x, 0.95, chunk=10_000)  # one full product
+    pruned = near_duplicate_pairs(x, 0.95, chunk=64)  # 600 rows > chunk: bound, then exact check
+    exact = near_duplicate_pairs(x, 0.95, chunk=10_000)  # one full product
     assert [(i, j) for i, j, _ in pruned] == [(i, j) for i, j, _ in exact] and len(exact) > 50
     assert np.allclose([c for *_, c in pruned], [c for *_, c in exact], atol=1e-5)
 

@@ -103,7 +103,7 @@ def test_sample_tag_confirms_its_fixes_and_adds_boxes(tmp_path, dataset_name):
     after = gt_of(dataset_name)[target].gt
     assert len(after) == n_before + 1
     dropped = np.array(overlooked[0].original[0])
-    from cvcurate.scoring.geometry import pairwise_iou
+    from tests.test_objectlab import pairwise_iou
 
     assert pairwise_iou(after.xyxy, dropped[None]).max() > 0.5  # the missed box is back (as predicted)
     assert cs.applied >= 1

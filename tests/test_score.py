@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 from cvcurate import corrupt, store
 from cvcurate.cli import app
 from cvcurate.scoring import QUEUES, ScoreConfig, score
-from cvcurate.scoring.objectlab import ObjectLabConfig, calibrate_thresholds
+from cvcurate.scoring.batch import Batch
+from cvcurate.scoring.objectlab import ObjectLabConfig
+from cvcurate.scoring.signals import PredictionPairs, calibrate
 from cvcurate.types import Annotations
 from tests import makedata as md
 from tests.test_corrupt import grid_labels
@@ -45,7 +47,8 @@ def test_thresholds_are_calibrated_below_cleanlab_defaults(scored):
     res, result = scored
     # the weak model never reaches cleanlab's 0.95: the thresholds come from the data instead
     assert result.thresholds.high < 0.95 and result.thresholds.low <= result.thresholds.high
-    th = calibrate_thresholds(res.labels, weak_model_predictions(grid_labels(n=300, seed=4)), ObjectLabConfig())
+    th = calibrate(PredictionPairs(Batch.of(res.labels, weak_model_predictions(grid_labels(n=300, seed=4)))),
+                   ObjectLabConfig())
     assert th.high == pytest.approx(result.thresholds.high)
 
 

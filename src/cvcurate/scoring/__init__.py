@@ -2,7 +2,14 @@
 
 :func:`score` is a pure function of a :class:`~cvcurate.types.LabelSet`, optional predictions and
 optional pixel features; it returns a :class:`ScoreResult`. Storing it (FiftyOne fields, saved
-views) and writing JSON/CSV happen elsewhere (:mod:`cvcurate.scoring.output`).
+views) and writing JSON/CSV happen elsewhere (:mod:`cvcurate.scoring.stage`).
+
+Layout: :mod:`.batch` holds the flat batch of given boxes and predictions over all images, its
+box pairs, segment reductions and box math; on it run :mod:`.geometry` (model-free box and image
+checks) and the prediction-based checks: :mod:`.objectlab` (entry point and result),
+:mod:`.signals` (thresholds, cleanlab's rules, calibrated signals) and :mod:`.issues` (decisions
+and reason text). :mod:`.images` checks the pixels, :mod:`.truth` compares with known injected
+errors.
 
 Combination. Each issue has a score in [0, 1] (its own scale: an IoU, a probability, a z-score
 mapped to [0, 1]). Those scales are not comparable across types, and a detector that disagrees a

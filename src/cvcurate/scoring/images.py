@@ -225,15 +225,6 @@ def _principal_directions(x: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(q.T, dtype=np.float32)
 
 
-def near_duplicate_pairs(thumbs: np.ndarray, min_correlation: float, chunk: int = 2048
-                         ) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, correlation) with i < j whose thumbnails correlate at least ``min_correlation``,
-    sorted by (i, j). Every pair is listed, so a group of k copies gives k(k-1)/2 of them;
-    :func:`image_issues` works on groups instead (:func:`near_duplicate_partners`)."""
-    i, j, c = _candidate_pairs(np.asarray(thumbs, dtype=np.float32), min_correlation, chunk)
-    return list(zip(i.tolist(), j.tolist(), c.tolist()))
-
-
 @dataclass
 class DuplicatePartners:
     """For each image that has a near-duplicate earlier in the list: its best such partner."""
