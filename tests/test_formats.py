@@ -61,11 +61,20 @@ def test_split_option_overrides(tmp_path):
     assert {r.split for r in labels.records} == {"val"}
 
 
+VOC_1_10 = ("<annotation><size><width>10</width><height>10</height></size>"
+            "<object><name>a</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax>"
+            "<ymax>5</ymax></bndbox></object></annotation>")
+
+
 def test_voc_one_based_inclusive_coordinates():
-    im = voc.parse_xml_text("<annotation><size><width>10</width><height>10</height></size>"
-                            "<object><name>a</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax>"
-                            "<ymax>5</ymax></bndbox></object></annotation>")
+    im = voc.parse_xml_text(VOC_1_10, origin=1)
     assert im.boxes == [(0.0, 0.0, 10.0, 5.0)] and im.frame == (10, 10)
+
+
+def test_voc_default_origin_reads_coordinates_as_written():
+    # the default agrees with FiftyOne's VOC importer: x1 = xmin, x2 = xmax
+    im = voc.parse_xml_text(VOC_1_10)
+    assert im.boxes == [(1.0, 1.0, 10.0, 5.0)]
 
 
 def test_voc_rescales_declared_frame(tmp_path):

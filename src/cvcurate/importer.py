@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from . import formats, store
-from .report import ImportReport
+from .errors import InputError
+from .report import REJECTED, ImportReport
 from .types import LabelSet
 
 
@@ -30,17 +31,35 @@ def import_dataset(
     keep_unlabeled: bool = False,
     overwrite: bool = False,
     report_path: str | Path | None = None,
+    voc_origin: str | int = "0",
+    include_crowd: bool = False,
+    class_map: Mapping[str, str] | str | Path | None = None,
+    merge_case: bool = True,
     progress: bool = False,
 ) -> ImportResult:
     """Import ``path`` into the persistent dataset ``name``.
 
     All or nothing: the store is written only after every file has been read and checked, and
     a failed write leaves the dataset as it was. Importing the same data again changes nothing.
-    The report is written to ``report_path`` (JSON) when given.
+    An import that would import no image raises :class:`InputError` and writes nothing to the
+    store (the report is still written). The report is written to ``report_path`` (JSON) when
+    given. The choices the import made (``report.settings``: VOC origin, crowd policy, class map)
+    are recorded in the dataset's import history.
     """
     labels, report = formats.load(path, format=format, split=split, classes=classes,
-                                  keep_unlabeled=keep_unlabeled, progress=progress)
+                                  keep_unlabeled=keep_unlabeled, voc_origin=voc_origin,
+                                  include_crowd=include_crowd, class_map=class_map,
+                                  merge_case=merge_case, progress=progress)
     report.dataset = name
+    if not labels.records:
+        written = report.write_json(report_path) if report_path is not None else None
+        first = next((f"{e.path}: {e.messages[0]}" for e in report.entries
+                      if e.status == REJECTED and e.messages), None)
+        raise InputError(
+            f"nothing imported from {path}: {report.images_read} image(s) read, all rejected"
+            + (f" (first: {first})" if first else "")
+            + (f"; report written to {written}" if written else "")
+            + "; no dataset was created or changed")
     history = {
         "action": "import",
         "source": report.source,
@@ -48,6 +67,7 @@ def import_dataset(
         "split": split,
         "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "summary": report.summary(),
+        "settings": dict(report.settings),
     }
     result = store.write(labels, name, overwrite=overwrite, history=history)
     report.stored = result.as_dict()

@@ -34,6 +34,9 @@ class ImportReport:
     notes: list[str] = field(default_factory=list)
     boxes_imported: int = 0
     stored: dict[str, int] = field(default_factory=dict)
+    # choices the import made (VOC origin, class map, crowd policy): printed and recorded in the
+    # dataset's import history
+    settings: dict[str, Any] = field(default_factory=dict)
 
     # -- building -------------------------------------------------------------------------
     def add(self, path: str, messages: list[str], rejected: bool) -> None:
@@ -92,6 +95,7 @@ class ImportReport:
             "dataset": self.dataset,
             "summary": self.summary(),
             "stored": self.stored,
+            "settings": self.settings,
             "notes": self.notes,
             "problem_kinds": self.message_counts(),
             "files": [asdict(e) for e in self.entries if e.status != OK],

@@ -7,14 +7,20 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from .. import importer, store
 from ..errors import InputError
-from ..formats import FORMATS
+from ..formats import FORMATS, VOC_ORIGINS
 from . import app
 from .common import console, print_report
 
 FORMAT_HELP = f"Annotation format: {', '.join(FORMATS)}. Detected from the folder when omitted."
+VOC_ORIGIN_HELP = (
+    "How VOC/GC10 xmin..xmax are read: 0 = as written (x1 = xmin, x2 = xmax; FiftyOne's, Roboflow's and "
+    "CVAT's convention), 1 = 1-based inclusive pixels of the VOC devkit (x1 = xmin - 1; NEU-DET), auto = "
+    "0 if any xmin/ymin is below 1, else 1 if some box starts at 1, else 0. The choice is printed and "
+    "recorded in the dataset's history.")
 
 
 @app.command("import")
@@ -32,32 +38,48 @@ def import_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset instead of merging into it."),
     report: Optional[Path] = typer.Option(
         None, "--report", help="Where to write the JSON import report [default: NAME_import_report.json]."),
+    voc_origin: str = typer.Option("0", "--voc-origin", help=VOC_ORIGIN_HELP),
+    class_map: Optional[Path] = typer.Option(
+        None, "--class-map", help="YAML or JSON file mapping old class names to new ones (old: new); names it "
+        "mentions are never case-merged."),
+    merge_case: bool = typer.Option(
+        True, "--merge-case/--keep-case", help="Merge class names equal up to case into the most frequent "
+        "spelling (reported), or keep them apart. Surrounding whitespace is always stripped (reported)."),
+    include_crowd: bool = typer.Option(
+        False, "--include-crowd", help="COCO: import iscrowd 1 boxes as ordinary boxes (default: left out of "
+        "the ground truth and counted in the report)."),
 ) -> None:
     """Import a dataset into a persistent FiftyOne dataset, with a report of every bad file.
 
     Images are matched to annotations, boxes are checked (and rescaled when the annotation
     declares another image size), and nothing is dropped silently: every rejected image and every
     box left out is in the report. Importing into an existing dataset merges by image path;
-    importing the same data twice changes nothing. A failed import leaves the store as it was.
+    importing the same data twice changes nothing. A failed import, or one that imports no image,
+    leaves the store as it was (exit code 2).
 
     Examples:
 
-      cvcurate import ../shared/data/neu-det --name neu
+      cvcurate import ../shared/data/neu-det --name neu --voc-origin 1
 
       cvcurate import data/val --name steel --split val --format yolo
+
+      cvcurate import coco/annotations/instances_train2017.json --name coco --class-map map.yaml
     """
     if format is not None and format not in FORMATS:
         raise InputError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
+    if voc_origin not in VOC_ORIGINS:
+        raise InputError(f"--voc-origin must be one of {', '.join(VOC_ORIGINS)}, got {voc_origin!r}")
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     report_path = report if report is not None else Path(f"{name}_import_report.json")
     result = importer.import_dataset(
         path, name, format=format, split=split, classes=class_list, keep_unlabeled=keep_unlabeled,
-        overwrite=overwrite, report_path=report_path, progress=True,
+        overwrite=overwrite, report_path=report_path, voc_origin=voc_origin, include_crowd=include_crowd,
+        class_map=class_map, merge_case=merge_case, progress=True,
     )
     print_report(result.report)
     w = result.write
-    console.print(f"dataset [bold]{name}[/]: {w.added} added, {w.updated} updated, {w.unchanged} unchanged; "
-                  f"report written to {result.report_path}")
+    console.print(f"dataset [bold]{escape(name)}[/]: {w.added} added, {w.updated} updated, {w.unchanged} unchanged; "
+                  f"report written to {escape(str(result.report_path))}")
 
 
 @app.command("datasets")
@@ -71,7 +93,7 @@ def datasets_cmd() -> None:
         console.print("no datasets yet: create one with 'cvcurate import PATH --name NAME'")
         return
     for n in names:
-        console.print(n)
+        console.print(escape(n))
 
 
 @app.command("info")
@@ -89,20 +111,22 @@ def info_cmd(
         return
     from rich.table import Table
 
-    console.print(f"[bold]{name}[/]: {data['images']} images, {data['boxes']} boxes, "
+    console.print(f"[bold]{escape(name)}[/]: {data['images']} images, {data['boxes']} boxes, "
                   f"{len(data['classes'])} classes")
+    if not data["images"]:
+        console.print("the dataset is empty: import images with 'cvcurate import PATH --name NAME'")
     splits = list(data["boxes_per_class_and_split"])
     t = Table(title="boxes per class and split")
     t.add_column("class")
     for s in splits:
-        t.add_column(f"{s} ({data['images_per_split'][s]} img)", justify="right")
+        t.add_column(escape(f"{s} ({data['images_per_split'][s]} img)"), justify="right")
     t.add_column("total", justify="right")
     for c in data["classes"]:
         row = [data["boxes_per_class_and_split"][s][c] for s in splits]
-        t.add_row(c, *map(str, row), str(sum(row)))
+        t.add_row(escape(c), *map(str, row), str(sum(row)))
     console.print(t)
     b = data["boxes_per_image"]
-    if b:
+    if b.get("mean") is not None:
         console.print(f"boxes per image: mean {b['mean']:.2f}, median {b['median']:g}, max {b['max']:g}; "
                       f"{b['images_without_boxes']} image(s) without boxes")
     t = Table(title="box size (pixels) per class")
@@ -110,10 +134,10 @@ def info_cmd(
         t.add_column(col, justify="right" if col != "class" else "left")
     for c, st in data["box_size"].items():
         if not st["count"]:
-            t.add_row(c, "0", "-", "-", "-", "-")
+            t.add_row(escape(c), "0", "-", "-", "-", "-")
             continue
         ra = st["rel_area"]
-        t.add_row(c, str(st["count"]), f"{st['width']['median']:.1f}", f"{st['height']['median']:.1f}",
+        t.add_row(escape(c), str(st["count"]), f"{st['width']['median']:.1f}", f"{st['height']['median']:.1f}",
                   f"{ra['median']:.3f}", f"{ra['min']:.4f}..{ra['max']:.3f}")
     console.print(t)
 
@@ -131,4 +155,4 @@ def delete_cmd(
     if not yes and not typer.confirm(f"delete dataset {name!r}?"):
         raise typer.Exit(1)
     n = store.delete(name)
-    console.print(f"deleted dataset {name} ({n} samples); image files untouched")
+    console.print(f"deleted dataset {escape(name)} ({n} samples); image files untouched")

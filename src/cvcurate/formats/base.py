@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -50,15 +50,79 @@ class ParseResult:
     closed: bool = False  # True: a label outside ``classes`` is an unknown class
     notes: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    settings: dict[str, Any] = field(default_factory=dict)  # choices made (recorded in the history)
+
+
+VOC_ORIGINS = ("0", "1", "auto")
+
+
+@dataclass
+class ParseOptions:
+    """Choices a format parser needs besides the path.
+
+    ``voc_origin``: how VOC ``xmin..xmax`` are read: ``"0"`` as written (``x1=xmin, x2=xmax``,
+    like FiftyOne's and Datumaro's VOC readers, Roboflow and CVAT exports), ``"1"`` the VOC
+    devkit's 1-based inclusive pixels (``x1=xmin-1, x2=xmax``, like detectron2), ``"auto"`` decided
+    from the data (see :func:`cvcurate.formats.voc.resolve_origin`).
+    ``include_crowd``: import COCO ``iscrowd: 1`` boxes as ordinary boxes (default: left out).
+    """
+
+    voc_origin: str = "0"
+    include_crowd: bool = False
+
+    def __post_init__(self) -> None:
+        self.voc_origin = str(self.voc_origin)
+        if self.voc_origin not in VOC_ORIGINS:
+            from ..errors import InputError
+
+            raise InputError(f"--voc-origin must be one of {', '.join(VOC_ORIGINS)}, got {self.voc_origin!r}")
+
+
+# split names that folders and file names spell in several ways
+SPLIT_ALIASES = {"valid": "val", "validation": "val", "training": "train", "testing": "test"}
+
+
+def split_name(name: str) -> str:
+    """The split a folder or file name stands for: ``valid`` -> ``val``, ``train2017`` -> ``train``."""
+    import re
+
+    n = name.strip()
+    low = n.lower()
+    m = re.fullmatch(r"(train|val|valid|validation|test|trainval|training|testing)[_-]?(19|20)\d\d", low)
+    if m:
+        low = m.group(1)
+    elif low not in SPLIT_ALIASES and low not in ("train", "val", "test", "trainval"):
+        return n
+    return SPLIT_ALIASES.get(low, low)
 
 
 class BadImage(Exception):
     pass
 
 
+def safe_resolve(p: Path) -> Path:
+    """``p.resolve()``, or its absolute path for a symlink loop (which resolve() raises on)."""
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError):
+        return p.absolute()
+
+
+def looks_like_image(p: Path) -> bool:
+    """A file (or a symlink, even a broken or looping one) with an image extension."""
+    if p.suffix.lower() not in IMAGE_EXTENSIONS:
+        return False
+    try:
+        return p.is_symlink() or p.is_file()
+    except OSError:
+        return False
+
+
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Every file that looks like an image, broken symlinks included (they are rejected later,
+    never skipped silently)."""
     it: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in it if looks_like_image(p))
 
 
 def probe_image(path: Path) -> tuple[int, int]:
@@ -73,9 +137,15 @@ def probe_image(path: Path) -> tuple[int, int]:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
+        if path.is_symlink():
+            raise BadImage(f"broken symlink: points to {os.readlink(path)}, which does not exist") from None
         raise BadImage("image file not found") from None
     except OSError as exc:
+        if path.is_symlink():
+            raise BadImage(f"broken symlink: {exc.strerror} ({path.name} -> {os.readlink(path)})") from None
         raise BadImage(f"image file cannot be read: {exc.strerror}") from None
+    if not path.is_file():
+        raise BadImage("not a regular file")
     if size == 0:
         raise BadImage("image file is empty (0 bytes)")
     try:
@@ -126,6 +196,8 @@ def finalize(
     classes: Sequence[str] | None = None,
     split: str | None = None,
     keep_unlabeled: bool = False,
+    class_map: Mapping[str, str] | None = None,
+    merge_case: bool = True,
     workers: int | None = None,
     progress: bool = False,
 ) -> LabelSet:
@@ -136,11 +208,35 @@ def finalize(
     ``classes``: when given, the only accepted class names (in id order); a box of another
     class is left out and reported. Otherwise the format's declared classes are used, then any
     new names found are appended in sorted order.
+    ``class_map`` / ``merge_case``: the class-name policy of :mod:`cvcurate.formats.classes`
+    (whitespace stripped always; names equal up to case merged unless ``merge_case`` is False).
+
+    A box with a side of at most 1 px in the file's own frame (``xmin == xmax`` in a 1-based
+    VOC file, a zero-width COCO box, ...) is degenerate: it is kept and reported, and a side of
+    (0, 1] px is stored as zero, so that the geometry check and the gate see it whatever the
+    rescale to the real image size.
     """
+    from .classes import class_renames
+
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     for path, msg in parsed.problems:
         report.problem(path, msg)
-    report.notes.extend(parsed.notes)
+    report.notes.extend(dict.fromkeys(parsed.notes))  # one note per thing, even from several files
+    report.settings.update(parsed.settings)
+
+    rename, class_notes = class_renames(
+        parsed.classes, (lb for im in parsed.images for lb in im.labels), class_map=class_map,
+        merge_case=merge_case, fixed=classes)
+    report.notes.extend(class_notes)
+    if class_map:
+        # pairs, not a mapping: class names may hold '.' or '$', which MongoDB keys may not
+        report.settings["class_map"] = [[str(k), str(v)] for k, v in class_map.items()]
+    report.settings["merge_case"] = bool(merge_case)
+    if rename:
+        for im in parsed.images:
+            im.labels = [rename.get(lb, lb) for lb in im.labels]
+        if parsed.classes is not None:
+            parsed.classes = list(dict.fromkeys(rename.get(c, c) for c in parsed.classes))
 
     fixed_classes = list(classes) if classes is not None else None
     if fixed_classes is None and parsed.closed:
@@ -160,7 +256,7 @@ def finalize(
     unique: list[RawImage] = []
     for im in parsed.images:
         if im.image_path is not None:
-            key = str(im.image_path.resolve())
+            key = str(safe_resolve(im.image_path))
             if key in seen_paths:
                 report.problem(
                     im.source,
@@ -196,7 +292,12 @@ def finalize(
             continue
         width, height = probed
         xyxy = np.asarray(im.boxes, dtype=np.float64).reshape(-1, 4)
+        # sides in the file's own frame: a side of at most 1 px there is degenerate
+        file_wh = xyxy[:, 2:] - xyxy[:, :2]
+        frame_txt = (f"{im.frame[0]}x{im.frame[1]}" if im.coords != "relative" and im.frame
+                     else f"{width}x{height}")
         if im.coords == "relative":
+            file_wh = file_wh * np.array([width, height], dtype=np.float64)
             xyxy = xyxy * np.array([width, height, width, height], dtype=np.float64)
         elif im.frame is not None and tuple(im.frame) != (width, height):
             fw, fh = im.frame
@@ -226,6 +327,14 @@ def finalize(
                 msgs.append(f"bad box: non-finite coordinates {_fmt_box(im.boxes[i])} left out")
             elif x2 <= x1 or y2 <= y1:
                 msgs.append(f"degenerate box: zero or negative area {_fmt_box(xyxy[i])} kept")
+            elif file_wh[i, 0] <= 1 + 1e-6 or file_wh[i, 1] <= 1 + 1e-6:
+                thin = [(ax, side) for ax, side in ((0, "width"), (1, "height")) if file_wh[i, ax] <= 1 + 1e-6]
+                for ax, _ in thin:
+                    xyxy[i, 2 + ax] = xyxy[i, ax]
+                sides = " and ".join(f"{file_wh[i, ax]:g} px {side}" for ax, side in thin)
+                msgs.append(f"degenerate box: {sides} in the file's {frame_txt} frame "
+                            f"{_fmt_box(im.boxes[i])}; kept with zero "
+                            + " and ".join(side for _, side in thin) + f" {_fmt_box(xyxy[i])}")
             elif x1 < -0.5 or y1 < -0.5 or x2 > width + 0.5 or y2 > height + 0.5:
                 msgs.append(
                     f"box outside image: {_fmt_box(xyxy[i])} in {width}x{height} kept"

@@ -1,8 +1,18 @@
 """COCO detection JSON (``images``, ``annotations`` with ``bbox`` = [x, y, w, h], ``categories``).
 
-PATH is the JSON file itself, or a folder holding exactly one COCO JSON (directly or in
-``annotations/``). Images are looked up by ``file_name`` relative to, in order: ``images_dir`` if
-given, the JSON's folder, its ``images/`` or ``data/`` sibling, and the dataset folder.
+PATH is the JSON file itself, or a folder holding COCO JSONs: directly, in ``annotations/``
+(``instances_train2017.json``, ``instances_val2017.json``: each one a split, taken from the file
+name; other JSONs there, like ``captions_*``, are ignored when ``instances_*`` exist), or in split
+folders (Roboflow's ``train/_annotations.coco.json``: the split from the folder name). Several
+JSONs without a split each are refused: give the one to import as PATH.
+
+Images are looked up by ``file_name`` where COCO layouts put them, in order: ``images_dir`` if
+given, beside the JSON, and for the JSON's folder and the folder above it (the dataset folder of
+``annotations/``): ``images/<split>/``, ``<split>/`` (``train2017/``, mmdetection's ``train/``),
+``images/``, ``data/``; then the dataset folder.
+
+``iscrowd: 1`` boxes (a region of many objects) are kept out of the ground truth by default and
+reported with a count (``include_crowd`` imports them as ordinary boxes).
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..types import LabelSet
-from .base import ParseResult, RawImage
+from .base import ParseOptions, ParseResult, RawImage, list_images, safe_resolve, split_name
 
 
 def _looks_like_coco(path: Path) -> bool:
@@ -25,25 +35,70 @@ def _looks_like_coco(path: Path) -> bool:
     return '"images"' in head or '"annotations"' in head or '"categories"' in head
 
 
-def find_json(root: Path) -> Path:
+def _split_of(json_path: Path) -> tuple[str | None, str | None]:
+    """(split as named in the file or folder name, normalised split) of one JSON."""
+    stem = json_path.stem
+    if stem.startswith("instances_"):
+        raw = stem[len("instances_"):]
+        return raw, split_name(raw)
+    for name in (stem, json_path.parent.name):
+        if split_name(name) in ("train", "val", "test", "trainval"):
+            return name, split_name(name)
+    return None, None
+
+
+def _coco_in(d: Path) -> list[Path]:
+    return [p for p in sorted(d.glob("*.json")) if _looks_like_coco(p)] if d.is_dir() else []
+
+
+def find_jsons(root: Path) -> tuple[list[Path], list[str]]:
+    """The COCO JSONs to import from ``root`` and notes about the choice."""
     if root.is_file():
-        return root
+        return [root], []
     if not root.is_dir():
         raise InputError(f"{root} does not exist")
-    candidates = [p for d in (root, root / "annotations") if d.is_dir()
-                  for p in sorted(d.glob("*.json")) if _looks_like_coco(p)]
+    notes: list[str] = []
+    candidates = _coco_in(root) + _coco_in(root / "annotations")
+    if not candidates:  # split folders, each with its JSON (Roboflow)
+        candidates = [p for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                      for p in (_coco_in(d) + _coco_in(d / "annotations"))]
     if not candidates:
         raise InputError(f"no COCO JSON (with images/annotations/categories) in {root}")
+    instances = [p for p in candidates if p.stem.startswith("instances_")]
+    if instances and len(instances) < len(candidates):
+        others = [p for p in candidates if p not in instances]
+        notes.append(f"COCO: {', '.join(str(p.relative_to(root)) for p in others)} ignored "
+                     "(not instances_*.json detection files)")
+        candidates = instances
     if len(candidates) > 1:
-        names = ", ".join(str(c.relative_to(root)) for c in candidates)
-        raise InputError(f"several COCO JSON files in {root} ({names}): give the one to import as PATH")
-    return candidates[0]
+        splits = [_split_of(p)[1] for p in candidates]
+        if None in splits or len(set(splits)) < len(splits):
+            names = ", ".join(str(c.relative_to(root)) for c in candidates)
+            raise InputError(f"several COCO JSON files in {root} ({names}), not one per split: "
+                             "give the one to import as PATH")
+        notes.append("COCO: " + ", ".join(f"{p.relative_to(root)} (split {s})" for p, s in zip(candidates, splits)))
+    return candidates, notes
+
+
+def find_json(root: Path) -> Path:
+    """The one COCO JSON of ``root`` (an error when there are several)."""
+    found, _ = find_jsons(root)
+    if len(found) > 1:
+        raise InputError(f"several COCO JSON files in {root}: give the one to import as PATH")
+    return found[0]
 
 
 def _image_roots(json_path: Path, root: Path, images_dir: Path | None) -> list[Path]:
+    raw, split = _split_of(json_path)
     roots = [images_dir] if images_dir else []
     base = json_path.parent
-    roots += [base, base / "images", base / "data", base.parent / "images", base.parent / "data", root]
+    tops = [base, base.parent]  # beside the JSON, and one level up (annotations/ -> its dataset folder)
+    for d in tops:
+        roots.append(d)
+        for s in dict.fromkeys(x for x in (raw, split) if x):
+            roots += [d / "images" / s, d / s]
+        roots += [d / "images", d / "data"]
+    roots += [base.parent / "images", base.parent / "data", root]
     seen: list[Path] = []
     for r in roots:
         if r is not None and r.is_dir() and r not in seen:
@@ -90,29 +145,62 @@ def parse_document(doc: Any, source: str) -> tuple[list[dict], dict[int, list[di
     return images, by_image, cats, problems
 
 
-def parse(root: Path, images_dir: Path | None = None) -> ParseResult:
-    json_path = find_json(root)
+def _is_crowd(a: dict) -> bool:
+    v = a.get("iscrowd", 0)
+    return v in (1, True, "1", "true", "True")
+
+
+def parse(root: Path, opts: ParseOptions | None = None, images_dir: Path | None = None) -> ParseResult:
+    opts = opts or ParseOptions()
+    jsons, notes = find_jsons(root)
+    result = ParseResult(images=[], classes=[], closed=True, notes=notes)
+    crowd = 0
+    for json_path in jsons:
+        crowd += _parse_json(json_path, root, images_dir, opts, result, split=_split_of(json_path)[1])
+    if crowd and not opts.include_crowd:
+        result.notes.append(f"{crowd} crowd box(es) (iscrowd: 1) left out of the ground truth; "
+                            "--include-crowd imports them as ordinary boxes")
+    elif crowd:
+        result.notes.append(f"{crowd} crowd box(es) (iscrowd: 1) imported as ordinary boxes (--include-crowd)")
+    result.settings["include_crowd"] = bool(opts.include_crowd)
+    result.settings["coco_json"] = [str(p) for p in jsons]
+    return result
+
+
+def _parse_json(json_path: Path, root: Path, images_dir: Path | None, opts: ParseOptions,
+                result: ParseResult, split: str | None) -> int:
     try:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{json_path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    except OSError as exc:
-        raise InputError(f"{json_path}: cannot be read: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{json_path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
     source = str(json_path)
     images, by_image, cats, problems = parse_document(doc, source)
+    result.problems += problems
     roots = _image_roots(json_path, root if root.is_dir() else json_path.parent, images_dir)
-    split = json_path.stem.replace("instances_", "") if json_path.stem.startswith("instances_") else None
 
-    out: list[RawImage] = []
+    crowd = 0
+    found_dirs: set[Path] = set()
+    referenced: set[Path] = set()
+    hit: Path | None = None  # the root that found the last image: tried first
     for im in images:
         fname = str(im["file_name"])
-        path = next((r / fname for r in roots if (r / fname).is_file()), None)
-        if path is None:
-            path = next((r / Path(fname).name for r in roots if (r / Path(fname).name).is_file()), None)
+        order = ([hit] if hit is not None else []) + [r for r in roots if r != hit]
+        path = None
+        for cand in (fname, Path(fname).name):
+            for r in order:
+                if (r / cand).is_file():
+                    path, hit = r / cand, r
+                    break
+            if path is not None:
+                break
         raw = RawImage(image_path=path, source=f"{source}#image {im['id']} ({fname})", split=split)
         if path is None:
-            raw.image_path = None
             raw.source = fname
+        else:
+            found_dirs.add(path.parent)
+            referenced.add(safe_resolve(path))
         try:
             w, h = int(im.get("width") or 0), int(im.get("height") or 0)
             if w > 0 and h > 0:
@@ -139,16 +227,44 @@ def parse(root: Path, images_dir: Path | None = None) -> ParseResult:
             except (TypeError, ValueError):
                 cat = None
             name = cats.get(cat) if cat is not None else None
+            label = name if name is not None else f"<category_id {a.get('category_id')}>"
+            if _is_crowd(a):
+                crowd += 1
+                if not opts.include_crowd:
+                    raw.warnings.append(f"crowd box: annotation {aid} ({label}) [{x:g}, {y:g}, {w:g}, {h:g}] "
+                                        "has iscrowd 1; left out of the ground truth")
+                    continue
             raw.boxes.append((x, y, x + w, y + h))
-            raw.labels.append(name if name is not None else f"<category_id {a.get('category_id')}>")
-        out.append(raw)
-    classes = [cats[k] for k in sorted(cats)]
-    # several ids with one name would make class ids ambiguous
-    dedup: list[str] = []
-    for c in classes:
-        if c not in dedup:
-            dedup.append(c)
-    return ParseResult(images=out, classes=dedup, closed=True, problems=problems)
+            raw.labels.append(label)
+        result.images.append(raw)
+    used_ids = set()
+    for anns in by_image.values():
+        for a in anns:
+            try:
+                used_ids.add(int(a.get("category_id")))
+            except (TypeError, ValueError):
+                pass
+    supers = {str(c.get("supercategory")) for c in doc.get("categories") or []
+              if isinstance(c, dict) and c.get("name") != c.get("supercategory")}
+    for k in sorted(cats):
+        c = cats[k]
+        if k not in used_ids and c in supers:
+            # Roboflow writes the dataset's name as category 0, the supercategory of all others
+            result.notes.append(f"COCO: category {k} {c!r} has no boxes and is the supercategory of the "
+                                "others (Roboflow's dataset-name category); not a class")
+            continue
+        # several ids with one name would make class ids ambiguous
+        if c not in result.classes:
+            result.classes.append(c)
+    if not images:
+        return crowd
+    # image files beside the ones this JSON lists, but not listed: a COCO JSON is the list of
+    # its images, so they are not imported (and not counted as read); say how many there are
+    stray = [p for d in sorted(found_dirs) for p in list_images(d) if safe_resolve(p) not in referenced]
+    if stray:
+        result.notes.append(f"{len(stray)} image file(s) beside the images of {json_path.name} are not in it "
+                            f"and were not imported (first: {stray[0]})")
+    return crowd
 
 
 def to_document(labels: LabelSet, root: Path | None = None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .base import ParseResult, RawImage, list_images
+from .base import ParseOptions, ParseResult, RawImage, list_images
 
 WIDTH, HEIGHT = 1600, 256
 CLASSES = ["1", "2", "3", "4"]
@@ -95,7 +95,7 @@ def find_files(root: Path) -> tuple[Path, Path]:
     return csv_path, img_dir
 
 
-def parse(root: Path) -> ParseResult:
+def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
     csv_path, img_dir = find_files(root)
     try:
         with open(csv_path, newline="") as fh:

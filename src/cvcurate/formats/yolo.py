@@ -1,59 +1,170 @@
-"""YOLO txt labels with a ``data.yaml`` (or ``dataset.yaml``, or a ``classes.txt``).
+"""YOLO txt labels with a ``data.yaml`` (or ``dataset.yaml``), a ``classes.txt``, or Darknet's
+``obj.names`` / ``obj.data``.
 
-Layouts: ``images/<split>/x.jpg`` + ``labels/<split>/x.txt`` (the split is taken from the folder
-name, or from the ``train``/``val``/``test`` keys of data.yaml), or flat ``images/`` + ``labels/``.
-Each label line is ``class cx cy w h`` with coordinates relative to the image (0..1). An image
-without a label file is a negative (YOLO's own convention) and is reported as a warning.
+Layouts, tried in this order:
+
+* the ``train`` / ``val`` / ``test`` entries of data.yaml (folders, image list ``.txt`` files or
+  lists of them), resolved the way Ultralytics does: relative to the ``path:`` key (itself
+  relative to the yaml's folder here) or to the yaml's folder; a path starting with ``../`` that
+  does not exist is read without it (the Roboflow export quirk: ``train: ../train/images`` beside
+  a ``train/`` folder), and reported;
+* ``images/<split>/`` + ``labels/<split>/`` (or flat ``images/`` + ``labels/``);
+* split folders first: ``train/images`` + ``train/labels``, ``valid/images`` ... (Roboflow);
+* Darknet: ``obj.data``'s ``train``/``valid`` image lists, or images with their ``.txt`` beside them
+  (``obj/``, CVAT's ``obj_train_data/``).
+
+An image's label file is found as Ultralytics finds it (the last ``images`` folder of its path
+replaced by ``labels``, the extension by ``.txt``), else beside the image. Split names from
+folders are normalised (``valid`` -> ``val``). Each label line is ``class cx cy w h`` with
+coordinates relative to the image (0..1); a class that is not an integer makes a bad line. An
+image without a label file is a negative (YOLO's own convention) and is reported as a warning.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
 from ..errors import InputError
 from ..types import LabelSet
-from .base import ParseResult, RawImage, list_images
+from .base import ParseOptions, ParseResult, RawImage, list_images, looks_like_image, safe_resolve, split_name
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
+NAME_FILES = ("classes.txt", "obj.names", "classes.names")
+SPLIT_KEYS = ("train", "val", "test")
 
 
 def find_yaml(root: Path) -> Path | None:
     if root.is_file() and root.suffix in (".yaml", ".yml"):
         return root
+    if not root.is_dir():
+        return None
     return next((root / n for n in YAML_NAMES if (root / n).is_file()), None)
 
 
+def find_darknet(root: Path) -> Path | None:
+    """``obj.data`` or ``obj.names`` (any ``*.data`` / ``*.names``) of a Darknet dataset."""
+    if root.is_file() and root.suffix in (".data", ".names"):
+        return root
+    if not root.is_dir():
+        return None
+    for pat in ("obj.data", "*.data", "obj.names", "*.names"):
+        found = sorted(p for p in root.glob(pat) if p.is_file())
+        if found:
+            return found[0]
+    return None
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read: {exc.strerror}") from None
+
+
+def resolve(base: Path, value: str, notes: list[str] | None = None, what: str = "") -> Path | None:
+    """A path a YOLO file names, resolved as Ultralytics and Darknet users expect.
+
+    ``base / value``; else, for ``../x``, ``base / x`` (the Roboflow quirk: Ultralytics does the
+    same); else ``value`` with its leading folders dropped one by one (Darknet lists name images
+    as ``data/obj_train_data/x.jpg``, relative to Darknet's own folder)."""
+    p = Path(os.path.expanduser(str(value).strip()))
+    if p.is_absolute():
+        return p if p.exists() else None
+    cand = base / p
+    if cand.exists():
+        return cand
+    parts = p.parts
+    if parts and parts[0] == "..":
+        q = base / Path(*parts[1:]) if len(parts) > 1 else base
+        if q.exists():
+            if notes is not None:
+                notes.append(f"{what or 'path'} {value!r} does not exist relative to {base}; read as "
+                             f"{Path(*parts[1:]) if len(parts) > 1 else '.'} inside it (the Roboflow '../' quirk, "
+                             "resolved as Ultralytics does)")
+            return q
+    rest = [x for x in parts if x not in ("..", ".")]
+    for k in range(1, len(rest)):
+        q = base / Path(*rest[k:])
+        if q.exists():
+            return q
+    return None
+
+
 def read_names(root: Path) -> tuple[list[str], dict, Path]:
-    """Class names (in id order), the yaml document, and the dataset folder."""
+    """Class names (in id order), the yaml (or obj.data) document, and the dataset folder."""
+    names, doc, base, _, _ = _read_names(root)
+    return names, doc, base
+
+
+def _read_names(root: Path) -> tuple[list[str], dict, Path, Path | None, list[str]]:
+    notes: list[str] = []
     yml = find_yaml(root)
     if yml is None:
-        txt = root / "classes.txt"
-        if txt.is_file():
-            names = [ln.strip() for ln in txt.read_text().splitlines() if ln.strip()]
-            return names, {}, root
-        raise InputError(f"no YOLO data.yaml (or classes.txt) in {root}")
+        folder = root if root.is_dir() else root.parent
+        dark = find_darknet(root)
+        if dark is not None:
+            return _read_darknet(dark, notes)
+        txt = next((folder / n for n in NAME_FILES if (folder / n).is_file()), None)
+        if txt is not None:
+            names = [ln for ln in _read_lines(txt) if ln]
+            if not names:
+                raise InputError(f"{txt}: no class names (one a line)")
+            return names, {}, folder, txt, notes
+        raise InputError(f"no YOLO data.yaml (or classes.txt, obj.names, obj.data) in {root}")
     try:
         doc = yaml.safe_load(yml.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{yml}: malformed YAML: {exc}") from None
-    names = doc.get("names") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        raise InputError(f"{yml}: expected a mapping with 'names' (and train/val paths)")
+    names = doc.get("names")
     if isinstance(names, dict):
         try:
             names = [str(names[k]) for k in sorted(names, key=int)]
         except (TypeError, ValueError):
             raise InputError(f"{yml}: 'names' keys must be class ids 0..N-1") from None
+    if isinstance(names, str):  # a names file (older YOLOv5 yamls)
+        f = resolve(yml.parent, names)
+        names = [ln for ln in _read_lines(f) if ln] if f is not None and f.is_file() else None
     if not isinstance(names, list) or not names:
         raise InputError(f"{yml}: needs a 'names' list or mapping of class names")
     base = yml.parent
-    if isinstance(doc.get("path"), str):
-        p = Path(doc["path"])
-        if not p.is_absolute():
-            p = base / p
-        if p.is_dir():
-            base = p
-    return [str(n) for n in names], doc, base
+    if isinstance(doc.get("path"), str) and doc["path"].strip():
+        p = Path(os.path.expanduser(doc["path"].strip()))
+        q = p if p.is_absolute() else base / p
+        if q.is_dir():
+            base = q
+        else:
+            notes.append(f"data.yaml path: {doc['path']!r} is not a folder (relative to {yml.parent}); split "
+                         "paths resolved from the yaml's folder")
+    return [str(n) for n in names], doc, base, yml, notes
+
+
+def _read_darknet(dark: Path, notes: list[str]) -> tuple[list[str], dict, Path, Path | None, list[str]]:
+    base = dark.parent
+    doc: dict = {}
+    names_file = dark if dark.suffix == ".names" else None
+    if dark.suffix == ".data":
+        for ln in _read_lines(dark):
+            if "=" in ln and not ln.startswith("#"):
+                k, v = (x.strip() for x in ln.split("=", 1))
+                doc[k] = v
+        if doc.get("names"):
+            names_file = resolve(base, doc["names"])
+            if names_file is None:
+                names_file = next((base / n for n in ("obj.names", "classes.txt") if (base / n).is_file()), None)
+        if doc.get("valid") and "val" not in doc:
+            doc["val"] = doc["valid"]
+        doc = {k: v for k, v in doc.items() if k in SPLIT_KEYS}
+    if names_file is None or not names_file.is_file():
+        raise InputError(f"{dark}: its class-name file ('names =') was not found")
+    names = [ln for ln in _read_lines(names_file) if ln]
+    if not names:
+        raise InputError(f"{names_file}: no class names (one a line)")
+    return names, doc, base, dark, notes
 
 
 def parse_label_text(text: str, num_classes: int, names: list[str]) -> tuple[list, list, list[str]]:
@@ -67,11 +178,15 @@ def parse_label_text(text: str, num_classes: int, names: list[str]) -> tuple[lis
             warnings.append(f"bad box: line {ln} {line.strip()!r} needs 'class cx cy w h'; left out")
             continue
         try:
-            cls = int(float(parts[0]))
+            cls_f = float(parts[0])
             cx, cy, w, h = (float(v) for v in parts[1:5])
         except ValueError:
             warnings.append(f"bad box: line {ln} {line.strip()!r} is not numeric; left out")
             continue
+        if not cls_f.is_integer():
+            warnings.append(f"bad box: line {ln} {line.strip()!r}: class {parts[0]!r} is not an integer; left out")
+            continue
+        cls = int(cls_f)
         if len(parts) > 5:
             warnings.append(f"segment or extra values: line {ln} has {len(parts)} values; box from the first 5")
         label = names[cls] if 0 <= cls < num_classes else f"<class id {cls}>"
@@ -80,44 +195,122 @@ def parse_label_text(text: str, num_classes: int, names: list[str]) -> tuple[lis
     return boxes, labels, warnings
 
 
-def _label_path(img: Path, images_root: Path, labels_root: Path) -> Path:
-    rel = img.relative_to(images_root)
-    return (labels_root / rel).with_suffix(".txt")
+def label_path(img: Path) -> Path:
+    """Where Ultralytics looks for an image's label: the last ``images`` folder -> ``labels``;
+    beside the image when its path has no ``images`` folder (Darknet)."""
+    parts = img.parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            return Path(*parts[:i], "labels", *parts[i + 1:]).with_suffix(".txt")
+    return img.with_suffix(".txt")
 
 
-def parse(root: Path) -> ParseResult:
-    names, doc, base = read_names(root)
-    images_root = base / "images"
-    labels_root = base / "labels"
-    if not images_root.is_dir():
-        raise InputError(f"no images/ folder in {base}")
-    if not labels_root.is_dir():
-        raise InputError(f"no labels/ folder in {base}")
-    split_dirs: dict[Path, str] = {}
-    for key in ("train", "val", "test"):
-        val = doc.get(key)
-        for v in ([val] if isinstance(val, str) else val or []):
-            p = Path(v)
-            p = p if p.is_absolute() else base / p
-            split_dirs[p.resolve()] = key
-    out: list[RawImage] = []
+def _label_for(img: Path) -> Path | None:
+    lp = label_path(img)
+    if lp.is_file():
+        return lp
+    beside = img.with_suffix(".txt")
+    return beside if beside.is_file() else None
+
+
+def _label_root(images_root: Path) -> Path:
+    return images_root.parent / "labels" if images_root.name == "images" else images_root
+
+
+def _from_entry(base: Path, value: str, key: str, notes: list[str], problems: list[tuple[str, str]],
+                list_files: set[Path]) -> tuple[list[Path], list[Path]] | None:
+    """(images, image folders) of one data.yaml / obj.data split entry, None when it does not resolve."""
+    p = resolve(base, value, notes, what=f"{key}:")
+    if p is None:
+        return None
+    if p.is_dir():
+        return list_images(p, recursive=True), [p]
+    if p.suffix.lower() == ".txt":  # an image list
+        list_files.add(safe_resolve(p))
+        out: list[Path] = []
+        for line in _read_lines(p):
+            if not line or line.startswith("#"):
+                continue
+            img = resolve(p.parent, line) or resolve(base, line)
+            if img is None:
+                problems.append((str(p), f"missing image: {line!r} listed for {key} does not exist"))
+                continue
+            out.append(img)
+        return out, sorted({i.parent for i in out})
+    if looks_like_image(p):
+        return [p], [p.parent]
+    return None
+
+
+def _discover(base: Path) -> list[tuple[Path, str | None]]:
+    """(images folder, split or None) of the layouts that need no data.yaml entries."""
+    images = base / "images"
+    if images.is_dir():
+        return [(images, None)]
+    found = [(d / "images", split_name(d.name)) for d in sorted(base.iterdir())
+             if d.is_dir() and (d / "images").is_dir()]
+    if found:
+        return found
+    # Darknet: images with their .txt beside them, in the folder itself or in sub-folders
+    dirs = sorted({p.parent for p in list_images(base, recursive=True)})
+    return [(d, None) for d in dirs]
+
+
+def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
+    names, doc, base, names_file, notes = _read_names(root)
     problems: list[tuple[str, str]] = []
-    imgs = list_images(images_root, recursive=True)
-    matched_labels: set[Path] = set()
+    list_files: set[Path] = {names_file.resolve()} if names_file is not None else set()
+    split_of: dict[Path, str] = {}
+    image_dirs: list[tuple[Path, str | None]] = []
+    imgs: list[Path] = []
+    declared = {k: doc.get(k) for k in SPLIT_KEYS if doc.get(k)}
+    for key, val in declared.items():
+        entries = [val] if isinstance(val, str) else list(val) if isinstance(val, (list, tuple)) else []
+        for v in entries:
+            got = _from_entry(base, str(v), key, notes, problems, list_files)
+            if got is None:
+                notes.append(f"{key}: {v!r} not found (relative to {base}); not used")
+                continue
+            for img in got[0]:
+                split_of.setdefault(safe_resolve(img), key)
+                imgs.append(img)
+            image_dirs += [(d, key) for d in got[1]]
+    if not imgs:
+        image_dirs = _discover(base) if base.is_dir() else []
+        for d, split in image_dirs:
+            for img in list_images(d, recursive=d.name == "images"):
+                if split is None and d.name == "images" and img.parent != d:
+                    sp = split_name(img.relative_to(d).parts[0])
+                else:
+                    sp = split
+                if sp is not None:
+                    split_of.setdefault(safe_resolve(img), sp)
+                imgs.append(img)
+    else:
+        # images of the dataset folder outside the declared splits: not part of it, say so
+        inside = {safe_resolve(i) for i in imgs}
+        stray = [p for d, _ in _discover(base) for p in list_images(d, recursive=d.name == "images")
+                 if safe_resolve(p) not in inside] if base.is_dir() else []
+        if stray:
+            notes.append(f"{len(stray)} image file(s) in {base} are in none of the data.yaml splits "
+                         f"({', '.join(declared)}) and were not imported (first: {stray[0]})")
+    if not imgs:
+        raise InputError(
+            f"no YOLO images in {base}: expected data.yaml train/val paths, images/ + labels/, "
+            "split folders (train/images + train/labels, ...) or Darknet images with their .txt beside them")
+
+    out: list[RawImage] = []
+    seen: set[Path] = set()
+    used_by: dict[Path, Path] = {}
     for img in imgs:
-        split = None
-        for parent in img.parents:
-            if parent.resolve() in split_dirs:
-                split = split_dirs[parent.resolve()]
-                break
-            if parent == images_root:
-                break
-        if split is None and img.parent != images_root:
-            split = img.parent.name
-        raw = RawImage(image_path=img, source=str(img), coords="relative", split=split)
-        lp = _label_path(img, images_root, labels_root)
-        if lp.is_file():
-            matched_labels.add(lp)
+        key = safe_resolve(img)
+        if key in seen:
+            continue
+        seen.add(key)
+        raw = RawImage(image_path=img, source=str(img), coords="relative", split=split_of.get(safe_resolve(img)))
+        lp = _label_for(img)
+        if lp is not None:
+            used_by.setdefault(lp, img)
             try:
                 text = lp.read_text()
             except (OSError, UnicodeDecodeError) as exc:
@@ -125,13 +318,30 @@ def parse(root: Path) -> ParseResult:
                 out.append(raw)
                 continue
             raw.boxes, raw.labels, raw.warnings = parse_label_text(text, len(names), names)
+            if used_by[lp] != img:
+                raw.warnings.insert(0, f"shared label file: {lp.name} is also the label of {used_by[lp].name} "
+                                       "(two images of one stem)")
         else:
             raw.warnings.append("no label file: imported as an image without defects")
         out.append(raw)
-    for lp in sorted(labels_root.rglob("*.txt")):
-        if lp not in matched_labels and lp.name != "classes.txt":
+    if not used_by and not any(_label_root(d).is_dir() and _label_root(d) != d for d, _ in image_dirs):
+        raise InputError(f"no YOLO label files for the {len(out)} image(s) in {base}: expected labels/ beside "
+                         "images/ (train/labels beside train/images) or a .txt beside each image")
+    matched = {safe_resolve(p) for p in used_by}
+    label_dirs = sorted({_label_root(d) for d, _ in image_dirs if _label_root(d).is_dir()})
+    stray_labels: set[Path] = set()
+    for d in label_dirs:
+        rec = d.name == "labels"
+        for lp in (d.rglob("*.txt") if rec else d.glob("*.txt")):
+            r = lp.resolve()
+            if r in matched or r in list_files or lp.name in NAME_FILES or r in stray_labels:
+                continue
+            stray_labels.add(r)
             problems.append((str(lp), "missing image: label file has no image"))
-    return ParseResult(images=out, classes=names, closed=True, problems=problems)
+    result = ParseResult(images=out, classes=names, closed=True, problems=problems, notes=notes)
+    result.settings["yolo_layout"] = (
+        {k: str(v) for k, v in declared.items()} if declared and split_of else "discovered")
+    return result
 
 
 def write(labels: LabelSet, root: Path, images_subdir: str = "images") -> Path:
