@@ -31,7 +31,7 @@ def load_data(args):
     if args.data == "neu-det":
         from cvcurate import formats
 
-        labels, _ = formats.load(args.data_dir or NEU_DIR)
+        labels, _ = formats.load(args.data_dir or NEU_DIR, voc_origin="1")  # NEU-DET is 1-based (README)
         return labels, {"source": "neu-det", "path": str(args.data_dir or NEU_DIR)}
     try:
         from cvcurate.synth import generate

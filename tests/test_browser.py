@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cvcurate import corrupt, store
-from cvcurate.scoring.stage import run_score
+from cvcurate.stages.score import run_score
 from tests import makedata as md
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -8,7 +8,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cvcurate import review, store
+from cvcurate import store
+from cvcurate.stages.score import FIX_FIELD
+from cvcurate.stages import review
 from cvcurate.cli import app
 from cvcurate.synth import CLASSES as SYNTH_CLASSES
 
@@ -37,10 +39,10 @@ def names(tmp_path, monkeypatch):
 
 def tag_one_fix(name: str) -> None:
     """Confirm one proposed fix, as a reviewer does in the App."""
-    fixes = store.get_detections(name, store.FIX_FIELD)
+    fixes = store.get_detections(name, FIX_FIELD)
     sid, dets = next((sid, dets) for sid, dets in fixes.items() if dets)
     dets[0]["tags"] = [review.CONFIRMED]
-    store.set_detections(name, store.FIX_FIELD, {sid: dets})
+    store.set_detections(name, FIX_FIELD, {sid: dets})
 
 
 def test_every_command_prints_odd_names_intact(tmp_path, names):

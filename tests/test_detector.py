@@ -19,7 +19,7 @@ from cvcurate.detector.checkpoint import Checkpoint, load_checkpoint, save_check
 from cvcurate.detector.config import DetectorConfig, ModelConfig, TrainConfig, load_detector_config
 from cvcurate.detector.data import DetectionDataset, holdout_split, kfold_assign, scaled_boxes
 from cvcurate.detector.evaluate import evaluate
-from cvcurate.detector.io import read_predictions
+from cvcurate.formats.predictions import read_predictions
 from cvcurate.detector.model import resolve_device
 from cvcurate.errors import ConfigError, InputError
 from cvcurate.types import Annotations, ImageRecord, LabelSet
@@ -300,7 +300,7 @@ def test_cli_train_predict_evaluate(tmp_path, dataset_name, monkeypatch):
     from cvcurate import store
     from cvcurate.cli import app
     from cvcurate.formats import voc
-    from cvcurate.importer import import_dataset
+    from cvcurate.stages.imports import import_dataset
 
     root = tmp_path / "ds"
     labels = make_images(root / "images", 10, seed=1)
@@ -375,7 +375,7 @@ def test_shipped_weights_load_offline_and_predict_neu_det(neu_det, name):
 
     if not NAMED[name].is_file():
         pytest.skip(f"shipped weights {NAMED[name]} not built")
-    labels, _ = formats.load(neu_det)
+    labels, _ = formats.load(neu_det, voc_origin="1")
     ck = load_checkpoint(name, arch="fcos_tiny", classes=labels.classes)
     assert ck.seed == 0 and len(ck.data_sha256) == 64 and "heldout" in ck.metrics
     recs = [labels.records[i] for i in (0, 600)]

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cvcurate import formats, store
+from cvcurate.stages import datasets
 from cvcurate.cli import app
 from cvcurate.errors import InputError
 from tests import layouts as L
@@ -197,7 +198,7 @@ def test_degenerate_boxes_in_coco_and_yolo(tmp_path):
 
 
 def test_degenerate_box_survives_the_store(tmp_path, dataset_name):
-    from cvcurate import importer
+    from cvcurate.stages import imports as importer
 
     md.make_image(tmp_path / "images" / "a.jpg", 416, 416)
     (tmp_path / "annotations").mkdir()
@@ -236,13 +237,13 @@ def test_cli_class_map_is_applied_and_recorded(tmp_path, dataset_name):
     assert r.exit_code == 0, r.output
     assert "class map: renamed 'pit' -> 'pitted.surface'" in r.output
     assert "equal up to case merged" in r.output
-    info = store.info(dataset_name)
+    info = datasets.describe(dataset_name)
     assert sorted(info["classes"]) == ["Scratches", "pitted.surface"]  # a 1-1 tie: the first spelling
     assert info["history"][-1]["settings"]["class_map"] == [["pit", "pitted.surface"]]
     r = CliRunner().invoke(app, ["import", str(root), "--name", dataset_name + "_k", "--keep-case",
                                  "--report", str(tmp_path / "r2.json")])
     try:
-        assert r.exit_code == 0 and sorted(store.info(dataset_name + "_k")["classes"]) == ["Scratches", "pit", "scratches"]
+        assert r.exit_code == 0 and sorted(datasets.describe(dataset_name + "_k")["classes"]) == ["Scratches", "pit", "scratches"]
     finally:
         if store.exists(dataset_name + "_k"):
             store.delete(dataset_name + "_k")

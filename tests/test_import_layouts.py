@@ -12,7 +12,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cvcurate import formats, importer, store
+from cvcurate import formats, store
+from cvcurate.stages import imports as importer
+from cvcurate.stages import datasets
 from cvcurate.cli import app
 from cvcurate.errors import InputError
 from tests import layouts as L
@@ -296,7 +298,7 @@ def test_cvcurate_import_agrees_with_fiftyone_voc_and_coco_importers(tmp_path, d
 def test_import_history_records_the_settings(tmp_path, dataset_name):
     root = L.fiftyone_voc(tmp_path / "v", L.small_dataset()[:2])
     importer.import_dataset(root, dataset_name, voc_origin="auto")
-    entry = store.info(dataset_name)["history"][-1]
+    entry = datasets.describe(dataset_name)["history"][-1]
     assert entry["settings"]["voc_origin"] == 0 and entry["settings"]["voc_origin_requested"] == "auto"
 
 

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cvcurate import errors, store
+from cvcurate.stages.score import FIX_FIELD
 from cvcurate.cli import app
 from tests import makedata as md
 
@@ -40,9 +41,14 @@ def no_temporary_datasets():
     return not [n for n in store._fo().list_datasets() if n.startswith(store._TMP_PREFIX)]
 
 
+# where each function an interrupt is injected into lives in the store package
+_HOME = {"_insert_chunk": "io", "_update": "io", "append_history": "meta"}
+
+
 def interrupt_after(monkeypatch, attr, calls=1):
     """Make ``store.<attr>`` do its work, then raise KeyboardInterrupt on call number ``calls``."""
-    real = getattr(store, attr)
+    owner = getattr(store, _HOME[attr]) if attr in _HOME else store
+    real = getattr(owner, attr)
     seen = {"n": 0}
 
     def wrapped(*a, **k):
@@ -52,7 +58,7 @@ def interrupt_after(monkeypatch, attr, calls=1):
             raise KeyboardInterrupt
         return out
 
-    monkeypatch.setattr(store, attr, wrapped)
+    monkeypatch.setattr(owner, attr, wrapped)
     return seen
 
 
@@ -88,7 +94,7 @@ def test_interrupt_before_the_write(tmp_path, monkeypatch, dataset_name):
 
 def test_interrupt_inside_the_write_of_a_new_dataset(tmp_path, monkeypatch, dataset_name):
     md.write_voc(tmp_path / "d", n=7)
-    monkeypatch.setattr(store, "_CHUNK", 2)
+    monkeypatch.setattr(store.io, "_CHUNK", 2)
     seen = interrupt_after(monkeypatch, "_insert_chunk", calls=2)  # 4 of 7 samples are in the database
     r = run("import", tmp_path / "d", "--name", dataset_name, "--report", tmp_path / "rep.json")
     assert seen["n"] == 2
@@ -119,9 +125,9 @@ def test_interrupt_inside_a_merge_restores_the_dataset(tmp_path, monkeypatch, da
         for p in (later / sub).iterdir():
             shutil.move(p, root / sub)
 
-    monkeypatch.setattr(store, "_CHUNK", 2)
+    monkeypatch.setattr(store.io, "_CHUNK", 2)
     attr, calls = {"insert": ("_insert_chunk", 2), "update": ("_update", 1),
-                   "history": ("_append_history", 1)}[where]
+                   "history": ("append_history", 1)}[where]
     seen = interrupt_after(monkeypatch, attr, calls)
     r = run("import", root, "--name", dataset_name, "--split", "val", "--report", rep)
     assert seen["n"] >= calls  # the rollback calls _update again
@@ -158,19 +164,19 @@ def test_interrupt_while_an_overwrite_takes_the_name(tmp_path, monkeypatch, data
 
 
 def test_interrupted_apply_leaves_the_ground_truth(tmp_path, monkeypatch, dataset_name):
-    from cvcurate import review
+    from cvcurate.stages import review
     from tests.test_review import scored_dataset, tag_fixes
 
     scored_dataset(tmp_path, dataset_name)
     assert tag_fixes(dataset_name, "relabel", review.CONFIRMED) > 0
     gt = store.get_detections(dataset_name, store.GT_FIELD)
-    fixes = store.get_detections(dataset_name, store.FIX_FIELD)
+    fixes = store.get_detections(dataset_name, FIX_FIELD)
     logs = tmp_path / "logs"
     interrupt_after(monkeypatch, "record_change")
     r = run("apply", dataset_name, "--log-dir", logs)
     assert interrupted_line(r) == ROLLED_BACK
     assert store.get_detections(dataset_name, store.GT_FIELD) == gt
-    assert store.get_detections(dataset_name, store.FIX_FIELD) == fixes
+    assert store.get_detections(dataset_name, FIX_FIELD) == fixes
     assert store.get_changes(dataset_name) == [] and not list(logs.glob("*.json"))
 
     monkeypatch.undo()

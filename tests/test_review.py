@@ -7,9 +7,11 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from cvcurate import corrupt, review, store
+from cvcurate import corrupt, store
+from cvcurate.stages.score import FIX_FIELD
+from cvcurate.stages import review
 from cvcurate.cli import app
-from cvcurate.scoring.stage import run_score
+from cvcurate.stages.score import run_score
 from tests import makedata as md
 from tests.test_score import weak_model_predictions
 
@@ -34,14 +36,14 @@ def scored_dataset(tmp_path, name):
 
 def tag_fixes(name, action, tag):
     """Tag every proposed fix of one action, as a reviewer does in the App."""
-    fixes = store.get_detections(name, store.FIX_FIELD)
+    fixes = store.get_detections(name, FIX_FIELD)
     hit = 0
     for dets in fixes.values():
         for d in dets:
             if d["cvc_action"] == action:
                 d["tags"] = [tag]
                 hit += 1
-    store.set_detections(name, store.FIX_FIELD, fixes)
+    store.set_detections(name, FIX_FIELD, fixes)
     return hit
 
 
@@ -92,7 +94,7 @@ def test_tag_apply_undo_round_trip(tmp_path, dataset_name):
 def test_sample_tag_confirms_its_fixes_and_adds_boxes(tmp_path, dataset_name):
     clean, res = scored_dataset(tmp_path, dataset_name)
     ds = store.load(dataset_name)
-    with_add = {fp for fp, dets in zip(ds.values("filepath"), ds.values(f"{store.FIX_FIELD}.detections.cvc_action"))
+    with_add = {fp for fp, dets in zip(ds.values("filepath"), ds.values(f"{FIX_FIELD}.detections.cvc_action"))
                 if dets and "add" in dets}
     overlooked = [e for e in res.errors if e.type == "overlooked" and e.filepath in with_add]
     assert overlooked, "no overlooked box was proposed for adding back"

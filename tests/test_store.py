@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvcurate import importer, store
+from cvcurate import store
+from cvcurate.stages import datasets
+from cvcurate.stages import imports as importer
+from cvcurate.stages import score as score_stage
 from cvcurate.errors import DatasetNotFoundError
 from cvcurate.types import Annotations, LabelSet
 from tests import makedata as md
@@ -74,7 +77,7 @@ def test_merge_is_idempotent_and_updates(tmp_path, dataset_name):
     assert len(back) == 7 and "newclass" in back.classes
     rec = next(r for r in back.records if r.filepath.endswith("img_000.jpg"))
     assert [back.classes[c] for c in rec.gt.class_id] == ["pit"]
-    history = store.info(dataset_name)["history"]
+    history = datasets.describe(dataset_name)["history"]
     assert len(history) == 2  # the unchanged re-import did not write
 
 
@@ -84,7 +87,7 @@ def test_failed_new_write_leaves_nothing(tmp_path, monkeypatch, dataset_name):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(store, "_append_history", boom)
+    monkeypatch.setattr(store.meta, "append_history", boom)
     with pytest.raises(RuntimeError):
         store.write(labels, dataset_name, history={"x": 1})
     assert not store.exists(dataset_name)
@@ -101,7 +104,7 @@ def test_failed_merge_restores_existing(tmp_path, monkeypatch, dataset_name):
     old = base.records[0]
     changed.records.append(type(old)(filepath=old.filepath, width=old.width, height=old.height,
                                      gt=Annotations([[0, 0, 5, 5]], [1])))
-    real_update = store._update
+    real_update = store.io._update
     calls = {"n": 0}
 
     def failing_update(ds, recs, classes, gt_field):
@@ -111,7 +114,7 @@ def test_failed_merge_restores_existing(tmp_path, monkeypatch, dataset_name):
             raise KeyboardInterrupt  # Ctrl-C halfway
         return real_update(ds, recs, classes, gt_field)
 
-    monkeypatch.setattr(store, "_update", failing_update)
+    monkeypatch.setattr(store.io, "_update", failing_update)
     with pytest.raises(KeyboardInterrupt):
         store.write(changed, dataset_name, history={"x": 1})
     after = store.read(dataset_name)
@@ -140,7 +143,7 @@ def test_write_detections_bulk(tmp_path, dataset_name):
 def test_info_counts(tmp_path, dataset_name):
     md.write_yolo(tmp_path, n=9)
     importer.import_dataset(tmp_path, dataset_name)
-    info = store.info(dataset_name)
+    info = datasets.describe(dataset_name)
     assert info["images"] == 9 and info["boxes"] == 9
     assert info["images_per_split"] == {"train": 6, "val": 3}
     assert sum(info["boxes_per_class_and_split"]["train"].values()) == 6
@@ -167,7 +170,7 @@ def _score_rows(records, seed, drop_samples=0, short_box=False):
                              target=str(r.gt.data["id"][0])))
         if k % 3 == 0:
             fixes.append(Fix("add", "overlooked", [1, 2, 11, 12.5], 1, float(rng.random()), "missed"))
-        rows.append(store.SampleScores(
+        rows.append(score_stage.SampleScores(
             sample_id=r.sample_id, score=float(rng.random()),
             queue_scores={"q1": float(rng.random())} if k % 2 else {"q2": 0.5},
             issues=[f"issue {seed} {k}"] * (k % 3), box_scores=[float(v) for v in rng.random(n)],
@@ -221,7 +224,7 @@ def test_rescoring_equals_deleting_the_run_and_writing(tmp_path, monkeypatch, da
                     store.load(n).add_sample_field(f"extra_{kw['seed']}", fo.StringField)
                 if n == ref:
                     store.delete_run(n, "score")
-                store.write_scores(n, _score_rows(recs[n], **kw), queues, labels.classes, {"step": kw["seed"]},
+                score_stage.write_score_run(n, _score_rows(recs[n], **kw), queues, labels.classes, {"step": kw["seed"]},
                                    pred_filter=None)
             (d1, s1, v1, r1), (d2, s2, v2, r2) = _stored_state(dataset_name), _stored_state(ref)
             # the order of fields FiftyOne discovers itself (metadata.width/height) is not ours:
@@ -244,12 +247,12 @@ def test_write_scores_with_an_unknown_sample_changes_nothing(tmp_path, dataset_n
     labels = md.make_labels(tmp_path / "images", n=6, split="train")
     store.write(labels, dataset_name)
     recs = store.read(dataset_name).records
-    store.write_scores(dataset_name, _score_rows(recs, 0), ["q1", "q2"], labels.classes, {"step": 0})
+    score_stage.write_score_run(dataset_name, _score_rows(recs, 0), ["q1", "q2"], labels.classes, {"step": 0})
     before = _stored_state(dataset_name)
     rows = _score_rows(recs, 1)
     rows[-1] = dataclasses.replace(rows[-1], sample_id="0123456789abcdef01234567")
     with pytest.raises(KeyError, match="1 score row"):
-        store.write_scores(dataset_name, rows, ["q1", "q3"], labels.classes, {"step": 1})
+        score_stage.write_score_run(dataset_name, rows, ["q1", "q3"], labels.classes, {"step": 1})
     assert _stored_state(dataset_name) == before
 
 
@@ -263,7 +266,7 @@ def test_queue_views_break_score_ties_by_file(tmp_path, dataset_name):
     store.write(labels, dataset_name)
     recs = store.read(dataset_name).records
     rows = [dataclasses.replace(r, score=0.5, queue_scores={"q1": 0.5}) for r in _score_rows(recs, 0)]
-    store.write_scores(dataset_name, rows, ["q1"], labels.classes, {"step": 0})
+    score_stage.write_score_run(dataset_name, rows, ["q1"], labels.classes, {"step": 0})
     ds = store.load(dataset_name)
     for view in ("cvc-all", "cvc-q1"):
         paths = ds.load_saved_view(view).values("filepath")

@@ -28,7 +28,8 @@ def main() -> int:
     if not (args.data / "images").is_dir():
         print(f"skipped: {args.data} is absent")
         return 0
-    from cvcurate import importer, store
+    from cvcurate import store
+    from cvcurate.stages import imports as importer
 
     fo = store._fo()
     fo.Dataset("warmup").delete()  # start the database before timing

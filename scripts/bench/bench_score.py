@@ -123,10 +123,10 @@ def main() -> int:
     from cvcurate.detector.predict import predict
     from cvcurate.scoring import QUEUES
     from cvcurate.scoring.images import image_features
-    from cvcurate.scoring.stage import _sample_rows
+    from cvcurate.stages.score import _sample_rows, write_score_run
     from cvcurate.types import Annotations
 
-    labels, _ = formats.load(args.data)
+    labels, _ = formats.load(args.data, voc_origin="1")  # NEU-DET is 1-based (README)
     train_idx, held_idx = holdout_split(labels, 0.2, 0)
     ckpt = load_checkpoint("neu-det", classes=labels.classes)
     if ckpt.data_sha256 != data_fingerprint(labels, [labels.records[i] for i in train_idx]):
@@ -198,7 +198,7 @@ def main() -> int:
     from cvcurate.scoring import score
 
     result = score(stored, predictions=big_preds, features=f_big)
-    store.write_scores(name, _sample_rows(result), list(QUEUES), stored.classes, {"bench": True})
+    write_score_run(name, _sample_rows(result), list(QUEUES), stored.classes, {"bench": True})
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
     score_cleanlab(stored, big_preds)

@@ -8,8 +8,6 @@ from typing import Optional
 import typer
 
 from .. import corrupt as corrupt_lib
-from .. import store
-from ..errors import DatasetExistsError, interrupt_leaves
 from . import app
 from .common import say
 
@@ -34,15 +32,11 @@ def corrupt_cmd(
 
     Example: cvcurate corrupt neu --rate 0.1 --seed 0 --out neu_noisy
     """
-    if store.exists(out) and not overwrite:
-        raise DatasetExistsError(f"dataset {out!r} exists: give --overwrite or another --out")
-    type_list = [t.strip() for t in types.split(",") if t.strip()] if types else list(corrupt_lib.ERROR_TYPES)
-    labels = store.read(name)
-    result = corrupt_lib.corrupt(labels, rate=rate, seed=seed, types=type_list)
-    history = {"action": "corrupt", "source_dataset": name, "rate": rate, "seed": seed, "by_type": result.by_type()}
-    store.write(result.labels, out, overwrite=overwrite, history=history)
-    with interrupt_leaves("its truth file may be missing or partly written: run the command again with --overwrite"):
-        truth_path = result.write_truth(truth or Path(f"{out}_truth.json"), source=name)
+    from ..stages.corrupt import corrupt
+
+    type_list = [t.strip() for t in types.split(",") if t.strip()] if types else None
+    run = corrupt(name, out, rate=rate, seed=seed, types=type_list, truth=truth, overwrite=overwrite)
+    result = run.result
     by_type = ", ".join(f"{k} {v}" for k, v in result.by_type().items())
-    say(f"{out}: {len(result.errors)} errors injected into {len(labels)} images ({by_type}); "
-        f"truth written to {truth_path}")
+    say(f"{out}: {len(result.errors)} errors injected into {run.images} images ({by_type}); "
+        f"truth written to {run.truth_path}")

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .. import importer, store
+from ..stages import datasets
+from ..stages import imports as importer
 from ..errors import InputError
 from ..formats import FORMATS, VOC_ORIGINS
 from . import app
@@ -88,7 +89,7 @@ def datasets_cmd() -> None:
 
     Example: cvcurate datasets
     """
-    names = store.list_datasets()
+    names = datasets.list_datasets()
     if not names:
         console.print("no datasets yet: create one with 'cvcurate import PATH --name NAME'")
         return
@@ -105,7 +106,7 @@ def info_cmd(
 
     Example: cvcurate info neu --json
     """
-    data = store.info(name)
+    data = datasets.describe(name)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -151,8 +152,8 @@ def delete_cmd(
 
     Example: cvcurate delete neu --yes
     """
-    store.load(name)  # fails clearly if absent
+    datasets.require(name)  # fails clearly if absent
     if not yes and not typer.confirm(f"delete dataset {name!r}?"):
         raise typer.Exit(1)
-    n = store.delete(name)
+    n = datasets.delete(name)
     console.print(f"deleted dataset {escape(name)} ({n} samples); image files untouched")

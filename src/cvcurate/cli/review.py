@@ -7,9 +7,8 @@ from typing import Optional
 
 import typer
 
-from .. import review as review_lib
-from .. import store
 from ..errors import InputError, shell_arg
+from ..stages import review as review_lib
 from ..scoring import QUEUES
 from . import app
 from .common import say
@@ -50,12 +49,8 @@ def review_cmd(
         for p in rows:
             say(f"{p.queue:<14}{p.samples:>8}{p.reviewed:>10}{p.confirmed:>11}{p.rejected:>10}")
         return
-    review_lib.check_port(address, port)  # before anything slow: a bad port is a usage error
-    review_lib._check_scored(name)
+    session = review_lib.open_app(name, queue, port=port, address=address, remote=remote)
     view = f"cvc-{queue}"
-    if view not in store.list_saved_views(name):
-        raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
-    session = store.launch_app(name, view, port=port, address=address, remote=remote)
     host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
     say(f"App on queue {queue!r} of {name}: http://{host}:{port}/ (view {view}); Ctrl-C to stop")
     try:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..scoring import QUEUES
-from ..scoring.stage import run_score
+from ..stages.score import run_score
 from . import app
 from ..errors import shell_arg
 from .common import console, esc, say

@@ -2,7 +2,7 @@
 
 cleanlab's ObjectLab needs out-of-sample predicted boxes with confidences; this package makes
 them with a small torchvision FCOS trained from scratch on the CPU (no downloads ever), or reads
-predictions made elsewhere (:mod:`cvcurate.detector.io`).
+predictions made elsewhere (:mod:`cvcurate.formats.predictions`).
 
 Use the submodules: ``from cvcurate.detector.train import train``, ``...predict import predict``,
 ``...evaluate import evaluate`` (the package does not re-export names equal to its submodules').
@@ -19,7 +19,6 @@ _EXPORTS = {
     "build_model": "model", "resolve_device": "model",
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "kfold_predict": "train", "EvalResult": "evaluate",
-    "read_predictions": "io",
 }
 
 __all__ = list(_EXPORTS)

@@ -32,6 +32,8 @@ def _looks_like_coco(path: Path) -> bool:
             head = fh.read(4096).decode("utf-8", errors="replace")
     except OSError:
         return False
+    if path.name == "manifest.json" and '"cvcurate_version"' in head:
+        return False  # the manifest.json of a cvcurate export, beside its COCO files
     return '"images"' in head or '"annotations"' in head or '"categories"' in head
 
 

@@ -2,7 +2,7 @@
 
 :func:`score` is a pure function of a :class:`~cvcurate.types.LabelSet`, optional predictions and
 optional pixel features; it returns a :class:`ScoreResult`. Storing it (FiftyOne fields, saved
-views) and writing JSON/CSV happen elsewhere (:mod:`cvcurate.scoring.stage`).
+views) and writing JSON/CSV happen elsewhere (:mod:`cvcurate.stages.score`).
 
 Layout: :mod:`.batch` holds the flat batch of given boxes and predictions over all images, its
 box pairs, segment reductions and box math; on it run :mod:`.geometry` (model-free box and image

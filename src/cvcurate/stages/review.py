@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .errors import InputError, kept, shell_arg
-from .scoring import QUEUES
+from .. import store
+from ..errors import InputError, kept, shell_arg
+from ..scoring import QUEUES
+from . import score as score_stage
 
 CONFIRMED = "error:confirmed"
 REJECTED = "error:rejected"
 APPLIED = "fix:applied"
-FIX_FIELD = store.FIX_FIELD
+FIX_FIELD = score_stage.FIX_FIELD
 GT_FIELD = store.GT_FIELD
 
 
@@ -63,7 +64,18 @@ def check_port(address: str, port: int) -> None:
             raise InputError(f"cannot serve on {address}:{port}: {exc.strerror or exc}") from None
 
 
-def _check_scored(name: str) -> None:
+def _who() -> str:
+    """Who applied a change set: $CVCURATE_USER, else the login name."""
+    import getpass
+    import os
+
+    try:
+        return os.environ.get("CVCURATE_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def check_scored(name: str) -> None:
     if "score" not in store.get_runs(name):
         raise InputError(f"dataset {name!r} has not been scored: run 'cvcurate score {shell_arg(name)}' first")
 
@@ -79,7 +91,7 @@ class QueueProgress:
 
 def summary(name: str) -> list[QueueProgress]:
     """Per queue: samples in it, reviewed samples, and confirmed / rejected decisions."""
-    _check_scored(name)
+    check_scored(name)
     queue_fields = [f"cvc_{q}" for q in QUEUES]
     info = store.sample_info(name, ["tags", f"{FIX_FIELD}.detections.tags", *queue_fields])
     out = []
@@ -145,7 +157,7 @@ def _apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any]) -> bool:
 
 def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False) -> ChangeSet:
     """Apply every confirmed, not yet applied fix; write the change log; return what changed."""
-    _check_scored(name)
+    check_scored(name)
     fixes = store.get_detections(name, FIX_FIELD)
     info = store.sample_info(name, ["tags", "filepath"])
     sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
@@ -198,10 +210,10 @@ def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False
             marked[sid] = dets
         store.set_detections(name, FIX_FIELD, marked)
         cs.log_path = _write_log(cs, log_dir)
-        store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "log": str(cs.log_path),
+        store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "by": _who(), "log": str(cs.log_path),
                                    "samples": len(cs.changes), "fixes": cs.applied, "undone": False})
     except BaseException:
-        with store._shielded():
+        with store.shielded():
             store.set_detections(name, GT_FIELD, {c["sample_id"]: c["before"] for c in cs.changes})
             store.set_detections(name, FIX_FIELD, fixes_before)
             store.forget_change(name, cs.change_id)
@@ -251,7 +263,7 @@ def undo(name: str, change_id: str | None = None) -> ChangeSet:
         store.set_detections(name, FIX_FIELD, fixes)
         store.record_change(name, {**entry, "undone": True})
     except BaseException:
-        with store._shielded():
+        with store.shielded():
             store.set_detections(name, GT_FIELD, current)
             store.set_detections(name, FIX_FIELD, fixes_before)
             store.record_change(name, entry)
@@ -259,3 +271,15 @@ def undo(name: str, change_id: str | None = None) -> ChangeSet:
     kept(f"change {entry['change_id']} of dataset {name!r} undone")
     return ChangeSet(change_id=entry["change_id"], dataset=name, at=entry["at"], changes=log["changes"],
                      log_path=Path(entry["log"]))
+
+
+def open_app(name: str, queue: str, *, port: int, address: str, remote: bool) -> Any:
+    """Check the port, the score run and the queue's saved view, then open the App on it.
+
+    Returns the FiftyOne session (the caller waits on it and closes it)."""
+    check_port(address, port)  # before anything slow: a bad port is a usage error
+    check_scored(name)
+    view = f"cvc-{queue}"
+    if view not in store.list_saved_views(name):
+        raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
+    return store.launch_app(name, view, port=port, address=address, remote=remote)

@@ -1,4 +1,5 @@
-"""Predictions made elsewhere (another detector), read into cvcurate's model.
+"""Predictions made elsewhere (another detector), read into cvcurate's model. Beside the dataset
+readers because they share their parsers (YOLO class names come from :func:`.yolo.read_names`).
 
 Two formats:
 
@@ -139,24 +140,20 @@ def read_coco(path: Path, labels: LabelSet, coco_gt: str | Path | None = None) -
 
 
 def read_yolo(path: Path, labels: LabelSet) -> list[Annotations]:
-    import yaml
-
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"YOLO predictions must be a folder of .txt files, {path} is not a folder")
     files = sorted(path.rglob("*.txt"))
     if not files:
         raise InputError(f"{path} holds no .txt prediction files")
-    names: list[str] | None = None
-    for y in list(path.glob("*.yaml")) + list(path.glob("*.yml")):
-        try:
-            doc = yaml.safe_load(y.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{y}: malformed YAML: {exc}") from None
-        if isinstance(doc, dict) and "names" in doc:
-            nm = doc["names"]
-            names = [nm[k] for k in sorted(nm)] if isinstance(nm, dict) else list(nm)
-            break
+    # class names as the dataset readers find them (data.yaml, classes.txt, obj.names), when present
+    from .yolo import read_names
+
+    names: list[str] | None
+    try:
+        names = read_names(path)[0]
+    except InputError:
+        names = None
     cls_index = {c: j for j, c in enumerate(labels.classes)}
     stems, dup = _stem_index(labels)
     unknown_img: list[str] = []
@@ -178,7 +175,10 @@ def read_yolo(path: Path, labels: LabelSet) -> list[Annotations]:
             try:
                 if len(parts) not in (5, 6):
                     raise ValueError
-                c = int(float(parts[0]))
+                c_f = float(parts[0])
+                if not c_f.is_integer():  # as in label files: 1.5 is not class 1
+                    raise ValueError
+                c = int(c_f)
                 cx, cy, w, h = (float(v) for v in parts[1:5])
                 conf = float(parts[5]) if len(parts) == 6 else 1.0
                 if not np.isfinite([cx, cy, w, h, conf]).all() or not 0 <= conf <= 1:

@@ -7,15 +7,16 @@ import datetime as _dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from .. import store
 from ..config import load_config, to_dict
-from ..errors import InputError
+from ..errors import InputError, shell_arg
 from ..types import Annotations, Fix, ImageRecord, Issue
-from . import QUEUES, ScoreConfig, ScoreResult, score
-from .images import image_features
+from ..scoring import QUEUES, ScoreConfig, ScoreResult, score
+from ..scoring.images import image_features
 
 
 @dataclass
@@ -27,6 +28,61 @@ class ScoreRun:
     notes: list[str]
 
 
+# what the score stage writes to the store (declared here, not in the store)
+FIX_FIELD = "cvc_fixes"  # proposed fixes, as boxes labelled action:class
+SCORE_FIELD = "cvc_score"  # an image's score
+ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first
+BOX_SCORE, BOX_ISSUE = "cvc_score", "cvc_issue"  # attributes of each ground-truth box
+FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason")
+
+
+def queue_field(queue: str) -> str:
+    return f"cvc_{queue}"
+
+
+def score_run_spec(queues: Sequence[str]) -> store.RunSpec:
+    """The fields and saved views of a score run: the image score, its issues and fixes, one score
+    per queue, a score and an issue on every ground-truth box; views cvc-all and cvc-<queue>."""
+    return store.RunSpec(
+        key="score",
+        fields={SCORE_FIELD: "float", ISSUES_FIELD: "strings", FIX_FIELD: "detections",
+                **{queue_field(q): "float" for q in queues}},
+        box_attrs={BOX_SCORE: "float", BOX_ISSUE: "string"},
+        detection_attrs={FIX_FIELD: FIX_ATTRS},
+        views=[store.ViewSpec("cvc-all", SCORE_FIELD, "positive")]
+        + [store.ViewSpec(f"cvc-{q}", queue_field(q)) for q in queues])
+
+
+@dataclass
+class SampleScores:
+    """What the score stage writes for one stored record."""
+
+    sample_id: str
+    score: float
+    queue_scores: dict[str, float]  # queue -> best issue score in it
+    issues: list[str]  # "type (score): reason", best first
+    box_scores: list[float]  # per given box
+    box_issues: list[str]  # per given box, "" when none
+    fixes: list[Fix]  # proposed fixes, shown as boxes in the field cvc_fixes
+
+
+def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
+                    run: dict, pred_filter: tuple[str, float] | None = None) -> None:
+    """Write score rows through the store's generic run writer (fields, box attributes, views)."""
+    def boxes(fixes: Sequence[Fix]) -> list[store.RunBox]:
+        return [store.RunBox(f.xyxy, f"{f.action}:{classes[f.class_id]}", float(f.score),
+                             {"cvc_action": f.action, "cvc_type": f.issue_type, "cvc_class": classes[f.class_id],
+                              "cvc_target": f.target, "cvc_reason": f.reason}) for f in fixes]
+
+    run_rows = [store.RunRow(
+        r.sample_id,
+        {SCORE_FIELD: r.score, ISSUES_FIELD: r.issues, FIX_FIELD: boxes(r.fixes),
+         **{queue_field(q): r.queue_scores.get(q) for q in queues}},
+        {BOX_SCORE: list(r.box_scores), BOX_ISSUE: list(r.box_issues)}) for r in rows]
+    store.write_run(name, score_run_spec(queues), run_rows, run, view_filter=pred_filter,
+                    redo=f"run 'cvcurate score {shell_arg(name)}' again")
+
+
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
     return load_config(ScoreConfig, path, default_name="score.yaml")
 
@@ -35,8 +91,7 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
               pixels: bool = True, out_dir: str | Path | None = None, progress: bool = False) -> ScoreRun:
     """Score dataset ``name``; predictions from ``pred_field`` when given (or found)."""
     cfg = load_score_config(config)
-    ds = store.load(name)
-    schema = ds.get_field_schema()
+    schema = store.field_names(name)
     notes: list[str] = []
     if pred_field is not None and pred_field not in schema:
         found = [f for f in ("predictions_oof", "predictions") if f in schema]
@@ -72,13 +127,13 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
     run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
            "pixels": pixels, "config": to_dict(cfg), "counts": result.counts()}
     pred_filter = (pred_field, result.thresholds.low) if pred_field and result.thresholds else None
-    store.write_scores(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter)
+    write_score_run(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter)
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
     json_path, csv_path, images_csv = write_outputs(result, out, name, notes)
     return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes)
 
 
-def _sample_rows(result: ScoreResult) -> list[store.SampleScores]:
+def _sample_rows(result: ScoreResult) -> list[SampleScores]:
     by_image: dict[str, list] = {}
     for iss in result.issues:
         by_image.setdefault(iss.filepath, []).append(iss)
@@ -95,7 +150,7 @@ def _sample_rows(result: ScoreResult) -> list[store.SampleScores]:
         for iss in issues:
             if iss.box is not None and iss.box < len(box_text) and not box_text[iss.box]:
                 box_text[iss.box] = f"{iss.type}: {iss.reason}"
-        rows.append(store.SampleScores(
+        rows.append(SampleScores(
             sample_id=rec.sample_id, score=float(result.image_score[i]), queue_scores=queue_scores,
             issues=[f"{x.type} ({x.score:.2f}): {x.reason}" for x in issues],
             box_scores=[float(v) for v in result.box_scores[i]], box_issues=box_text,

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from . import formats, store
-from .errors import InputError
-from .report import REJECTED, ImportReport
-from .types import LabelSet
+from .. import formats, store
+from ..errors import InputError
+from ..report import REJECTED, ImportReport
+from ..types import LabelSet
 
 
 @dataclass

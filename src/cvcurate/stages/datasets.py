@@ -1,0 +1,74 @@
+"""Datasets in the store: list, describe (counts per class and split, box sizes), delete.
+
+A small facade, so that the CLI never touches the store itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import store
+
+
+def list_datasets() -> list[str]:
+    return store.list_datasets()
+
+
+def exists(name: str) -> bool:
+    return store.exists(name)
+
+
+def delete(name: str) -> int:
+    """Delete dataset ``name`` (image files on disk are never touched); return its sample count."""
+    return store.delete(name)
+
+
+def describe(name: str) -> dict[str, Any]:
+    """Counts per class and split, boxes per image, box size statistics."""
+    labels = store.read(name)
+    k = len(labels.classes)
+    splits = sorted({r.split or "-" for r in labels.records})
+    per = {s: np.zeros(k, dtype=np.int64) for s in splits}
+    images_per_split = {s: 0 for s in splits}
+    nbox = np.array([len(r.gt) for r in labels.records], dtype=np.int64)
+    for r in labels.records:
+        s = r.split or "-"
+        images_per_split[s] += 1
+        if len(r.gt):
+            per[s] += np.bincount(r.gt.class_id, minlength=k)
+    wh = np.concatenate([r.gt.wh for r in labels.records]) if labels.records else np.zeros((0, 2))
+    cid = np.concatenate([r.gt.class_id for r in labels.records]) if labels.records else np.zeros(0, int)
+    rel_area = np.concatenate([r.gt.area / (r.width * r.height) for r in labels.records]) \
+        if labels.records else np.zeros(0)
+
+    def stats(x: np.ndarray) -> dict[str, float]:
+        if len(x) == 0:
+            return {}
+        q = np.percentile(x, [0, 25, 50, 75, 100])
+        return {"min": float(q[0]), "p25": float(q[1]), "median": float(q[2]), "p75": float(q[3]),
+                "max": float(q[4]), "mean": float(np.mean(x))}
+
+    box_stats = {}
+    for c in range(k):
+        m = cid == c
+        box_stats[labels.classes[c]] = {"count": int(m.sum()), "width": stats(wh[m, 0]),
+                                        "height": stats(wh[m, 1]), "rel_area": stats(rel_area[m])}
+    return {
+        "name": name,
+        "images": len(labels.records),
+        "boxes": int(nbox.sum()),
+        "classes": labels.classes,
+        "images_per_split": images_per_split,
+        "boxes_per_class_and_split": {s: {labels.classes[c]: int(per[s][c]) for c in range(k)} for s in splits},
+        "boxes_per_image": {**stats(nbox.astype(float)), "images_without_boxes": int((nbox == 0).sum())},
+        "box_size": box_stats,
+        "fields": sorted(store.field_names(name)),
+        "history": store.get_history(name),
+    }
+
+
+def require(name: str) -> None:
+    """Raise :class:`~cvcurate.errors.DatasetNotFoundError` (with the known names) unless ``name`` exists."""
+    store.load(name)

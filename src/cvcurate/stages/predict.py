@@ -1,0 +1,153 @@
+"""The predict stage: train the detector, k-fold out-of-fold predictions, predict with a checkpoint,
+import predictions made elsewhere, evaluate predictions against the ground truth.
+
+Each function reads the store, calls the detector package (pure compute: torch, no store) and
+writes the store. torch is imported only inside these functions, so commands that do not predict
+start without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import store
+from ..errors import InputError, interrupt_leaves, shell_arg
+from ..types import LabelSet
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def check_device(device: str) -> str:
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"unknown --device {device!r}: use cpu or cuda")
+    return device
+
+
+def train_records(labels: LabelSet) -> tuple[LabelSet, str]:
+    """The records to train on: the 'train' split when there is one, else all."""
+    if any(r.split == "train" for r in labels.records):
+        recs = [r for r in labels.records if r.split == "train"]
+        return LabelSet(classes=list(labels.classes), records=recs), "split 'train'"
+    return labels, "all images (no 'train' split)"
+
+
+@dataclass
+class PredictResult:
+    field: str
+    images: int
+    boxes: int
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: int | None = None,
+          device: str = "cpu", pred_field: str = "predictions_oof", log: Log = _quiet) -> PredictResult:
+    """Out-of-fold predictions: every image predicted by a model trained on the other folds."""
+    from ..detector.config import load_detector_config
+    from ..detector.train import kfold_predict
+
+    check_device(device)
+    if folds < 2:
+        raise InputError(f"--folds must be at least 2, got {folds}")
+    cfg = load_detector_config(config, overrides={"train": {"epochs": epochs}})
+    labels = store.read(name)
+    preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log)
+    store.write_detections(name, pred_field, labels.records, preds, labels.classes)
+    return PredictResult(pred_field, len(preds), sum(len(p) for p in preds), f"{folds}-fold out-of-fold models")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    train_images: int
+    what: str
+    seconds: float
+    evaluation: Any = None  # EvalResult on the 'val' split, when there is one
+
+
+def train_model(name: str, *, config: str | Path | None = None, epochs: int | None = None, device: str = "cpu",
+                out: str | Path | None = None, log: Log = _quiet) -> TrainResult:
+    """Train on the 'train' split (all images without one), evaluate on 'val', save a checkpoint."""
+    from ..detector.checkpoint import save_checkpoint
+    from ..detector.config import load_detector_config
+    from ..detector.evaluate import evaluate
+    from ..detector.predict import predict
+    from ..detector.train import train
+
+    check_device(device)
+    cfg = load_detector_config(config, overrides={"train": {"epochs": epochs}})
+    labels = store.read(name)
+    train_set, what = train_records(labels)
+    log(f"training on {what}: {len(train_set)} images, {train_set.num_boxes} boxes, {cfg.train.epochs} epochs")
+    ckpt = train(train_set, cfg, device=device, progress=True, log=log)
+    val = [r for r in labels.records if r.split == "val"]
+    res = None
+    if val and sum(len(r.gt) for r in val):
+        res = evaluate([r.gt for r in val], predict(ckpt, val, cfg.predict.batch_size, device), labels.classes)
+        ckpt.metrics["val"] = res.to_dict()
+    path = save_checkpoint(ckpt, out if out is not None else Path(f"{name}_detector.pt"))
+    return TrainResult(path, len(train_set), what, float(ckpt.extra["train_seconds"]), res)
+
+
+def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
+            pred_field: str = "predictions") -> PredictResult:
+    """Predict every image of ``name`` with a shipped or a user's checkpoint."""
+    from ..detector.checkpoint import load_checkpoint
+    from ..detector.predict import predict as run_predict
+    from ..detector.predict import remap_classes
+
+    check_device(device)
+    labels = store.read(name)
+    ckpt = load_checkpoint(model)
+    mapping = ckpt.class_map(labels.classes, f"dataset {name!r}")
+    anns = remap_classes(run_predict(ckpt, labels.records, batch_size, device, progress=True), mapping)
+    store.write_detections(name, pred_field, labels.records, anns, labels.classes)
+    return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), f"model {model}")
+
+
+def import_predictions(name: str, path: str | Path, *, format: str | None, coco_gt: str | Path | None = None,
+                       pred_field: str = "predictions") -> PredictResult:
+    """Read predictions made by another model (COCO results or YOLO txt) into ``pred_field``."""
+    from ..formats.predictions import FORMATS, read_predictions
+
+    if format not in FORMATS:
+        raise InputError(f"--from-file needs --format, one of {', '.join(FORMATS)}")
+    labels = store.read(name)
+    anns = read_predictions(path, format, labels, coco_gt=coco_gt)
+    store.write_detections(name, pred_field, labels.records, anns, labels.classes)
+    return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), str(path))
+
+
+@dataclass
+class EvalRun:
+    result: Any  # detector.evaluate.EvalResult
+    path: Path
+
+
+def evaluate(name: str, *, pred_field: str = "predictions", split: str | None = None, conf: float = 0.25,
+             out: str | Path | None = None) -> EvalRun:
+    """mAP per class and a confusion matrix of ``pred_field`` against the ground truth, saved as JSON."""
+    from ..detector.evaluate import evaluate as run_evaluate
+
+    if pred_field not in store.field_names(name):
+        raise InputError(f"dataset {name!r} has no field {pred_field!r}: "
+                         f"run 'cvcurate predict {shell_arg(name)}' first")
+    labels = store.read(name, pred_field=pred_field)
+    recs = labels.records
+    if split is not None:
+        recs = [r for r in recs if r.split == split]
+        if not recs:
+            found = sorted({r.split for r in labels.records if r.split}) or ["none"]
+            raise InputError(f"no images in split {split!r} (splits: {', '.join(found)})")
+    res = run_evaluate([r.gt for r in recs], [r.pred for r in recs], labels.classes, conf_thresh=conf)
+    res.meta = {"dataset": name, "pred_field": pred_field, "split": split}
+    path = Path(out) if out is not None else Path(f"{name}_eval_{pred_field}.json")
+    with interrupt_leaves(f"the store is unchanged; {path} may be partly written"):
+        path = res.save_json(path)
+    return EvalRun(res, path)

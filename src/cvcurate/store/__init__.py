@@ -1,0 +1,33 @@
+"""The persistent store: FiftyOne datasets. The only package that imports fiftyone.
+
+It converts and moves data in bulk and knows nothing of what the stages mean: a stage that writes
+fields declares them (:class:`~cvcurate.store.runs.RunSpec`), the store writes and registers them.
+
+* :mod:`._core`     importing fiftyone, listing / loading / deleting datasets
+* :mod:`.convert`   xyxy pixels <-> FiftyOne's relative boxes; raw sample and label documents
+* :mod:`.io`        all-or-nothing writes and merges, bulk reads, detections fields, raw labels
+* :mod:`.meta`      the dataset's ``info["cvcurate"]``: history, runs, change sets (one helper)
+* :mod:`.runs`      the generic run writer (fields, box attributes, saved views) and its removal
+* :mod:`.app`       the FiftyOne App and saved views
+* :mod:`.database`  a private MongoDB for tests and benchmarks (by URI, never the user's)
+"""
+
+from __future__ import annotations
+
+from ._core import (GT_FIELD, INFO_KEY, PRED_FIELD, _TMP_PREFIX, _fo, shielded, delete, exists, field_names,
+                    get_classes, list_datasets, load)
+from .app import launch_app, list_saved_views
+from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
+from .database import private_database, start_private_database
+from .io import (WriteResult, get_detections, read, sample_info, sample_values, set_detections, write,
+                 write_detections)
+from .meta import forget_change, get_changes, get_history, get_runs, record_change
+from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, write_run
+
+__all__ = [
+    "GT_FIELD", "INFO_KEY", "PRED_FIELD", "RunBox", "RunRow", "RunSpec", "ViewSpec", "WriteResult", "delete",
+    "delete_run", "exists", "field_names", "forget_change", "get_changes", "get_classes", "get_detections",
+    "get_history", "get_runs", "launch_app", "list_datasets", "list_saved_views", "load", "private_database",
+    "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",
+    "start_private_database", "write", "write_detections", "write_run", "xyxy_to_rel_xywh",
+]
