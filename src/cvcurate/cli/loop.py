@@ -1,0 +1,136 @@
+"""Closing the loop: export (the corrected data and its manifest), diff (two exports), gate (CI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import app
+from .common import console, esc, say
+
+
+@app.command("export")
+def export_cmd(
+    name: str = typer.Argument(..., help="Dataset name."),
+    format: str = typer.Option(..., "--format", "-f", help="voc, coco or yolo."),
+    out: Path = typer.Option(..., "--out", "-o", help="Export folder (created; must not exist or be empty)."),
+    split: Optional[str] = typer.Option(None, "--split", "-s", help="Export only this split."),
+    exclude_tag: List[str] = typer.Option([], "--exclude-tag", help="Leave out samples with this tag "
+                                          "(repeatable), e.g. --exclude-tag error:rejected."),
+    include_augmented: bool = typer.Option(True, "--include-augmented/--no-augmented",
+                                           help="Include samples the augment stage added."),
+    media: str = typer.Option("copy", "--media", help="copy the images, or symlink them (not portable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+) -> None:
+    """Export the dataset as it stands after applied fixes, with a versioned manifest.json.
+
+    Labels are written in the format's usual layout (VOC: JPEGImages/, Annotations/,
+    ImageSets/Main/; COCO: annotations/instances_<split>.json, images/<split>/; YOLO: data.yaml,
+    images/<split>/, labels/<split>/), so 'cvcurate import OUT' gives the same boxes, classes and
+    splits back. manifest.json lists every image with its sha256, its boxes and their hash, class
+    counts per split, and the lineage (imports, applied change sets). The source files are never
+    touched; nothing is written halfway (a temporary folder is renamed into place).
+
+    Examples:
+
+      cvcurate export neu --format yolo --out exports/neu-v2
+
+      cvcurate export neu --format coco --out exports/neu-val --split val --exclude-tag error:rejected
+    """
+    from ..stages.export import export
+
+    res = export(name, out, format=format, split=split, exclude_tags=exclude_tag,
+                 include_augmented=include_augmented, media=media, overwrite=overwrite, progress=True)
+    left = ", ".join(f"{n} by {k}" for k, n in res.excluded.items())
+    console.print(f"exported [bold]{esc(name)}[/] as {res.format}: {res.images} images, {res.boxes} boxes "
+                  f"to {esc(res.out)}" + (f" ({esc(left)} left out)" if left else ""))
+    say(f"manifest: {res.manifest_path}")
+
+
+@app.command("diff")
+def diff_cmd(
+    a: Path = typer.Argument(..., help="First export folder or manifest.json."),
+    b: Path = typer.Argument(..., help="Second export folder or manifest.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    limit: int = typer.Option(20, "--limit", help="Box changes to list one by one (0: none)."),
+) -> None:
+    """What changed between two exports: images added, removed, changed; boxes added, removed,
+    moved and relabelled per class.
+
+    Images are matched by their file in the export (or by content when renamed); boxes by
+    overlap: the same place with another class is a relabel, the same class overlapping its old
+    place (IoU >= 0.3) a move, the rest removed and added.
+
+    Example: cvcurate diff exports/neu-v1 exports/neu-v2
+    """
+    from ..stages.export import diff
+
+    d = diff(a, b)
+    if as_json:
+        typer.echo(json.dumps(d.to_dict(), indent=2))
+        return
+    from rich.table import Table
+
+    say(f"{a} -> {b}: {len(d.images_added)} images added, {len(d.images_removed)} removed, "
+        f"{len(d.images_changed)} changed ({len(d.pixels_changed)} with other pixels)")
+    if d.classes_a != d.classes_b:
+        say(f"classes: {', '.join(d.classes_a)} -> {', '.join(d.classes_b)}")
+    per = d.per_class()
+    if per:
+        t = Table(title="boxes per class")
+        for col in ("class", "added", "removed", "moved", "relabelled"):
+            t.add_column(col, justify="left" if col == "class" else "right")
+        for cls, row in per.items():
+            t.add_row(esc(cls), *(str(row[k]) for k in ("added", "removed", "moved", "relabelled")))
+        console.print(t)
+    for c in d.boxes[:limit]:
+        say(f"  {c.kind:<10} {c.file}: {c.old} -> {c.new}")
+    if len(d.boxes) > limit > 0:
+        say(f"  ... and {len(d.boxes) - limit} more (--json lists all)")
+    if d.empty:
+        say("no differences")
+
+
+@app.command("gate")
+def gate_cmd(
+    target: str = typer.Argument(..., help="Dataset name in the store, or a dataset folder in any importable "
+                                 "format (read without storing it)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Gate thresholds [default: "
+                                          "configs/gate.yaml]."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the result as JSON here."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown report (for a pull "
+                                            "request comment) here."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test case per check) here."),
+) -> None:
+    """Pre-training quality gate for CI: exit 0 pass, 1 fail, 2 usage or input error.
+
+    Checks, each pass/warn/fail with the measured value and its threshold: unreadable images,
+    invalid boxes, images and instances per class, class imbalance, duplicate images,
+    train/val/test leakage, the estimated label-error rate, unreviewed issues and the share of
+    images with issues (the last three from the latest 'cvcurate score' run).
+
+    Examples:
+
+      cvcurate gate neu --junit gate.xml --markdown gate.md
+
+      cvcurate gate data/steel-v3 --config configs/gate.yaml --json gate.json
+    """
+    from .. import gate as g
+    from ..stages.gate import run_gate, write_reports
+
+    result = run_gate(target, config=config, progress=True)
+    style = {g.PASS: "green", g.WARN: "yellow", g.FAIL: "red"}
+    for c in result.checks:
+        value = "-" if c.value is None else f"{c.value:g}" if isinstance(c.value, float) else str(c.value)
+        console.print(f"  [{style[c.status]}]{c.status:<4}[/] {c.name:<20} {esc(value):>10}  "
+                      f"({esc(c.threshold)}) {esc(c.message)}")
+        for n in c.notes:
+            say(f"       note: {n}")
+    for p in write_reports(result, json_path=json_path, markdown=markdown, junit=junit):
+        say(f"written: {p}")
+    console.print(f"gate [{style[result.status]}]{result.status.upper()}[/] for {esc(result.source)}")
+    if not result.passed:
+        raise typer.Exit(1)

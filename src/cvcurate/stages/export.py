@@ -1,0 +1,142 @@
+"""The export stage: the dataset as it stands after applied fixes, written as a VOC, COCO or YOLO
+folder with a versioned ``manifest.json``; and the diff of two exports.
+
+Reads the store, calls the pure writers (:mod:`cvcurate.formats.writers`) and the manifest builder
+(:mod:`cvcurate.manifest`). The source files are never touched. Nothing is written halfway: the
+export is built in a temporary folder beside ``out`` and renamed into place when complete (an
+existing ``out`` is replaced only with ``overwrite``, after the new export is complete).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Sequence
+
+from .. import __version__, manifest as mf, store
+from ..errors import InputError
+from ..formats.writers import EXPORT_FORMATS, write_export
+from ..progress import track
+from ..types import LabelSet
+
+AUGMENTED_TAG = "augmented"
+AUGMENT_FIELD = "cvc_augment"  # per-sample provenance written by the augment stage
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    format: str
+    images: int
+    boxes: int
+    manifest_path: Path
+    excluded: dict[str, int] = field(default_factory=dict)
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} exists and is not empty: give --overwrite to replace it, or another --out")
+
+
+def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
+    """Import sources, applied change sets and their fixes, with no absolute path: sources by
+    folder name, changed samples by their file in the export."""
+    history = store.get_history(name)
+    imports = []
+    for h in history:
+        if h.get("action") != "import":
+            continue
+        src = h.get("source") or ""
+        imports.append({"source": PurePath(src).name, "format": h.get("format"), "split": h.get("split"),
+                        "at": h.get("at"), "summary": h.get("summary"),
+                        **({"voc_origin": h["voc_origin"]} if "voc_origin" in h else {})})
+    changes = []
+    for c in store.get_changes(name):
+        if c.get("undone"):
+            continue
+        entry: dict[str, Any] = {"change_id": c.get("change_id"), "at": c.get("at"), "by": c.get("by"),
+                                 "samples": c.get("samples"), "fixes": c.get("fixes")}
+        try:
+            log = json.loads(Path(c["log"]).read_text())
+            what = []
+            for ch in log.get("changes", []):
+                file = exported.get(ch.get("sample_id"))
+                for fx in ch.get("fixes", []):
+                    what.append({"file": file, "action": fx.get("cvc_action"), "issue": fx.get("cvc_type"),
+                                 "class": fx.get("cvc_class"), "tagged_at": fx.get("tagged_at")})
+            entry["what"] = sorted(what, key=lambda w: (str(w["file"]), str(w["action"]), str(w["class"])))
+        except (OSError, KeyError, json.JSONDecodeError):
+            entry["what"] = None  # the log file is gone: the counts above are all that is known
+        changes.append(entry)
+    return {"imports": imports, "changes": changes}
+
+
+def export(name: str, out: str | Path, *, format: str, split: str | None = None,
+           exclude_tags: Sequence[str] = (), include_augmented: bool = True, media: str = "copy",
+           overwrite: bool = False, progress: bool = False) -> ExportResult:
+    """Write dataset ``name`` to ``out`` in ``format``, with ``manifest.json``."""
+    if format not in EXPORT_FORMATS:
+        raise InputError(f"unknown --format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    out = Path(out)
+    check_out_dir(out, overwrite)
+    labels = store.read(name)
+    tags = store.sample_values(name, ["tags", AUGMENT_FIELD])
+    by_id = {sid: (set(t or []), aug) for sid, t, aug in zip(tags["id"], tags["tags"], tags[AUGMENT_FIELD])}
+    excluded = {"split": 0, "tag": 0, "augmented": 0}
+    keep = []
+    for rec in labels.records:
+        rtags, _ = by_id.get(rec.sample_id, (set(), None))
+        if split is not None and rec.split != split:
+            excluded["split"] += 1
+        elif rtags & set(exclude_tags):
+            excluded["tag"] += 1
+        elif not include_augmented and AUGMENTED_TAG in rtags:
+            excluded["augmented"] += 1
+        else:
+            keep.append(rec)
+    if split is not None and not keep:
+        known = sorted({r.split or "-" for r in labels.records})
+        raise InputError(f"no image of {name!r} is in split {split!r} (splits: {', '.join(known)})")
+    subset = LabelSet(classes=labels.classes, records=keep)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        done = write_export(subset, tmp, format, media=media)
+        entries = []
+        for ex in track(done, description="hashing exported images", total=len(done), enabled=progress):
+            rec = ex.record
+            aug = by_id.get(rec.sample_id, (set(), None))[1]
+            entries.append(mf.ImageEntry(
+                file=ex.image, sha256=mf.sha256_file(tmp / ex.image), split=rec.split, width=rec.width,
+                height=rec.height, boxes=mf.box_rows(rec.gt.xyxy, rec.gt.class_id, labels.classes),
+                label_file=ex.label, augmented=aug or None))
+        exported = {ex.record.sample_id: ex.image for ex in done}
+        doc = mf.build(entries, classes=labels.classes, format=format, lineage=_lineage(name, exported),
+                       version=__version__)
+        doc["dataset"] = name
+        if format == "voc":
+            doc["voc_origin"] = 0
+        (tmp / mf.MANIFEST_NAME).write_bytes(mf.dumps(doc))
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out=out, format=format, images=len(keep), boxes=subset.num_boxes,
+                        manifest_path=out / mf.MANIFEST_NAME, excluded={k: v for k, v in excluded.items() if v})
+
+
+def diff(a: str | Path, b: str | Path) -> mf.Diff:
+    """The diff of two manifests (files or export folders)."""
+    return mf.diff(mf.read(a), mf.read(b))

@@ -1,0 +1,101 @@
+"""The gate stage: gather what the quality gate needs, from the store or straight from a folder.
+
+* A dataset in the store: its labels, the model-free checks computed now (boxes and pixels), and
+  the last score run (issue types and scores per sample, review decisions from the tags).
+* A folder (or file) in any importable format: read with the same parsers as ``cvcurate import``
+  (rejected images count as unreadable), model-free checks computed now. Nothing is written to the
+  store: the import a gate would do is only read, never stored, so a CI job leaves no dataset
+  behind. The score-run checks then warn that no score run exists.
+
+The checks and reports are pure (:mod:`cvcurate.gate`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import formats, gate as g, store
+from ..errors import InputError
+from ..scoring import score
+from ..scoring.images import image_features
+from .score import load_score_config
+
+CONFIRMED, REJECTED = "error:confirmed", "error:rejected"
+_ISSUE = re.compile(r"^(?P<type>[a-z_]+) \((?P<score>[0-9.]+)\)")
+
+
+def _fresh_issues(labels: Any, progress: bool) -> tuple[list, int]:
+    cfg = load_score_config()
+    feats = image_features([r.filepath for r in labels.records], cfg.images, progress=progress)
+    result = score(labels, features=feats, cfg=cfg)
+    unreadable = sum(1 for i in result.issues if i.type == "unreadable")
+    return [i for i in result.issues if i.type != "unreadable"], unreadable
+
+
+def _scored_from_store(name: str, labels: Any) -> tuple[list[list[g.ScoredIssue]] | None, str]:
+    runs = store.get_runs(name)
+    if "score" not in runs:
+        return None, ""
+    run = runs["score"]
+    vals = store.sample_values(name, ["tags", "cvc_issues", "cvc_fixes.detections.tags"])
+    by_id = {sid: (set(t or []), iss or [], ft or [])
+             for sid, t, iss, ft in zip(vals["id"], vals["tags"], vals["cvc_issues"], vals["cvc_fixes.detections.tags"])}
+    out = []
+    for rec in labels.records:
+        tags, issues, fix_tags = by_id.get(rec.sample_id, (set(), [], []))
+        # a decision on the sample or on any of its fix boxes counts for the sample's issues
+        decided = bool(tags & {CONFIRMED, REJECTED}) or any(set(t or []) & {CONFIRMED, REJECTED} for t in fix_tags)
+        per = []
+        for text in issues:
+            m = _ISSUE.match(text)
+            if m:
+                per.append(g.ScoredIssue(m["type"], float(m["score"]), decided))
+        out.append(per)
+    how = (f"score run of {run.get('at')}, predictions {run.get('pred_field') or 'none (model-free)'}, "
+           f"pixels {'yes' if run.get('pixels') else 'no'}")
+    return out, how
+
+
+def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
+    """The gate's input for a dataset name or a folder path (a name in the store wins)."""
+    text = str(target)
+    if store.exists(text):
+        labels = store.read(text)
+        issues, unreadable = _fresh_issues(labels, progress)
+        scored, how = _scored_from_store(text, labels)
+        return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, scored=scored,
+                           score_method=how, source=f"dataset {text}")
+    path = Path(target)
+    if not path.exists():
+        raise InputError(f"{text} is neither a dataset in the store nor a path "
+                         f"(datasets: {', '.join(store.list_datasets()) or 'none'})")
+    try:
+        labels, report = formats.load(path)
+    except InputError as exc:
+        raise InputError(f"{path} is not a dataset cvcurate can read: {exc}") from None
+    issues, unreadable = _fresh_issues(labels, progress)
+    return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, rejected=report.rejected,
+                       scored=None, source=f"{report.format} folder {path.name}")
+
+
+def run_gate(target: str | Path, *, config: str | Path | None = None, progress: bool = False) -> g.GateResult:
+    cfg = g.load_gate_config(config)  # validated before any work
+    return g.run_checks(gather(target, progress=progress), cfg)
+
+
+def write_reports(result: g.GateResult, *, json_path: Path | None = None, markdown: Path | None = None,
+                  junit: Path | None = None, extra_markdown: tuple[str, ...] = ()) -> list[Path]:
+    written = []
+    for path, text in ((json_path, g.to_json(result)), (markdown, g.to_markdown(result, extra_markdown)),
+                       (junit, g.to_junit(result))):
+        if path is None:
+            continue
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        written.append(path)
+    return written

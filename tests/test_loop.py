@@ -1,0 +1,178 @@
+"""Closing the loop: export -> import is lossless per format, manifests are deterministic, diff
+finds confirmed fixes, the gate's exit codes and reports, and bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cvcurate import formats, store
+from cvcurate.cli import app
+from cvcurate.stages import review
+from cvcurate.stages.export import export
+from tests import makedata as md
+from tests.test_review import scored_dataset, tag_fixes
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def stored_labels(tmp_path, name, n=9):
+    """A dataset with fractional boxes, three splits, an empty image, two images of one name."""
+    labels = md.make_labels(tmp_path / "src" / "a", n=n, width=64, height=48)
+    twin = md.make_labels(tmp_path / "src" / "b", n=1, width=64, height=48)  # img_000.jpg again
+    labels.records += twin.records
+    for k, r in enumerate(labels.records):
+        r.split = ("train", "val", "test")[k % 3]
+        if len(r.gt):
+            r.gt = type(r.gt)(r.gt.xyxy + 0.371, r.gt.class_id)
+    store.write(labels, name)
+    return store.read(name)
+
+
+def boxes_by_file(labels):
+    out = {}
+    for r in labels.records:
+        out[(r.split, r.filepath.rsplit("/", 1)[1])] = (r.gt.xyxy, [labels.classes[c] for c in r.gt.class_id])
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])
+def test_export_import_round_trip_is_lossless(tmp_path, dataset_name, fmt):
+    before = stored_labels(tmp_path, dataset_name)
+    res = export(dataset_name, tmp_path / "out", format=fmt)
+    assert res.images == len(before.records) and res.boxes == before.num_boxes
+    back, report = formats.load(tmp_path / "out")
+    assert report.format == fmt and report.rejected == 0
+    assert set(back.classes) == set(before.classes)
+    assert len(back.records) == len(before.records)
+    # the twin image got another name; match by pixels' place in the manifest instead of names
+    doc = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    exported = {d["file"].rsplit("/", 1)[1]: d for d in doc["images"]}
+    for r in back.records:
+        d = exported[r.filepath.rsplit("/", 1)[1]]
+        assert r.split == d["split"]
+        want = np.array([row[1:] for row in d["boxes"]], float).reshape(-1, 4)
+        assert np.allclose(r.gt.xyxy, want, atol=1e-6, rtol=0)
+        assert [back.classes[c] for c in r.gt.class_id] == [row[0] for row in d["boxes"]]
+    # and the manifest holds exactly the stored boxes
+    src = sorted((r.split, tuple(np.round(r.gt.xyxy, 6).ravel()), tuple(before.classes[c] for c in r.gt.class_id))
+                 for r in before.records)
+    got = sorted((r.split, tuple(np.round(r.gt.xyxy, 6).ravel()), tuple(back.classes[c] for c in r.gt.class_id))
+                 for r in back.records)
+    assert src == got
+
+
+def test_manifest_is_byte_identical_relative_and_hashes_images(tmp_path, dataset_name):
+    stored_labels(tmp_path, dataset_name)
+    export(dataset_name, tmp_path / "e1", format="yolo")
+    export(dataset_name, tmp_path / "e2", format="yolo")
+    m1, m2 = (tmp_path / "e1" / "manifest.json").read_bytes(), (tmp_path / "e2" / "manifest.json").read_bytes()
+    assert m1 == m2
+    text = m1.decode()
+    assert str(tmp_path) not in text and '"/' not in text  # no absolute path inside
+    doc = json.loads(text)
+    assert doc["schema_version"] == 1 and doc["cvcurate_version"]
+    assert doc["lineage"]["imports"] == [] or all("/" not in i["source"] for i in doc["lineage"]["imports"])
+    import hashlib
+
+    first = doc["images"][0]
+    assert hashlib.sha256((tmp_path / "e1" / first["file"]).read_bytes()).hexdigest() == first["sha256"]
+    assert set(doc["counts"]["per_split"]) == {"train", "val", "test"}
+
+
+def test_confirmed_relabel_and_removal_show_up_in_diff(tmp_path, dataset_name):
+    scored_dataset(tmp_path, dataset_name)
+    run("export", dataset_name, "--format", "coco", "--out", tmp_path / "v1")
+    assert tag_fixes(dataset_name, "relabel", review.CONFIRMED) >= 1
+    assert tag_fixes(dataset_name, "remove", review.CONFIRMED) >= 1
+    cs = review.apply(dataset_name, log_dir=tmp_path / "log")
+    actions = [f["cvc_action"] for c in cs.changes for f in c["fixes"]]
+    r = run("export", dataset_name, "--format", "coco", "--out", tmp_path / "v2")
+    assert r.exit_code == 0, r.output
+    r = run("diff", tmp_path / "v1", tmp_path / "v2", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    kinds = sorted(c["change"] for c in d["boxes"])
+    assert kinds.count("relabelled") == actions.count("relabel")
+    assert kinds.count("removed") == actions.count("remove")
+    assert len(kinds) == len(actions) and d["images"]["added"] == [] and d["images"]["removed"] == []
+    assert len(d["images"]["changed"]) == len(cs.changes)
+    # lineage names the change set, who applied it and what it did
+    doc = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    (entry,) = doc["lineage"]["changes"]
+    assert entry["change_id"] == cs.change_id and entry["by"] and len(entry["what"]) == len(actions)
+    r = run("diff", tmp_path / "v1", tmp_path / "v2")
+    assert "relabelled" in r.output and "boxes per class" in r.output
+
+
+def test_gate_passes_clean_and_fails_broken_with_reports(tmp_path, dataset_name):
+    labels = md.make_labels(tmp_path / "ok", n=30, width=64, height=48)
+    for k, r in enumerate(labels.records):
+        r.gt = type(r.gt)([[4 + k % 5, 5, 30, 30]], [k % 3])
+    store.write(labels, dataset_name)
+    cfg = tmp_path / "gate.yaml"
+    cfg.write_text("images_per_class_below: {warn: null, fail: 5}\ninstances_per_class_below: {warn: null, fail: 5}\n")
+    r = run("gate", dataset_name, "--config", cfg, "--junit", tmp_path / "g.xml", "--json", tmp_path / "g.json",
+            "--markdown", tmp_path / "g.md")
+    assert r.exit_code == 0, r.output
+    cases = ET.parse(tmp_path / "g.xml").getroot().findall("./testsuite/testcase")
+    assert len(cases) == 10 and not any(c.find("failure") is not None for c in cases)
+    assert json.loads((tmp_path / "g.json").read_text())["passed"] is True
+    assert (tmp_path / "g.md").read_text().startswith("## cvcurate gate:")
+
+    broken = store.read(dataset_name)
+    r0 = broken.records[0]
+    r0.gt = type(r0.gt)([[10, 10, 10, 30]], [0])  # a zero-width box
+    store.write(broken, dataset_name)
+    r = run("gate", dataset_name, "--config", cfg, "--junit", tmp_path / "g.xml")
+    assert r.exit_code == 1, r.output
+    failed = [c.get("name") for c in ET.parse(tmp_path / "g.xml").getroot().iter("testcase")
+              if c.find("failure") is not None]
+    assert failed == ["invalid_boxes"] and "gate FAIL" in r.output
+
+
+def test_gate_on_a_folder_reads_it_without_storing(tmp_path):
+    md.write_voc(tmp_path / "d", n=6)
+    before = store.list_datasets()
+    r = run("gate", tmp_path / "d")
+    assert r.exit_code in (0, 1) and "no score run" in r.output, r.output
+    assert store.list_datasets() == before
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_half_written(tmp_path, dataset_name):
+    stored_labels(tmp_path, dataset_name, n=3)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "b.txt").write_text("hello")
+    (tmp_path / "bad.yaml").write_text("leakage_above: {fail: 0}\n")
+    (tmp_path / "type.yaml").write_text("leakage_images_above: {fail: lots}\n")
+    (tmp_path / "notdata").mkdir()
+    (tmp_path / "notdata" / "readme.md").write_text("hi")
+    for args, expected in [
+        (["export", dataset_name, "--format", "yolo", "--out", tmp_path / "full"], "not empty"),
+        (["export", dataset_name, "--format", "pascal", "--out", tmp_path / "x"], "unknown --format"),
+        (["diff", tmp_path / "a.json", tmp_path / "b.txt"], "not a cvcurate manifest"),
+        (["gate", dataset_name, "--config", tmp_path / "bad.yaml"], "did you mean 'leakage_images_above'"),
+        (["gate", dataset_name, "--config", tmp_path / "type.yaml"], "expected a number"),
+        (["gate", tmp_path / "notdata"], "not a dataset cvcurate can read"),
+        (["gate", "no_such_thing_here"], "neither a dataset in the store nor a path"),
+    ]:
+        r = run(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert expected in r.output and "Traceback" not in r.output, (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1, r.output
+    assert (tmp_path / "full" / "keep.txt").read_text() == "x" and len(list((tmp_path / "full").iterdir())) == 1
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.tmp-*"))
+    # --overwrite replaces the folder only once the new export is complete
+    r = run("export", dataset_name, "--format", "yolo", "--out", tmp_path / "full", "--overwrite")
+    assert r.exit_code == 0 and (tmp_path / "full" / "manifest.json").is_file()
+    assert not (tmp_path / "full" / "keep.txt").exists()
