@@ -33,16 +33,12 @@ $(STAMP): pyproject.toml $(LOCK)
 test: setup
 	$(VENV)/bin/pytest -q
 
-# the main job on the embedded default: synthetic steel images (seed 7, not the seed the shipped
-# detector was trained on), known label errors injected, predictions by the shipped detector,
-# then the score stage, measured against the truth of what was injected
+# the whole loop on the embedded synthetic steel data (cvcurate demo): synth, corrupt, predict with
+# the shipped detector, score, gate, confirm the fixes the truth agrees with, apply, gate, export,
+# diff. DEMO_FLAGS= (empty) opens the FiftyOne App at the end; the default skips it.
+DEMO_FLAGS ?= --no-app
 demo: setup
-	$(VENV)/bin/cvcurate synth $(DEMO_DIR)/data --images 300 --seed 7 --overwrite
-	$(VENV)/bin/cvcurate import $(DEMO_DIR)/data --name demo --overwrite --report $(DEMO_DIR)/import_report.json
-	$(VENV)/bin/cvcurate corrupt demo --rate 0.1 --seed 0 --out demo_noisy --truth $(DEMO_DIR)/truth.json --overwrite
-	$(VENV)/bin/cvcurate predict demo_noisy --model default
-	$(VENV)/bin/cvcurate score demo_noisy --out $(DEMO_DIR)/scores --truth $(DEMO_DIR)/truth.json
-	@echo "next: .venv/bin/cvcurate review demo_noisy --queue swap   (opens the FiftyOne App)"
+	$(VENV)/bin/cvcurate demo --out $(DEMO_DIR) $(DEMO_FLAGS)
 
 bench: setup
 	$(PY) scripts/bench/bench_import.py

@@ -176,3 +176,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_half_written(tmp_path, dataset
     r = run("export", dataset_name, "--format", "yolo", "--out", tmp_path / "full", "--overwrite")
     assert r.exit_code == 0 and (tmp_path / "full" / "manifest.json").is_file()
     assert not (tmp_path / "full" / "keep.txt").exists()
+
+
+def test_demo_runs_the_whole_loop(tmp_path):
+    r = run("demo", "--no-app", "--out", tmp_path / "demo", "--images", 40)
+    assert r.exit_code == 0, r.output
+    for step in ("synth:", "corrupt:", "predict:", "score:", "review:", "apply:", "augment:", "gate", "diff v1 -> v2"):
+        assert step in r.output, (step, r.output)
+    assert "stands in for a reviewer" in r.output
+    for f in ("gate-before.md", "gate-after.md", "gate-after.json", "export-v1/manifest.json",
+              "export-v2/manifest.json", "truth.json"):
+        assert (tmp_path / "demo" / f).is_file(), f
+    after = json.loads((tmp_path / "demo" / "gate-after.json").read_text())
+    assert after["schema_version"] == 1 and len(after["checks"]) == 10
+    for n in ("demo", "demo_noisy"):
+        if store.exists(n):
+            store.delete(n)

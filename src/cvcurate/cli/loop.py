@@ -134,3 +134,38 @@ def gate_cmd(
     console.print(f"gate [{style[result.status]}]{result.status.upper()}[/] for {esc(result.source)}")
     if not result.passed:
         raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Folder for the data, exports and reports."),
+    images: int = typer.Option(300, "--images", min=20, help="Synthetic images to make."),
+    app_: bool = typer.Option(True, "--app/--no-app", help="Open the FiftyOne App on the result at the end."),
+    port: int = typer.Option(5151, "--port", help="Port of the App."),
+) -> None:
+    """The whole loop on embedded synthetic steel data, nothing downloaded (about a minute).
+
+    synth -> import -> corrupt (known errors) -> predict (shipped detector) -> score -> gate
+    (noisy) -> confirm the fixes the truth file agrees with (standing in for a reviewer) ->
+    apply -> score -> gate (after) -> export v1/v2 -> diff; then the App on the swap queue.
+
+    Example: cvcurate demo --no-app --out out/demo
+    """
+    from ..stages.demo import run_demo
+
+    res = run_demo(out, images=images, log=say, progress=True)
+    say(f"done in {res.seconds:.0f} s: gate {res.gate_before} -> {res.gate_after}; reports in {res.out} "
+        f"(gate-before.md, gate-after.md, export-v1/, export-v2/)")
+    if not app_:
+        say(f"next: cvcurate review {res.dataset} --queue swap")
+        return
+    from ..stages import review
+
+    session = review.open_app(res.dataset, "all", port=port, address="127.0.0.1", remote=True)
+    say(f"App on http://localhost:{port}/ (queue all of {res.dataset}); Ctrl-C to stop")
+    try:
+        session.wait(-1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()

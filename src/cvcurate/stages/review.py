@@ -283,3 +283,23 @@ def open_app(name: str, queue: str, *, port: int, address: str, remote: bool) ->
     if view not in store.list_saved_views(name):
         raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
     return store.launch_app(name, view, port=port, address=address, remote=remote)
+
+
+def confirm_fixes(name: str, fix_ids: list[str], tag: str = CONFIRMED) -> int:
+    """Tag the proposed fixes with these ids (as a reviewer does in the App); return how many."""
+    wanted = set(fix_ids)
+    fixes = store.get_detections(name, FIX_FIELD)
+    changed = {}
+    n = 0
+    for sid, dets in fixes.items():
+        hit = False
+        for d in dets:
+            if d.get("id") in wanted:
+                d["tags"] = sorted((set(d.get("tags") or []) - {CONFIRMED, REJECTED}) | {tag})
+                hit = True
+                n += 1
+        if hit:
+            changed[sid] = dets
+    if changed:
+        store.set_detections(name, FIX_FIELD, changed)
+    return n
