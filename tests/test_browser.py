@@ -4,12 +4,13 @@ queue's first sample is the expected one. Skipped when chromium, chromedriver or
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.chrome import headless_chrome
 
 from cvcurate import corrupt, store
 from cvcurate.stages.score import run_score
@@ -17,8 +18,6 @@ from tests import makedata as md
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 
 
 def free_port() -> int:
@@ -28,18 +27,7 @@ def free_port() -> int:
 
 
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("chromium and chromedriver are not installed")
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-dev-shm-usage", "--window-size=1400,900"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+    return headless_chrome()
 
 
 def open_first_sample(driver, url: str, timeout: float = 90) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from xml.etree import ElementTree as ET
 
-import numpy as np
 import pytest
 
 from cvcurate import gate

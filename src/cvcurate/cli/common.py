@@ -61,3 +61,15 @@ def print_report(report: ImportReport) -> None:
         n = kinds.get(kind, 1)
         more = f" (and {n - 1} more like it)" if n > 1 else ""
         console.print(f"  [yellow]warning[/] {esc(path)}: {esc(msg)}{more}")
+
+
+def serve_app(session: Any, url: str, what: str) -> None:
+    """Print where the App is, keep it open until Ctrl-C, then close it."""
+    say(f"App on {what}: {url}; Ctrl-C to stop")
+    try:
+        session.wait(-1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+        say("App closed")

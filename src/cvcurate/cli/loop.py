@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import console, esc, say
+from .common import console, esc, say, serve_app
 
 
 @app.command("export")
@@ -162,10 +162,4 @@ def demo_cmd(
     from ..stages import review
 
     session = review.open_app(res.dataset, "all", port=port, address="127.0.0.1", remote=True)
-    say(f"App on http://localhost:{port}/ (queue all of {res.dataset}); Ctrl-C to stop")
-    try:
-        session.wait(-1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        session.close()
+    serve_app(session, f"http://localhost:{port}/", f"queue all of {res.dataset}")

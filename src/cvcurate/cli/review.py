@@ -11,7 +11,7 @@ from ..errors import InputError, shell_arg
 from ..stages import review as review_lib
 from ..scoring import QUEUES
 from . import app
-from .common import say
+from .common import say, serve_app
 
 QUEUE_CHOICES = ["all", *QUEUES]
 
@@ -50,16 +50,8 @@ def review_cmd(
             say(f"{p.queue:<14}{p.samples:>8}{p.reviewed:>10}{p.confirmed:>11}{p.rejected:>10}")
         return
     session = review_lib.open_app(name, queue, port=port, address=address, remote=remote)
-    view = f"cvc-{queue}"
     host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
-    say(f"App on queue {queue!r} of {name}: http://{host}:{port}/ (view {view}); Ctrl-C to stop")
-    try:
-        session.wait(-1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        session.close()
-        say("App closed")
+    serve_app(session, f"http://{host}:{port}/", f"queue {queue!r} of {name} (view cvc-{queue})")
 
 
 @app.command("apply")

@@ -25,7 +25,7 @@ from .meta import forget_change, get_changes, get_history, get_runs, record_chan
 from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, write_run
 
 __all__ = [
-    "GT_FIELD", "INFO_KEY", "PRED_FIELD", "RunBox", "RunRow", "RunSpec", "ViewSpec", "WriteResult", "delete",
+    "GT_FIELD", "INFO_KEY", "PRED_FIELD", "_TMP_PREFIX", "_fo", "shielded", "RunBox", "RunRow", "RunSpec", "ViewSpec", "WriteResult", "delete",
     "delete_run", "exists", "field_names", "forget_change", "get_changes", "get_classes", "get_detections",
     "get_history", "get_runs", "launch_app", "list_datasets", "list_saved_views", "load", "private_database",
     "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",
