@@ -1,0 +1,480 @@
+"""The report: build it from plain data (:func:`build_report`), write it as HTML, Markdown and JSON
+(:func:`write_report`); :func:`make_report` does both.
+
+Files in the out dir: ``report.html``, ``report.md``, ``report.json``, the plots (PNG) under
+``plots/`` and the thumbnails (JPEG) under ``thumbs/`` (both replaced on each run). The HTML page
+embeds every image as a data URI,
+so it is one self-contained file (it still opens when mailed or moved); the Markdown references
+the image files by relative path, the JSON names them. Nothing refers to the network: no script, no
+font, no stylesheet from elsewhere.
+
+A section that cannot be made (never scored: no slices and no top issues; no evaluation: no
+detector plots) is left out, and the report says which and why, at the top and in ``left_out``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..types import Issue, LabelSet
+from . import plots
+from .slices import (SLICE_COLUMNS, SLICE_KINDS, SliceResult, class_balance, class_balance_markdown,
+                     compute_slices, slice_row, slice_table_markdown)
+from .thumbs import thumbnail
+
+KIND_TITLES = {"class": "class", "box_size": "box size", "brightness": "image brightness", "split": "split",
+               "source": "import source"}
+
+
+def default_queue_of() -> dict[str, str]:
+    from ..scoring import QUEUES
+
+    return {t: q for q, types in QUEUES.items() for t in types}
+
+
+@dataclass
+class ReportInput:
+    """Everything the report reads; the stage gathers it from the store.
+
+    ``issues``: the last score run's issues (None: never scored). ``brightness``: per image mean
+    grey level 0-255 (NaN where unreadable; None: not measured). ``sources``: per image import
+    source name (None: not recorded). ``evaluation``: ``EvalResult.to_dict()`` (see
+    :mod:`cvcurate.detector.evaluate`), optionally with ``"pr_curves"`` as returned by
+    :func:`cvcurate.analysis.curves.pr_curves`; None: no evaluation. ``why_no_*``: the line the
+    report prints where it leaves the section out (the stage knows best: no predictions field,
+    never evaluated, ...). ``subtitle``: what the report was made from (dataset, predictions field).
+    """
+
+    labels: LabelSet
+    issues: list[Issue] | None = None
+    brightness: np.ndarray | None = None
+    sources: Sequence[str | None] | None = None
+    evaluation: Mapping[str, Any] | None = None
+    queue_of: dict[str, str] = field(default_factory=default_queue_of)
+    title: str = "cvcurate report"
+    subtitle: str = ""
+    why_no_issues: str = "the dataset was never scored (run 'cvcurate score NAME')"
+    why_no_evaluation: str = "no evaluation of predictions was given (run 'cvcurate predict' and 'cvcurate evaluate')"
+
+
+@dataclass
+class Figure:
+    name: str  # file stem
+    section: str
+    title: str
+    png: bytes
+    caption: str = ""
+
+    @property
+    def file(self) -> str:
+        return f"plots/{self.name}.png"
+
+
+@dataclass
+class Thumb:
+    queue: str
+    rank: int
+    issue: Issue
+    image: bytes  # JPEG
+    drawn: str
+    file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        i = self.issue
+        return {"queue": self.queue, "rank": self.rank, "type": i.type, "score": round(float(i.score), 6),
+                "filepath": i.filepath, "box": i.box, "sample_id": i.sample_id, "reason": i.reason,
+                "drawn": self.drawn, "thumbnail": self.file}
+
+
+@dataclass
+class Report:
+    title: str
+    subtitle: str
+    summary: dict[str, Any]
+    slices: SliceResult | None
+    balance: dict[str, Any]
+    evaluation: dict[str, Any] | None
+    figures: list[Figure]
+    queues: dict[str, int]  # queue -> issues in it (all of them, not only the thumbnails)
+    thumbs: list[Thumb]
+    left_out: list[tuple[str, str]]  # (section, why)
+    top_slices: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": 1, "title": self.title, "subtitle": self.subtitle, "summary": self.summary,
+                "left_out": [{"section": s, "why": w} for s, w in self.left_out],
+                "slices": self.slices.to_dict() if self.slices else None,
+                "top_slices": [s.to_dict() for s in self.slices.ranked()[:self.top_slices]] if self.slices else None,
+                "class_balance": self.balance, "evaluation": self.evaluation,
+                "figures": [{"name": f.name, "section": f.section, "title": f.title, "file": f.file,
+                             "caption": f.caption} for f in self.figures],
+                "queues": self.queues, "top_issues": [t.to_dict() for t in self.thumbs]}
+
+
+# ---------------------------------------------------------------------------------------------
+# building
+# ---------------------------------------------------------------------------------------------
+def _queue_order(queue_of: Mapping[str, str]) -> list[str]:
+    return list(dict.fromkeys(queue_of.values()))
+
+
+def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
+                 augment_plan: Mapping[str, Any] | None = None) -> Report:
+    """Compute every section that the input allows; images are read only for the top ``top_n``
+    issues of each queue."""
+    labels = inp.labels
+    left: list[tuple[str, str]] = []
+    n_boxes = labels.num_boxes
+    summary: dict[str, Any] = {
+        "images": len(labels), "boxes": n_boxes, "classes": len(labels.classes),
+        "images_without_boxes": sum(1 for r in labels.records if len(r.gt) == 0),
+        "splits": dict(sorted({s: sum(1 for r in labels.records if (r.split or "(no split)") == s)
+                               for s in {r.split or "(no split)" for r in labels.records}}.items())),
+        "issues": None if inp.issues is None else len(inp.issues)}
+
+    slices = None
+    queues: dict[str, int] = {}
+    thumbs: list[Thumb] = []
+    if inp.issues is None:
+        left.append(("label issues per slice", inp.why_no_issues))
+        left.append(("top issues of each queue", inp.why_no_issues))
+    else:
+        slices = compute_slices(labels, inp.issues, brightness=inp.brightness, sources=inp.sources,
+                                queue_of=inp.queue_of)
+        for kind, why in slices.left_out.items():
+            left.append((f"slices by {KIND_TITLES.get(kind, kind)}", why))
+        summary["label_issues_counted"] = slices.overall.issues
+        summary["issues_per_100_boxes"] = (None if slices.overall.issues_per_100_boxes is None
+                                           else round(slices.overall.issues_per_100_boxes, 3))
+        summary["images_with_label_issues"] = slices.overall.images_with_issues
+        index = {r.filepath: r for r in labels.records}
+        by_queue: dict[str, list[Issue]] = {}
+        for iss in inp.issues:
+            by_queue.setdefault(inp.queue_of.get(iss.type, "other"), []).append(iss)
+        order = _queue_order(inp.queue_of) + (["other"] if "other" in by_queue else [])
+        for q in order:
+            # an issue whose image is not in the labels (a stale score run) gets no thumbnail
+            items = sorted((i for i in by_queue.get(q, []) if i.filepath in index), key=lambda i: -i.score)
+            queues[q] = len(items)
+            for rank, iss in enumerate(items[:top_n], start=1):
+                png, drawn = thumbnail(index[iss.filepath], iss, labels.classes)
+                thumbs.append(Thumb(q, rank, iss, png, drawn, f"thumbs/{q}_{rank:02d}.jpg"))
+        if not inp.issues:
+            left.append(("top issues of each queue", "the score run found no issues"))
+
+    figures: list[Figure] = []
+    for name, title, fn, why in (
+            ("counts", "Instances and images per class and split", plots.counts_per_class_split,
+             "the dataset has no classes"),
+            ("boxes_per_image", "Boxes per image", plots.boxes_per_image, "the dataset has no images"),
+            ("box_shape", "Box size and aspect ratio per class", plots.box_shape_per_class,
+             "the dataset has no box of positive area")):
+        png = fn(labels)
+        if png is None:
+            left.append((title.lower(), why))
+        else:
+            figures.append(Figure(name, "dataset", title, png))
+
+    evaluation = None
+    if inp.evaluation is None:
+        left.append(("detector quality per class, confusion matrix, precision/recall curves", inp.why_no_evaluation))
+    else:
+        ev = inp.evaluation
+        evaluation = {k: ev.get(k) for k in ("map50", "map50_95", "ap50", "ap50_95", "gt_count", "pred_count",
+                                             "images", "conf_thresh", "iou_thresh", "confusion",
+                                             "confusion_labels") if k in ev}
+        for name, title, fn, arg, why in (
+                ("ap_per_class", "Average precision per class", plots.ap_per_class, ev,
+                 "the evaluation has no class with ground truth"),
+                ("confusion", "Confusion matrix", plots.confusion, ev, "the evaluation has no confusion matrix"),
+                ("pr_curves", f"Precision/recall curves per class (IoU {ev.get('iou_thresh', 0.5)})",
+                 plots.pr_curves_plot, ev.get("pr_curves") or {},
+                 "the evaluation has no precision/recall curves")):
+            png = fn(arg)
+            if png is None:
+                left.append((title.lower(), why))
+            else:
+                figures.append(Figure(name, "detector", title, png))
+        if ev.get("pr_curves"):
+            evaluation["pr_ap50"] = {c: v.get("ap") for c, v in ev["pr_curves"].items()}
+
+    balance = class_balance(labels, augment_plan)
+    return Report(inp.title, inp.subtitle, summary, slices, balance, evaluation, figures, queues, thumbs, left,
+                  top_slices)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _summary_lines(r: Report) -> list[str]:
+    s = r.summary
+    out = [f"{s['images']} images, {s['boxes']} boxes, {s['classes']} classes; "
+           f"{s['images_without_boxes']} images without boxes; splits: "
+           + ", ".join(f"{k} {v}" for k, v in s["splits"].items())]
+    if s.get("issues") is not None:
+        o = r.slices.overall if r.slices else None
+        line = f"{s['issues']} issues in the last score run"
+        if o is not None:
+            per = "-" if o.issues_per_100_boxes is None else f"{o.issues_per_100_boxes:.1f}"
+            line += (f"; {o.issues} of them label issues ({per} per 100 boxes), on "
+                     f"{o.images_with_issues} of {o.images} images")
+        out.append(line)
+    return out
+
+
+def to_markdown(r: Report) -> str:
+    L = [f"# {r.title}", ""]
+    if r.subtitle:
+        L += [r.subtitle, ""]
+    L += [f"- {x}" for x in _summary_lines(r)] + [""]
+    if r.left_out:
+        L += ["Left out:", ""] + [f"- **{s}**: {w}" for s, w in r.left_out] + [""]
+    if r.slices:
+        L += ["## Label issues per slice", "", slice_table_markdown(r.slices, r.top_slices)]
+        for kind in SLICE_KINDS:
+            if kind not in r.slices.kinds:
+                continue
+            L += [f"### By {KIND_TITLES[kind]}", "", "| " + " | ".join(SLICE_COLUMNS) + " |",
+                  "|" + "---|" * len(SLICE_COLUMNS)]
+            L += ["| " + " | ".join(_md(c) for c in slice_row(s)) + " |" for s in r.slices.kinds[kind]] + [""]
+    if r.queues:
+        L += ["## Top issues of each queue", ""]
+        for q, n in r.queues.items():
+            items = [t for t in r.thumbs if t.queue == q]
+            L += [f"### {q} ({n} issue{'' if n == 1 else 's'})", ""]
+            if not items:
+                L += ["No issues in this queue.", ""]
+            for t in items:
+                L += [f"![{q} {t.rank}]({t.file})", "",
+                      f"{t.rank}. **{t.issue.type}** (score {t.issue.score:.2f}) `{Path(t.issue.filepath).name}`: "
+                      f"{_md(t.issue.reason)} ({t.drawn})", ""]
+    L += ["## Dataset", ""]
+    for f in r.figures:
+        if f.section == "dataset":
+            L += [f"### {f.title}", "", f"![{f.title}]({f.file})", ""]
+    b = r.balance
+    L += ["## Class balance plan", "",
+          f"Against the YOLO rule of thumb of {b['rule_images']:,} images and {b['rule_instances']:,} instances "
+          f"per class; largest class: {b['largest_class']} ({b['largest_instances']} instances, "
+          f"{b['largest_images']} images at most in one class).", "",
+          class_balance_markdown(b), f"Augment: {b['augment']}.", ""]
+    if r.evaluation is not None:
+        e = r.evaluation
+        L += ["## Detector quality", ""]
+        if e.get("map50") is not None:
+            L += [f"mAP@0.5 {e['map50']:.3f}, mAP@0.5:0.95 {e.get('map50_95', 0):.3f} on {e.get('images')} images.", ""]
+        for f in r.figures:
+            if f.section == "detector":
+                L += [f"### {f.title}", "", f"![{f.title}]({f.file})", ""]
+    return "\n".join(L).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------------
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d2430;
+background:#f4f5f7;font-size:14px;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:24px;margin:8px 0 2px}h2{font-size:19px;margin:28px 0 8px;border-bottom:2px solid #d5d9e0;
+padding-bottom:4px}h3{font-size:15px;margin:18px 0 6px}
+.sub{color:#5b6472;margin:0 0 10px}
+nav a{margin-right:14px;color:#2f5f9e;text-decoration:none}
+.card{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:10px 14px;margin:8px 0}
+.left{background:#fff8e6;border-color:#f0d9a0}
+table{border-collapse:collapse;background:#fff;width:100%;font-size:13px}
+th,td{border:1px solid #dde1e7;padding:4px 7px;text-align:left;vertical-align:middle}
+th{background:#eef1f5;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.bar{position:relative;height:10px;width:140px;background:#eceff3;border-radius:3px}
+.bar .ci{position:absolute;top:0;height:10px;background:#f2b8c6;border-radius:3px}
+.bar .pt{position:absolute;top:-2px;width:3px;height:14px;background:#c2185b}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:12px}
+figure{margin:0;background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:6px}
+figure img{display:block;max-width:100%;height:auto;margin:0 auto}
+figcaption{font-size:12.5px;color:#333;margin-top:4px;word-wrap:break-word}
+figcaption b{color:#c2185b}.file{color:#5b6472;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11.5px}
+.plot img{max-width:100%}.muted{color:#5b6472}
+details{margin:10px 0}summary{cursor:pointer;color:#2f5f9e;font-weight:600}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _src(png: bytes, file: str, embed: bool) -> str:
+    mime = "image/jpeg" if file.endswith(".jpg") else "image/png"
+    return f"data:{mime};base64," + base64.b64encode(png).decode("ascii") if embed else file
+
+
+def _slice_table_html(slices: Sequence[Any], table_id: str | None = None) -> str:
+    vmax = max([s.box_ci[1] for s in slices if s.boxes] + [s.image_ci[1] for s in slices] + [1e-9])
+    head = "".join(f"<th>{_e(c)}</th>" for c in SLICE_COLUMNS[:7]) + "<th>box share, 95% CI</th>" + \
+        f"<th>{_e(SLICE_COLUMNS[7])}</th><th>{_e(SLICE_COLUMNS[8])}</th>"
+    rows = []
+    for s in slices:
+        cells = slice_row(s)
+        bar = ""
+        if s.boxes:
+            lo, hi = s.box_ci
+            bar = (f'<div class="bar" title="{100 * lo:.1f}% - {100 * hi:.1f}%"><div class="ci" '
+                   f'style="left:{100 * lo / vmax:.1f}%;width:{max(0.5, 100 * (hi - lo) / vmax):.1f}%"></div>'
+                   f'<div class="pt" style="left:{100 * s.box_share / vmax:.1f}%"></div></div>')
+        tds = [f"<td>{_e(cells[0])}</td>", f"<td>{_e(cells[1])}</td>"] + \
+            [f'<td class="n">{_e(c)}</td>' for c in cells[2:7]] + [f"<td>{bar}</td>"] + \
+            [f'<td class="n">{_e(cells[7])}</td>', f"<td>{_e(cells[8])}</td>"]
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    tid = f' id="{table_id}"' if table_id else ""
+    return f"<table{tid}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def to_html(r: Report, *, embed_images: bool = True) -> str:
+    H: list[str] = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+                    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                    f"<title>{_e(r.title)}</title><style>{CSS}</style></head><body><main>",
+                    f"<h1>{_e(r.title)}</h1>"]
+    if r.subtitle:
+        H.append(f'<p class="sub">{_e(r.subtitle)}</p>')
+    nav = [("summary", "Summary")]
+    if r.slices:
+        nav.append(("slices", "Issues per slice"))
+    if r.queues:
+        nav.append(("issues", "Top issues"))
+    nav += [("dataset", "Dataset"), ("balance", "Class balance")]
+    if r.evaluation is not None:
+        nav.append(("detector", "Detector"))
+    H.append("<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav) + "</nav>")
+    H.append('<h2 id="summary">Summary</h2><div class="card"><ul>' +
+             "".join(f"<li>{_e(x)}</li>" for x in _summary_lines(r)) + "</ul></div>")
+    if r.left_out:
+        H.append('<div class="card left" id="left-out"><b>Left out:</b><ul>' +
+                 "".join(f"<li><b>{_e(s)}</b>: {_e(w)}</li>" for s, w in r.left_out) + "</ul></div>")
+    if r.slices:
+        sl = r.slices
+        top = sl.ranked()[:r.top_slices]
+        o = sl.overall
+        H.append('<h2 id="slices">Label issues per slice</h2>')
+        H.append(f'<p class="muted">The {len(top)} worst slices of all kinds, ranked by the lower bound of the '
+                 f'Wilson 95% interval of the share of boxes with an issue (then of the image share), so a '
+                 f'small slice ranks high only when its interval is high too. Overall: {o.issues} label issues '
+                 f'on {o.boxes} boxes, {o.images_with_issues} of {o.images} images. Counted types: '
+                 f'{_e(", ".join(sl.counted_types) or "none")}; pixel and image-duplicate issues '
+                 f'({sl.issues_not_counted}) are not label issues and are not counted.</p>')
+        H.append(_slice_table_html(top, "top-slices"))
+        H.append('<details id="all-slices"><summary>Every slice, by kind ('
+                 + _e(", ".join(f"{KIND_TITLES[k]} {len(sl.kinds[k])}" for k in SLICE_KINDS if k in sl.kinds))
+                 + ")</summary>")
+        for kind in SLICE_KINDS:
+            if kind in sl.kinds:
+                H.append(f"<h3>By {_e(KIND_TITLES[kind])}</h3>" + _slice_table_html(sl.kinds[kind]))
+        H.append("</details>")
+    if r.queues:
+        H.append('<h2 id="issues">Top issues of each queue</h2><p class="muted">Magenta: the suspect box with its '
+                 'number and class; lime: the model\'s box; white: the other given boxes.</p>')
+        for q, n in r.queues.items():
+            items = [t for t in r.thumbs if t.queue == q]
+            H.append(f"<h3>{_e(q)} <span class=\"muted\">({n} issue{'' if n == 1 else 's'}"
+                     f"{', top ' + str(len(items)) + ' shown' if items and n > len(items) else ''})</span></h3>")
+            if not items:
+                H.append('<p class="muted">No issues in this queue.</p>')
+                continue
+            H.append('<div class="grid">')
+            for t in items:
+                i = t.issue
+                H.append(f'<figure><img src="{_src(t.image, t.file, embed_images)}" alt="{_e(q)} {t.rank}">'
+                         f"<figcaption><b>{t.rank}. {_e(i.type)}</b> (score {i.score:.2f}) {_e(i.reason)}<br>"
+                         f'<span class="file" title="{_e(i.filepath)}">{_e(Path(i.filepath).name)}</span> '
+                         f'<span class="muted">{_e(t.drawn)}</span></figcaption></figure>')
+            H.append("</div>")
+    H.append('<h2 id="dataset">Dataset</h2>')
+    for f in r.figures:
+        if f.section == "dataset":
+            H.append(f'<h3>{_e(f.title)}</h3><div class="plot"><img src="{_src(f.png, f.file, embed_images)}" '
+                     f'alt="{_e(f.title)}"></div>')
+    b = r.balance
+    H.append('<h2 id="balance">Class balance plan</h2>')
+    H.append(f'<p class="muted">Against the YOLO rule of thumb of {b["rule_images"]:,} images and '
+             f'{b["rule_instances"]:,} instances per class; largest class: {_e(b["largest_class"])} '
+             f'({b["largest_instances"]} instances).</p>')
+    cols = ["class", "images", "instances", "images to largest", "instances to largest",
+            f"images to {b['rule_images']:,}", f"instances to {b['rule_instances']:,}"]
+    aug = bool(b["classes"]) and "augment_images" in b["classes"][0]
+    if aug:
+        cols += ["augment adds images", "augment adds instances"]
+    rows = []
+    for c in b["classes"]:
+        vals = [c["images"], c["instances"], c["to_largest_images"], c["to_largest_instances"], c["to_rule_images"],
+                c["to_rule_instances"]] + ([c["augment_images"], c["augment_instances"]] if aug else [])
+        rows.append(f"<tr><td>{_e(c['class'])}</td>" + "".join(f'<td class="n">{v}</td>' for v in vals) + "</tr>")
+    H.append(f'<table id="balance-table"><thead><tr>{"".join(f"<th>{_e(c)}</th>" for c in cols)}</tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table><p>Augment: {_e(b["augment"])}.</p>')
+    if r.evaluation is not None:
+        e = r.evaluation
+        H.append('<h2 id="detector">Detector quality</h2>')
+        if e.get("map50") is not None:
+            H.append(f"<p>mAP@0.5 {e['map50']:.3f}, mAP@0.5:0.95 {e.get('map50_95', 0):.3f} on "
+                     f"{_e(e.get('images'))} images.</p>")
+        for f in r.figures:
+            if f.section == "detector":
+                H.append(f'<h3>{_e(f.title)}</h3><div class="plot"><img '
+                         f'src="{_src(f.png, f.file, embed_images)}" alt="{_e(f.title)}"></div>')
+    H.append('<p class="muted">Made by cvcurate. Self-contained page: every image is embedded; nothing is '
+             'loaded from the network.</p></main></body></html>')
+    return "\n".join(H) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def write_report(report: Report, out_dir: str | Path, *, embed_images: bool = True) -> dict[str, Path]:
+    """Write report.html / report.md / report.json and the images; returns their paths by name."""
+    out = Path(out_dir)
+    for sub in ("plots", "thumbs"):
+        d = out / sub
+        d.mkdir(parents=True, exist_ok=True)
+        for old in [*d.glob("*.png"), *d.glob("*.jpg")]:
+            old.unlink()
+    for f in report.figures:
+        (out / f.file).write_bytes(f.png)
+    for t in report.thumbs:
+        (out / t.file).write_bytes(t.image)
+    paths = {"html": out / "report.html", "md": out / "report.md", "json": out / "report.json"}
+    paths["html"].write_text(to_html(report, embed_images=embed_images), encoding="utf-8")
+    paths["md"].write_text(to_markdown(report), encoding="utf-8")
+    paths["json"].write_text(json.dumps(_jsonable(report.to_dict()), indent=1) + "\n", encoding="utf-8")
+    return paths
+
+
+def make_report(inp: ReportInput, out_dir: str | Path, *, top_n: int = 6, top_slices: int = 10,
+                augment_plan: Mapping[str, Any] | None = None,
+                embed_images: bool = True) -> tuple[Report, dict[str, Path]]:
+    """:func:`build_report` then :func:`write_report`."""
+    report = build_report(inp, top_n=top_n, top_slices=top_slices, augment_plan=augment_plan)
+    return report, write_report(report, out_dir, embed_images=embed_images)
