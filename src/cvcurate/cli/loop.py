@@ -136,6 +136,32 @@ def gate_cmd(
         raise typer.Exit(1)
 
 
+@app.command("report")
+def report_cmd(
+    name: str = typer.Argument(..., help="Dataset name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, report.md, report.json and the images."),
+    pred_field: Optional[str] = typer.Option(None, "--pred-field", help="Predictions field for the detector's "
+                                             "quality [default: predictions_oof, else predictions, else none]."),
+    top: int = typer.Option(6, "--top", min=0, help="Thumbnails of the top issues per queue."),
+    pixels: bool = typer.Option(True, "--pixels/--no-pixels", help="Read the images for the brightness slices."),
+) -> None:
+    """Error analysis for the people who decide what to fix: one self-contained HTML page (and the
+    same as Markdown and JSON) with counts per class and split, box size and aspect plots, the
+    label-issue rate per slice (class, box size, brightness, split, import source) with Wilson
+    intervals, the detector's quality per class, the top issues of each queue as thumbnails with
+    the suspect box and its reason, and the class-balance plan.
+
+    Example: cvcurate report neu --out reports/neu
+    """
+    from ..stages.report import report
+
+    res = report(name, out, pred_field=pred_field, top_n=top, pixels=pixels, progress=True)
+    for line in res.left_out:
+        say(f"left out: {line}")
+    say(f"report of {name} ({res.images} images): {res.paths['html']} (also {res.paths['md'].name}, "
+        f"{res.paths['json'].name})")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Folder for the data, exports and reports."),

@@ -82,13 +82,24 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
 
 def run_gate(target: str | Path, *, config: str | Path | None = None, progress: bool = False) -> g.GateResult:
     cfg = g.load_gate_config(config)  # validated before any work
-    return g.run_checks(gather(target, progress=progress), cfg)
+    data = gather(target, progress=progress)
+    result = g.run_checks(data, cfg)
+    if data.scored is not None:  # a dataset with a score run: where its labels are worst
+        from ..analysis import compute_slices, slice_table_markdown
+        from .score import load_run_issues
+
+        issues, _ = load_run_issues(str(target), data.labels)
+        if issues:
+            table = slice_table_markdown(compute_slices(data.labels, issues), top=5)
+            result.extra["markdown_sections"] = ["### Where the labels are worst (label issues per slice)\n\n" + table]
+    return result
 
 
 def write_reports(result: g.GateResult, *, json_path: Path | None = None, markdown: Path | None = None,
                   junit: Path | None = None, extra_markdown: tuple[str, ...] = ()) -> list[Path]:
     written = []
-    for path, text in ((json_path, g.to_json(result)), (markdown, g.to_markdown(result, extra_markdown)),
+    sections = tuple(result.extra.get("markdown_sections", ())) + tuple(extra_markdown)
+    for path, text in ((json_path, g.to_json(result)), (markdown, g.to_markdown(result, sections)),
                        (junit, g.to_junit(result))):
         if path is None:
             continue

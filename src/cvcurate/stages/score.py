@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import datetime as _dt
 import json
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 from .. import store
 from ..config import load_config, to_dict
 from ..errors import InputError, shell_arg
-from ..types import Annotations, Fix, ImageRecord, Issue
+from ..types import Annotations, Fix, ImageRecord, Issue, LabelSet
 from ..scoring import QUEUES, ScoreConfig, ScoreResult, score
 from ..scoring.images import image_features
 
@@ -127,8 +128,9 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
     run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
            "pixels": pixels, "config": to_dict(cfg), "counts": result.counts()}
     pred_filter = (pred_field, result.thresholds.low) if pred_field and result.thresholds else None
-    write_score_run(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter)
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
+    run["scores_json"] = str((out / "scores.json").resolve())  # the issues with their boxes, for the report
+    write_score_run(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter)
     json_path, csv_path, images_csv = write_outputs(result, out, name, notes)
     return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes)
 
@@ -222,3 +224,48 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -
         for rank, i in enumerate(order, start=1):
             w.writerow([rank, recs[i].filepath, f"{result.image_score[i]:.6f}", recs[i].split or "", len(recs[i].gt)])
     return json_path, csv_path, images_csv
+
+
+_ISSUE_TEXT = re.compile(r"^(?P<type>[a-z_]+) \((?P<score>[0-9.]+)\): (?P<reason>.*)$", re.S)
+
+
+def load_run_issues(name: str, labels: LabelSet) -> tuple[list[Issue] | None, str]:
+    """The issues of the last score run of ``name`` for the records of ``labels`` (read from the
+    store), and where they came from. ``None`` when the dataset was never scored.
+
+    From the run's scores.json when it is still there (every issue with its box and data); else
+    rebuilt from the stored fields (type, score and reason per sample; the box from the
+    ground-truth box that carries the same issue text, none otherwise).
+    """
+    run = store.get_runs(name).get("score")
+    if not run:
+        return None, ""
+    by_id = {r.sample_id: r for r in labels.records}
+    path = run.get("scores_json")
+    if path and Path(path).is_file():
+        try:
+            doc = json.loads(Path(path).read_text())
+            out = []
+            for d in doc.get("issues", []):
+                rec = by_id.get(d.get("sample_id"))
+                if rec is not None:
+                    out.append(Issue(rec.filepath, d["type"], float(d["score"]), d["reason"], box=d.get("box"),
+                                     sample_id=rec.sample_id, data=d.get("data") or {}))
+            return out, f"score run of {run.get('at')} ({path})"
+        except (OSError, ValueError, KeyError):
+            pass
+    vals = store.sample_values(name, [ISSUES_FIELD, f"{store.GT_FIELD}.detections.{BOX_ISSUE}"])
+    out = []
+    for sid, texts, box_texts in zip(vals["id"], vals[ISSUES_FIELD], vals[f"{store.GT_FIELD}.detections.{BOX_ISSUE}"]):
+        rec = by_id.get(sid)
+        if rec is None:
+            continue
+        box_texts = list(box_texts or [])
+        for t in texts or []:
+            m = _ISSUE_TEXT.match(t)
+            if not m:
+                continue
+            key = f"{m['type']}: {m['reason']}"
+            box = box_texts.index(key) if key in box_texts else None
+            out.append(Issue(rec.filepath, m["type"], float(m["score"]), m["reason"], box=box, sample_id=sid))
+    return out, f"score run of {run.get('at')} (rebuilt from the stored fields: its scores.json is gone)"

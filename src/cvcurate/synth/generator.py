@@ -4,6 +4,7 @@ Layout of ``out_dir``::
 
     images/synth_000000.png ...   200x200 grayscale steel with defects
     annotations/synth_000000.xml  Pascal VOC (what ``cvcurate import out_dir`` detects)
+    ImageSets/Main/train.txt ...  the split of each image (VOC's own split lists)
     coco/labels.json              the same boxes as COCO (``--format coco``)
     README.txt                    seed, count and the config used
 
@@ -33,7 +34,7 @@ from .config import CLASSES, SynthConfig
 from .render import render_image
 
 # what generate() writes; --overwrite removes only these
-OUTPUTS = ("images", "annotations", "coco", "README.txt")
+OUTPUTS = ("images", "annotations", "ImageSets", "coco", "README.txt")
 
 
 def image_rng(seed: int, index: int) -> np.random.Generator:
@@ -167,6 +168,14 @@ def generate(
                                    meta={"synth_seed": seed, "synth_index": index}))
     labels = LabelSet(classes=list(CLASSES), records=records)
     voc.write(labels, out_dir / "annotations", depth=1)
+    splits: dict[str, list[str]] = {}
+    for rec in labels.records:
+        if rec.split:
+            splits.setdefault(rec.split, []).append(Path(rec.filepath).stem)
+    for split, stems in splits.items():
+        lst = out_dir / "ImageSets" / "Main" / f"{split}.txt"
+        lst.parent.mkdir(parents=True, exist_ok=True)
+        lst.write_text("".join(f"{s}\n" for s in stems))
     coco.write(labels, out_dir / "coco" / "labels.json", root=images_dir)
     (out_dir / "README.txt").write_text(
         f"Synthetic NEU-DET-like steel defects made by 'cvcurate synth': {n_images} images, seed {seed}.\n"

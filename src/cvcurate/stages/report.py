@@ -1,0 +1,80 @@
+"""The report stage: gather what the error-analysis report needs from the store, then render it.
+
+Labels and splits from the store; the last score run's issues (:func:`.score.load_run_issues`);
+per-image brightness from the pixels (the same features the score stage reads); the import source
+of each image (the import in the history whose folder holds it); and, when a predictions field is
+there, an evaluation with precision/recall curves. Rendering is pure (:mod:`cvcurate.analysis`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+
+from .. import store
+from ..analysis import ReportInput, make_report, pr_curves
+from ..errors import InputError, shell_arg
+from ..scoring.images import image_features
+from ..types import Annotations, LabelSet
+from .score import load_run_issues, load_score_config
+
+
+@dataclass
+class ReportRun:
+    paths: dict[str, Path]
+    left_out: list[str]
+    images: int
+
+
+def image_sources(name: str, labels: LabelSet) -> list[str | None]:
+    """Per image, the folder name of the import that holds it (the longest matching source)."""
+    roots = sorted({h["source"] for h in store.get_history(name) if h.get("action") == "import" and h.get("source")},
+                   key=len, reverse=True)
+    out: list[str | None] = []
+    for r in labels.records:
+        src = next((s for s in roots if r.filepath.startswith(s.rstrip("/") + "/") or r.filepath == s), None)
+        out.append(PurePath(src).name if src else None)
+    return out
+
+
+def _evaluation(labels: LabelSet, pred_field: str) -> dict[str, Any]:
+    from ..detector.evaluate import evaluate
+
+    preds = [r.pred if r.pred is not None else Annotations.empty(with_confidence=True) for r in labels.records]
+    res = evaluate([r.gt for r in labels.records], preds, labels.classes)
+    doc = res.to_dict()
+    doc["pr_curves"] = pr_curves([r.gt for r in labels.records], preds, labels.classes)
+    return doc
+
+
+def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: int = 6,
+           pixels: bool = True, progress: bool = False) -> ReportRun:
+    fields = store.field_names(name)
+    if pred_field is not None and pred_field not in fields:
+        raise InputError(f"dataset {name!r} has no field {pred_field!r}: run 'cvcurate predict {shell_arg(name)}' "
+                         "first, or leave out --pred-field")
+    if pred_field is None:
+        pred_field = next((f for f in ("predictions_oof", "predictions") if f in fields), None)
+    labels = store.read(name, pred_field=pred_field)
+    if not labels.records:
+        raise InputError(f"dataset {name!r} has no images to report on")
+    issues, how = load_run_issues(name, labels)
+    brightness = None
+    if pixels:
+        feats = image_features([r.filepath for r in labels.records], load_score_config().images, progress=progress)
+        brightness = np.where(feats.ok, feats.mean, np.nan)
+    evaluation = None
+    why_eval = f"dataset {name!r} has no predictions (run 'cvcurate predict' or 'cvcurate train --folds K')"
+    if pred_field is not None:
+        evaluation = _evaluation(labels, pred_field)
+    subtitle = f"dataset {name} ({len(labels.records)} images)" + (f", predictions {pred_field}" if pred_field else "") \
+        + (f", {how}" if how else "")
+    inp = ReportInput(labels=labels, issues=issues, brightness=brightness, sources=image_sources(name, labels),
+                      evaluation=evaluation, title=f"cvcurate report: {name}", subtitle=subtitle,
+                      why_no_issues=f"dataset {name!r} was never scored (run 'cvcurate score {shell_arg(name)}')",
+                      why_no_evaluation=why_eval)
+    rep, paths = make_report(inp, out, top_n=top_n)
+    return ReportRun(paths=paths, left_out=[f"{sec}: {why}" for sec, why in rep.left_out], images=len(labels.records))
