@@ -211,7 +211,7 @@ class Issue:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-FIX_ACTIONS = ("add", "relabel", "move", "remove", "clip")
+FIX_ACTIONS = ("add", "relabel", "move", "remove", "clip", "merge", "split")
 
 
 @dataclass
@@ -221,6 +221,9 @@ class Fix:
     ``action``: ``add`` a box, ``relabel`` / ``move`` / ``remove`` / ``clip`` the given box
     ``target`` (the store's id of a ground-truth detection). ``xyxy`` and ``class_id`` are the
     box as it would be after the fix (for ``remove``: the box that would go).
+    ``merge``: the target takes ``xyxy`` (the joint box) and the boxes in ``others`` go.
+    ``split``: one fix per piece, all with the same ``target`` and ``group``: the target becomes
+    the first confirmed piece of its group, the other confirmed pieces are added.
     """
 
     action: str
@@ -230,6 +233,8 @@ class Fix:
     score: float
     reason: str
     target: str | None = None
+    others: tuple[str, ...] = ()  # merge: the boxes merged into the target
+    group: str | None = None  # split: the pieces of one box share a group
 
     def __post_init__(self) -> None:
         if self.action not in FIX_ACTIONS:

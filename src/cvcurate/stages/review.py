@@ -7,7 +7,10 @@ In the FiftyOne App a reviewer tags
 * a fix box with ``error:confirmed`` or ``error:rejected`` (label tags), or
 * a whole sample with ``error:confirmed`` (all its fixes) or ``error:rejected`` (none).
 
-A label tag wins over the sample's tag. :func:`apply` applies every confirmed, not yet applied fix
+A label tag wins over the sample's tag. A sample tagged ``error:confirmed`` applies all of its
+fixes (less those tagged ``error:rejected`` one by one) or none: when one of them no longer applies
+(its box was edited since scoring), none of that sample's fixes is applied and ``apply`` says so.
+A fix confirmed on its own that no longer applies is skipped alone. :func:`apply` applies every confirmed, not yet applied fix
 to ``ground_truth`` in the store (never to the source files), writes a change log with the
 ground truth of every changed sample before and after, and marks the fixes ``fix:applied``;
 :func:`undo` puts the "before" back, if nobody changed those samples since.
@@ -128,14 +131,19 @@ class ChangeSet:
     at: str
     changes: list[dict[str, Any]] = field(default_factory=list)
     log_path: Path | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # confirmed fixes that could not be applied
 
     @property
     def applied(self) -> int:
         return sum(len(c["fixes"]) for c in self.changes)
 
 
-def _apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any]) -> bool:
-    """Apply one fix (a cvc_fixes detection) to a list of ground-truth detections in place."""
+def _apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any], split_started: set[str]) -> bool:
+    """Apply one fix (a cvc_fixes detection) to a list of ground-truth detections in place.
+
+    False when it cannot be applied: its box (or a box it merges) is gone, edited since scoring.
+    ``split_started``: targets that already took their first split piece (the next pieces are added).
+    """
     action = fix["cvc_action"]
     if action == "add":
         dets.append({"label": fix["cvc_class"], "bounding_box": list(fix["bounding_box"]), "tags": [],
@@ -150,6 +158,19 @@ def _apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any]) -> bool:
         dets[k]["label"] = fix["cvc_class"]
     elif action in ("move", "clip"):
         dets[k]["bounding_box"] = list(fix["bounding_box"])
+    elif action == "merge":
+        others = [o for o in (fix.get("cvc_others") or "").split(",") if o]
+        if not all(any(d.get("id") == o for d in dets) for o in others):
+            return False
+        dets[k]["bounding_box"] = list(fix["bounding_box"])
+        dets[:] = [d for d in dets if d.get("id") not in others]
+    elif action == "split":
+        if fix["cvc_target"] in split_started:
+            dets.append({"label": dets[k]["label"], "bounding_box": list(fix["bounding_box"]), "tags": [],
+                         "attributes": {}, "cvc_added_by": fix["id"]})
+        else:
+            dets[k]["bounding_box"] = list(fix["bounding_box"])
+            split_started.add(fix["cvc_target"])
     else:
         return False
     return True
@@ -159,8 +180,12 @@ def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False
     """Apply every confirmed, not yet applied fix; write the change log; return what changed."""
     check_scored(name)
     fixes = store.get_detections(name, FIX_FIELD)
-    info = store.sample_info(name, ["tags", "filepath"])
+    info = store.sample_info(name, ["tags", "filepath", "last_modified_at"])
     sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
+    # FiftyOne keeps no time per tag: a sample's last modification before apply is when its tags
+    # (the reviewer's decisions) were last set
+    tagged_at = {sid: (t.isoformat(timespec="seconds") if hasattr(t, "isoformat") else t)
+                 for sid, t in zip(info["id"], info["last_modified_at"])}
     paths = dict(zip(info["id"], info["filepath"]))
     todo: dict[str, list[dict[str, Any]]] = {}
     for sid, dets in fixes.items():
@@ -181,11 +206,22 @@ def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False
         before = gt.get(sid, [])
         after = json.loads(json.dumps(before))
         applied = []
+        split_started: set[str] = set()
+        whole = CONFIRMED in sample_tags.get(sid, set())  # a sample-level decision: all its fixes or none
         # removals last and by id, so indices never shift under another fix
         for fx in sorted(sample_fixes, key=lambda f: f["cvc_action"] == "remove"):
-            if _apply_fix(after, fx):
+            if _apply_fix(after, fx, split_started):
                 applied.append({k: fx.get(k) for k in ("id", "cvc_action", "cvc_type", "cvc_class",
-                                                        "cvc_target", "bounding_box", "cvc_reason")})
+                                                        "cvc_target", "cvc_others", "bounding_box", "cvc_reason")}
+                               | {"tagged_at": tagged_at.get(sid)})
+            elif whole:
+                applied, after = [], before  # one of them cannot be applied: none of this sample's
+                cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid),
+                                   "why": f"its {fx['cvc_action']} fix no longer applies (boxes edited since scoring)"})
+                break
+            else:
+                cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": fx.get("id"),
+                                   "why": f"the {fx['cvc_action']} fix no longer applies (box edited since scoring)"})
         if applied:
             new_gt[sid] = after
             cs.changes.append({"sample_id": sid, "filepath": paths.get(sid), "fixes": applied,

@@ -34,7 +34,7 @@ FIX_FIELD = "cvc_fixes"  # proposed fixes, as boxes labelled action:class
 SCORE_FIELD = "cvc_score"  # an image's score
 ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first
 BOX_SCORE, BOX_ISSUE = "cvc_score", "cvc_issue"  # attributes of each ground-truth box
-FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason")
+FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group")
 
 
 def queue_field(queue: str) -> str:
@@ -73,7 +73,8 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
     def boxes(fixes: Sequence[Fix]) -> list[store.RunBox]:
         return [store.RunBox(f.xyxy, f"{f.action}:{classes[f.class_id]}", float(f.score),
                              {"cvc_action": f.action, "cvc_type": f.issue_type, "cvc_class": classes[f.class_id],
-                              "cvc_target": f.target, "cvc_reason": f.reason}) for f in fixes]
+                              "cvc_target": f.target, "cvc_reason": f.reason,
+                              "cvc_others": ",".join(f.others) or None, "cvc_group": f.group}) for f in fixes]
 
     run_rows = [store.RunRow(
         r.sample_id,
@@ -136,6 +137,7 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
 
 
 def _sample_rows(result: ScoreResult) -> list[SampleScores]:
+    min_conf = result.thresholds.low if result.thresholds is not None else 0.0
     by_image: dict[str, list] = {}
     for iss in result.issues:
         by_image.setdefault(iss.filepath, []).append(iss)
@@ -156,15 +158,67 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
             sample_id=rec.sample_id, score=float(result.image_score[i]), queue_scores=queue_scores,
             issues=[f"{x.type} ({x.score:.2f}): {x.reason}" for x in issues],
             box_scores=[float(v) for v in result.box_scores[i]], box_issues=box_text,
-            fixes=proposed_fixes(rec, issues)))
+            fixes=proposed_fixes(rec, issues, min_conf)))
     return rows
 
 
-def proposed_fixes(rec: ImageRecord, issues: list[Issue]) -> list[Fix]:
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of box ``a`` (4,) with each of ``b`` (N, 4)."""
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt, rb = np.maximum(a[:2], b[:, :2]), np.minimum(a[2:], b[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = lambda x: np.clip(x[..., 2:] - x[..., :2], 0, None).prod(-1)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+MATCH_IOU = 0.5  # a prediction overlapping a given box of its class this much already stands for it
+
+
+def _free_predictions(rec: ImageRecord, cls: int, min_conf: float, except_box: int | None) -> np.ndarray:
+    """Indices of the record's predictions of class ``cls`` (confidence >= ``min_conf``) that do
+    not already stand for another given box of that class: a move or an add must never take the
+    prediction that matches a neighbour (it would leave two boxes on one defect and none on the
+    other)."""
+    p = rec.pred
+    if p is None or not len(p):
+        return np.zeros(0, np.int64)
+    conf = p.confidence if p.confidence is not None else np.ones(len(p))
+    cand = np.flatnonzero((p.class_id == cls) & (np.nan_to_num(conf, nan=1.0) >= min_conf))
+    others = [j for j in range(len(rec.gt)) if j != except_box and int(rec.gt.class_id[j]) == cls]
+    if not others or not len(cand):
+        return cand
+    taken = np.array([(_iou(p.xyxy[q], rec.gt.xyxy[others]) >= MATCH_IOU).any() for q in cand])
+    return cand[~taken]
+
+
+def _split_pieces(rec: ImageRecord, j: int, min_conf: float) -> list[np.ndarray]:
+    """The model's boxes of box ``j``'s class that lie (90 % of their area) inside it."""
+    p = rec.pred
+    if p is None or not len(p):
+        return []
+    box, cls = rec.gt.xyxy[j], int(rec.gt.class_id[j])
+    conf = p.confidence if p.confidence is not None else np.ones(len(p))
+    out = []
+    for q in np.flatnonzero((p.class_id == cls) & (np.nan_to_num(conf, nan=1.0) >= min_conf)):
+        pb = p.xyxy[q]
+        inter = np.clip(np.minimum(box[2:], pb[2:]) - np.maximum(box[:2], pb[:2]), 0, None).prod()
+        area = np.clip(pb[2:] - pb[:2], 0, None).prod()
+        if area > 0 and inter / area >= 0.9:
+            out.append(pb)
+    return sorted(out, key=lambda b: (b[0], b[1]))
+
+
+def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0) -> list[Fix]:
     """The fix each issue suggests, at most one per given box (the best-scoring issue wins).
 
-    Inconsistency issues (fragments, style, size, class mixes) and image issues propose nothing:
-    they need a person's judgement of how the class should be boxed.
+    overlooked: add the model's box; swap: relabel to the model's class; badloc: move to the
+    model's box of that class that overlaps it most and stands for no other given box (none: no
+    fix); out_of_image: clip; spurious, degenerate, duplicate: remove; fragment and split: merge
+    the pieces into their joint box; merged: split the box along the model's boxes inside it (at
+    least two). Size outliers, boxing style, class conflicts and image issues propose nothing: they
+    need a person's judgement. ``min_conf``: the predictions a fix may use (the score run's
+    calibrated low threshold).
     """
     ids = rec.gt.data.get("id")
     fixes: list[Fix] = []
@@ -172,23 +226,61 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue]) -> list[Fix]:
     w, h = rec.width, rec.height
     for x in sorted(issues, key=lambda i: -i.score):
         if x.type == "overlooked" and "pred_box" in x.data:
-            fixes.append(Fix("add", x.type, x.data["pred_box"], x.data["pred_class"], x.score, x.reason))
+            pb = np.asarray(x.data["pred_box"], dtype=np.float64)
+            covered = [j for j in range(len(rec.gt)) if int(rec.gt.class_id[j]) == x.data["pred_class"]]
+            if covered and (_iou(pb, rec.gt.xyxy[covered]) >= MATCH_IOU).any():
+                continue  # a given box of that class is already there
+            fixes.append(Fix("add", x.type, pb, x.data["pred_class"], x.score, x.reason))
             continue
         if x.box is None or x.box in done or ids is None or x.box >= len(ids):
             continue
-        box, cls, target = rec.gt.xyxy[x.box], int(rec.gt.class_id[x.box]), str(ids[x.box])
+        j = x.box
+        box, cls, target = rec.gt.xyxy[j], int(rec.gt.class_id[j]), str(ids[j])
+        fix = None
         if x.type == "swap" and "pred_class" in x.data:
             fix = Fix("relabel", x.type, box, x.data["pred_class"], x.score, x.reason, target)
-        elif x.type == "badloc" and "pred_box" in x.data:
-            fix = Fix("move", x.type, x.data["pred_box"], cls, x.score, x.reason, target)
+        elif x.type == "badloc":
+            free = _free_predictions(rec, cls, min_conf, j) if rec.pred is not None else None
+            if free is None:  # no predictions at hand: the issue's own
+                if "pred_box" in x.data:
+                    fix = Fix("move", x.type, x.data["pred_box"], cls, x.score, x.reason, target)
+            elif len(free):
+                ious = _iou(box, rec.pred.xyxy[free])
+                if ious.max() > 0:
+                    fix = Fix("move", x.type, rec.pred.xyxy[free[int(np.argmax(ious))]], cls, x.score, x.reason,
+                              target)
         elif x.type == "out_of_image":
             fix = Fix("clip", x.type, np.clip(box, 0, [w, h, w, h]), cls, x.score, x.reason, target)
-        elif x.type in ("badloc", "spurious", "degenerate", "duplicate"):
+        elif x.type in ("spurious", "degenerate", "duplicate"):
             fix = Fix("remove", x.type, box, cls, x.score, x.reason, target)
-        else:
-            continue
-        fixes.append(fix)
-        done.add(x.box)
+        elif x.type == "fragment" and isinstance(x.data.get("other"), int) and x.data["other"] < len(ids) \
+                and x.data["other"] not in done:
+            o = x.data["other"]
+            joint = np.concatenate([np.minimum(box[:2], rec.gt.xyxy[o][:2]), np.maximum(box[2:], rec.gt.xyxy[o][2:])])
+            fix = Fix("merge", x.type, joint, cls, x.score, x.reason, target, others=(str(ids[o]),))
+            done.add(o)
+        elif x.type == "split" and "pred_box" in x.data:
+            pb = np.asarray(x.data["pred_box"], dtype=np.float64)
+            inside = [k for k in range(len(rec.gt)) if k != j and k not in done and int(rec.gt.class_id[k]) == cls
+                      and _iou(rec.gt.xyxy[k], pb[None]).item() > 0
+                      and np.all(rec.gt.xyxy[k][:2] >= pb[:2] - 0.1 * (pb[2:] - pb[:2]))
+                      and np.all(rec.gt.xyxy[k][2:] <= pb[2:] + 0.1 * (pb[2:] - pb[:2]))]
+            if inside:
+                parts = rec.gt.xyxy[[j, *inside]]
+                joint = np.concatenate([parts[:, :2].min(0), parts[:, 2:].max(0)])
+                fix = Fix("merge", x.type, joint, cls, x.score, x.reason, target,
+                          others=tuple(str(ids[k]) for k in inside))
+                done.update(inside)
+        elif x.type == "merged":
+            pieces = _split_pieces(rec, j, min_conf)
+            if len(pieces) >= 2:
+                for pbox in pieces:
+                    fixes.append(Fix("split", x.type, pbox, cls, x.score, x.reason, target, group=target))
+                done.add(j)
+                continue
+        if fix is not None:
+            fixes.append(fix)
+            done.add(j)
     return fixes
 
 
