@@ -82,3 +82,43 @@ def test_sample_confirmation_applies_all_of_its_fixes_or_none(tmp_path, dataset_
     n_fine = len([d for d in fixes[fine]])
     assert len(next(c for c in cs.changes if c["sample_id"] == fine)["fixes"]) == n_fine
     assert all(f["tagged_at"] for c in cs.changes for f in c["fixes"])
+
+
+def test_summary_counts_fixes_per_queue_and_dry_run_lists_changes(tmp_path, dataset_name):
+    from typer.testing import CliRunner
+
+    from cvcurate.cli import app
+    from tests.test_review import tag_fixes
+
+    scored_dataset(tmp_path, dataset_name)
+    fixes = store.get_detections(dataset_name, FIX_FIELD)
+    # confirm exactly one relabel (a swap fix)
+    sid, fx = next((s, d) for s, dets in fixes.items() for d in dets if d["cvc_action"] == "relabel")
+    fx["tags"] = [review.CONFIRMED]
+    store.set_detections(dataset_name, FIX_FIELD, {sid: fixes[sid]})
+    rows = {p.queue: p for p in review.summary(dataset_name)}
+    assert rows["swap"].confirmed == 1 and rows["swap"].open == rows["swap"].fixes - 1
+    assert sum(p.confirmed for p in rows.values()) == 1  # counted once, under its own queue only
+    assert all(p.fixes == 0 for q, p in rows.items() if q == "image")
+    gt_before = store.get_detections(dataset_name, store.GT_FIELD)
+    r = CliRunner().invoke(app, ["apply", dataset_name, "--dry-run"])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("  ")]
+    assert len(lines) == 1 and "relabel (swap)" in lines[0] and " -> " in lines[0] and "box " in lines[0]
+    assert store.get_detections(dataset_name, store.GT_FIELD) == gt_before  # nothing written
+    n = tag_fixes(dataset_name, "add", review.REJECTED)
+    rows = {p.queue: p for p in review.summary(dataset_name)}
+    assert rows["overlooked"].rejected == n
+
+
+def test_queue_overview_and_min_score(tmp_path, dataset_name):
+    from typer.testing import CliRunner
+
+    from cvcurate.cli import app
+
+    scored_dataset(tmp_path, dataset_name)
+    sizes = {q.queue: q for q in review.overview(dataset_name, 0.99)}
+    assert sizes["all"].samples > 0 and all(q.shown <= q.samples for q in sizes.values())
+    assert sizes["swap"].samples == store.count_view(dataset_name, "cvc-swap")
+    r = CliRunner().invoke(app, ["review", dataset_name, "--min-score", "0.5"])
+    assert r.exit_code == 0 and "review queues of" in r.output and "estimated precision" in r.output

@@ -19,39 +19,60 @@ QUEUE_CHOICES = ["all", *QUEUES]
 @app.command("review")
 def review_cmd(
     name: str = typer.Argument(..., help="Dataset name (scored with 'cvcurate score')."),
-    queue: str = typer.Option("all", "--queue", "-q", help=f"Queue to open: {', '.join(QUEUE_CHOICES)}."),
+    queue: Optional[str] = typer.Option(None, "--queue", "-q", help=f"Queue to open: {', '.join(QUEUE_CHOICES)} "
+                                        "[default: print the queue overview]."),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="Open only the first N samples of the queue."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", min=0.0, max=1.0,
+                                              help="Open only samples whose queue score is at least this."),
     port: int = typer.Option(5151, "--port", help="Port of the App (1-65535, free on --address)."),
     address: str = typer.Option("127.0.0.1", "--address", help="Address to serve on (0.0.0.0 for all)."),
     remote: bool = typer.Option(False, "--remote", help="Serve for a browser on another machine and print the "
                                 "URL, instead of opening a local browser."),
-    summary: bool = typer.Option(False, "--summary", help="Show review progress per queue and exit."),
+    summary: bool = typer.Option(False, "--summary", help="Show review progress per queue (fixes confirmed, "
+                                 "rejected, open, applied) and exit."),
 ) -> None:
-    """Open the FiftyOne App on a ranked review queue, or show review progress.
+    """Open the FiftyOne App on a ranked review queue, or show the queues and review progress.
 
-    Each queue is a saved view (cvc-<queue>, also in the App's sidebar when opened without
-    cvcurate) sorted by score. The sidebar shows each sample's issues (cvc_issues) and the
-    ground truth, predictions and proposed fixes (cvc_fixes: boxes labelled action:class) as
-    layers over the image. Tag a fix box, or a whole sample, with error:confirmed or
-    error:rejected; then 'cvcurate apply NAME' applies the confirmed fixes. Ctrl-C closes.
+    Without --queue: the queue overview (samples per queue, what --min-score leaves). Each queue
+    is a saved view (cvc-<queue>, also in the App's sidebar when opened without cvcurate) sorted by
+    the queue's score; --top and --min-score cut it to what a reviewer can finish. The sidebar
+    shows each sample's issues (cvc_issues) and the ground truth, predictions and proposed fixes
+    (cvc_fixes: boxes labelled action:class) as layers over the image. Tag a fix box with
+    error:confirmed or error:rejected, or a whole sample (all of its fixes or none); then
+    'cvcurate apply NAME' applies the confirmed fixes. Ctrl-C closes.
 
     Examples:
 
-      cvcurate review neu --queue swap --remote --port 5151
+      cvcurate review neu
+
+      cvcurate review neu --queue swap --top 50 --remote --port 5151
 
       cvcurate review neu --summary
     """
-    if queue not in QUEUE_CHOICES:
+    if queue is not None and queue not in QUEUE_CHOICES:
         raise InputError(f"unknown --queue {queue!r}: use one of {', '.join(QUEUE_CHOICES)}")
     if summary:
         rows = review_lib.summary(name)
         say(f"review progress of {name}:")
-        say(f"{'queue':<14}{'samples':>8}{'reviewed':>10}{'confirmed':>11}{'rejected':>10}")
+        say(f"{'queue':<14}{'samples':>8}{'fixes':>7}{'confirmed':>11}{'rejected':>10}{'open':>7}{'applied':>9}")
         for p in rows:
-            say(f"{p.queue:<14}{p.samples:>8}{p.reviewed:>10}{p.confirmed:>11}{p.rejected:>10}")
+            say(f"{p.queue:<14}{p.samples:>8}{p.fixes:>7}{p.confirmed:>11}{p.rejected:>10}{p.open:>7}{p.applied:>9}")
         return
-    session = review_lib.open_app(name, queue, port=port, address=address, remote=remote)
+    review_lib.check_port(address, port)  # before anything slow: a bad port is a usage error
+    if queue is None:
+        sizes = review_lib.overview(name, min_score)
+        say(f"review queues of {name}" + (f" (--min-score {min_score:g})" if min_score is not None else "") + ":")
+        say(f"{'queue':<14}{'samples':>8}{'shown':>8}  estimated precision")
+        for q in sizes:
+            est = f"{q.estimated_precision:.2f}" if q.estimated_precision is not None else "n/a (scores not calibrated yet)"
+            say(f"{q.queue:<14}{q.samples:>8}{q.shown:>8}  {est}")
+        say(f"open one: cvcurate review {shell_arg(name)} --queue swap --top 50")
+        return
+    session = review_lib.open_app(name, queue, port=port, address=address, remote=remote, top=top,
+                                  min_score=min_score)
     host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
-    serve_app(session, f"http://{host}:{port}/", f"queue {queue!r} of {name} (view cvc-{queue})")
+    cut = "".join([f", top {top}" if top else "", f", score >= {min_score:g}" if min_score is not None else ""])
+    serve_app(session, f"http://{host}:{port}/", f"queue {queue!r} of {name} (view cvc-{queue}{cut})")
 
 
 @app.command("apply")
@@ -88,8 +109,12 @@ def apply_cmd(
         for f in c["fixes"]:
             by_action[f["cvc_action"]] = by_action.get(f["cvc_action"], 0) + 1
     what = ", ".join(f"{k} {v}" for k, v in sorted(by_action.items()))
+    for s in cs.skipped:
+        say(f"skipped {Path(s['filepath'] or '?').name}: {s['why']}")
     if dry_run:
         say(f"would apply {cs.applied} fix(es) to {len(cs.changes)} sample(s) of {name}: {what}")
+        for line in review_lib.describe_changes(cs):
+            say(f"  {line}")
         return
     say(f"applied {cs.applied} fix(es) to {len(cs.changes)} sample(s) of {name}: {what}; "
         f"change {cs.change_id}, log {cs.log_path}; undo with 'cvcurate apply {shell_arg(name)} --undo'")

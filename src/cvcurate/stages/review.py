@@ -85,34 +85,44 @@ def check_scored(name: str) -> None:
 
 @dataclass
 class QueueProgress:
+    """One queue's bookkeeping: samples in it, and its proposed fixes by decision."""
+
     queue: str
     samples: int = 0
-    reviewed: int = 0
+    fixes: int = 0
     confirmed: int = 0
     rejected: int = 0
+    applied: int = 0
+
+    @property
+    def open(self) -> int:
+        return self.fixes - self.confirmed - self.rejected
 
 
 def summary(name: str) -> list[QueueProgress]:
-    """Per queue: samples in it, reviewed samples, and confirmed / rejected decisions."""
+    """Per queue: its samples, and its fixes confirmed, rejected, open and applied (a fix belongs
+    to the queue of the issue that proposed it; a sample-level tag decides each of its fixes)."""
     check_scored(name)
-    queue_fields = [f"cvc_{q}" for q in QUEUES]
-    info = store.sample_info(name, ["tags", f"{FIX_FIELD}.detections.tags", *queue_fields])
-    out = []
+    type_to_queue = {t: q for q, types in QUEUES.items() for t in types}
+    queue_fields = [score_stage.queue_field(q) for q in QUEUES]
+    info = store.sample_info(name, ["tags", *queue_fields])
+    out = {q: QueueProgress(q) for q in QUEUES}
     for q, qf in zip(QUEUES, queue_fields):
-        p = QueueProgress(q)
-        for k, score in enumerate(info[qf]):
-            if score is None:
+        out[q].samples = sum(v is not None for v in info[qf])
+    sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
+    for sid, dets in store.get_detections(name, FIX_FIELD).items():
+        for d in dets:
+            q = type_to_queue.get(d.get("cvc_type"))
+            if q is None:
                 continue
-            p.samples += 1
-            tags = set(info["tags"][k] or [])
-            label_tags = [set(t or []) for t in (info[f"{FIX_FIELD}.detections.tags"][k] or [])]
-            conf = (CONFIRMED in tags) or any(CONFIRMED in t for t in label_tags)
-            rej = (REJECTED in tags) or any(REJECTED in t for t in label_tags)
-            p.confirmed += conf
-            p.rejected += rej
-            p.reviewed += conf or rej
-        out.append(p)
-    return out
+            p = out[q]
+            p.fixes += 1
+            tags = set(d.get("tags") or [])
+            decision = _decision(sample_tags.get(sid, set()), tags)
+            p.confirmed += decision == "confirmed"
+            p.rejected += decision == "rejected"
+            p.applied += APPLIED in tags
+    return list(out.values())
 
 
 def _decision(sample_tags: set[str], label_tags: set[str]) -> str | None:
@@ -309,16 +319,46 @@ def undo(name: str, change_id: str | None = None) -> ChangeSet:
                      log_path=Path(entry["log"]))
 
 
-def open_app(name: str, queue: str, *, port: int, address: str, remote: bool) -> Any:
-    """Check the port, the score run and the queue's saved view, then open the App on it.
+def _queue_view(name: str, queue: str) -> tuple[str, str]:
+    view = f"cvc-{queue}"
+    if view not in store.list_saved_views(name):
+        raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
+    field = score_stage.SCORE_FIELD if queue == "all" else score_stage.queue_field(queue)
+    return view, field
+
+
+def open_app(name: str, queue: str, *, port: int, address: str, remote: bool, top: int | None = None,
+             min_score: float | None = None) -> Any:
+    """Check the port, the score run and the queue's saved view, then open the App on it, sorted by
+    the queue's score: its ``top`` samples and / or those scoring at least ``min_score``.
 
     Returns the FiftyOne session (the caller waits on it and closes it)."""
     check_port(address, port)  # before anything slow: a bad port is a usage error
     check_scored(name)
-    view = f"cvc-{queue}"
-    if view not in store.list_saved_views(name):
-        raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
-    return store.launch_app(name, view, port=port, address=address, remote=remote)
+    view, field = _queue_view(name, queue)
+    at_least = (field, min_score) if min_score is not None else None
+    return store.launch_app(name, view, port=port, address=address, remote=remote, at_least=at_least, limit=top)
+
+
+@dataclass
+class QueueSize:
+    queue: str
+    samples: int
+    shown: int  # after --min-score
+    estimated_precision: float | None  # share of its flags that are real errors, when known
+
+
+def overview(name: str, min_score: float | None = None) -> list[QueueSize]:
+    """Each queue's size (and what --min-score leaves of it). Estimated precision is not known
+    until the scores are calibrated; it is None (shown as n/a) for now."""
+    check_scored(name)
+    out = []
+    for q in ("all", *QUEUES):
+        view, field = _queue_view(name, q)
+        n = store.count_view(name, view)
+        shown = store.count_view(name, view, (field, min_score)) if min_score is not None else n
+        out.append(QueueSize(q, n, shown, None))
+    return out
 
 
 def confirm_fixes(name: str, fix_ids: list[str], tag: str = CONFIRMED) -> int:
@@ -339,3 +379,30 @@ def confirm_fixes(name: str, fix_ids: list[str], tag: str = CONFIRMED) -> int:
     if changed:
         store.set_detections(name, FIX_FIELD, changed)
     return n
+
+
+def _box_text(det: dict[str, Any] | None, wh: tuple[int, int] | None = None) -> str:
+    if det is None:
+        return "-"
+    x, y, w, h = det["bounding_box"]
+    return f"{det.get('label')} [{x:.3f}, {y:.3f}, {x + w:.3f}, {y + h:.3f}]"
+
+
+def describe_changes(cs: ChangeSet) -> list[str]:
+    """One line per fix of a change set: sample, box, before -> after (relative xyxy)."""
+    lines = []
+    for c in cs.changes:
+        before = {d.get("id"): d for d in c["before"]}
+        name = Path(c["filepath"] or "?").name
+        for f in c["fixes"]:
+            old = before.get(f.get("cvc_target"))
+            idx = list(before).index(f["cvc_target"]) if f.get("cvc_target") in before else None
+            box = f"box {idx}" if idx is not None else "new box"
+            new = {"label": f.get("cvc_class") if f["cvc_action"] != "remove" else None,
+                   "bounding_box": f["bounding_box"]}
+            if f["cvc_action"] == "relabel" and old is not None:
+                new["bounding_box"] = old["bounding_box"]
+            after = "removed" if f["cvc_action"] == "remove" else _box_text(new)
+            extra = f" (and removes {f['cvc_others']})" if f.get("cvc_others") else ""
+            lines.append(f"{name} {box}: {f['cvc_action']} ({f['cvc_type']}) {_box_text(old)} -> {after}{extra}")
+    return lines
