@@ -65,7 +65,9 @@ def test_app_shows_queue_in_score_order(tmp_path, dataset_name):
     store.write(res.labels, dataset_name)
     run_score(dataset_name, pixels=False, out_dir=tmp_path / "scores")
     queue = store.load(dataset_name).load_saved_view("cvc-geometry")
-    expected = Path(queue.first().filepath).name
+    first = queue.first()
+    expected = Path(first.filepath).name
+    reason = first["cvc_reason"]
     driver = browser()
     port = free_port()
     session = store.launch_app(dataset_name, "cvc-geometry", port=port, address="127.0.0.1", remote=True)
@@ -78,4 +80,7 @@ def test_app_shows_queue_in_score_order(tmp_path, dataset_name):
     names = re.findall(r"img_\d+\.jpg", text)
     assert names and names[0] == expected, (names, expected)
     assert "cvc_fixes" in text and "ground_truth" in text
+    # the suspect box is a layer of its own, and the top issue's reason comes first in the sidebar
+    assert "cvc_suspects" in text
+    assert reason and reason[:20] in text and text.index("cvc_reason") < text.index("cvc_issues")
     assert (tmp_path / "review.png").stat().st_size > 10_000

@@ -6,7 +6,7 @@ import csv
 import re
 import datetime as _dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -31,10 +31,17 @@ class ScoreRun:
 
 # what the score stage writes to the store (declared here, not in the store)
 FIX_FIELD = "cvc_fixes"  # proposed fixes, as boxes labelled action:class
+SUSPECTS_FIELD = "cvc_suspects"  # the suspect boxes themselves, labelled "#<box> <issue type>"
 SCORE_FIELD = "cvc_score"  # an image's score
+REASON_FIELD = "cvc_reason"  # the top issue of the image, "type: reason", first in the App's sidebar
 ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first
+# colours that stay apart on grey steel: ground truth green, predictions cyan, suspects magenta,
+# fixes orange (saved with the dataset as its App colour scheme)
+FIELD_COLORS = {store.GT_FIELD: "#00e676", "predictions": "#00b8d4", "predictions_oof": "#00b8d4",
+                SUSPECTS_FIELD: "#ff00ff", FIX_FIELD: "#ff9100"}
 BOX_SCORE, BOX_ISSUE = "cvc_score", "cvc_issue"  # attributes of each ground-truth box
 FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group")
+SUSPECT_ATTRS = ("cvc_type", "cvc_reason")
 
 
 def queue_field(queue: str) -> str:
@@ -46,10 +53,10 @@ def score_run_spec(queues: Sequence[str]) -> store.RunSpec:
     per queue, a score and an issue on every ground-truth box; views cvc-all and cvc-<queue>."""
     return store.RunSpec(
         key="score",
-        fields={SCORE_FIELD: "float", ISSUES_FIELD: "strings", FIX_FIELD: "detections",
-                **{queue_field(q): "float" for q in queues}},
+        fields={SCORE_FIELD: "float", REASON_FIELD: "string", ISSUES_FIELD: "strings", FIX_FIELD: "detections",
+                SUSPECTS_FIELD: "detections", **{queue_field(q): "float" for q in queues}},
         box_attrs={BOX_SCORE: "float", BOX_ISSUE: "string"},
-        detection_attrs={FIX_FIELD: FIX_ATTRS},
+        detection_attrs={FIX_FIELD: FIX_ATTRS, SUSPECTS_FIELD: SUSPECT_ATTRS},
         views=[store.ViewSpec("cvc-all", SCORE_FIELD, "positive")]
         + [store.ViewSpec(f"cvc-{q}", queue_field(q)) for q in queues])
 
@@ -65,24 +72,52 @@ class SampleScores:
     box_scores: list[float]  # per given box
     box_issues: list[str]  # per given box, "" when none
     fixes: list[Fix]  # proposed fixes, shown as boxes in the field cvc_fixes
+    # box, its index (None: a box that is missing), issue type, score, reason
+    suspects: list[tuple[np.ndarray, int | None, str, float, str]] = field(default_factory=list)
+    reason: str | None = None  # the top issue, "type: reason"
 
 
 def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
                     run: dict, pred_filter: tuple[str, float] | None = None) -> None:
     """Write score rows through the store's generic run writer (fields, box attributes, views)."""
-    def boxes(fixes: Sequence[Fix]) -> list[store.RunBox]:
-        return [store.RunBox(f.xyxy, f"{f.action}:{classes[f.class_id]}", float(f.score),
+    sizes = {}
+    if any(r.suspects or r.fixes for r in rows):
+        sizes = {sid: (w, h) for sid, w, h in zip(*store.sample_info(name, ["metadata.width", "metadata.height"]).values())}
+
+    def shown(xyxy: np.ndarray, sid: str, grow: float) -> np.ndarray:
+        """For display: a box grown (or shrunk) by 5 % of the image side, at least 3 px, so that a
+        suspect drawn around its ground-truth box, or a relabel / remove fix drawn inside it, and
+        their labels stay visible instead of hiding under the same outline."""
+        w, h = sizes.get(sid, (0, 0)) or (0, 0)
+        pad = max(3.0, 0.05 * max(w or 0, h or 0)) * grow
+        b = np.asarray(xyxy, dtype=np.float64) + np.array([-pad, -pad, pad, pad])
+        if grow < 0 and (b[2] <= b[0] or b[3] <= b[1]):
+            return np.asarray(xyxy, dtype=np.float64)
+        return np.clip(b, 0, [w, h, w, h]) if w and h else b
+
+    def boxes(fixes: Sequence[Fix], sid: str) -> list[store.RunBox]:
+        return [store.RunBox(shown(f.xyxy, sid, -1) if f.action in ("relabel", "remove") else f.xyxy,
+                             f"{f.action}:{classes[f.class_id]}", float(f.score),
                              {"cvc_action": f.action, "cvc_type": f.issue_type, "cvc_class": classes[f.class_id],
                               "cvc_target": f.target, "cvc_reason": f.reason,
                               "cvc_others": ",".join(f.others) or None, "cvc_group": f.group}) for f in fixes]
 
+    def suspects(r: SampleScores) -> list[store.RunBox]:
+        return [store.RunBox(shown(b, r.sample_id, 1), f"#{j} {t}" if j is not None else f"+ {t}", float(sc),
+                             {"cvc_type": t, "cvc_reason": why})
+                for b, j, t, sc, why in r.suspects]
+
     run_rows = [store.RunRow(
         r.sample_id,
-        {SCORE_FIELD: r.score, ISSUES_FIELD: r.issues, FIX_FIELD: boxes(r.fixes),
+        {SCORE_FIELD: r.score, REASON_FIELD: r.reason, ISSUES_FIELD: r.issues, FIX_FIELD: boxes(r.fixes, r.sample_id),
+         SUSPECTS_FIELD: suspects(r),
          **{queue_field(q): r.queue_scores.get(q) for q in queues}},
         {BOX_SCORE: list(r.box_scores), BOX_ISSUE: list(r.box_issues)}) for r in rows]
     store.write_run(name, score_run_spec(queues), run_rows, run, view_filter=pred_filter,
                     redo=f"run 'cvcurate score {shell_arg(name)}' again")
+    store.configure_app(name, field_colors=FIELD_COLORS, sidebar_first=[REASON_FIELD, SCORE_FIELD, ISSUES_FIELD],
+                        active=[store.GT_FIELD, *(f for f in ("predictions_oof", "predictions") if f == (pred_filter or ("",))[0]),
+                                SUSPECTS_FIELD, FIX_FIELD, REASON_FIELD])
 
 
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
@@ -154,11 +189,19 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
         for iss in issues:
             if iss.box is not None and iss.box < len(box_text) and not box_text[iss.box]:
                 box_text[iss.box] = f"{iss.type}: {iss.reason}"
+        sus, seen = [], set()
+        for iss in issues:  # one suspect box per given box: its best issue
+            if iss.box is not None and iss.box < len(rec.gt) and iss.box not in seen:
+                seen.add(iss.box)
+                sus.append((rec.gt.xyxy[iss.box], iss.box, iss.type, iss.score, iss.reason))
+            elif iss.type == "overlooked" and "pred_box" in iss.data:  # where the missing box would go
+                sus.append((np.asarray(iss.data["pred_box"], float), None, iss.type, iss.score, iss.reason))
         rows.append(SampleScores(
             sample_id=rec.sample_id, score=float(result.image_score[i]), queue_scores=queue_scores,
             issues=[f"{x.type} ({x.score:.2f}): {x.reason}" for x in issues],
             box_scores=[float(v) for v in result.box_scores[i]], box_issues=box_text,
-            fixes=proposed_fixes(rec, issues, min_conf)))
+            fixes=proposed_fixes(rec, issues, min_conf), suspects=sus,
+            reason=f"{issues[0].type}: {issues[0].reason}" if issues else None))
     return rows
 
 

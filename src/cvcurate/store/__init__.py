@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ._core import (GT_FIELD, INFO_KEY, PRED_FIELD, _TMP_PREFIX, _fo, shielded, delete, exists, field_names,
                     get_classes, list_datasets, load)
-from .app import count_view, launch_app, list_saved_views
+from .app import configure_app, count_view, launch_app, list_saved_views
 from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
 from .database import private_database, start_private_database
 from .io import (WriteResult, get_detections, read, sample_info, sample_values, set_detections, write,
@@ -26,7 +26,7 @@ from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, write_run
 
 __all__ = [
     "GT_FIELD", "INFO_KEY", "PRED_FIELD", "_TMP_PREFIX", "_fo", "shielded", "RunBox", "RunRow", "RunSpec", "ViewSpec", "WriteResult", "delete",
-    "count_view", "delete_run", "exists", "field_names", "forget_change", "get_changes", "get_classes", "get_detections",
+    "configure_app", "count_view", "delete_run", "exists", "field_names", "forget_change", "get_changes", "get_classes", "get_detections",
     "get_history", "get_runs", "launch_app", "list_datasets", "list_saved_views", "load", "private_database",
     "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",
     "start_private_database", "write", "write_detections", "write_run", "xyxy_to_rel_xywh",

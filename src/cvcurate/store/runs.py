@@ -20,7 +20,7 @@ from ._core import GT_FIELD, _fo, load
 from .convert import xyxy_to_rel_xywh
 from .meta import get_runs, set_run
 
-KINDS = ("float", "strings", "detections")
+KINDS = ("float", "string", "strings", "detections")
 
 
 @dataclass
@@ -69,7 +69,7 @@ class RunBox:
 @dataclass
 class RunRow:
     sample_id: str
-    values: dict[str, Any]  # field -> float | list[str] | list[RunBox] | None (a missing field is None)
+    values: dict[str, Any]  # field -> float | str | list[str] | list[RunBox] | None (a missing field is None)
     box_values: dict[str, list[Any]] = field(default_factory=dict)  # box attribute -> one value per box
 
 
@@ -79,7 +79,7 @@ def _declarations(fo: Any, ds: Any, spec: RunSpec, rows: Sequence[RunRow]) -> di
     (FiftyOne's discovery of dynamic fields declares nothing for an attribute that is None
     everywhere); then whatever undeclared attribute the ground truth and the other non-list
     fields (``metadata``) hold."""
-    make = {"float": fo.FloatField, "strings": lambda: fo.ListField(fo.StringField()),
+    make = {"float": fo.FloatField, "string": fo.StringField, "strings": lambda: fo.ListField(fo.StringField()),
             "detections": lambda: fo.EmbeddedDocumentField(fo.Detections)}
     decl: dict[str, Any] = {f: make[k]() for f, k in spec.fields.items()}
     if any(any(len(v) for v in r.box_values.values()) for r in rows):
@@ -237,7 +237,7 @@ def _write_run(name: str, spec: RunSpec, rows: Sequence[RunRow], run: dict[str, 
                 if kind == "detections":
                     continue
                 v = r.values.get(f)
-                upd[f] = None if v is None else float(v) if kind == "float" else list(v)
+                upd[f] = None if v is None else float(v) if kind == "float" else str(v) if kind == "string" else list(v)
             n_box = min((len(r.box_values.get(a, ())) for a in box_attrs), default=0)
             for k in range(n_box):
                 for a in box_attrs:
