@@ -1,9 +1,16 @@
-"""Progress bars for long work, on stderr, silent when not wanted (tests, pipes, ``--quiet``)."""
+"""Progress of long work on stderr: a bar on a terminal, plain lines in logs, nothing when not wanted.
+
+On a terminal: a rich progress bar. Anywhere else (a log file, CI, a pipe): one plain line every
+``CVCURATE_PROGRESS_INTERVAL`` seconds (default 5) with done/total, the rate and the time left, and a
+last line when the work ends, so a log shows what a long ``predict`` or ``train`` is doing.
+``CVCURATE_PROGRESS=0`` silences both (the tests do); ``force`` draws the bar anyway.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +31,11 @@ def track(
         yield from items
         return
     from rich.console import Console
+
+    console = Console(file=sys.stderr)
+    if not console.is_terminal and os.environ.get("CVCURATE_PROGRESS") != "force":
+        yield from _lines(items, description, total)
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -33,7 +45,6 @@ def track(
         TimeRemainingColumn,
     )
 
-    console = Console(file=sys.stderr)
     with Progress(
         TextColumn("{task.description}", markup=False),  # descriptions may hold paths with "["
         BarColumn(),
@@ -48,3 +59,37 @@ def track(
         for item in items:
             yield item
             bar.advance(task)
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _lines(items: Iterable[T], description: str, total: int | None) -> Iterator[T]:
+    """Plain progress lines for logs: one every interval seconds, and one at the end."""
+    try:
+        interval = float(os.environ.get("CVCURATE_PROGRESS_INTERVAL", "5"))
+    except ValueError:
+        interval = 5.0
+    t0 = last = time.monotonic()
+    done = 0
+
+    def line(final: bool = False) -> None:
+        el = time.monotonic() - t0
+        rate = done / el if el > 0 else 0.0
+        of = f"/{total}" if total is not None else ""
+        pct = f" ({done / total:.0%})" if total else ""
+        left = f", {_fmt_seconds((total - done) / rate)} left" if total and rate > 0 and not final else ""
+        end = " done" if final else ""
+        print(f"{description}: {done}{of}{pct}, {rate:.1f}/s, {_fmt_seconds(el)} elapsed{left}{end}",
+              file=sys.stderr, flush=True)
+
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= interval:
+            last = now
+            line()
+    line(final=True)
