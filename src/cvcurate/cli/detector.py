@@ -94,6 +94,8 @@ def predict_cmd(
         if format is not None:
             raise InputError("--format applies to --from-file only")
         res = stage.predict(name, model=model, device=device, batch_size=batch_size, pred_field=field)
+    for note in res.notes:
+        say(note)
     say(f"wrote {res.boxes} predicted boxes for {res.images} images to field "
         f"{res.field!r} of {name} (from {res.source})")
 

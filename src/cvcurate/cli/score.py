@@ -17,9 +17,11 @@ from .common import console, esc, say
 @app.command("score")
 def score_cmd(
     name: str = typer.Argument(..., help="Dataset name."),
-    predictions: Optional[str] = typer.Option(
-        None, "--predictions", "-p", help="Field holding predictions [default: predictions_oof, else "
+    pred_field: Optional[str] = typer.Option(
+        None, "--pred-field", "-p", help="Field holding predictions [default: predictions_oof, else "
         "predictions, else model-free checks only]."),
+    predictions_alias: Optional[str] = typer.Option(None, "--predictions", hidden=True,
+                                                    help="Old name of --pred-field."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Score config [default: configs/score.yaml]."),
     pixels: bool = typer.Option(True, "--pixels/--no-pixels", help="Also check blur, exposure and near-duplicates."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for scores.json, issues.csv, images.csv "
@@ -36,9 +38,9 @@ def score_cmd(
     class mixes, blur, exposure, near-duplicates and train/val leakage. Results go to the
     dataset (fields cvc_*, saved views cvc-<queue> for review) and to JSON/CSV files.
 
-    Example: cvcurate score neu --predictions predictions_oof
+    Example: cvcurate score neu --pred-field predictions_oof
     """
-    run = run_score(name, pred_field=predictions, config=config, pixels=pixels, out_dir=out, progress=True)
+    run = run_score(name, pred_field=pred_field or predictions_alias, config=config, pixels=pixels, out_dir=out, progress=True)
     res = run.result
     for note in run.notes:
         say(f"note: {note}")

@@ -42,6 +42,19 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
     _model: Any = field(default=None, repr=False, compare=False)
 
+    _source: Path | None = field(default=None, repr=False, compare=False)  # the file it was loaded from
+
+    def train_digests(self) -> set[str] | None:
+        """Digests of the images it was trained on (:func:`~cvcurate.detector.data.image_digests`),
+        from the checkpoint or a ``<name>.train-images.txt`` beside its file; None when unknown."""
+        if self.extra.get("train_image_sha256"):
+            return set(self.extra["train_image_sha256"])
+        if self._source is not None:
+            side = self._source.with_suffix(".train-images.txt")
+            if side.is_file():
+                return {ln.strip() for ln in side.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+        return None
+
     @property
     def model_cfg(self) -> ModelConfig:
         return from_dict(ModelConfig, self.model_config, "checkpoint model config")
@@ -165,6 +178,7 @@ def load_checkpoint(path: str | Path, *, arch: str | None = None,
             f"or another program's checkpoint has no cvcurate metadata)"))
     names = {f.name for f in dataclasses.fields(Checkpoint) if not f.name.startswith("_")}
     ckpt = Checkpoint(**{k: v for k, v in d.items() if k in names})
+    ckpt._source = path
     if arch is not None and ckpt.arch != arch:
         raise InputError(f"{path} is a {ckpt.arch!r} checkpoint, but architecture {arch!r} was asked for")
     try:

@@ -149,6 +149,18 @@ def data_fingerprint(labels: LabelSet, records: Sequence[ImageRecord] | None = N
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def image_digests(paths: Sequence[str]) -> list[str]:
+    """Per image file, the first 16 hex digits of the SHA-256 of its bytes ("" when unreadable):
+    what a checkpoint remembers of its training images, so that predicting on them can be told."""
+    out = []
+    for p in paths:
+        try:
+            out.append(hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16])
+        except OSError:
+            out.append("")
+    return out
+
+
 def holdout_split(labels: LabelSet, fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
     """A fixed, seeded split ``(train_idx, heldout_idx)``, stratified by each image's first class.
 

@@ -161,7 +161,8 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
                "train_images": len(labels.records), "steps": len(step_losses), "skipped_steps": skipped,
                "planned_steps": total, "stopped_by_time_budget": timed_out, "epochs_done": len(epoch_losses),
                "time_driven_lr_steps": time_driven[0],  # > 0: the run is not bit-reproducible
-               "device": str(dev)},
+               "device": str(dev),
+               "train_image_sha256": sorted(set(D.image_digests([r.filepath for r in labels.records])) - {""})},
     )
     ckpt._model = model.cpu()
     return ckpt

@@ -106,9 +106,30 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
     labels = store.read(name)
     ckpt = load_checkpoint(model)
     mapping = ckpt.class_map(labels.classes, f"dataset {name!r}")
+    inside = in_sample(ckpt, labels)
     anns = remap_classes(run_predict(ckpt, labels.records, batch_size, device, progress=True), mapping)
     store.write_detections(name, pred_field, labels.records, anns, labels.classes)
-    return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), f"model {model}")
+    store.append_history(name, {"action": "predict", "pred_field": pred_field, "model": str(model),
+                                "in_sample_images": inside, "images": len(labels.records)})
+    notes = [in_sample_warning(str(model), inside, len(labels.records), name)] if inside else []
+    return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), f"model {model}", notes)
+
+
+def in_sample(ckpt: Any, labels: LabelSet) -> int | None:
+    """How many images of ``labels`` the checkpoint was trained on (same file bytes); None when the
+    checkpoint does not say what it was trained on."""
+    from ..detector.data import image_digests
+
+    seen = ckpt.train_digests()
+    if seen is None:
+        return None
+    return sum(d in seen for d in image_digests([r.filepath for r in labels.records]))
+
+
+def in_sample_warning(model: str, inside: int, total: int, name: str) -> str:
+    return (f"warning: model {model} was trained on {inside} of these {total} images: its predictions there are "
+            f"in-sample (it has seen those labels), so they hide label errors and flatter its mAP; for label-error "
+            f"scoring use out-of-fold predictions: cvcurate train {shell_arg(name)} --folds 5")
 
 
 def import_predictions(name: str, path: str | Path, *, format: str | None, coco_gt: str | Path | None = None,

@@ -142,6 +142,14 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
                          "badloc); run 'cvcurate train NAME --folds 5' or 'cvcurate predict NAME' for those")
         else:
             notes.append(f"predictions from field {pred_field!r}")
+    in_sample = None
+    if pred_field is not None:
+        made = [h for h in store.get_history(name) if h.get("action") == "predict" and h.get("pred_field") == pred_field]
+        if made and made[-1].get("in_sample_images"):
+            from .predict import in_sample_warning
+
+            in_sample = made[-1]["in_sample_images"]
+            notes.append(in_sample_warning(made[-1]["model"], in_sample, made[-1]["images"], name))
     labels = store.read(name, pred_field=pred_field)
     preds = None
     if pred_field is not None:
@@ -162,7 +170,7 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
 
     rows = _sample_rows(result)
     run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
-           "pixels": pixels, "config": to_dict(cfg), "counts": result.counts()}
+           "pixels": pixels, "config": to_dict(cfg), "counts": result.counts(), "in_sample_images": in_sample}
     pred_filter = (pred_field, result.thresholds.low) if pred_field and result.thresholds else None
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
     run["scores_json"] = str((out / "scores.json").resolve())  # the issues with their boxes, for the report

@@ -21,11 +21,11 @@ from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
 from .database import private_database, start_private_database
 from .io import (WriteResult, get_detections, read, sample_info, sample_values, set_detections, write,
                  write_detections)
-from .meta import forget_change, get_changes, get_history, get_runs, record_change
+from .meta import append_history, forget_change, get_changes, get_history, get_runs, record_change
 from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, write_run
 
 __all__ = [
-    "GT_FIELD", "INFO_KEY", "PRED_FIELD", "_TMP_PREFIX", "_fo", "shielded", "RunBox", "RunRow", "RunSpec", "ViewSpec", "WriteResult", "delete",
+    "append_history", "GT_FIELD", "INFO_KEY", "PRED_FIELD", "_TMP_PREFIX", "_fo", "shielded", "RunBox", "RunRow", "RunSpec", "ViewSpec", "WriteResult", "delete",
     "configure_app", "count_view", "delete_run", "exists", "field_names", "forget_change", "get_changes", "get_classes", "get_detections",
     "get_history", "get_runs", "launch_app", "list_datasets", "list_saved_views", "load", "private_database",
     "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",

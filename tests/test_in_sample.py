@@ -1,0 +1,47 @@
+"""Out-of-sample guard (#15): predicting with a checkpoint trained on images of the dataset warns,
+says how many, and the score run records it."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cvcurate import store
+from cvcurate.cli import app
+from cvcurate.detector.checkpoint import NAMED, load_checkpoint, save_checkpoint
+from cvcurate.detector.data import image_digests
+from cvcurate.synth import generate
+
+
+def test_in_sample_predictions_warn_and_are_recorded(tmp_path, dataset_name):
+    labels = generate(tmp_path / "d", 12, 5)
+    store.write(labels, dataset_name)
+    ck = load_checkpoint("default")
+    ck.extra["train_image_sha256"] = image_digests([r.filepath for r in labels.records[:5]])
+    path = save_checkpoint(ck, tmp_path / "seen5.pt")
+    r = CliRunner().invoke(app, ["predict", dataset_name, "--model", path])
+    assert r.exit_code == 0, r.output
+    assert "was trained on 5 of these 12 images" in r.output and "--folds 5" in r.output
+    r = CliRunner().invoke(app, ["score", dataset_name, "--pred-field", "predictions", "--no-pixels",
+                                 "--out", tmp_path / "s"])
+    assert r.exit_code == 0 and "was trained on 5 of these 12 images" in r.output
+    assert store.get_runs(dataset_name)["score"]["in_sample_images"] == 5
+    # the shipped synthetic model says nothing of these images: no warning
+    r = CliRunner().invoke(app, ["predict", dataset_name])
+    assert r.exit_code == 0 and "warning" not in r.output
+
+
+def test_shipped_neu_det_knows_its_training_images(neu_det):
+    from cvcurate import formats
+    from cvcurate.detector.data import holdout_split
+    from cvcurate.stages.predict import in_sample
+
+    if not NAMED["neu-det"].is_file():
+        pytest.skip("shipped weights not built")
+    labels, _ = formats.load(neu_det, voc_origin="1")
+    ck = load_checkpoint("neu-det")
+    assert in_sample(ck, labels) == 960
+    _, held = holdout_split(labels, 0.2, 0)
+    from cvcurate.detector.data import subset
+
+    assert in_sample(ck, subset(labels, held)) == 0
