@@ -247,3 +247,18 @@ def test_cli_class_map_is_applied_and_recorded(tmp_path, dataset_name):
     finally:
         if store.exists(dataset_name + "_k"):
             store.delete(dataset_name + "_k")
+
+
+def test_zero_width_voc_box_is_flagged_by_score(tmp_path):
+    """The path of issue 16: xmin == xmax in a VOC file must end as a degenerate issue, whatever
+    the origin and the rescale (it used to become a 2 px box that no check flagged)."""
+    from cvcurate.scoring import score
+
+    md.make_image(tmp_path / "images" / "a.jpg", 416, 416)
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "a.xml").write_text(L.voc_xml("a.jpg", 200, 200, [
+        ("crack", (10, 10, 10, 50)), ("crack", (30, 30, 80, 80))]))
+    for origin in ("0", "1", "auto"):
+        labels, _ = formats.load(tmp_path, voc_origin=origin)
+        found = [i for i in score(labels).issues if i.type == "degenerate"]
+        assert [i.box for i in found] == [0], origin
