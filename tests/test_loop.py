@@ -179,7 +179,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_half_written(tmp_path, dataset
 
 
 def test_demo_runs_the_whole_loop(tmp_path):
-    r = run("demo", "--no-app", "--out", tmp_path / "demo", "--images", 40)
+    r = run("demo", "--no-app", "--out", tmp_path / "demo", "--images", 60)
     assert r.exit_code == 0, r.output
     for step in ("synth:", "corrupt:", "predict:", "score:", "review:", "apply:", "augment:", "gate", "diff v1 -> v2"):
         assert step in r.output, (step, r.output)

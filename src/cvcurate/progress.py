@@ -93,3 +93,46 @@ def _lines(items: Iterable[T], description: str, total: int | None) -> Iterator[
             last = now
             line()
     line(final=True)
+
+
+class Counter:
+    """Progress of work that reports ``(done, total)`` through a callback (a worker pool): a bar on a
+    terminal, plain lines elsewhere, nothing when disabled. Use as ``with Counter(...) as update:``."""
+
+    def __init__(self, description: str, *, enabled: bool = True) -> None:
+        self.description = description
+        self.enabled = enabled and _ENABLED
+        self._bar = self._task = None
+        self._t0 = self._last = time.monotonic()
+
+    def __enter__(self) -> "Counter":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            console = Console(file=sys.stderr)
+            if console.is_terminal or os.environ.get("CVCURATE_PROGRESS") == "force":
+                self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=console)
+                self._bar.__enter__()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(self.description, total=total)
+            self._bar.update(self._task, completed=done, total=total)
+            return
+        now = time.monotonic()
+        if now - self._last >= float(os.environ.get("CVCURATE_PROGRESS_INTERVAL", "5") or 5) or done == total:
+            self._last = now
+            el = now - self._t0
+            rate = done / el if el > 0 else 0.0
+            print(f"{self.description}: {done}/{total} ({done / max(total, 1):.0%}), {rate:.1f}/s, "
+                  f"{_fmt_seconds(el)} elapsed", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

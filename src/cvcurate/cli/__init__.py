@@ -47,7 +47,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     help=(
         "cvcurate: find and fix what is wrong with object-detection datasets before training.\n\n"
-        "Workflow: import -> predict/train -> score -> review -> apply -> export -> gate (diff: two exports).\n\n"
+        "Workflow: import -> predict/train -> score -> review -> apply -> augment -> export -> gate (diff: two exports).\n\n"
         "Example: cvcurate import ../shared/data/neu-det --name neu && cvcurate info neu"
     ),
 )
@@ -58,6 +58,7 @@ from . import corrupt  # noqa: E402,F401
 from . import detector  # noqa: E402,F401
 from . import score  # noqa: E402,F401
 from . import review  # noqa: E402,F401
+from . import augment  # noqa: E402,F401
 from . import loop  # noqa: E402,F401
 
 

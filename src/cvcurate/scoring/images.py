@@ -332,7 +332,9 @@ def image_issues(labels: LabelSet, feats: ImageFeatures, cfg: ImageConfig | None
     whose thumbnail matches earlier ones gets one ``leakage`` issue (if a match is in another
     split) or one ``near_duplicate`` issue, naming its best partner in ``data["other"]``. When its
     cluster holds more than two images, the reason says how many and ``data["cluster_size"]``
-    holds the number; a pair is reported exactly as before. (Before clusters, an image got one
+    holds the number; a pair is reported exactly as before. An augmented sample
+    (``meta["augmented_from"]``: its source's path) is never reported against its own source, nor
+    against another sample made from the same source. (Before clusters, an image got one
     issue per earlier match: k copies gave k(k-1)/2 issues.)
     """
     cfg = cfg or ImageConfig()
@@ -371,6 +373,9 @@ def image_issues(labels: LabelSet, feats: ImageFeatures, cfg: ImageConfig | None
                                    dups.correlation[order].tolist(), dups.leak[order].tolist(),
                                    dups.cluster_size[order].tolist()):
         rj, ri = recs[ok[a]], recs[ok[b]]
+        sj, si = rj.meta.get("augmented_from"), ri.meta.get("augmented_from")
+        if sj == ri.filepath or si == rj.filepath or (sj is not None and sj == si):
+            continue  # an augmented sample and its own source (or two from one source) are alike by design
         score = 0.5 + 0.5 * (corr - cfg.duplicate_correlation) / max(1e-6, 1 - cfg.duplicate_correlation)
         score = min(score, 1.0)  # float32 rounding can put a copy's correlation a hair above 1
         text = (f"near-duplicate of {ri.filepath} in split {ri.split!r} while this image is in {rj.split!r}"

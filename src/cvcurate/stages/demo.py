@@ -2,8 +2,8 @@
 
 synth -> import -> corrupt (known errors) -> predict (shipped default detector) -> score -> top
 issues and how many injected errors were found -> export v1 and gate (noisy) -> confirm the fixes
-the truth file agrees with (standing in for a reviewer) -> apply -> augment (when the stage
-exists) -> score again -> gate (after fixes) -> export v2 -> diff v1 v2 -> (the App).
+the truth file agrees with (standing in for a reviewer) -> apply -> augment the rarest class
+-> score again -> gate (after fixes) -> export v2 -> diff v1 v2 -> (the App).
 
 Every step is the same stage function the CLI command of that step calls; this module only
 chains them and says what happened, line by line (``log``).
@@ -104,7 +104,7 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
     t0 = time.time()
     out = Path(out)
     noisy = f"{name}_noisy"
-    for d in ("data", "export-v1", "export-v2", "scores", "scores-after", "changes"):
+    for d in ("data", "export-v1", "export-v2", "scores", "scores-after", "changes", "augment"):
         shutil.rmtree(out / d, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     step = [0]
@@ -146,8 +146,18 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
         f"(this stands in for a reviewer in the App)")
     cs = review.apply(noisy, log_dir=out / "changes")
     say(f"apply: {cs.applied} fixes applied to {len(cs.changes)} images (undo: cvcurate apply {noisy} --undo)")
-    notes = ["augment: the augment stage is not available yet; skipped"]
-    say(notes[0])
+    from .augment import augment as run_augment
+
+    notes: list[str] = []
+    before_counts = {c: 0 for c in sc.result.labels.classes}
+    for r in store.read(noisy).records:
+        for c in r.gt.class_id:
+            before_counts[sc.result.labels.classes[int(c)]] += 1
+    rarest = min(before_counts, key=before_counts.get)
+    aug = run_augment(noisy, classes=[rarest], workers=2, seed=0, out=out / "augment", progress=progress)
+    say(f"augment: {aug.added} samples of the rarest class {rarest!r} ({before_counts[rarest]} instances) "
+        f"added, to {max(before_counts.values())} instances (pipeline {aug.pipeline}, tagged 'augmented')")
+    predict(noisy, model="default")  # the new samples need predictions too
     run_score(noisy, pred_field="predictions", out_dir=out / "scores-after")
     after = run_gate(noisy)
     write_reports(after, markdown=out / "gate-after.md", junit=out / "gate-after.xml", json_path=out / "gate-after.json")

@@ -76,6 +76,26 @@ def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
     return {"imports": imports, "changes": changes}
 
 
+def _provenance(prov: dict[str, Any] | None, exported: dict[str, str]) -> dict[str, Any] | None:
+    """Augmentation provenance without absolute paths: the source (and donors) as their file in
+    the export when they are in it, else by file name; where the run wrote its files left out."""
+    if not prov:
+        return None
+    out = {k: v for k, v in prov.items() if k not in ("out_dir", "source", "donors")}
+    out["source"] = exported.get(prov.get("source_sample_id")) or PurePath(str(prov.get("source") or "")).name
+    donors = []
+    for d in prov.get("donors") or []:
+        if isinstance(d, dict):
+            d = dict(d)
+            path = d.pop("source", None) or d.pop("filepath", None)
+            d["file"] = exported.get(d.get("sample_id")) or (PurePath(str(path)).name if path else None)
+            donors.append({k: v for k, v in d.items() if not (isinstance(v, str) and v.startswith("/"))})
+        else:
+            donors.append(PurePath(str(d)).name)
+    out["donors"] = donors
+    return out
+
+
 def export(name: str, out: str | Path, *, format: str, split: str | None = None,
            exclude_tags: Sequence[str] = (), include_augmented: bool = True, media: str = "copy",
            overwrite: bool = False, progress: bool = False) -> ExportResult:
@@ -109,9 +129,10 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
     try:
         done = write_export(subset, tmp, format, media=media)
         entries = []
+        exported_by_id = {ex.record.sample_id: ex.image for ex in done}
         for ex in track(done, description="hashing exported images", total=len(done), enabled=progress):
             rec = ex.record
-            aug = by_id.get(rec.sample_id, (set(), None))[1]
+            aug = _provenance(by_id.get(rec.sample_id, (set(), None))[1], exported_by_id)
             entries.append(mf.ImageEntry(
                 file=ex.image, sha256=mf.sha256_file(tmp / ex.image), split=rec.split, width=rec.width,
                 height=rec.height, boxes=mf.box_rows(rec.gt.xyxy, rec.gt.class_id, labels.classes),

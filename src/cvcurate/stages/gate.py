@@ -63,6 +63,9 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
     text = str(target)
     if store.exists(text):
         labels = store.read(text)
+        from .score import mark_augmented
+
+        mark_augmented(text, labels)
         issues, unreadable = _fresh_issues(labels, progress)
         scored, how = _scored_from_store(text, labels)
         return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, scored=scored,

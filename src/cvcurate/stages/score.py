@@ -151,6 +151,7 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
             in_sample = made[-1]["in_sample_images"]
             notes.append(in_sample_warning(made[-1]["model"], in_sample, made[-1]["images"], name))
     labels = store.read(name, pred_field=pred_field)
+    mark_augmented(name, labels)
     preds = None
     if pred_field is not None:
         preds = [r.pred if r.pred is not None else Annotations.empty(with_confidence=True) for r in labels.records]
@@ -412,3 +413,13 @@ def load_run_issues(name: str, labels: LabelSet) -> tuple[list[Issue] | None, st
             box = box_texts.index(key) if key in box_texts else None
             out.append(Issue(rec.filepath, m["type"], float(m["score"]), m["reason"], box=box, sample_id=sid))
     return out, f"score run of {run.get('at')} (rebuilt from the stored fields: its scores.json is gone)"
+
+
+def mark_augmented(name: str, labels: LabelSet) -> None:
+    """Note each augmented record's source in ``meta["augmented_from"]`` (leakage checks skip it)."""
+    from .augment import source_of
+
+    src = source_of(name)
+    for r in labels.records:
+        if r.sample_id in src:
+            r.meta["augmented_from"] = src[r.sample_id]

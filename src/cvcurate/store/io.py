@@ -278,7 +278,7 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
         gt = _annotations_from_values(g_lb[i], g_bb[i], None, w, h, index, classes, g_id[i] or [])
         pred = None
         if pred_field is not None and pred_field in schema:
-            pred = _annotations_from_values(p_lb[i], p_bb[i], p_cf[i] if p_cf else [], w, h, index, classes)
+            pred = _annotations_from_values(p_lb[i], p_bb[i], (p_cf[i] or []) if p_cf else [], w, h, index, classes)
         records.append(ImageRecord(filepath=paths[i], width=w, height=h, gt=gt, pred=pred,
                                    split=splits[i], sample_id=ids[i]))
     return LabelSet(classes=classes, records=records)
@@ -336,3 +336,27 @@ def sample_values(name: str, fields: Sequence[str]) -> dict[str, list[Any]]:
     vals = dict(zip(["id", *have], ds.values(["id", *have])))
     n = len(vals["id"])
     return {"id": vals["id"], **{f: vals[f] if f in vals else [None] * n for f in fields}}
+
+
+def tag_samples(name: str, ids: Sequence[str], tag: str) -> None:
+    """Add ``tag`` to the samples with these ids."""
+    if ids:
+        load(name).select(list(ids)).tag_samples(tag)
+
+
+def set_dict_field(name: str, field: str, by_sample: dict[str, dict[str, Any]]) -> None:
+    """Set a dict-valued sample field (declared as a DictField when new) on many samples."""
+    fo = _fo()
+    ds = load(name)
+    if field not in ds.get_field_schema():
+        ds.add_sample_field(field, fo.DictField)
+    _bulk_set(ds, by_sample.items() and ((sid, {field: v}) for sid, v in by_sample.items()))
+
+
+def delete_samples(name: str, ids: Sequence[str]) -> int:
+    """Delete the samples with these ids (image files are never touched); return how many."""
+    if not ids:
+        return 0
+    ds = load(name)
+    ds.delete_samples(list(ids))
+    return len(ids)
