@@ -121,6 +121,15 @@ class Report:
 # ---------------------------------------------------------------------------------------------
 # building
 # ---------------------------------------------------------------------------------------------
+def _figure(figures: list[Figure], left: list[tuple[str, str]], name: str, section: str, title: str,
+            png: bytes | None, why: str) -> None:
+    """A plot in its section, or the section left out with the reason when there is nothing to plot."""
+    if png is None:
+        left.append((title.lower(), why))
+    else:
+        figures.append(Figure(name, section, title, png))
+
+
 def _queue_order(queue_of: Mapping[str, str]) -> list[str]:
     return list(dict.fromkeys(queue_of.values()))
 
@@ -176,11 +185,7 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
             ("boxes_per_image", "Boxes per image", plots.boxes_per_image, "the dataset has no images"),
             ("box_shape", "Box size and aspect ratio per class", plots.box_shape_per_class,
              "the dataset has no box of positive area")):
-        png = fn(labels)
-        if png is None:
-            left.append((title.lower(), why))
-        else:
-            figures.append(Figure(name, "dataset", title, png))
+        _figure(figures, left, name, "dataset", title, fn(labels), why)
 
     evaluation = None
     if inp.evaluation is None:
@@ -197,11 +202,7 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
                 ("pr_curves", f"Precision/recall curves per class (IoU {ev.get('iou_thresh', 0.5)})",
                  plots.pr_curves_plot, ev.get("pr_curves") or {},
                  "the evaluation has no precision/recall curves")):
-            png = fn(arg)
-            if png is None:
-                left.append((title.lower(), why))
-            else:
-                figures.append(Figure(name, "detector", title, png))
+            _figure(figures, left, name, "detector", title, fn(arg), why)
         if ev.get("pr_curves"):
             evaluation["pr_ap50"] = {c: v.get("ap") for c, v in ev["pr_curves"].items()}
 
