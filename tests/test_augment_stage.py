@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from cvcurate import store
 from cvcurate.cli import app
-from cvcurate.stages import augment as stage
 from cvcurate.synth import generate
 
 runner = CliRunner()

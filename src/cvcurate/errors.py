@@ -48,6 +48,10 @@ class StoreError(CvcurateError):
     """The FiftyOne database cannot be reached or a write failed."""
 
 
+class DatasetBusyError(StoreError):
+    """Another process holds the dataset's lock (another apply or undo is running)."""
+
+
 class GateFailed(CvcurateError):
     """The data is not fit to train on (quality gate)."""
 

@@ -186,12 +186,16 @@ def _apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any], split_started: s
     return True
 
 
-def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False) -> ChangeSet:
-    """Apply every confirmed, not yet applied fix; write the change log; return what changed."""
-    check_scored(name)
-    fixes = store.get_detections(name, FIX_FIELD)
+_ROUNDS = 3  # compare-and-set rounds: a sample a reviewer changed while apply ran is read and decided again
+
+
+def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Read the decisions and the ground truth (of the samples ``only``, or all) and work out each
+    sample's change: sample id -> {tags, fixes, before, after, applied} (what was read, what it
+    becomes, the fixes it applies). Confirmed fixes that cannot be applied go to ``cs.skipped``."""
+    fixes = store.get_detections(name, FIX_FIELD, only)
     info = store.sample_info(name, ["tags", "filepath", "last_modified_at"])
-    sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
+    sample_tags = {sid: list(t or []) for sid, t in zip(info["id"], info["tags"])}
     # FiftyOne keeps no time per tag: a sample's last modification before apply is when its tags
     # (the reviewer's decisions) were last set
     tagged_at = {sid: (t.isoformat(timespec="seconds") if hasattr(t, "isoformat") else t)
@@ -203,21 +207,18 @@ def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False
             tags = set(d.get("tags") or [])
             if APPLIED in tags:
                 continue
-            if _decision(sample_tags.get(sid, set()), tags) == "confirmed":
+            if _decision(set(sample_tags.get(sid, [])), tags) == "confirmed":
                 todo.setdefault(sid, []).append(d)
-    now = _dt.datetime.now(_dt.timezone.utc)
-    cs = ChangeSet(change_id=now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6], dataset=name,
-                   at=now.isoformat(timespec="seconds"))
     if not todo:
-        return cs
+        return {}
     gt = store.get_detections(name, GT_FIELD, list(todo))
-    new_gt: dict[str, list[dict[str, Any]]] = {}
+    plans: dict[str, dict[str, Any]] = {}
     for sid, sample_fixes in todo.items():
         before = gt.get(sid, [])
         after = json.loads(json.dumps(before))
         applied = []
         split_started: set[str] = set()
-        whole = CONFIRMED in sample_tags.get(sid, set())  # a sample-level decision: all its fixes or none
+        whole = CONFIRMED in sample_tags.get(sid, [])  # a sample-level decision: all its fixes or none
         # removals last and by id, so indices never shift under another fix
         for fx in sorted(sample_fixes, key=lambda f: f["cvc_action"] == "remove"):
             if _apply_fix(after, fx, split_started):
@@ -233,35 +234,89 @@ def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False
                 cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": fx.get("id"),
                                    "why": f"the {fx['cvc_action']} fix no longer applies (box edited since scoring)"})
         if applied:
-            new_gt[sid] = after
-            cs.changes.append({"sample_id": sid, "filepath": paths.get(sid), "fixes": applied,
-                               "before": before, "after": None})
-    if dry_run or not new_gt:
+            plans[sid] = {"tags": sample_tags.get(sid, []), "fixes": fixes[sid], "before": before, "after": after,
+                          "applied": applied, "filepath": paths.get(sid)}
+    return plans
+
+
+def _change_entry(sid: str, plan: dict[str, Any]) -> dict[str, Any]:
+    return {"sample_id": sid, "filepath": plan["filepath"], "fixes": plan["applied"], "before": plan["before"],
+            "after": None}
+
+
+def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False) -> ChangeSet:
+    """Apply every confirmed, not yet applied fix; write the change log; return what changed.
+
+    Safe with other processes on a shared database: it holds the dataset's lock (another apply or
+    undo is refused with :class:`~cvcurate.store.DatasetBusyError`), and writes each sample with a
+    compare-and-set: its new ground truth and its fixes' ``fix:applied`` mark in one update, done
+    only if the sample's tags, fixes and ground truth are still as read (a sample a reviewer
+    tagged in between is read and decided again). Reviewers' tags are never rewritten: the mark is
+    added to the applied fixes' own tags."""
+    check_scored(name)
+    now = _dt.datetime.now(_dt.timezone.utc)
+    cs = ChangeSet(change_id=now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6], dataset=name,
+                   at=now.isoformat(timespec="seconds"))
+    if dry_run:
+        cs.changes = [_change_entry(sid, p) for sid, p in _plan(name, cs).items()]
         return cs
-    # all or nothing (Ctrl-C included): a change that is not logged could not be undone
-    fixes_before = {sid: json.loads(json.dumps(fixes[sid])) for sid in todo}
+    with store.dataset_lock(name, "apply", user=_who()) as lock:
+        return _apply_locked(name, cs, lock, log_dir)
+
+
+def _apply_write(sid: str, plan: dict[str, Any]) -> Any:
+    return store.GuardedWrite(sid, expect_tags=plan["tags"],
+                              expect_detections={FIX_FIELD: plan["fixes"], GT_FIELD: plan["before"]},
+                              set_detections={GT_FIELD: plan["after"]},
+                              add_label_tags={FIX_FIELD: ([f["id"] for f in plan["applied"]], [APPLIED])})
+
+
+def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | None) -> ChangeSet:
+    plans = _plan(name, cs)
+    if not plans:
+        return cs
+    attempted: list[str] = []  # filled before each sample's write is sent
+    sent: dict[str, dict[str, Any]] = {}  # sample -> the plan last sent for it (what a rollback takes back)
+    written: dict[str, dict[str, Any]] = {}
     try:
-        store.set_detections(name, GT_FIELD, new_gt)
-        written = store.get_detections(name, GT_FIELD, list(new_gt))
+        todo = plans
+        for round_ in range(_ROUNDS):
+            lock.check()
+            sent.update(todo)
+            done = set(store.guarded_write(name, [_apply_write(sid, p) for sid, p in todo.items()], attempted))
+            written.update({sid: p for sid, p in todo.items() if sid in done})
+            stale = [sid for sid in todo if sid not in done]
+            if not stale:
+                break
+            # changed since read (a reviewer tagged it, a box was edited): decide these again
+            cs.skipped = [s for s in cs.skipped if s["sample_id"] not in stale]
+            if round_ == _ROUNDS - 1:
+                info = store.sample_info(name, ["filepath"])
+                paths = dict(zip(info["id"], info["filepath"]))
+                cs.skipped.extend({"sample_id": sid, "filepath": paths.get(sid),
+                                   "why": "it kept changing while apply ran: run apply again"} for sid in stale)
+                break
+            todo = _plan(name, cs, only=stale)
+            if not todo:
+                break
+        if not written:
+            return cs
+        cs.changes = [_change_entry(sid, p) for sid, p in written.items()]
+        after = store.get_detections(name, GT_FIELD, list(written))
         for c in cs.changes:
-            c["after"] = written[c["sample_id"]]
-        # mark the applied fixes so a second apply does not repeat them
-        marked = {}
-        applied_ids = {f["id"] for c in cs.changes for f in c["fixes"]}
-        for sid in todo:
-            dets = fixes[sid]
-            for d in dets:
-                if d.get("id") in applied_ids:
-                    d["tags"] = sorted(set(d.get("tags") or []) | {APPLIED})
-            marked[sid] = dets
-        store.set_detections(name, FIX_FIELD, marked)
+            c["after"] = after[c["sample_id"]]
+        lock.check()
         cs.log_path = _write_log(cs, log_dir)
         store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "by": _who(), "log": str(cs.log_path),
                                    "samples": len(cs.changes), "fixes": cs.applied, "undone": False})
     except BaseException:
+        # all or nothing (Ctrl-C included): a change that is not logged could not be undone. Each
+        # sample sent is put back only if it still holds what apply wrote (one never written is left)
         with store.shielded():
-            store.set_detections(name, GT_FIELD, {c["sample_id"]: c["before"] for c in cs.changes})
-            store.set_detections(name, FIX_FIELD, fixes_before)
+            store.guarded_write(name, [store.GuardedWrite(
+                sid, expect_detections={GT_FIELD: sent[sid]["after"]}, set_detections={GT_FIELD: sent[sid]["before"]},
+                remove_label_tags={FIX_FIELD: ([f["id"] for f in sent[sid]["applied"]], [APPLIED])})
+                for sid in dict.fromkeys(attempted)])
             store.forget_change(name, cs.change_id)
             if cs.log_path is not None:
                 cs.log_path.unlink(missing_ok=True)
@@ -280,7 +335,16 @@ def _write_log(cs: ChangeSet, log_dir: str | Path | None) -> Path:
 
 
 def undo(name: str, change_id: str | None = None) -> ChangeSet:
-    """Restore the ground truth a change set replaced (the last one not undone by default)."""
+    """Restore the ground truth a change set replaced (the last one not undone by default).
+
+    Holds the dataset's lock like :func:`apply`; each sample is restored only if it still holds
+    what the change set wrote (compare-and-set), and the ``fix:applied`` marks are taken off the
+    fixes' own tags, leaving reviewers' tags alone."""
+    with store.dataset_lock(name, "undo", user=_who()) as lock:
+        return _undo_locked(name, change_id, lock)
+
+
+def _undo_locked(name: str, change_id: str | None, lock: Any) -> ChangeSet:
     history = [c for c in store.get_changes(name) if not c.get("undone")]
     if not history:
         raise InputError(f"dataset {name!r} has no applied change to undo")
@@ -297,21 +361,34 @@ def undo(name: str, change_id: str | None = None) -> ChangeSet:
     if conflicts:
         raise InputError(f"{len(conflicts)} sample(s) changed since {entry['change_id']} was applied "
                          f"(first: {conflicts[0]}); nothing was undone")
-    fixes = store.get_detections(name, FIX_FIELD, [c["sample_id"] for c in log["changes"]])
-    fixes_before = json.loads(json.dumps(fixes))
+    by_sid = {c["sample_id"]: c for c in log["changes"]}
+
+    def fix_ids(sid: str) -> list[str]:
+        return [f["id"] for f in by_sid[sid]["fixes"]]
+
+    def put_back(sids: list[str]) -> None:  # the change set again, where the undo got to
+        store.guarded_write(name, [store.GuardedWrite(
+            sid, expect_detections={GT_FIELD: by_sid[sid]["before"]}, set_detections={GT_FIELD: current[sid]},
+            add_label_tags={FIX_FIELD: (fix_ids(sid), [APPLIED])}) for sid in dict.fromkeys(sids)])
+
+    attempted: list[str] = []
     try:  # all or nothing, like apply
-        store.set_detections(name, GT_FIELD, {c["sample_id"]: c["before"] for c in log["changes"]})
-        applied_ids = {f["id"] for c in log["changes"] for f in c["fixes"]}
-        for dets in fixes.values():
-            for d in dets:
-                if d.get("id") in applied_ids:
-                    d["tags"] = [t for t in d.get("tags") or [] if t != APPLIED]
-        store.set_detections(name, FIX_FIELD, fixes)
+        lock.check()
+        done = store.guarded_write(name, [store.GuardedWrite(
+            sid, expect_detections={GT_FIELD: current[sid]}, set_detections={GT_FIELD: c["before"]},
+            remove_label_tags={FIX_FIELD: (fix_ids(sid), [APPLIED])}) for sid, c in by_sid.items()], attempted)
+        if len(done) < len(by_sid):
+            with store.shielded():
+                put_back(done)
+            raise InputError(f"{len(by_sid) - len(done)} sample(s) changed while {entry['change_id']} was being "
+                             f"undone; nothing was undone")
+        lock.check()
         store.record_change(name, {**entry, "undone": True})
+    except InputError:
+        raise
     except BaseException:
         with store.shielded():
-            store.set_detections(name, GT_FIELD, current)
-            store.set_detections(name, FIX_FIELD, fixes_before)
+            put_back(attempted)
             store.record_change(name, entry)
         raise
     kept(f"change {entry['change_id']} of dataset {name!r} undone")
@@ -362,23 +439,11 @@ def overview(name: str, min_score: float | None = None) -> list[QueueSize]:
 
 
 def confirm_fixes(name: str, fix_ids: list[str], tag: str = CONFIRMED) -> int:
-    """Tag the proposed fixes with these ids (as a reviewer does in the App); return how many."""
-    wanted = set(fix_ids)
-    fixes = store.get_detections(name, FIX_FIELD)
-    changed = {}
-    n = 0
-    for sid, dets in fixes.items():
-        hit = False
-        for d in dets:
-            if d.get("id") in wanted:
-                d["tags"] = sorted((set(d.get("tags") or []) - {CONFIRMED, REJECTED}) | {tag})
-                hit = True
-                n += 1
-        if hit:
-            changed[sid] = dets
-    if changed:
-        store.set_detections(name, FIX_FIELD, changed)
-    return n
+    """Tag the proposed fixes with these ids (as a reviewer does in the App); return how many.
+    Atomic per sample (:func:`cvcurate.store.tag_labels`): a reviewer tagging the same sample at the
+    same time loses nothing."""
+    other = [t for t in (CONFIRMED, REJECTED) if t != tag]
+    return store.tag_labels(name, FIX_FIELD, list(fix_ids), add=[tag], remove=other)
 
 
 def _box_text(det: dict[str, Any] | None, wh: tuple[int, int] | None = None) -> str:

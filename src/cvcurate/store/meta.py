@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import StoreError
+from ..errors import DatasetBusyError, StoreError  # noqa: F401  (DatasetBusyError: store.DatasetBusyError)
 from ._core import INFO_KEY, load
 
 
@@ -141,8 +141,6 @@ LOCKS_COLLECTION = "cvcurate_locks"
 LOCK_TTL_S = 60.0  # a holder that stops renewing (crashed, machine gone) loses the lock after this
 
 
-class DatasetBusyError(StoreError):
-    """Another process holds the dataset's lock (another apply or undo is running)."""
 
 
 def _lock_ttl() -> float:
