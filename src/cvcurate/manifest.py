@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import InputError
+from .scoring.batch import box_iou
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -154,16 +155,12 @@ SAME_IOU = 0.99  # ... at least this much (and another class): the same box rela
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    """:func:`~cvcurate.scoring.batch.box_iou`, where two equal boxes (zero-area ones too) are the same box."""
+    iou = box_iou(a, b)
+    if not iou.size:
+        return iou
     same = np.all(np.isclose(a[:, None, :], b[None, :, :], atol=1e-6), axis=-1)
-    return np.where(same, 1.0, iou)  # two equal zero-area boxes are the same box
+    return np.where(same, 1.0, iou)
 
 
 @dataclass

@@ -66,33 +66,37 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def _interval() -> float:
+    try:
+        return float(os.environ.get("CVCURATE_PROGRESS_INTERVAL", "5"))
+    except ValueError:
+        return 5.0
+
+
+def _line(description: str, done: int, total: int | None, elapsed: float, final: bool) -> None:
+    """One plain progress line on stderr: done/total, rate, elapsed, time left (or done)."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    of = f"/{total}" if total is not None else ""
+    pct = f" ({done / total:.0%})" if total else ""
+    left = f", {_fmt_seconds((total - done) / rate)} left" if total and rate > 0 and not final else ""
+    end = " done" if final else ""
+    print(f"{description}: {done}{of}{pct}, {rate:.1f}/s, {_fmt_seconds(elapsed)} elapsed{left}{end}",
+          file=sys.stderr, flush=True)
+
+
 def _lines(items: Iterable[T], description: str, total: int | None) -> Iterator[T]:
     """Plain progress lines for logs: one every interval seconds, and one at the end."""
-    try:
-        interval = float(os.environ.get("CVCURATE_PROGRESS_INTERVAL", "5"))
-    except ValueError:
-        interval = 5.0
+    interval = _interval()
     t0 = last = time.monotonic()
     done = 0
-
-    def line(final: bool = False) -> None:
-        el = time.monotonic() - t0
-        rate = done / el if el > 0 else 0.0
-        of = f"/{total}" if total is not None else ""
-        pct = f" ({done / total:.0%})" if total else ""
-        left = f", {_fmt_seconds((total - done) / rate)} left" if total and rate > 0 and not final else ""
-        end = " done" if final else ""
-        print(f"{description}: {done}{of}{pct}, {rate:.1f}/s, {_fmt_seconds(el)} elapsed{left}{end}",
-              file=sys.stderr, flush=True)
-
     for item in items:
         yield item
         done += 1
         now = time.monotonic()
         if now - last >= interval:
             last = now
-            line()
-    line(final=True)
+            _line(description, done, total, now - t0, final=False)
+    _line(description, done, total, time.monotonic() - t0, final=True)
 
 
 class Counter:
@@ -126,12 +130,9 @@ class Counter:
             self._bar.update(self._task, completed=done, total=total)
             return
         now = time.monotonic()
-        if now - self._last >= float(os.environ.get("CVCURATE_PROGRESS_INTERVAL", "5") or 5) or done == total:
+        if now - self._last >= _interval() or done == total:
             self._last = now
-            el = now - self._t0
-            rate = done / el if el > 0 else 0.0
-            print(f"{self.description}: {done}/{total} ({done / max(total, 1):.0%}), {rate:.1f}/s, "
-                  f"{_fmt_seconds(el)} elapsed", file=sys.stderr, flush=True)
+            _line(self.description, done, total, now - self._t0, final=done == total)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..scoring.batch import box_iou as iou_matrix  # IoU of every box of a with every box of b
 from .pipeline import CopyPasteConfig
 
 __all__ = ["Cut", "Donor", "Pasted", "blend", "cut_defect", "find_place", "int_rect", "iou_matrix",
@@ -183,16 +184,6 @@ def find_place(rng: np.random.Generator, size: tuple[int, int], image_hw: tuple[
     if len(hits) == 0:
         return None
     return int(xs[hits[0]]), int(ys[hits[0]])
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (M, 4) with every box of ``b`` (N, 4): (M, N)."""
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    aa = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None]
-    bb = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :]
-    return inter / np.maximum(aa + bb - inter, 1e-9)
 
 
 def blend(dst: np.ndarray, cut: Cut, x: int, y: int, cfg: CopyPasteConfig) -> np.ndarray:

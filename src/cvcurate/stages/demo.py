@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import gate as g
 from .. import store
+from ..corrupt import iou as _iou
 from ..corrupt import load_truth
 from ..scoring.truth import truth_metrics
 from . import review
@@ -50,14 +51,6 @@ class DemoResult:
     diff: Any
     seconds: float
     notes: list[str] = field(default_factory=list)
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def fixes_the_truth_agrees_with(name: str, truth: dict[str, Any]) -> list[str]:

@@ -12,7 +12,6 @@ The checks and reports are pure (:mod:`cvcurate.gate`).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ from .. import formats, gate as g, store
 from ..errors import InputError
 from ..scoring import score
 from ..scoring.images import image_features
-from .score import load_score_config
+from .score import ISSUE_TEXT, load_score_config
 
 CONFIRMED, REJECTED = "error:confirmed", "error:rejected"
-_ISSUE = re.compile(r"^(?P<type>[a-z_]+) \((?P<score>[0-9.]+)\)")
 
 
 def _fresh_issues(labels: Any, progress: bool) -> tuple[list, int]:
@@ -49,7 +47,7 @@ def _scored_from_store(name: str, labels: Any) -> tuple[list[list[g.ScoredIssue]
         decided = bool(tags & {CONFIRMED, REJECTED}) or any(set(t or []) & {CONFIRMED, REJECTED} for t in fix_tags)
         per = []
         for text in issues:
-            m = _ISSUE.match(text)
+            m = ISSUE_TEXT.match(text)
             if m:
                 per.append(g.ScoredIssue(m["type"], float(m["score"]), decided))
         out.append(per)

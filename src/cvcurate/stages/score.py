@@ -17,6 +17,7 @@ from ..config import load_config, to_dict
 from ..errors import InputError, shell_arg
 from ..types import Annotations, Fix, ImageRecord, Issue, LabelSet
 from ..scoring import QUEUES, ScoreConfig, ScoreResult, score
+from ..scoring.batch import box_iou
 from ..scoring.images import image_features
 
 
@@ -216,12 +217,7 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of box ``a`` (4,) with each of ``b`` (N, 4)."""
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt, rb = np.maximum(a[:2], b[:, :2]), np.minimum(a[2:], b[:, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(1)
-    area = lambda x: np.clip(x[..., 2:] - x[..., :2], 0, None).prod(-1)  # noqa: E731
-    union = area(a) + area(b) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return box_iou(np.asarray(a, dtype=np.float64).reshape(1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4))[0]
 
 
 MATCH_IOU = 0.5  # a prediction overlapping a given box of its class this much already stands for it
@@ -370,7 +366,8 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -
     return json_path, csv_path, images_csv
 
 
-_ISSUE_TEXT = re.compile(r"^(?P<type>[a-z_]+) \((?P<score>[0-9.]+)\): (?P<reason>.*)$", re.S)
+ISSUE_TEXT = re.compile(  # how an issue is written to ISSUES_FIELD, read back by gate and report
+    r"^(?P<type>[a-z_]+) \((?P<score>[0-9.]+)\): (?P<reason>.*)$", re.S)
 
 
 def load_run_issues(name: str, labels: LabelSet) -> tuple[list[Issue] | None, str]:
@@ -406,7 +403,7 @@ def load_run_issues(name: str, labels: LabelSet) -> tuple[list[Issue] | None, st
             continue
         box_texts = list(box_texts or [])
         for t in texts or []:
-            m = _ISSUE_TEXT.match(t)
+            m = ISSUE_TEXT.match(t)
             if not m:
                 continue
             key = f"{m['type']}: {m['reason']}"
