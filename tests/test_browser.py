@@ -30,7 +30,7 @@ def browser():
     return headless_chrome()
 
 
-def open_first_sample(driver, url: str, timeout: float = 90) -> str:
+def open_first_sample(driver, url: str, timeout: float = 90, ready: str = r"img_\d+\.jpg") -> str:
     """Load the App, dismiss pop-ups, open the first tile of the grid; return the page text."""
     driver.get(url)
     t0 = time.time()
@@ -53,7 +53,9 @@ def open_first_sample(driver, url: str, timeout: float = 90) -> str:
     text = ""
     while time.time() - t0 < 30:
         text = driver.find_element("tag name", "body").text
-        if "filepath" in text:
+        # the sample view is open when its file name shows: the grid's sidebar lists a "filepath"
+        # field too, so waiting for that word returned before the sample opened (1 run in 5)
+        if re.search(ready, text):
             break
         time.sleep(0.5)
     return text
