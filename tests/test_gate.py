@@ -56,7 +56,7 @@ def _issues(kind, n, lab):
     ("leakage", lambda lab: dict(issues=_issues("leakage", 1, lab))),
     ("label_error_rate", lambda lab: dict(scored=[[gate.ScoredIssue("swap", 0.9, True)]] * 10
                                           + [[] for _ in lab.records[10:]])),
-    ("images_with_issues", lambda lab: dict(scored=[[gate.ScoredIssue("blur", 0.3, True)]] * 70
+    ("images_with_issues", lambda lab: dict(scored=[[gate.ScoredIssue("blur", 0.6, True)]] * 70
                                             + [[] for _ in lab.records[70:]])),
 ])
 def test_each_check_can_fail(check, make):
@@ -116,7 +116,7 @@ def test_reports_json_junit_markdown():
     ({"leakage_above": {"fail": 0}}, "did you mean 'leakage_images_above'"),
     ({"leakage_images_above": {"fail": "none"}}, "expected a number"),
     ({"leakage_images_above": {"fails": 1}}, "did you mean 'fail'"),
-    ({"label_error_min_score": 2.0}, "must be in [0, 1]"),
+    ({"unreviewed_min_score": 2.0}, "must be in [0, 1]"),
     ({"class_imbalance_above": {"warn": -1}}, "non-negative"),
 ])
 def test_bad_config_is_one_clear_error(data, message):

@@ -239,7 +239,12 @@ def test_empty_inputs():
     labels = LabelSet(["a"], [ImageRecord("/x.jpg", 10, 10), ImageRecord("/y.jpg", 10, 10, gt=Annotations([[1, 1, 5, 5]], [0]))])
     preds = [Annotations.empty(with_confidence=True)] * 2
     res = objectlab_scores(labels, preds)
-    assert [(i.filepath, i.type, i.score, i.box) for i in res.issues] == [("/y.jpg", "spurious", 1.0, 0)]
+    # nothing to calibrate on: the shipped prior's probability at the strongest evidence
+    from cvcurate.scoring.calibrate import load_priors
+
+    p = float(load_priors()["spurious"](np.array([1.0]))[0])
+    assert [(i.filepath, i.type, i.score, i.box) for i in res.issues] == [("/y.jpg", "spurious", p, 0)]
+    assert res.issues[0].data["evidence"] == 1.0
     assert np.allclose(res.image_quality, 1.0)
     assert [len(x) for x in res.swap] == [0, 1] and [len(x) for x in res.overlooked] == [0, 0]
     assert res.unsupported[1].tolist() == [1.0]
@@ -286,11 +291,11 @@ def test_split_and_merged_boxes_found_by_the_model_s_account():
     split = sorted((i.filepath, i.box) for i in res.issues if i.type == "split")
     assert split == [("0.png", 0), ("0.png", 1), ("0.png", 2)]
     s = [i for i in res.issues if i.type == "split"][0]
-    assert s.score == pytest.approx(0.9 * 1.0, abs=0.01)  # p * IoU(union of pieces, prediction)
+    assert s.data["evidence"] == pytest.approx(0.9 * 1.0, abs=0.01)  # p * IoU(union of pieces, prediction)
     assert "pieces" in s.reason and s.data["pred_box"] == [10.0, 10.0, 100.0, 60.0]
     m = [i for i in res.issues if i.type == "merged"]
     assert [(i.filepath, i.box) for i in m] == [("1.png", 0)]
-    assert m[0].score == pytest.approx(0.8)  # min p * IoU(union of predictions, box): the union is the box
+    assert m[0].data["evidence"] == pytest.approx(0.8)  # min p * IoU(union of predictions, box): the union is the box
     assert not [i for i in res.issues if i.filepath == "2.png"]
     assert not [i for i in res.issues if i.filepath == "3.png" and i.type == "split"]
 
@@ -302,7 +307,9 @@ def test_spurious_listed_only_above_min_score_after_scaling():
     pred = Annotations(np.array([[10, 10, 60, 60]], float), np.array([1]), confidence=np.array([0.9]))
     th = Thresholds(low=0.5, high=0.95, how="test", grid=np.array([0.0, 1.0]), precision=np.array([0.0, 0.3]))
     res = objectlab_scores(labels, [pred], thresholds=th)
-    assert all(i.score >= ObjectLabConfig().min_score for i in res.issues)
+    from cvcurate.scoring.calibrate import CalibrationConfig
+
+    assert all(i.score >= CalibrationConfig().list_min_p for i in res.issues)
     assert not [i for i in res.issues if i.type == "spurious"]
 
 

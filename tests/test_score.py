@@ -105,7 +105,8 @@ def test_score_cli_writes_store_views_and_files(tmp_path, dataset_name):
     assert r.exit_code == 0, r.output
     assert "model-free checks only" in r.output
     ds = store.load(dataset_name)
-    assert set(ds.list_saved_views()) == {"cvc-all"} | {f"cvc-{q}" for q in QUEUES}
+    assert set(ds.list_saved_views()) == ({"cvc-all", "cvc-all-all"} | {f"cvc-{q}" for q in QUEUES}
+                                          | {f"cvc-{q}-all" for q in QUEUES})
     geo = ds.load_saved_view("cvc-geometry")
     deg = {e.filepath for e in res.errors if e.type == "degenerate"}
     assert set(geo.values("filepath")) == deg

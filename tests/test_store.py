@@ -235,7 +235,8 @@ def test_rescoring_equals_deleting_the_run_and_writing(tmp_path, monkeypatch, da
         names = [k for k, _ in schema]
         assert names.index("ground_truth.detections.cvc_score") < names.index("ground_truth.detections.cvc_issue")
         assert "cvc_fixes.detections.cvc_target" in names and "metadata.width" in names
-        assert list(runs) == ["score"] and runs["score"]["views"] == ["cvc-all", "cvc-q1", "cvc-q3"]
+        assert list(runs) == ["score"] and runs["score"]["views"] == ["cvc-all", "cvc-all-all", "cvc-q1", "cvc-q3",
+                                                                       "cvc-q1-all", "cvc-q3-all"]
     finally:
         if store.exists(ref):
             store.delete(ref)

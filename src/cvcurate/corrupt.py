@@ -124,7 +124,7 @@ def _spurious_box(rng: np.random.Generator, ann: Annotations, w: int, h: int,
     return None
 
 
-def _apply(kind: str, rec: ImageRecord, rng: np.random.Generator, num_classes: int,
+def apply_error(kind: str, rec: ImageRecord, rng: np.random.Generator, num_classes: int,
            sizes: np.ndarray) -> InjectedError | None:
     """Apply one error of ``kind`` to ``rec`` in place; None when it does not apply."""
     ann, w, h = rec.gt, rec.width, rec.height
@@ -248,7 +248,7 @@ def corrupt(labels: LabelSet, rate: float = 0.1, seed: int = 0, *,
         rec = out.records[int(idx)]
         for attempt in range(len(order)):
             kind = order[(k + attempt) % len(order)]
-            err = _apply(kind, rec, rng, len(labels.classes), sizes)
+            err = apply_error(kind, rec, rng, len(labels.classes), sizes)
             if err is not None:
                 errors.append(err)
                 break

@@ -23,7 +23,11 @@ def review_cmd(
                                         "[default: print the queue overview]."),
     top: Optional[int] = typer.Option(None, "--top", min=1, help="Open only the first N samples of the queue."),
     min_score: Optional[float] = typer.Option(None, "--min-score", min=0.0, max=1.0,
-                                              help="Open only samples whose queue score is at least this."),
+                                              help="Open only samples whose queue score (the largest p of its "
+                                              "issues in the queue) is at least this; may go below the queue "
+                                              "threshold."),
+    everything: bool = typer.Option(False, "--all", help="Every listed issue of the queue, also those below the "
+                                    "queue threshold (p < calibration.queue_min_p, 0.5 by default)."),
     port: int = typer.Option(5151, "--port", help="Port of the App (1-65535, free on --address)."),
     address: str = typer.Option("127.0.0.1", "--address", help="Address to serve on (0.0.0.0 for all)."),
     remote: bool = typer.Option(False, "--remote", help="Serve for a browser on another machine and print the "
@@ -33,9 +37,11 @@ def review_cmd(
 ) -> None:
     """Open the FiftyOne App on a ranked review queue, or show the queues and review progress.
 
-    Without --queue: the queue overview (samples per queue, what --min-score leaves). Each queue
-    is a saved view (cvc-<queue>, also in the App's sidebar when opened without cvcurate) sorted by
-    the queue's score; --top and --min-score cut it to what a reviewer can finish. The sidebar
+    Without --queue: the queue overview (samples per queue, the expected number of real errors in
+    it, the sum of its issues' probabilities p, and its estimated precision, their mean). A queue
+    holds the issues with p >= 0.5 (calibration.queue_min_p in configs/score.yaml); --all shows the
+    rest too. Each queue is a saved view (cvc-<queue>, cvc-<queue>-all with --all, also in the App's
+    sidebar when opened without cvcurate) sorted by the queue's score; --top and --min-score cut it to what a reviewer can finish. The sidebar
     shows each sample's issues (cvc_issues) and the ground truth, predictions and proposed fixes
     (cvc_fixes: boxes labelled action:class) as layers over the image. Tag a fix box with
     error:confirmed or error:rejected, or a whole sample (all of its fixes or none); then
@@ -60,19 +66,26 @@ def review_cmd(
         return
     review_lib.check_port(address, port)  # before anything slow: a bad port is a usage error
     if queue is None:
-        sizes = review_lib.overview(name, min_score)
-        say(f"review queues of {name}" + (f" (--min-score {min_score:g})" if min_score is not None else "") + ":")
-        say(f"{'queue':<14}{'samples':>8}{'shown':>8}  estimated precision")
+        sizes = review_lib.overview(name, min_score, everything)
+        say(f"review queues of {name}" + (f" (--min-score {min_score:g})" if min_score is not None else "")
+            + (" (--all)" if everything else "") + ":")
+        say(f"{'queue':<14}{'samples':>8}{'shown':>8}{'issues':>8}{'expected errors':>17}{'est. precision':>16}")
         for q in sizes:
-            est = f"{q.estimated_precision:.2f}" if q.estimated_precision is not None else "n/a (scores not calibrated yet)"
-            say(f"{q.queue:<14}{q.samples:>8}{q.shown:>8}  {est}")
+            if q.expected is None:
+                say(f"{q.queue:<14}{q.samples:>8}{q.shown:>8}{'-':>8}{'n/a (score again)':>17}{'n/a':>16}")
+                continue
+            est = f"{q.estimated_precision:.2f}" if q.estimated_precision is not None else "-"
+            say(f"{q.queue:<14}{q.samples:>8}{q.shown:>8}{q.flagged:>8}{q.expected:>17.1f}{est:>16}")
+        say("expected errors: the sum of p of the queue's issues; est. precision: their mean (p: the calibrated "
+            "probability that an issue is a real error)")
         say(f"open one: cvcurate review {shell_arg(name)} --queue swap --top 50")
         return
     session = review_lib.open_app(name, queue, port=port, address=address, remote=remote, top=top,
-                                  min_score=min_score)
+                                  min_score=min_score, everything=everything)
     host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
     cut = "".join([f", top {top}" if top else "", f", score >= {min_score:g}" if min_score is not None else ""])
-    serve_app(session, f"http://{host}:{port}/", f"queue {queue!r} of {name} (view cvc-{queue}{cut})")
+    view = f"cvc-{queue}-all" if everything or min_score is not None else f"cvc-{queue}"
+    serve_app(session, f"http://{host}:{port}/", f"queue {queue!r} of {name} (view {view}{cut})")
 
 
 @app.command("apply")

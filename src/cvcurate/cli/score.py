@@ -32,8 +32,9 @@ def score_cmd(
 ) -> None:
     """Score every image and box for likely label errors, with a reason for each.
 
-    From predictions (cleanlab ObjectLab, thresholds calibrated on the data): overlooked,
-    swap, badloc, spurious, split and merged boxes. Without a model: degenerate, out-of-image, duplicate and
+    Every issue has p, the estimated probability that it is a real error of its type. From
+    predictions: overlooked, swap, badloc, spurious, split and merged boxes, with p calibrated on
+    this dataset by injecting known errors into copies of its labels (docs/scoring.md). Without a model: degenerate, out-of-image, duplicate and
     conflicting boxes, fragments, size outliers, inconsistent boxing style per class, rare
     class mixes, blur, exposure, near-duplicates and train/val leakage. Results go to the
     dataset (fields cvc_*, saved views cvc-<queue> for review) and to JSON/CSV files.
@@ -44,13 +45,19 @@ def score_cmd(
     res = run.result
     for note in run.notes:
         say(f"note: {note}")
-    counts = res.counts()
-    console.print(f"[bold]{esc(name)}[/]: {len(res.issues)} issues in "
-                  f"{len({i.filepath for i in res.issues})} of {len(res.labels)} images")
-    for q, types in QUEUES.items():
-        n = sum(counts.get(t, 0) for t in types)
-        detail = ", ".join(f"{t} {counts[t]}" for t in types if counts.get(t))
-        say(f"  queue {q:<12} {n:>6}" + (f"  ({detail})" if detail else ""))
+    from ..stages.score import run_summary
+
+    summ = run_summary(res)
+    console.print(f"[bold]{esc(name)}[/]: {summ['flagged']} issues with p >= {summ['queue_min_p']:g} in "
+                  f"{summ['flagged_images']} of {summ['images']} images ({summ['issues']} listed in all); expected "
+                  f"real label errors {summ['expected_label_errors']:.1f} +- {1.96 * summ['expected_label_errors_sd']:.1f} "
+                  f"per {summ['boxes']} boxes (the sum of p)")
+    for q, info in summ["queues"].items():
+        types = QUEUES[q]
+        detail = ", ".join(f"{t} {sum(1 for i in res.issues if i.type == t and i.score >= res.queue_min_p)}"
+                           for t in types if any(i.type == t and i.score >= res.queue_min_p for i in res.issues))
+        say(f"  queue {q:<12} {info['flagged']:>6}  expected errors {info['expected_flagged']:>7.1f}"
+            + (f"  ({detail})" if detail else "") + f"   [{info['listed']} with --all]")
     say("most suspicious images:")
     by_image: dict[str, list] = {}
     for i in res.issues:
@@ -61,7 +68,7 @@ def score_cmd(
             break
         best = max(by_image.get(rec.filepath, []), key=lambda i: i.score, default=None)
         why = f"{best.type}: {best.reason}" if best else "low ObjectLab label quality"
-        say(f"  {res.image_score[k]:.3f}  {Path(rec.filepath).name}  {why}")
+        say(f"  p {res.image_score[k]:.3f}  {Path(rec.filepath).name}  {why}")
     if truth is not None:
         from ..corrupt import load_truth
         from ..scoring.truth import truth_metrics

@@ -11,16 +11,15 @@ checks) and the prediction-based checks: :mod:`.objectlab` (entry point and resu
 and reason text). :mod:`.images` checks the pixels, :mod:`.truth` compares with known injected
 errors.
 
-Combination. Each issue has a score in [0, 1] (its own scale: an IoU, a probability, a z-score
-mapped to [0, 1]). Those scales are not comparable across types, and a detector that disagrees a
-little with many correct boxes produces many mid-level scores, so raw scores are first made
-relative: an issue's ``relative`` score is the fraction of the dataset's objects (given boxes for
-box issues, images for image issues) that have a lower score of that type. An image's score is
-the largest relative score among its issues times the weight of the issue's type (``weights`` in
-configs/score.yaml); with predictions, ``1 - ObjectLab image quality``, made relative over the
-images, counts as one more issue (``label_quality``). A box's score is the same maximum over the
-issues that point at it. Max-pooling was chosen over a noisy-OR of all issues because on real
-data (NEU-DET) the noisy-OR of many weak disagreements pushed most clean images near 1.
+Probabilities. Every issue's ``score`` is ``p``, the estimated probability that it is a real error
+of its type. For the prediction-based types (overlooked, swap, badloc, spurious, split, merged) it
+is calibrated on the dataset being scored, with no ground truth, by injecting known errors into
+copies of its labels (:mod:`.calibrate`; ``docs/scoring.md``). The model-free checks are facts
+(degenerate, out-of-image boxes: p = 1) or use a shipped prior, ``p = weight x raw score``
+(``weights`` in configs/score.yaml; the raw score is kept in ``issue.data["raw"]``). An image's
+score is the probability that at least one of its issues is real, ``1 - prod(1 - p)``; a box's
+score is the largest ``p`` of the issues that point at it. :meth:`ScoreResult.expected` sums ``p``:
+the expected number of real errors, by type, of any set of issues.
 """
 
 from __future__ import annotations
@@ -32,8 +31,9 @@ import numpy as np
 
 from ..types import Annotations, Issue, LabelSet
 from .geometry import GeometryConfig, box_issues, class_mix_issues, size_outliers, style_issues
+from .calibrate import Calibration, CalibrationConfig
 from .images import ImageConfig, ImageFeatures, image_issues
-from .objectlab import ObjectLabConfig, Thresholds, objectlab_scores
+from .objectlab import ObjectLabConfig, ObjectLabResult, Thresholds, objectlab_scores
 
 # review queues: each groups issue types a reviewer handles the same way
 QUEUES: dict[str, tuple[str, ...]] = {
@@ -48,13 +48,17 @@ QUEUES: dict[str, tuple[str, ...]] = {
 }
 ISSUE_TYPES = tuple(t for types in QUEUES.values() for t in types)
 
+# issue types that say "this label is wrong" (not an image or style remark): the gate's and the
+# report's expected label errors count these
+LABEL_ERROR_TYPES = ("overlooked", "swap", "badloc", "spurious", "degenerate", "out_of_image", "duplicate",
+                     "class_conflict", "split", "merged", "fragment")
+# facts, not estimates: a box without area or outside the image is wrong by definition
+CERTAIN_TYPES = ("degenerate", "out_of_image", "unreadable")
+# the shipped prior of each model-free type: p = weight x raw score (the calibrated types ignore it)
 DEFAULT_WEIGHTS = {
-    "overlooked": 1.0, "swap": 1.0, "badloc": 0.9, "spurious": 0.9,
-    "degenerate": 1.0, "out_of_image": 1.0, "duplicate": 0.9, "class_conflict": 0.9,
-    "split": 0.5, "merged": 0.5, "fragment": 0.8, "style_fragmented": 0.5, "style_merged": 0.5, "size_outlier": 0.6,
-    "rare_class_mix": 0.5, "near_duplicate": 0.6, "leakage": 0.9,
-    "blur": 0.4, "underexposed": 0.4, "overexposed": 0.3, "unreadable": 1.0,
-    "label_quality": 0.8,
+    "duplicate": 0.9, "class_conflict": 0.5, "fragment": 0.5, "style_fragmented": 0.3, "style_merged": 0.3,
+    "size_outlier": 0.4, "rare_class_mix": 0.3, "near_duplicate": 0.6, "leakage": 0.9,
+    "blur": 0.4, "underexposed": 0.4, "overexposed": 0.3,
 }
 
 
@@ -63,9 +67,11 @@ class ScoreConfig:
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     images: ImageConfig = field(default_factory=ImageConfig)
     objectlab: ObjectLabConfig = field(default_factory=ObjectLabConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
 
     def check(self) -> None:
+        self.calibration.check()
         unknown = sorted(set(self.weights) - set(DEFAULT_WEIGHTS))
         if unknown:
             raise ValueError(f"unknown issue type(s) in weights: {', '.join(unknown)} "
@@ -88,6 +94,9 @@ class ScoreResult:
     thresholds: Thresholds | None
     used_predictions: bool
     used_pixels: bool
+    calibration: Calibration | None = None
+    objectlab: ObjectLabResult | None = None
+    queue_min_p: float = 0.5
 
     def queue(self, name: str) -> list[Issue]:
         """Issues of one queue (or one issue type), best first."""
@@ -100,6 +109,18 @@ class ScoreResult:
             out[i.type] = out.get(i.type, 0) + 1
         return {k: v for k, v in out.items() if v}
 
+    def flagged(self, min_p: float | None = None) -> list[Issue]:
+        """The issues with ``p`` at least ``min_p`` (the queue threshold by default)."""
+        m = self.queue_min_p if min_p is None else min_p
+        return [i for i in self.issues if i.score >= m]
+
+    def expected(self, issues: Sequence[Issue] | None = None) -> dict[str, float]:
+        """Expected number of real errors per issue type: the sum of ``p`` (all issues by default)."""
+        out: dict[str, float] = {}
+        for i in self.issues if issues is None else issues:
+            out[i.type] = out.get(i.type, 0.0) + i.score
+        return out
+
     def ranking(self) -> np.ndarray:
         """Image indices, most suspicious first."""
         return np.argsort(-self.image_score, kind="stable")
@@ -109,33 +130,21 @@ IMAGE_LEVEL = {"style_fragmented", "style_merged", "rare_class_mix", "near_dupli
                "underexposed", "overexposed", "unreadable"}
 
 
-def _relative(values: np.ndarray) -> np.ndarray:
-    """For each value, the fraction of all values strictly below it."""
-    order = np.sort(values)
-    return np.searchsorted(order, values, side="left") / max(1, len(values))
-
-
-def relative_scores(issues: Sequence[Issue], *, n_boxes: int, n_images: int) -> None:
-    """Set ``issue.data["relative"]``: the fraction of the dataset's objects scoring lower on that type.
-
-    Objects without an issue of a type count as scoring 0 on it, so a type that fires on few
-    objects gives its issues relative scores near 1, and one that fires everywhere does not.
-    """
-    by_type: dict[str, list[Issue]] = {}
+def prior_probabilities(issues: Sequence[Issue], weights: dict[str, float]) -> None:
+    """Model-free issues: keep the check's own score as ``data["raw"]`` and set ``score`` to ``p``
+    (1 for the certain types, ``weight x raw`` for the others)."""
     for iss in issues:
-        by_type.setdefault(iss.type, []).append(iss)
-    for t, group in by_type.items():
-        n = n_images if t in IMAGE_LEVEL else n_boxes
-        n = max(n, len(group))
-        scores = np.sort(np.array([g.score for g in group]))
-        for g in group:
-            higher_or_equal = len(scores) - np.searchsorted(scores, g.score, side="left")
-            g.data["relative"] = float(1.0 - (higher_or_equal - 1) / n - 1.0 / n) if n else 0.0
+        iss.data["raw"] = iss.score
+        iss.score = 1.0 if iss.type in CERTAIN_TYPES else float(np.clip(weights.get(iss.type, 0.5) * iss.score, 0, 1))
 
 
 def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
-          features: ImageFeatures | None = None, cfg: ScoreConfig | None = None) -> ScoreResult:
-    """Score every image and box; see the module docstring for how signals combine."""
+          features: ImageFeatures | None = None, cfg: ScoreConfig | None = None,
+          fitted: Calibration | None = None, thresholds: Thresholds | None = None) -> ScoreResult:
+    """Score every image and box; see the module docstring for what the scores mean.
+
+    ``fitted`` / ``thresholds``: score with this calibration and these confidence thresholds
+    instead of fitting them on ``labels`` (a copy of a dataset scored as the original)."""
     cfg = cfg or ScoreConfig()
     issues: list[Issue] = []
     issues += box_issues(labels, cfg.geometry)
@@ -144,25 +153,25 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
     issues += class_mix_issues(labels, cfg.geometry)
     if features is not None:
         issues += image_issues(labels, features, cfg.images)
+    prior_probabilities(issues, cfg.weights)
+    issues = [i for i in issues if i.score >= cfg.calibration.list_min_p or i.type in CERTAIN_TYPES]
     quality = None
-    thresholds = None
+    ol = None
     if predictions is not None:
-        ol = objectlab_scores(labels, predictions, cfg.objectlab)
+        ol = objectlab_scores(labels, predictions, cfg.objectlab, thresholds=thresholds,
+                              calibration=cfg.calibration, fitted=fitted)
         issues += ol.issues
-        quality, thresholds = ol.image_quality, ol.thresholds
+        quality = ol.image_quality
     index = {r.filepath: i for i, r in enumerate(labels.records)}
-    relative_scores(issues, n_boxes=max(1, labels.num_boxes), n_images=max(1, len(labels.records)))
-    image_score = np.zeros(len(labels.records))
+    clean = np.ones(len(labels.records))  # per image, the probability that none of its issues is real
     box_scores = [np.zeros(len(r.gt)) for r in labels.records]
     for iss in issues:
         i = index[iss.filepath]
-        v = cfg.weights.get(iss.type, 1.0) * iss.data["relative"]
-        image_score[i] = max(image_score[i], v)
+        clean[i] *= 1.0 - iss.score
         if iss.box is not None and iss.box < len(box_scores[i]):
-            box_scores[i][iss.box] = max(box_scores[i][iss.box], v)
-    if quality is not None:
-        image_score = np.maximum(image_score, cfg.weights["label_quality"] * _relative(1 - quality))
-    return ScoreResult(labels=labels, issues=issues, image_score=image_score,
+            box_scores[i][iss.box] = max(box_scores[i][iss.box], iss.score)
+    return ScoreResult(labels=labels, issues=issues, image_score=1.0 - clean,
                        box_scores=box_scores, image_quality=quality,
-                       thresholds=thresholds, used_predictions=predictions is not None,
-                       used_pixels=features is not None)
+                       thresholds=ol.thresholds if ol is not None else None, used_predictions=predictions is not None,
+                       used_pixels=features is not None, calibration=ol.calibration if ol is not None else None,
+                       objectlab=ol, queue_min_p=cfg.calibration.queue_min_p)

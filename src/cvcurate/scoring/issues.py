@@ -1,16 +1,21 @@
-"""From the predictions' :class:`~cvcurate.scoring.signals.Signals` to issues: which boxes and
-predictions are listed, as what, with which score and reason (the "filter" and "summary" steps of
-cleanlab's rank / filter / summary).
+"""From the predictions' :class:`~cvcurate.scoring.signals.Signals` and the run's
+:class:`~cvcurate.scoring.calibrate.Calibration` to issues: which boxes and predictions are listed,
+as what, with which probability and reason (the "filter" and "summary" steps of cleanlab's
+rank / filter / summary).
 
-Decisions (:func:`decide`), per kept given box: a ``swap`` when ``max(1 - swap, swap_signal)``
-reaches ``min_score``; otherwise a ``badloc`` or ``spurious`` one when
-``max(1 - badloc, unsupported)`` does, ``spurious`` when the model places no box of its class near
-it (best IoU < 0.1, or none above ``low``), its score then scaled by ``1 - anything`` (how little
-the model sees of any class there). A prediction is ``overlooked`` when its calibrated signal
-reaches ``min_score``; a box is ``split`` / ``merged`` when that score does.
+Every kept given box has a probability of being each kind of box error (``swap``, ``badloc``,
+``spurious``, ``split``, ``merged``); it is listed once, as its most probable kind, when that
+probability reaches ``list_min_p``. A prediction is listed as ``overlooked`` the same way (only the
+strongest candidate of a region has evidence). ``Issue.score`` is that probability;
+``Issue.data`` keeps the evidence (``evidence``) and, for boxes, the probability of every kind
+(``p_by_type``).
 
-Issues come image by image: its overlooked predictions, then its boxes in order; the split and
-merged issues of all images follow.
+Reasons quote the evidence and never contradict it: a swap names the strongest prediction on the
+box (always of another class, by construction of its evidence), a badloc says how its IoU with the
+model ranks among the boxes of its class in this dataset, an overlooked region says how much of it
+a given box covers.
+
+Issues come image by image: its overlooked predictions, then its boxes in order.
 """
 
 from __future__ import annotations
@@ -20,110 +25,94 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..types import Issue, LabelSet
-from .signals import ObjectLabConfig, Signals
+from .calibrate import BOX_TYPES, Calibration, units_of
+from .signals import Signals
 
 
 @dataclass
-class Decisions:
-    """Per kept given box: which issue it gets, if any, and its score."""
+class Probabilities:
+    """Per kept given box: the probability of each box error type, and the most probable one;
+    per prediction: the probability that it marks a missing box."""
 
-    swap_score: np.ndarray  # max(1 - cleanlab swap, swap signal)
-    bad_score: np.ndarray  # max(1 - cleanlab badloc, unsupported), spurious ones scaled
-    is_swap: np.ndarray
-    is_bad: np.ndarray  # badloc or spurious (never also a swap)
-    spurious: np.ndarray  # the model places no box of its class near it
-
-
-def decide(s: Signals, cfg: ObjectLabConfig) -> Decisions:
-    swap_score = np.maximum(1 - s.swap, s.swap_signal)
-    bad_score = np.maximum(np.where(s.badloc < 1, 1 - s.badloc, 0.0), s.unsupported)
-    is_swap = swap_score >= cfg.min_score
-    # a box the model does not place elsewhere is spurious; its score is scaled by how little the
-    # model sees of anything there (confidence x IoU, any class), before the min_score cut
-    spurious = (s.best_iou < 0.1) | (s.same_class_match < 0)
-    bad_score = np.where(spurious, bad_score * (1 - s.anything), bad_score)
-    is_bad = ~is_swap & (bad_score >= cfg.min_score)
-    return Decisions(swap_score, bad_score, is_swap, is_bad, spurious)
+    box: dict[str, np.ndarray]  # type -> (K,)
+    best_type: np.ndarray  # (K,) index into BOX_TYPES
+    best: np.ndarray  # (K,) its probability
+    overlooked: np.ndarray  # (M,)
+    iou_rank: np.ndarray  # (K,) share of the boxes of its class whose IoU with the model is <= its own
 
 
-def find_issues(labels: LabelSet, s: Signals, cfg: ObjectLabConfig) -> list[Issue]:
-    """Every issue of the predictions' signals above ``min_score``, in the order described above."""
-    return _box_issues(labels, s, decide(s, cfg), cfg) + _piece_issues(labels, s, cfg)
+def probabilities(s: Signals, cal: Calibration) -> Probabilities:
+    units = units_of(s)
+    box = {t: cal.probability(t, units[t].evidence, units[t].cls) for t in BOX_TYPES}
+    stack = np.stack([box[t] for t in BOX_TYPES]) if len(s.given) else np.zeros((len(BOX_TYPES), 0))
+    best_type = np.argmax(stack, axis=0) if stack.shape[1] else np.zeros(0, np.int64)
+    best = stack.max(axis=0) if stack.shape[1] else np.zeros(0)
+    ov = cal.probability("overlooked", units["overlooked"].evidence, units["overlooked"].cls)
+    # how unusual a box's agreement with the model is for its class (no prediction near: IoU 0)
+    iou = np.where(s.bad_pred >= 0, s.bad_iou, 0.0)
+    rank = np.zeros(len(iou))
+    for c in np.unique(s.given.cls):
+        m = s.given.cls == c
+        v = np.sort(iou[m])
+        rank[m] = np.searchsorted(v, iou[m], side="right") / len(v)
+    return Probabilities(box, best_type, best, ov, rank)
 
 
-def _pred_info(s: Signals, k: np.ndarray) -> tuple[list, list, list, list]:
-    """Class, confidence, box and image of predictions ``k`` (-1: none, values then unused)."""
-    pred = s.pred
-    if not len(pred):  # only -1 (no prediction): values unused
-        return ([None] * len(k),) * 4
-    k = np.maximum(k, 0)
-    return pred.cls[k].tolist(), pred.conf[k].tolist(), pred.xyxy[k].tolist(), pred.image[k].tolist()
-
-
-def _box_issues(labels: LabelSet, s: Signals, d: Decisions, cfg: ObjectLabConfig) -> list[Issue]:
-    """Issue objects, image by image: its overlooked predictions, then its boxes in order."""
-    names = labels.classes
-    recs = labels.records
-    ov = np.flatnonzero(s.overlooked_signal >= cfg.min_score)
-    bx = np.flatnonzero(d.is_swap | d.is_bad)
-
-    items: list[tuple[int, int, int, Issue]] = []
-    o_cls, o_conf, o_box, o_img = _pred_info(s, ov)
-    for n_, (c, cf, box, i, score) in enumerate(zip(o_cls, o_conf, o_box, o_img, s.overlooked_signal[ov].tolist())):
-        rec = recs[i]
-        items.append((i, 0, n_, Issue(
-            rec.filepath, "overlooked", score,
-            f"the model sees a {names[c]} at [{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] "
-            f"(confidence {cf:.2f}) that no given box covers",
-            sample_id=rec.sample_id, data={"pred_box": box, "pred_class": c, "confidence": cf})))
-
-    # given boxes: swap, else spurious or badloc, each next to the prediction that says so
-    alt = np.where(d.is_swap[bx], s.other_class_match[bx], s.same_class_match[bx])
-    a_cls, a_conf, a_box, _ = _pred_info(s, alt)
-    for n_, (i, j, c, swp, spur, a, ac, acf, abox, ss, sb, unsup, aiou, anys) in enumerate(zip(
-            s.given.image[bx].tolist(), s.given.local[bx].tolist(), s.given.cls[bx].tolist(), d.is_swap[bx].tolist(),
-            d.spurious[bx].tolist(), alt.tolist(), a_cls, a_conf, a_box, d.swap_score[bx].tolist(),
-            d.bad_score[bx].tolist(), s.unsupported[bx].tolist(), s.same_class_iou[bx].tolist(),
-            s.anything[bx].tolist())):
-        rec = recs[i]
-        given = names[c]
-        if swp:
-            text = f"box {j} is labelled {given}"
-            data = {}
-            if a >= 0:
-                text += f" but the model sees a {names[ac]} there (confidence {acf:.2f})"
-                data = {"pred_class": ac, "pred_box": abox, "confidence": acf}
-            iss = Issue(rec.filepath, "swap", ss, text, box=j, sample_id=rec.sample_id, data=data)
-        elif spur:
-            iss = Issue(rec.filepath, "spurious", sb,
-                        f"box {j} ({given}): the model sees no {given} here (best support {1 - unsup:.2f}"
-                        f", of any class {anys:.2f})", box=j, sample_id=rec.sample_id)
-        else:
-            iss = Issue(rec.filepath, "badloc", sb,
-                        f"box {j} ({given}) overlaps the model's {given} only at IoU {aiou:.2f}",
-                        box=j, sample_id=rec.sample_id, data={"pred_box": abox, "confidence": acf})
-        items.append((i, 1, n_, iss))
-    items.sort(key=lambda t: t[:3])
-    return [t[3] for t in items]
-
-
-def _piece_issues(labels: LabelSet, s: Signals, cfg: ObjectLabConfig) -> list[Issue]:
+def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: float) -> tuple[list[Issue], Probabilities]:
+    """Every issue whose probability reaches ``list_min_p``, in the order described above."""
+    pr = probabilities(s, cal)
     names, recs = labels.classes, labels.records
-    given, pred = s.given, s.pred
-    out = []
-    for k in np.flatnonzero(s.split >= cfg.min_score):
-        i = int(given.image[k])
-        j, q, rec = int(given.local[k]), int(s.split_match[k]), recs[i]
-        box = pred.xyxy[q]
-        out.append(Issue(rec.filepath, "split", float(s.split[k]),
-                         f"box {j} ({names[given.cls[k]]}) is one of several boxes inside the one {names[pred.cls[q]]} "
-                         f"the model sees at [{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] "
-                         f"(confidence {pred.conf[q]:.2f}): one defect boxed in pieces?", box=j,
-                         sample_id=rec.sample_id, data={"pred_box": box.tolist(), "confidence": float(pred.conf[q])}))
-    for k in np.flatnonzero(s.merged >= cfg.min_score):
-        i = int(given.image[k])
-        j, rec = int(given.local[k]), recs[i]
-        out.append(Issue(rec.filepath, "merged", float(s.merged[k]),
-                         f"box {j} ({names[given.cls[k]]}) spans {s.n_inside[k]} {names[given.cls[k]]} the model sees "
-                         "separately: several defects in one box?", box=j, sample_id=rec.sample_id))
-    return out
+    pred, given = s.pred, s.given
+    items: list[tuple[int, int, int, Issue]] = []
+    for m in np.flatnonzero(pr.overlooked >= list_min_p).tolist():
+        i, c, cf, box, cov = int(pred.image[m]), int(pred.cls[m]), float(pred.conf[m]), pred.xyxy[m].tolist(), \
+            float(s.cover[m])
+        where = (f"that no given box covers" if cov < 0.1 else
+                 f"that given boxes cover only in part (IoU or share inside a {names[c]} box {cov:.2f})")
+        rec = recs[i]
+        items.append((i, 0, m, Issue(
+            rec.filepath, "overlooked", float(pr.overlooked[m]),
+            f"the model sees a {names[c]} at [{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] "
+            f"(confidence {cf:.2f}) {where}",
+            sample_id=rec.sample_id, data={"pred_box": box, "pred_class": c, "confidence": cf,
+                                           "evidence": float(s.ev_overlooked[m]), "cover": cov})))
+    for k in np.flatnonzero(pr.best >= list_min_p).tolist():
+        i, j, c = int(given.image[k]), int(given.local[k]), int(given.cls[k])
+        t = BOX_TYPES[int(pr.best_type[k])]
+        rec, lab = recs[i], names[c]
+        data = {"evidence": float(units_of_value(s, t, k)),
+                "p_by_type": {tt: round(float(pr.box[tt][k]), 4) for tt in BOX_TYPES}}
+        if t == "swap":
+            q = int(s.swap_pred[k])
+            text = (f"box {j} is labelled {lab}, but the model's strongest prediction on it is a "
+                    f"{names[pred.cls[q]]} (confidence {pred.conf[q]:.2f}; its {lab} at most p {s.p_same[k]:.2f})")
+            data.update({"pred_class": int(pred.cls[q]), "pred_box": pred.xyxy[q].tolist(),
+                         "confidence": float(pred.conf[q])})
+        elif t == "badloc":
+            q = int(s.bad_pred[k])
+            iou, pct = float(s.bad_iou[k]), max(1, int(np.ceil(100 * pr.iou_rank[k])))
+            text = (f"box {j} ({lab}): the model's {lab} (confidence {pred.conf[q]:.2f}) overlaps it at IoU {iou:.2f}, "
+                    f"lowest {pct} % of {lab} boxes in this dataset")
+            data.update({"pred_box": pred.xyxy[q].tolist(), "confidence": float(pred.conf[q]), "iou": iou,
+                         "class_rank": round(float(pr.iou_rank[k]), 4)})
+        elif t == "spurious":
+            text = (f"box {j} ({lab}): the model sees no {lab} here (best support {1 - s.unsupported[k]:.2f}, "
+                    f"of any class {s.anything[k]:.2f})")
+        elif t == "split":
+            q = int(s.split_match[k])
+            box = pred.xyxy[q]
+            text = (f"box {j} ({lab}) is one of several boxes inside the one {names[pred.cls[q]]} the model sees at "
+                    f"[{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] (confidence {pred.conf[q]:.2f}): "
+                    "one defect boxed in pieces?")
+            data.update({"pred_box": box.tolist(), "confidence": float(pred.conf[q])})
+        else:
+            text = f"box {j} ({lab}) spans {s.n_inside[k]} {lab} the model sees separately: several defects in one box?"
+        items.append((i, 1, k, Issue(rec.filepath, t, float(pr.best[k]), text, box=j, sample_id=rec.sample_id,
+                                     data=data)))
+    items.sort(key=lambda x: x[:3])
+    return [x[3] for x in items], pr
+
+
+def units_of_value(s: Signals, t: str, k: int) -> float:
+    return float({"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
+                  "merged": s.merged}[t][k])

@@ -75,15 +75,16 @@ import numpy as np
 from ..errors import InputError
 from ..types import Annotations, Issue, LabelSet
 from .batch import Batch, per_image
-from .issues import find_issues
-from .signals import ObjectLabConfig, Thresholds, measure
+from .calibrate import Calibration, CalibrationConfig, calibrate
+from .issues import Probabilities, find_issues
+from .signals import ObjectLabConfig, Signals, Thresholds, measure
 
 __all__ = ["ObjectLabConfig", "ObjectLabResult", "Thresholds", "objectlab_scores"]
 
 
 @dataclass
 class ObjectLabResult:
-    """Scores of every image, box and prediction, and the issues above ``min_score``.
+    """Scores of every image, box and prediction, and the issues from ``list_min_p`` up.
 
     Per-image lists are aligned with the inputs: "per given box" arrays have one entry for every
     box of ``rec.gt`` (degenerate boxes included, with the neutral value given below: they are the
@@ -111,7 +112,10 @@ class ObjectLabResult:
     # p >= p(high), else 0
     overlooked_signal: list[np.ndarray]
     thresholds: Thresholds
-    population: int = 0  # number of given boxes scored (non-degenerate; for rank normalisation)
+    population: int = 0  # number of given boxes scored (non-degenerate)
+    calibration: Calibration | None = None
+    probabilities: Probabilities | None = None
+    signals: Signals | None = None
 
 
 def _check_inputs(labels: LabelSet, preds: Sequence[Annotations]) -> None:
@@ -123,16 +127,22 @@ def _check_inputs(labels: LabelSet, preds: Sequence[Annotations]) -> None:
 
 
 def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig | None = None,
-                     *, thresholds: Thresholds | None = None) -> ObjectLabResult:
-    """Overlooked, swap and badloc scores for every image, and the issues above ``min_score``.
+                     *, thresholds: Thresholds | None = None, calibration: CalibrationConfig | None = None,
+                     fitted: Calibration | None = None) -> ObjectLabResult:
+    """Every signal of the predictions for every image, the calibration of each issue type on
+    ``labels`` (:mod:`~cvcurate.scoring.calibrate`), and the issues whose probability reaches
+    ``calibration.list_min_p``.
 
-    ``thresholds``: use these instead of calibrating on ``labels`` (to score altered copies of a
-    dataset with the thresholds of the original).
+    ``thresholds``: use these instead of calibrating the confidences on ``labels``; ``fitted``: use
+    this calibration instead of fitting one (to score altered copies of a dataset as the original).
     """
     cfg = cfg or ObjectLabConfig()
+    ccfg = calibration or CalibrationConfig()
     _check_inputs(labels, preds)
     s = measure(Batch.of(labels, preds), cfg, thresholds)
     given = s.batch.given
+    cal = fitted if fitted is not None else calibrate(labels, preds, s, s.thresholds, cfg, ccfg)
+    issues, probs = find_issues(labels, s, cal, ccfg.list_min_p)
 
     def per_box(values: np.ndarray, neutral: float) -> list[np.ndarray]:
         full = np.full(len(given), neutral)
@@ -140,9 +150,9 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
         return per_image(full, given.count)
 
     return ObjectLabResult(
-        issues=find_issues(labels, s, cfg), image_quality=s.image_quality,
+        issues=issues, image_quality=s.image_quality,
         overlooked=per_image(s.overlooked, s.pred.count), swap=per_box(s.swap, 1.0), badloc=per_box(s.badloc, 1.0),
         swap_signal=per_box(s.swap_signal, 0.0), unsupported=per_box(s.unsupported, 1.0),
         best_iou=per_box(s.best_iou, 0.0), anything=per_box(s.anything, 0.0),
         overlooked_signal=per_image(s.overlooked_signal, s.pred.count), thresholds=s.thresholds,
-        population=len(s.given))
+        population=len(s.given), calibration=cal, probabilities=probs, signals=s)

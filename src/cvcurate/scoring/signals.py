@@ -35,6 +35,7 @@ _CL_LABEL_OVERLAP = 0.95  # IoU from which two given boxes of different classes 
 _CL_TINY = 1e-100  # added before the log when pooling the three kinds
 
 MAX_PAIRS = 1 << 22  # (given box, prediction) pairs made at once: bounds memory on huge datasets
+CANDIDATE_EVIDENCE = 0.02  # predictions below this overlooked evidence are not candidates
 MATCH_IOU = 0.5  # a prediction "is right" (calibration) or "is near" a box (swap signal) at this IoU
 USABLE_PROBABILITY = 0.05  # predictions below this calibrated probability do not support a box
 
@@ -50,11 +51,10 @@ class ObjectLabConfig:
     fallback_high_quantile: float = 0.9  # when precision never reaches the target
     fallback_low_quantile: float = 0.6
     temperature: float = 0.1  # softmin pooling of box scores per image (cleanlab's default)
-    min_score: float = 0.5  # issues below this (1 - cleanlab score) are not listed, still ranked
 
     def check(self) -> None:
         for name in ("alpha", "high_precision", "low_precision", "max_high_threshold", "max_low_threshold",
-                     "fallback_high_quantile", "fallback_low_quantile", "min_score"):
+                     "fallback_high_quantile", "fallback_low_quantile"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -105,6 +105,18 @@ class Signals:
     split_match: np.ndarray  # the prediction it is a piece of
     merged: np.ndarray  # score of spanning several predicted objects
     n_inside: np.ndarray  # number of trusted predictions of its class inside it
+    # the evidence the calibration turns into probabilities (:mod:`~cvcurate.scoring.calibrate`),
+    # 0 none .. 1 strong, per kept given box (K,) and per prediction (M,); see :func:`_evidence`
+    ev_swap: np.ndarray
+    ev_badloc: np.ndarray
+    ev_spurious: np.ndarray
+    ev_overlooked: np.ndarray  # (M,), 0 for a prediction that is not the strongest of its region
+    p_other: np.ndarray  # (K,) best probability of a prediction of another class at IoU >= 0.5
+    p_same: np.ndarray  # (K,) best probability of a prediction of its class at IoU >= 0.5
+    swap_pred: np.ndarray  # (K,) that other-class prediction (-1: none)
+    bad_pred: np.ndarray  # (K,) the prediction of its class that stands for the box (-1: none)
+    bad_iou: np.ndarray  # (K,) its IoU with the box
+    cover: np.ndarray  # (M,) how much of a prediction a given box covers (IoU, or inside one of its class)
     # per image (N,)
     image_quality: np.ndarray  # cleanlab-style label quality, 1 clean .. 0 dirty
 
@@ -258,7 +270,8 @@ def measure(batch: Batch, cfg: ObjectLabConfig, thresholds: Thresholds | None = 
     unsupported, best_iou, swap_signal, overlooked_signal = _calibrated_signals(given, p, same, prob, pred_iou, th)
     other_match, same_match, same_iou = _model_matches(given, pred, p, same, th)
     split, split_match, merged, n_inside = _pieces(given, pred, p, prob, float(th.probability(th.low)))
-    return Signals(batch=batch, given=given, kept=pairs.kept, thresholds=th, overlooked=overlooked,
+    ev = _evidence(batch, given, pred, p, same, prob, pred_iou, anything, unsupported)
+    return Signals(**ev, batch=batch, given=given, kept=pairs.kept, thresholds=th, overlooked=overlooked,
                    overlooked_signal=overlooked_signal, swap=swap, badloc=badloc, swap_signal=swap_signal,
                    unsupported=unsupported, best_iou=best_iou, anything=anything, other_class_match=other_match,
                    same_class_match=same_match, same_class_iou=same_iou, split=split, split_match=split_match,
@@ -450,3 +463,74 @@ def _pieces(given: FlatBoxes, pred: FlatBoxes, p: Pairs, prob: np.ndarray, min_p
     low_p = seg_reduce(np.minimum, prob[pp[p_in]], pg[p_in], K, 0.0)
     merged = np.where((cnt >= 2) & (u_iou >= min_iou) & (share <= 0.8) & (cover <= 1.15), low_p * u_iou, 0.0)
     return split, split_match, merged, cnt
+
+
+def _evidence(batch: Batch, given: FlatBoxes, pred: FlatBoxes, p: Pairs, same: np.ndarray, prob: np.ndarray,
+              pred_iou: np.ndarray, anything: np.ndarray, unsupported: np.ndarray) -> dict[str, np.ndarray]:
+    """The evidence of each box-level error type, continuous, 0 none .. 1 strong; the calibration
+    (:mod:`~cvcurate.scoring.calibrate`) maps each to the probability of a real error.
+
+    * ``ev_swap`` = ``p_other * (1 - p_same)`` with ``p_other`` / ``p_same`` the best calibrated
+      probability of a prediction of another class / of its class at IoU >= 0.5; 0 unless
+      ``p_other > p_same`` (the model's best class on the box is another one).
+    * ``ev_badloc`` = ``p * (1 - IoU)`` of the prediction of its class that stands for the box:
+      the most probable one, weighted by IoU and closeness of centres, among those that overlap it
+      or lie within a box diagonal of it and do not stand for another given box of that class
+      (IoU >= 0.5 with it). 0 when the model places no box of that class near it.
+    * ``ev_spurious`` = ``unsupported * (1 - anything)``: no support of its class, and little of
+      anything else.
+    * ``ev_overlooked`` per prediction: ``p * (1 - cover)``, ``cover`` the larger of its best IoU
+      with any given box and the share of it inside a given box of its class; only the strongest
+      candidate of a region (IoU >= 0.5, any class) keeps it.
+    """
+    K, M = len(given), len(pred)
+    pair_prob = prob[p.pred]
+    near = p.iou >= MATCH_IOU
+    p_other, swap_pred = seg_argmax(pair_prob, p.given, p.pred, ~same & near, K)
+    p_same = seg_max(pair_prob, p.given, same & near, K, 0.0)
+    ev_swap = np.where(p_other > p_same, p_other * (1 - p_same), 0.0)
+
+    # which given box of its class each prediction stands for (IoU >= 0.5), if any
+    by_pred = np.argsort(p.pred, kind="stable")
+    best_g_iou, best_g = seg_argmax(p.iou[by_pred], p.pred[by_pred], p.given[by_pred], same[by_pred], M)
+    owner = np.where(best_g_iou >= MATCH_IOU, best_g, -1)
+    cg = (given.xyxy[:, :2] + given.xyxy[:, 2:]) / 2
+    cq = (pred.xyxy[:, :2] + pred.xyxy[:, 2:]) / 2
+    dist = np.hypot(*(cg[p.given] - cq[p.pred]).T)
+    diag = np.maximum(np.hypot(*(given.xyxy[:, 2:] - given.xyxy[:, :2]).T)[p.given],
+                      np.hypot(*(pred.xyxy[:, 2:] - pred.xyxy[:, :2]).T)[p.pred])
+    cand = (same & (pair_prob >= USABLE_PROBABILITY) & ((p.iou > 0) | (dist <= diag))
+            & ((owner[p.pred] < 0) | (owner[p.pred] == p.given)))
+    closeness = np.exp(-dist / np.maximum(diag, 1e-9))
+    rank = pair_prob * (0.9 * p.iou + 0.1 * closeness) + 1e-12
+    _, bad_pred = seg_argmax(rank, p.given, p.pred, cand, K)
+    has = bad_pred >= 0
+    bad_iou = np.zeros(K)
+    if has.any():  # IoU of the chosen pair: pairs are given-box-major, one pair per (box, prediction)
+        key = p.given * max(M, 1) + p.pred
+        order = np.argsort(key, kind="stable")
+        want = np.flatnonzero(has) * max(M, 1) + bad_pred[has]
+        at = order[np.searchsorted(key[order], want)]
+        bad_iou[has] = p.iou[at]
+    ev_badloc = np.where(has, prob[np.maximum(bad_pred, 0)] * (1 - bad_iou), 0.0) if M else np.zeros(K)
+    ev_spurious = unsupported * (1 - anything)
+
+    # overlooked: how much of each prediction a given box covers
+    ag = box_area(given.xyxy)[p.given]
+    ap = box_area(pred.xyxy)[p.pred]
+    inter = p.iou * (ag + ap) / (1 + p.iou)
+    inside = np.where(same & (ap > 0), inter / np.maximum(ap, 1e-9), 0.0)
+    cover = np.maximum(pred_iou, seg_max(inside[by_pred], p.pred[by_pred], np.ones(len(by_pred), bool), M, 0.0))
+    ev = np.where(prob >= USABLE_PROBABILITY, prob * (1 - cover), 0.0) if M else np.zeros(0)
+    ev[ev < CANDIDATE_EVIDENCE] = 0.0
+    cand_rows = np.flatnonzero(ev > 0)
+    if len(cand_rows) > 1:  # the strongest candidate of each region keeps its evidence
+        sub = pred.take(cand_rows)
+        a, b = pairs_within(sub)
+        close = pair_iou(sub.xyxy, a, sub.xyxy, b) >= MATCH_IOU
+        a, b = cand_rows[a[close]], cand_rows[b[close]]
+        weaker = np.where((ev[a] > ev[b]) | ((ev[a] == ev[b]) & (a < b)), b, a)
+        ev[weaker] = 0.0
+    return {"ev_swap": ev_swap, "ev_badloc": ev_badloc, "ev_spurious": ev_spurious, "ev_overlooked": ev,
+            "p_other": p_other, "p_same": p_same, "swap_pred": swap_pred, "bad_pred": bad_pred, "bad_iou": bad_iou,
+            "cover": cover}

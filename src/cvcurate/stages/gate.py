@@ -67,7 +67,7 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
         issues, unreadable = _fresh_issues(labels, progress)
         scored, how = _scored_from_store(text, labels)
         return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, scored=scored,
-                           score_method=how, source=f"dataset {text}")
+                           score_method=how, source=f"dataset {text}", run=store.get_runs(text).get("score"))
     path = Path(target)
     if not path.exists():
         raise InputError(f"{text} is neither a dataset in the store nor a path "

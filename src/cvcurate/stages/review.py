@@ -396,8 +396,10 @@ def _undo_locked(name: str, change_id: str | None, lock: Any) -> ChangeSet:
                      log_path=Path(entry["log"]))
 
 
-def _queue_view(name: str, queue: str) -> tuple[str, str]:
-    view = f"cvc-{queue}"
+def _queue_view(name: str, queue: str, everything: bool = False) -> tuple[str, str]:
+    """The saved view of a queue: its issues with p >= the run's queue threshold, or with
+    ``everything`` all of its listed issues; and the field it is sorted by."""
+    view = f"cvc-{queue}-all" if everything else f"cvc-{queue}"
     if view not in store.list_saved_views(name):
         raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
     field = score_stage.SCORE_FIELD if queue == "all" else score_stage.queue_field(queue)
@@ -405,14 +407,14 @@ def _queue_view(name: str, queue: str) -> tuple[str, str]:
 
 
 def open_app(name: str, queue: str, *, port: int, address: str, remote: bool, top: int | None = None,
-             min_score: float | None = None) -> Any:
+             min_score: float | None = None, everything: bool = False) -> Any:
     """Check the port, the score run and the queue's saved view, then open the App on it, sorted by
     the queue's score: its ``top`` samples and / or those scoring at least ``min_score``.
 
     Returns the FiftyOne session (the caller waits on it and closes it)."""
     check_port(address, port)  # before anything slow: a bad port is a usage error
     check_scored(name)
-    view, field = _queue_view(name, queue)
+    view, field = _queue_view(name, queue, everything or (min_score is not None))
     at_least = (field, min_score) if min_score is not None else None
     return store.launch_app(name, view, port=port, address=address, remote=remote, at_least=at_least, limit=top)
 
@@ -420,21 +422,43 @@ def open_app(name: str, queue: str, *, port: int, address: str, remote: bool, to
 @dataclass
 class QueueSize:
     queue: str
-    samples: int
-    shown: int  # after --min-score
-    estimated_precision: float | None  # share of its flags that are real errors, when known
+    samples: int  # samples with an issue of this queue at p >= the queue threshold
+    shown: int  # after --min-score (which may go below the threshold) / --all
+    estimated_precision: float | None  # mean p of its flagged issues: the share expected to be real errors
+    expected: float | None = None  # expected number of real errors among its flagged issues (sum of p)
+    flagged: int = 0  # its issues at p >= the threshold
+    listed: int = 0  # all its listed issues (--all)
+    expected_all: float | None = None  # sum of p over all its listed issues
 
 
-def overview(name: str, min_score: float | None = None) -> list[QueueSize]:
-    """Each queue's size (and what --min-score leaves of it). Estimated precision is not known
-    until the scores are calibrated; it is None (shown as n/a) for now."""
+def overview(name: str, min_score: float | None = None, everything: bool = False) -> list[QueueSize]:
+    """Each queue's size (and what --min-score or --all makes of it), with the expected number of
+    real errors in it (the sum of its issues' probabilities) and its estimated precision (their
+    mean), from the score run's record."""
     check_scored(name)
+    run = store.get_runs(name).get("score") or {}
+    per_queue = run.get("queues") or {}
+    flagged_all = run.get("flagged")
     out = []
     for q in ("all", *QUEUES):
         view, field = _queue_view(name, q)
         n = store.count_view(name, view)
-        shown = store.count_view(name, view, (field, min_score)) if min_score is not None else n
-        out.append(QueueSize(q, n, shown, None))
+        if min_score is not None or everything:
+            wide, _ = _queue_view(name, q, True)
+            shown = store.count_view(name, wide, (field, min_score)) if min_score is not None else store.count_view(name, wide)
+        else:
+            shown = n
+        info = per_queue.get(q) if q != "all" else None
+        if q == "all" and per_queue:
+            info = {"flagged": flagged_all, "listed": run.get("issues"),
+                    "expected_flagged": sum(v.get("expected_flagged", 0.0) for v in per_queue.values()),
+                    "expected": sum(v.get("expected", 0.0) for v in per_queue.values())}
+            info["precision"] = info["expected_flagged"] / flagged_all if flagged_all else None
+        if info and "expected_flagged" in info:
+            out.append(QueueSize(q, n, shown, info.get("precision"), info["expected_flagged"], info.get("flagged") or 0,
+                                 info.get("listed") or 0, info.get("expected")))
+        else:  # a run of an older version, without probabilities
+            out.append(QueueSize(q, n, shown, None))
     return out
 
 

@@ -16,7 +16,7 @@ from .. import store
 from ..config import load_config, to_dict
 from ..errors import InputError, shell_arg
 from ..types import Annotations, Fix, ImageRecord, Issue, LabelSet
-from ..scoring import QUEUES, ScoreConfig, ScoreResult, score
+from ..scoring import LABEL_ERROR_TYPES, QUEUES, ScoreConfig, ScoreResult, score
 from ..scoring.batch import box_iou
 from ..scoring.images import image_features
 
@@ -49,17 +49,21 @@ def queue_field(queue: str) -> str:
     return f"cvc_{queue}"
 
 
-def score_run_spec(queues: Sequence[str]) -> store.RunSpec:
+def score_run_spec(queues: Sequence[str], queue_min_p: float = 0.5) -> store.RunSpec:
     """The fields and saved views of a score run: the image score, its issues and fixes, one score
-    per queue, a score and an issue on every ground-truth box; views cvc-all and cvc-<queue>."""
+    per queue (the largest p of its issues), a score and an issue on every ground-truth box; views
+    cvc-all and cvc-<queue> (samples with an issue of p >= ``queue_min_p``) and cvc-<queue>-all
+    (every listed issue)."""
     return store.RunSpec(
         key="score",
         fields={SCORE_FIELD: "float", REASON_FIELD: "string", ISSUES_FIELD: "strings", FIX_FIELD: "detections",
                 SUSPECTS_FIELD: "detections", **{queue_field(q): "float" for q in queues}},
         box_attrs={BOX_SCORE: "float", BOX_ISSUE: "string"},
         detection_attrs={FIX_FIELD: FIX_ATTRS, SUSPECTS_FIELD: SUSPECT_ATTRS},
-        views=[store.ViewSpec("cvc-all", SCORE_FIELD, "positive")]
-        + [store.ViewSpec(f"cvc-{q}", queue_field(q)) for q in queues])
+        views=[store.ViewSpec("cvc-all", SCORE_FIELD, "positive", at_least=queue_min_p),
+               store.ViewSpec("cvc-all-all", SCORE_FIELD, "positive")]
+        + [store.ViewSpec(f"cvc-{q}", queue_field(q), at_least=queue_min_p) for q in queues]
+        + [store.ViewSpec(f"cvc-{q}-all", queue_field(q)) for q in queues])
 
 
 @dataclass
@@ -79,7 +83,7 @@ class SampleScores:
 
 
 def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
-                    run: dict, pred_filter: tuple[str, float] | None = None) -> None:
+                    run: dict, pred_filter: tuple[str, float] | None = None, queue_min_p: float = 0.5) -> None:
     """Write score rows through the store's generic run writer (fields, box attributes, views)."""
     sizes = {}
     if any(r.suspects or r.fixes for r in rows):
@@ -114,7 +118,7 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
          SUSPECTS_FIELD: suspects(r),
          **{queue_field(q): r.queue_scores.get(q) for q in queues}},
         {BOX_SCORE: list(r.box_scores), BOX_ISSUE: list(r.box_issues)}) for r in rows]
-    store.write_run(name, score_run_spec(queues), run_rows, run, view_filter=pred_filter,
+    store.write_run(name, score_run_spec(queues, queue_min_p), run_rows, run, view_filter=pred_filter,
                     redo=f"run 'cvcurate score {shell_arg(name)}' again")
     store.configure_app(name, field_colors=FIELD_COLORS, sidebar_first=[REASON_FIELD, SCORE_FIELD, ISSUES_FIELD],
                         active=[store.GT_FIELD, *(f for f in ("predictions_oof", "predictions") if f == (pred_filter or ("",))[0]),
@@ -170,15 +174,49 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
         t = result.thresholds
         notes.append(f"confidence thresholds from the data: high {t.high:.3f}, low {t.low:.3f} ({t.how})")
 
+    if result.calibration is not None:
+        cal = result.calibration
+        how = sorted({c.how for c in cal.curves.values()})
+        notes.append(f"probabilities calibrated on this data in {cal.seconds:.1f} s ({cal.images} images with injected "
+                     f"errors; held-out calibration error {cal.ece.get('all', float('nan')):.3f}; curves: "
+                     f"{', '.join(how)})")
+        notes += [f"calibration: {n}" for n in cal.notes]
+    else:
+        notes.append("no predictions: the probabilities of the model-free checks are shipped priors, not "
+                     "calibrated on this data")
     rows = _sample_rows(result)
     run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
-           "pixels": pixels, "config": to_dict(cfg), "counts": result.counts(), "in_sample_images": in_sample}
+           "pixels": pixels, "config": to_dict(cfg), "in_sample_images": in_sample, **run_summary(result)}
     pred_filter = (pred_field, result.thresholds.low) if pred_field and result.thresholds else None
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
     run["scores_json"] = str((out / "scores.json").resolve())  # the issues with their boxes, for the report
-    write_score_run(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter)
+    write_score_run(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter,
+                    queue_min_p=cfg.calibration.queue_min_p)
     json_path, csv_path, images_csv = write_outputs(result, out, name, notes)
     return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes)
+
+
+def run_summary(result: ScoreResult) -> dict:
+    """The one count of a score run that every reader (score, review, gate, report) quotes: the
+    issues listed, those flagged (p >= the queue threshold), the expected number of real errors
+    (sum of p) per type and per queue, and the calibration."""
+    flagged = result.flagged()
+    per_queue = {}
+    for q, types in QUEUES.items():
+        listed = [i for i in result.issues if i.type in types]
+        fl = [i for i in listed if i.score >= result.queue_min_p]
+        per_queue[q] = {"listed": len(listed), "flagged": len(fl), "expected": round(sum(i.score for i in listed), 3),
+                        "expected_flagged": round(sum(i.score for i in fl), 3),
+                        "precision": round(sum(i.score for i in fl) / len(fl), 4) if fl else None}
+    var = float(sum(i.score * (1 - i.score) for i in result.issues if i.type in LABEL_ERROR_TYPES))
+    return {"counts": result.counts(), "issues": len(result.issues), "flagged": len(flagged),
+            "flagged_images": len({i.filepath for i in flagged}), "images": len(result.labels.records),
+            "boxes": result.labels.num_boxes, "queue_min_p": result.queue_min_p,
+            "expected": {k: round(v, 3) for k, v in result.expected().items()},
+            "expected_label_errors": round(sum(v for k, v in result.expected().items() if k in LABEL_ERROR_TYPES), 3),
+            "expected_label_errors_sd": round(var ** 0.5, 3),
+            "queues": per_queue,
+            "calibration": result.calibration.to_dict() if result.calibration is not None else None}
 
 
 def _sample_rows(result: ScoreResult) -> list[SampleScores]:
@@ -342,8 +380,7 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -
         "notes": notes,
         "used_predictions": result.used_predictions,
         "used_pixels": result.used_pixels,
-        "counts": result.counts(),
-        "queues": {q: len(result.queue(q)) for q in QUEUES},
+        **run_summary(result),
         "images": [{"filepath": recs[i].filepath, "sample_id": recs[i].sample_id,
                     "score": round(float(result.image_score[i]), 6)} for i in order],
         "issues": [{"filepath": i.filepath, "sample_id": i.sample_id, "type": i.type, "score": round(i.score, 6),
@@ -354,7 +391,7 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -
     csv_path = out / "issues.csv"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["filepath", "type", "score", "box", "reason"])
+        w.writerow(["filepath", "type", "p", "box", "reason"])
         for i in issues_sorted:
             w.writerow([i.filepath, i.type, f"{i.score:.6f}", "" if i.box is None else i.box, i.reason])
     images_csv = out / "images.csv"

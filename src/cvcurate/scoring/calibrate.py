@@ -1,0 +1,448 @@
+"""Scores that mean a probability: calibrate each issue type on the dataset being scored.
+
+Nothing here needs ground truth. The labels as given are a mixture: most boxes are right, a few
+are errors of each type. We make errors whose nature we know by injecting them
+(:func:`cvcurate.corrupt.apply_error`, the same code as ``cvcurate corrupt``) into copies of the
+labels of randomly drawn images, one error per copied image, and score the copies with the same
+signals and the same confidence thresholds (:func:`~cvcurate.scoring.signals.measure`). The
+predictions depend on the pixels, not on the labels, so nothing is predicted again: a copy costs a
+pass of the (fast) signal computation over its images only.
+
+For each error type ``t`` (and each class, where there is enough data) we then have, for one
+scalar evidence ``s`` (:func:`~cvcurate.scoring.signals._evidence`), two samples: ``U``, the
+evidence of every unit of the original labels (a given box, or for ``overlooked`` a prediction),
+and ``E``, the evidence of the injected errors. Assuming the data's own errors of type ``t`` look
+like injected ones (``f_err = f_E``), the original data's density is
+``f_U = (1 - pi) f_clean + pi f_E``, and:
+
+* the **natural count** ``N_t = pi * n_U`` is estimated by the tail ratio (the mixture-proportion
+  estimator of positive-unlabelled learning): for every threshold ``tau``,
+  ``count_U(s >= tau) >= N_t * P_E(s >= tau)`` since clean units only add to the left side, so
+  ``N_t = min_tau count_U(s >= tau) / P_E(s >= tau)`` over the thresholds that keep at least
+  ``tail`` of the injected errors (an upper bound: clean units in the tail make it larger);
+* the **probability** that a unit with evidence ``s`` is an error of type ``t`` is
+  ``p(s) = N_t f_E(s) / (n_U f_U(s))``, with the density ratio ``f_E / f_U`` from an isotonic
+  regression of injected (1) against original (0) units with balanced weights (so ``p`` rises
+  with ``s``), clipped to 1.
+
+Part of the images (``holdout``) is kept out of the fit: their injected and original units
+measure the calibration (reliability curve and expected calibration error of the predicted
+probability that a unit is an injected error in the held-out mixture, which is what the density
+ratio claims; the data's own errors are accounted for by ``N_t``). Types or classes with too few
+units or injected errors use the type-wide curve, and a type with too few for that falls back to
+the shipped priors (:data:`PRIOR_FILE`, fitted the same way on synthetic data), which the result
+says. See ``docs/scoring.md`` for what this assumes and when it is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..types import Annotations, LabelSet
+from .batch import Batch, pair_iou
+from .signals import CANDIDATE_EVIDENCE, ObjectLabConfig, Signals, Thresholds, measure
+
+PRIOR_FILE = Path(__file__).resolve().parents[1] / "weights" / "priors.json"
+
+BOX_TYPES = ("swap", "badloc", "spurious", "split", "merged")  # one of them per given box at most
+CALIBRATED_TYPES = BOX_TYPES + ("overlooked",)
+INJECTED_AS = {"swap": "swap", "badloc": "badloc", "spurious": "spurious", "overlooked": "overlooked",
+               "merged": "merge", "split": "split"}  # issue type -> the error cvcurate.corrupt injects
+
+
+@dataclass
+class CalibrationConfig:
+    enabled: bool = True  # false: every type uses the shipped priors
+    copies: int = 4  # injected copies; each draws up to max_images images, one error each
+    max_images: int = 2000  # bounds the cost on big datasets (the fit needs errors, not all images)
+    holdout: float = 0.25  # share of the images whose units measure the calibration, not fit it
+    min_units: int = 150  # original units (boxes; predictions for overlooked) a type needs
+    min_injected: int = 30  # injected errors a type needs (else: shipped priors)
+    class_min_units: int = 100  # the same for a class of its own curve (else: the type-wide one)
+    class_min_injected: int = 30
+    tail: float = 0.1  # the natural count is estimated on tails holding at least this share of E
+    max_rate: float = 0.3  # never estimate more than this share of a type's units as errors
+    seed: int = 0
+    list_min_p: float = 0.05  # issues are listed (stored, exported) from this probability up
+    queue_min_p: float = 0.5  # review queues, the gate's flagged counts: from this probability up
+
+    def check(self) -> None:
+        for name in ("holdout", "tail", "max_rate", "list_min_p", "queue_min_p"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise ValueError(f"calibration.{name} must be in [0, 1], got {v}")
+        for name in ("copies", "max_images", "min_units", "min_injected", "class_min_units", "class_min_injected"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"calibration.{name} must be at least 1, got {getattr(self, name)}")
+        if self.holdout >= 1:
+            raise ValueError("calibration.holdout must be below 1")
+
+
+@dataclass
+class Curve:
+    """``p(s)`` of one type (and class): piecewise linear on the isotonic breakpoints ``x``; 0
+    below the candidate floor."""
+
+    type: str
+    cls: int | None  # None: every class
+    x: np.ndarray
+    p: np.ndarray
+    how: str  # "data" | "data (type-wide)" | "prior"
+    units: int = 0  # original units fitted on
+    injected: int = 0  # injected errors fitted on
+    natural: float = 0.0  # estimated errors of this type in the original units (all, seen or not)
+    share_e: np.ndarray | None = None  # per bin: share of the injected errors (for the held-out check)...
+    density_u: np.ndarray | None = None  # ...and of the original units, as fitted
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        s = np.asarray(s, dtype=np.float64)
+        if not len(self.x):
+            return np.zeros_like(s)
+        out = np.interp(s, self.x, self.p)
+        out[s < CANDIDATE_EVIDENCE] = 0.0
+        return out
+
+    def densities(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per evidence (above the floor): the injected errors' and the original units' fitted
+        share of its bin."""
+        b = np.maximum(_bin(np.asarray(s, dtype=np.float64)), 0)
+        return self.share_e[b], self.density_u[b]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "class": self.cls, "how": self.how, "units": self.units,
+                "injected": self.injected, "natural": round(float(self.natural), 3),
+                "x": [round(float(v), 6) for v in self.x], "p": [round(float(v), 6) for v in self.p]}
+
+
+@dataclass
+class Calibration:
+    """The fitted curves of one score run, and how well they hold on held-out images."""
+
+    curves: dict[tuple[str, int | None], Curve]
+    injected: dict[str, int] = field(default_factory=dict)  # injected errors per type (fit + held out)
+    ece: dict[str, float] = field(default_factory=dict)  # per type, and "all"
+    reliability: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # per type, and "all"
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    copies: int = 0
+    images: int = 0  # images injected into (over all copies)
+
+    def curve(self, t: str, cls: int | None = None) -> Curve:
+        return self.curves.get((t, cls)) or self.curves[(t, None)]
+
+    def probability(self, t: str, evidence: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """``p`` of error type ``t`` for units with these evidences and classes."""
+        evidence = np.asarray(evidence, dtype=np.float64)
+        cls = np.asarray(cls, dtype=np.int64)
+        out = self.curve(t)(evidence)
+        for (tt, c), cur in self.curves.items():
+            if tt == t and c is not None:
+                m = cls == c
+                if m.any():
+                    out[m] = cur(evidence[m])
+        return out
+
+    def how(self, t: str) -> str:
+        return self.curve(t).how
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "injected errors into copies of the labels, positive-unlabelled tail-ratio estimate of "
+                          "each type's natural count, isotonic density ratio (docs/scoring.md)",
+                "copies": self.copies, "images_injected": self.images, "seconds": round(self.seconds, 3),
+                "injected": self.injected, "ece": {k: round(v, 4) for k, v in self.ece.items()},
+                "reliability": self.reliability, "notes": self.notes,
+                "curves": [c.to_dict() for c in self.curves.values()]}
+
+
+# ----------------------------------------------------------------------------------------------
+# units and their evidence
+
+
+@dataclass
+class Units:
+    """The units of one error type: evidence, class and image of each."""
+
+    evidence: np.ndarray
+    cls: np.ndarray
+    image: np.ndarray
+
+
+def units_of(s: Signals) -> dict[str, Units]:
+    """Every unit of every calibrated type in the signals ``s``: the kept given boxes for the box
+    types, the predictions for ``overlooked``."""
+    g, pred = s.given, s.pred
+    box = {"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
+           "merged": s.merged}
+    out = {t: Units(np.asarray(v, np.float64), g.cls, g.image) for t, v in box.items()}
+    out["overlooked"] = Units(np.asarray(s.ev_overlooked, np.float64), pred.cls, pred.image)
+    return out
+
+
+def _injected_units(s: Signals, errors: list[tuple[int, Any]]) -> dict[str, Units]:
+    """The evidence of each injected error in the scored copies: the error's own box(es) for the
+    box types; for a dropped box (``overlooked``) the strongest candidate prediction over it
+    (IoU >= 0.3, any class), 0 when the model sees nothing there."""
+    g, pred = s.given, s.pred
+    inv = np.full(len(s.batch.given), -1, np.int64)
+    inv[s.kept] = np.arange(len(s.kept))
+    ev_box = {"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
+              "merged": s.merged}
+    by_kind = {v: k for k, v in INJECTED_AS.items()}
+    acc: dict[str, tuple[list, list, list]] = {t: ([], [], []) for t in CALIBRATED_TYPES}
+    start = s.batch.given.start
+    for j, err in errors:
+        t = by_kind.get(err.type)
+        if t is None:
+            continue
+        ev, cl, im = acc[t]
+        if t == "overlooked":
+            a, n = int(pred.start[j]), int(pred.count[j])
+            v = 0.0
+            if n:
+                box = np.asarray(err.original, np.float64).reshape(1, 4)
+                rows = np.arange(a, a + n)
+                iou = pair_iou(pred.xyxy, rows, box, np.zeros(n, np.int64))
+                near = rows[iou >= 0.3]
+                if len(near):
+                    v = float(s.ev_overlooked[near].max())
+            ev.append(v)
+            cl.append(int(err.original_class[0]))
+            im.append(j)
+            continue
+        for b in err.boxes:
+            k = inv[start[j] + b]
+            if k < 0:  # a degenerate result: the geometry checks' business
+                continue
+            ev.append(float(ev_box[t][k]))
+            cl.append(int(g.cls[k]))
+            im.append(j)
+    return {t: Units(np.asarray(a, np.float64), np.asarray(b, np.int64), np.asarray(c, np.int64))
+            for t, (a, b, c) in acc.items()}
+
+
+def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: CalibrationConfig
+                  ) -> tuple[LabelSet, list[Annotations], list[int], list[tuple[int, Any]]]:
+    """``cfg.copies`` copies of randomly drawn images (up to ``max_images`` each), each with one
+    injected error, types dealt round-robin. Returns the copied records as one label set, their
+    predictions, the original image of each copy, and (copy index, error) pairs."""
+    from ..corrupt import apply_error
+
+    rng = np.random.default_rng(cfg.seed)
+    recs = labels.records
+    all_wh = np.concatenate([r.gt.wh for r in recs]) if recs else np.zeros((0, 2))
+    sizes = all_wh[(all_wh > 1).all(axis=1)]
+    kinds = [INJECTED_AS[t] for t in CALIBRATED_TYPES]
+    out_recs, out_preds, origin, errors = [], [], [], []
+    k = int(rng.integers(len(kinds)))
+    for _ in range(cfg.copies):
+        for idx in rng.permutation(len(recs))[:cfg.max_images]:
+            rec = copy.copy(recs[int(idx)])
+            for attempt in range(len(kinds)):
+                err = apply_error(kinds[(k + attempt) % len(kinds)], rec, rng, len(labels.classes), sizes)
+                if err is not None:
+                    errors.append((len(out_recs), err))
+                    out_recs.append(rec)
+                    out_preds.append(preds[int(idx)])
+                    origin.append(int(idx))
+                    break
+            k += 1
+    return LabelSet(list(labels.classes), out_recs), out_preds, origin, errors
+
+
+# ----------------------------------------------------------------------------------------------
+# the fit
+
+
+PSEUDO_CLEAN = 0.5  # clean units added to every bin of the posterior (a bin of one unit gives p <= 2/3)
+BINS = 25  # evidence bins of the mixture fit, equal width over [floor, 1]
+
+
+def _edges() -> np.ndarray:
+    return np.linspace(CANDIDATE_EVIDENCE, 1.0, BINS + 1)
+
+
+def _bin(s: np.ndarray) -> np.ndarray:
+    """Bin of each evidence (-1 below the floor)."""
+    b = np.minimum(np.searchsorted(_edges(), s, side="right") - 1, BINS - 1)
+    return np.where(np.asarray(s) < CANDIDATE_EVIDENCE, -1, b)
+
+
+def mixture_fit(h_u: np.ndarray, q_e: np.ndarray, max_count: float) -> tuple[float, np.ndarray]:
+    """Fit ``h_u ~ c + N q_e`` per bin: ``h_u`` the original units' counts, ``q_e`` the injected
+    errors' shares, ``c`` the clean units' counts, non-increasing from the bin where ``h_u`` peaks
+    (clean units gather at low evidence and thin out above it) and >= 0. Poisson
+    likelihood over ``N`` on a grid (``c`` for each ``N`` by a weighted isotonic fit); returns ``N``
+    and ``c``. Without the shape constraint the data's
+    own errors could not be told from clean units that look like them (see docs/scoring.md)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    b0 = int(np.argmax(h_u)) if h_u.any() else 0
+    hu, qe = h_u[b0:].astype(float), q_e[b0:]
+    w = 1.0 / np.maximum(hu, 1.0)
+    x = np.arange(len(hu))
+    iso = IsotonicRegression(increasing=False, y_min=0.0)
+    top = min(max_count, float(hu.sum() / max(qe.sum(), 1e-12)))
+    best = (np.inf, 0.0, np.maximum(hu, 0))
+    for n in np.linspace(0.0, max(top, 0.0), 161):
+        r = hu - n * qe
+        c = iso.fit(x, r, sample_weight=w).predict(x) if len(x) > 1 else np.maximum(r, 0)
+        lam = np.maximum(c + n * qe, 1e-6)
+        cost = float(np.sum(lam - hu * np.log(lam)))  # Poisson negative log-likelihood of the counts
+        if cost < best[0] - 1e-9:
+            best = (cost, float(n), c)
+    c_full = h_u.astype(float).copy()
+    c_full[b0:] = best[2]
+    if b0:  # below the peak every unit is taken as clean, except the errors' own share there
+        c_full[:b0] = np.maximum(h_u[:b0] - best[1] * q_e[:b0], 0)
+    return best[1], c_full
+
+
+def fit_curve(t: str, cls: int | None, u: np.ndarray, e: np.ndarray, cfg: CalibrationConfig, how: str = "data"
+              ) -> Curve:
+    """``p(s)`` of type ``t`` from the original units' evidence ``u`` and the injected errors' ``e``:
+    the posterior of the mixture :func:`mixture_fit` finds, made non-decreasing in ``s``."""
+    from sklearn.isotonic import IsotonicRegression
+
+    n_u, n_e = len(u), len(e)
+    bu, be = _bin(u) + 1, _bin(e) + 1  # bin 0: below the floor (no evidence)
+    h_u = np.bincount(bu, minlength=BINS + 1).astype(float)
+    q_e = np.bincount(be, minlength=BINS + 1) / max(n_e, 1)
+    edges = _edges()
+    centre = (edges[:-1] + edges[1:]) / 2
+    if not q_e[1:].any():  # the signals never see this kind of error: no evidence, p = 0
+        return Curve(t, cls, np.zeros(0), np.zeros(0), how + ", injected errors not seen", n_u, n_e, 0.0)
+    natural, clean = mixture_fit(h_u, q_e, cfg.max_rate * n_u)
+    h_u, q_e, clean = h_u[1:], q_e[1:], clean[1:]
+    err = natural * q_e
+    with np.errstate(divide="ignore", invalid="ignore"):  # PSEUDO_CLEAN: a sparse bin never says p = 1
+        post = np.where(h_u > 0, err / (err + clean + PSEUDO_CLEAN), np.nan)
+    # bins without original units: the posterior of the nearest bin below (1 when none)
+    ok = ~np.isnan(post)
+    if ok.any():
+        wts = np.maximum(h_u, 1e-3)
+        post = IsotonicRegression(increasing=True, y_min=0, y_max=1, out_of_bounds="clip").fit(
+            centre[ok], post[ok], sample_weight=wts[ok]).predict(centre)
+    else:
+        post = np.zeros(BINS)
+    if natural <= 0:
+        post = np.zeros(BINS)
+    x = np.concatenate([[CANDIDATE_EVIDENCE], centre, [1.0]])
+    p = np.concatenate([[post[0]], post, [post[-1]]])
+    density = (err + clean) / max(n_u, 1)  # the original units' density per bin, as fitted
+    return Curve(t, cls, x, p, how, n_u, n_e, natural, q_e, density)
+
+
+def _fit_type(t: str, u: Units, e: Units, cfg: CalibrationConfig, n_classes: int) -> list[Curve]:
+    out = [fit_curve(t, None, u.evidence, e.evidence, cfg)]
+    for c in range(n_classes):
+        mu, me = u.cls == c, e.cls == c
+        if mu.sum() >= cfg.class_min_units and me.sum() >= cfg.class_min_injected:
+            out.append(fit_curve(t, c, u.evidence[mu], e.evidence[me], cfg))
+    return out
+
+
+def _reliability(q: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+    """Expected calibration error (equal-width bins, weighted by count) and the reliability curve."""
+    if not len(q):
+        return float("nan"), []
+    b = np.minimum((q * bins).astype(int), bins - 1)
+    curve, ece = [], 0.0
+    for k in range(bins):
+        m = b == k
+        if m.any():
+            mq, my = float(q[m].mean()), float(y[m].mean())
+            ece += m.sum() / len(q) * abs(mq - my)
+            curve.append({"predicted": round(mq, 4), "observed": round(my, 4), "count": int(m.sum())})
+    return float(ece), curve
+
+
+def _held_out(cal: Calibration, t: str, u: Units, e: Units) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted probability that a held-out unit (evidence above the floor) is an injected error
+    in the held-out mixture of ``n_E`` injected and ``n_U`` original units, from the fitted
+    mixture (``n_E f_E / (n_E f_E + n_U f_U)`` per curve), and whether it is."""
+    qs, ys = [], []
+    curves = {c: cur for (tt, c), cur in cal.curves.items() if tt == t}
+    classes_own = [c for c in curves if c is not None]
+    for c, cur in curves.items():
+        mu = ~np.isin(u.cls, classes_own) if c is None else u.cls == c
+        me = ~np.isin(e.cls, classes_own) if c is None else e.cls == c
+        su, se = u.evidence[mu], e.evidence[me]
+        if cur.share_e is None or not len(se):
+            continue
+        s = np.concatenate([su[su >= CANDIDATE_EVIDENCE], se[se >= CANDIDATE_EVIDENCE]])
+        fe, fu = cur.densities(s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.nan_to_num(len(se) * fe / (len(se) * fe + len(su) * fu), nan=0.0)
+        qs.append(q)
+        ys.append(np.concatenate([np.zeros(int((su >= CANDIDATE_EVIDENCE).sum())),
+                                  np.ones(int((se >= CANDIDATE_EVIDENCE).sum()))]))
+    if not qs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(qs), np.concatenate(ys)
+
+
+def load_priors(path: Path = PRIOR_FILE) -> dict[str, Curve]:
+    """The shipped curves (per type, every class) used where the data is too small to fit."""
+    doc = json.loads(path.read_text()) if path.is_file() else {"curves": []}
+    out = {}
+    for c in doc.get("curves", []):
+        if c.get("class") is None:
+            out[c["type"]] = Curve(c["type"], None, np.asarray(c["x"], float), np.asarray(c["p"], float), "prior")
+    for t in CALIBRATED_TYPES:  # no file: a conservative straight line
+        out.setdefault(t, Curve(t, None, np.array([CANDIDATE_EVIDENCE, 1.0]), np.array([0.0, 0.5]), "prior"))
+    return out
+
+
+def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, thresholds: Thresholds,
+              ol_cfg: ObjectLabConfig, cfg: CalibrationConfig | None = None) -> Calibration:
+    """Fit ``p`` for every calibrated type on ``labels`` (scored as ``signals``), see the module
+    docstring; types the data is too small for get the shipped priors, with a note."""
+    cfg = cfg or CalibrationConfig()
+    t0 = time.perf_counter()
+    priors = load_priors()
+    if not cfg.enabled or not len(labels.records):
+        cal = Calibration({(t, None): priors[t] for t in CALIBRATED_TYPES},
+                          notes=["calibration off: every type uses the shipped priors (fitted on synthetic data)"])
+        cal.seconds = time.perf_counter() - t0
+        return cal
+    n = len(labels.records)
+    hold = np.random.default_rng(cfg.seed + 1).random(n) < cfg.holdout
+    copies, cpreds, origin, errors = inject_copies(labels, preds, cfg)
+    sc = measure(Batch.of(copies, cpreds), ol_cfg, thresholds)
+    inj = _injected_units(sc, errors)
+    origin_arr = np.asarray(origin, np.int64)
+    orig = units_of(signals)
+    cal = Calibration({}, copies=cfg.copies, images=len(copies.records))
+    qs_all, ys_all = [], []
+    for t in CALIBRATED_TYPES:
+        u, e = orig[t], inj[t]
+        e_hold = hold[origin_arr[e.image]] if len(e.image) else np.zeros(0, bool)
+        u_hold = hold[u.image] if len(u.image) else np.zeros(0, bool)
+        uf = Units(u.evidence[~u_hold], u.cls[~u_hold], u.image[~u_hold])
+        ef = Units(e.evidence[~e_hold], e.cls[~e_hold], e.image[~e_hold])
+        cal.injected[t] = int(len(e.evidence))
+        if len(uf.evidence) < cfg.min_units or len(ef.evidence) < cfg.min_injected:
+            cal.curves[(t, None)] = priors[t]
+            cal.notes.append(f"{t}: too few {'predictions' if t == 'overlooked' else 'boxes'} "
+                             f"({len(uf.evidence)}) or injected errors ({len(ef.evidence)}) to calibrate on this "
+                             f"data: shipped priors (fitted on synthetic data)")
+            continue
+        for cur in _fit_type(t, uf, ef, cfg, len(labels.classes)):
+            cal.curves[(t, cur.cls)] = cur
+        q, y = _held_out(cal, t, Units(u.evidence[u_hold], u.cls[u_hold], u.image[u_hold]),
+                         Units(e.evidence[e_hold], e.cls[e_hold], e.image[e_hold]))
+        if len(q):
+            cal.ece[t], cal.reliability[t] = _reliability(q, y)
+            qs_all.append(q)
+            ys_all.append(y)
+    if qs_all:
+        cal.ece["all"], cal.reliability["all"] = _reliability(np.concatenate(qs_all), np.concatenate(ys_all))
+    cal.seconds = time.perf_counter() - t0
+    return cal
