@@ -1,3 +1,4 @@
+import pytest
 """Proposed fixes (#15): a move or an add never takes a prediction that stands for another box;
 fragments are merged, merged boxes split; a sample-level confirmation applies all or none."""
 
@@ -122,3 +123,6 @@ def test_queue_overview_and_min_score(tmp_path, dataset_name):
     assert sizes["swap"].samples == store.count_view(dataset_name, "cvc-swap")
     r = CliRunner().invoke(app, ["review", dataset_name, "--min-score", "0.5"])
     assert r.exit_code == 0 and "review queues of" in r.output and "estimated precision" in r.output
+    assert "expected errors" in r.output
+    run = store.get_runs(dataset_name)["score"]
+    assert sizes["all"].expected == pytest.approx(sum(q["expected_flagged"] for q in run["queues"].values()))

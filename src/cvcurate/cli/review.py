@@ -76,7 +76,7 @@ def review_cmd(
                 continue
             est = f"{q.estimated_precision:.2f}" if q.estimated_precision is not None else "-"
             say(f"{q.queue:<14}{q.samples:>8}{q.shown:>8}{q.flagged:>8}{q.expected:>17.1f}{est:>16}")
-        say("expected errors: the sum of p of the queue's issues; est. precision: their mean (p: the calibrated "
+        say("expected errors: the sum of p of the queue's issues; estimated precision (est. precision): their mean (p: the calibrated "
             "probability that an issue is a real error)")
         say(f"open one: cvcurate review {shell_arg(name)} --queue swap --top 50")
         return

@@ -290,7 +290,8 @@ def mixture_fit(h_u: np.ndarray, q_e: np.ndarray, max_count: float) -> tuple[flo
     iso = IsotonicRegression(increasing=False, y_min=0.0)
     top = min(max_count, float(hu.sum() / max(qe.sum(), 1e-12)))
     best = (np.inf, 0.0, np.maximum(hu, 0))
-    for n in np.linspace(0.0, max(top, 0.0), 161):
+    grid = np.unique(np.r_[0.0, np.geomspace(0.25, max(top, 0.25), 100)]) if top > 0 else np.zeros(1)
+    for n in grid:  # geometric: a few errors among many thousand units must be found too
         r = hu - n * qe
         c = iso.fit(x, r, sample_weight=w).predict(x) if len(x) > 1 else np.maximum(r, 0)
         lam = np.maximum(c + n * qe, 1e-6)
@@ -393,7 +394,7 @@ def load_priors(path: Path = PRIOR_FILE) -> dict[str, Curve]:
     doc = json.loads(path.read_text()) if path.is_file() else {"curves": []}
     out = {}
     for c in doc.get("curves", []):
-        if c.get("class") is None:
+        if c.get("class") is None and np.max(c["p"] or [0]) > 0:  # a prior never rules a type out
             out[c["type"]] = Curve(c["type"], None, np.asarray(c["x"], float), np.asarray(c["p"], float), "prior")
     for t in CALIBRATED_TYPES:  # no file: a conservative straight line
         out.setdefault(t, Curve(t, None, np.array([CANDIDATE_EVIDENCE, 1.0]), np.array([0.0, 0.5]), "prior"))

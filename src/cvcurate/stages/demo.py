@@ -30,7 +30,7 @@ from .export import diff, export
 from .gate import run_gate, write_reports
 from .imports import import_dataset
 from .predict import predict
-from .score import FIX_FIELD, run_score
+from .score import FIX_FIELD, run_score, run_summary
 
 # which proposed fix repairs which injected error (merge and split have no fix yet)
 FIX_FOR = {"swap": ("relabel",), "overlooked": ("add",), "spurious": ("remove",), "degenerate": ("remove", "clip"),
@@ -118,8 +118,11 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
     sc = run_score(noisy, pred_field="predictions", out_dir=out / "scores", progress=progress)
     truth = load_truth(out / "truth.json")
     m = truth_metrics(sc.result, truth)
-    say(f"score: {len(sc.result.issues)} issues; {m.found_in_top_k} of {m.corrupted} corrupted images in the top "
-        f"{m.corrupted}; average precision {m.average_precision:.3f}")
+    summ = run_summary(sc.result)
+    say(f"score: {summ['flagged']} issues with p >= {summ['queue_min_p']:g} ({summ['issues']} listed); expected real "
+        f"label errors {summ['expected_label_errors']:.1f} (the sum of p) against {len(truth['errors'])} injected; "
+        f"{m.found_in_top_k} of {m.corrupted} corrupted images in the top {m.corrupted}; average precision "
+        f"{m.average_precision:.3f}")
     by_image: dict[str, list] = {}
     for i in sc.result.issues:
         by_image.setdefault(i.filepath, []).append(i)
@@ -139,6 +142,18 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
         f"(this stands in for a reviewer in the App)")
     cs = review.apply(noisy, log_dir=out / "changes")
     say(f"apply: {cs.applied} fixes applied to {len(cs.changes)} images (undo: cvcurate apply {noisy} --undo)")
+    sc2 = run_score(noisy, pred_field="predictions", out_dir=out / "scores-after")
+    left = len(truth["errors"]) - cs.applied
+    say(f"score again: expected real label errors {run_summary(sc2.result)['expected_label_errors']:.1f} against "
+        f"{left} left of the {len(truth['errors'])} injected ({cs.applied} fixed)")
+    after = run_gate(noisy)
+    write_reports(after, markdown=out / "gate-after.md", junit=out / "gate-after.xml", json_path=out / "gate-after.json")
+    failed = [c for c in after.checks if c.status == g.FAIL]
+    say(f"gate after the fixes: {after.status.upper()} "
+        + (f"({'; '.join(f'{c.name}: {c.message}' for c in failed)})" if failed else "(no failed check)"))
+    for b, a in zip(before.checks, after.checks):
+        if b.value != a.value and b.value is not None and a.value is not None:
+            log(f"       {a.name}: {b.value:g} -> {a.value:g} ({b.status} -> {a.status})")
     from .augment import augment as run_augment
 
     notes: list[str] = []
@@ -150,15 +165,6 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
     aug = run_augment(noisy, classes=[rarest], workers=2, seed=0, out=out / "augment", progress=progress)
     say(f"augment: {aug.added} samples of the rarest class {rarest!r} ({before_counts[rarest]} instances) "
         f"added, to {max(before_counts.values())} instances (pipeline {aug.pipeline}, tagged 'augmented')")
-    predict(noisy, model="default")  # the new samples need predictions too
-    run_score(noisy, pred_field="predictions", out_dir=out / "scores-after")
-    after = run_gate(noisy)
-    write_reports(after, markdown=out / "gate-after.md", junit=out / "gate-after.xml", json_path=out / "gate-after.json")
-    say(f"score again and gate after the fixes: {after.status.upper()} "
-        f"({', '.join(c.name for c in after.checks if c.status == g.FAIL) or 'no failed check'})")
-    for b, a in zip(before.checks, after.checks):
-        if b.value != a.value and b.value is not None and a.value is not None:
-            log(f"       {a.name}: {b.value:g} -> {a.value:g} ({b.status} -> {a.status})")
     export(noisy, out / "export-v2", format="yolo", overwrite=True)
     d = diff(out / "export-v1", out / "export-v2")
     per = d.per_class()
