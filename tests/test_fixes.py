@@ -1,8 +1,9 @@
-import pytest
 """Proposed fixes (#15): a move or an add never takes a prediction that stands for another box;
 fragments are merged, merged boxes split; a sample-level confirmation applies all or none."""
 
 from __future__ import annotations
+
+import pytest
 
 import numpy as np
 
