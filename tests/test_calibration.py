@@ -266,3 +266,34 @@ def test_calibration_config_is_validated():
     cfg = ScoreConfig(calibration=CalibrationConfig(queue_min_p=1.5))
     with pytest.raises(ValueError, match="queue_min_p"):
         cfg.check()
+
+
+def test_slices_count_flagged_issues_and_sum_p_for_expected_errors():
+    from cvcurate.analysis import compute_slices
+    from cvcurate.types import Issue
+
+    labels, _ = make_data(n=10, seed=2)
+    recs = labels.records
+    issues = [Issue(recs[0].filepath, "swap", 0.9, "x", box=0), Issue(recs[1].filepath, "badloc", 0.2, "x", box=0),
+              Issue(recs[2].filepath, "spurious", 0.6, "x", box=0)]
+    s = compute_slices(labels, issues, min_p=0.5)
+    assert s.overall.issues == 2 and s.overall.boxes_with_issues == 2
+    assert s.overall.expected == pytest.approx(1.7)
+    assert s.overall.to_dict()["expected_per_100_boxes"] == pytest.approx(170 / labels.num_boxes, abs=1e-6)
+
+
+def test_gate_label_error_rate_is_the_expected_count_per_box_with_an_interval():
+    from cvcurate import gate
+    from cvcurate.gate import GateInput, ScoredIssue
+
+    labels, _ = make_data(n=100, seed=4)
+    scored = [[ScoredIssue("swap", 0.9, False)] if i < 5 else [] for i in range(len(labels))]
+    run = {"expected_label_errors": 12.0, "expected_label_errors_sd": 1.5, "issues": 40, "queue_min_p": 0.5,
+           "calibration": {"curves": [1]}}
+    r = gate.run_checks(GateInput(labels=labels, issues=[], scored=scored, run=run), gate.GateConfig())
+    c = next(c for c in r.checks if c.name == "label_error_rate")
+    assert c.value == pytest.approx(12.0 / labels.num_boxes, abs=1e-6)
+    assert "expected 12.0 real label errors (95 % interval 9.1-14.9)" in c.message and "40 issues" in c.message
+    assert any("assumes" in n for n in c.notes)
+    w = next(c for c in r.checks if c.name == "images_with_issues")
+    assert w.value == pytest.approx(0.05)

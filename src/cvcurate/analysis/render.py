@@ -62,6 +62,8 @@ class ReportInput:
     subtitle: str = ""
     why_no_issues: str = "the dataset was never scored (run 'cvcurate score NAME')"
     why_no_evaluation: str = "no evaluation of predictions was given (run 'cvcurate predict' and 'cvcurate evaluate')"
+    min_p: float = 0.0  # issues count (slices, queues) from this probability up: the run's queue threshold
+    run: Mapping[str, Any] | None = None  # the score run's record: its one count of issues and expected errors
 
 
 @dataclass
@@ -147,6 +149,10 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
         "splits": dict(sorted({s: sum(1 for r in labels.records if (r.split or "(no split)") == s)
                                for s in {r.split or "(no split)" for r in labels.records}}.items())),
         "issues": None if inp.issues is None else len(inp.issues)}
+    if inp.run and "flagged" in inp.run:  # the run's own count, the same score, review and gate print
+        summary.update(issues=inp.run["issues"], flagged=inp.run["flagged"], flagged_min_p=inp.run.get("queue_min_p"),
+                       expected_label_errors=inp.run.get("expected_label_errors"),
+                       expected_label_errors_sd=inp.run.get("expected_label_errors_sd"))
 
     slices = None
     queues: dict[str, int] = {}
@@ -156,7 +162,7 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
         left.append(("top issues of each queue", inp.why_no_issues))
     else:
         slices = compute_slices(labels, inp.issues, brightness=inp.brightness, sources=inp.sources,
-                                queue_of=inp.queue_of)
+                                queue_of=inp.queue_of, min_p=inp.min_p)
         for kind, why in slices.left_out.items():
             left.append((f"slices by {KIND_TITLES.get(kind, kind)}", why))
         summary["label_issues_counted"] = slices.overall.issues
@@ -170,7 +176,8 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
         order = _queue_order(inp.queue_of) + (["other"] if "other" in by_queue else [])
         for q in order:
             # an issue whose image is not in the labels (a stale score run) gets no thumbnail
-            items = sorted((i for i in by_queue.get(q, []) if i.filepath in index), key=lambda i: -i.score)
+            items = sorted((i for i in by_queue.get(q, []) if i.filepath in index and i.score >= inp.min_p),
+                           key=lambda i: -i.score)
             queues[q] = len(items)
             for rank, iss in enumerate(items[:top_n], start=1):
                 png, drawn = thumbnail(index[iss.filepath], iss, labels.classes)
@@ -226,11 +233,18 @@ def _summary_lines(r: Report) -> list[str]:
     if s.get("issues") is not None:
         o = r.slices.overall if r.slices else None
         line = f"{s['issues']} issues in the last score run"
+        if s.get("flagged") is not None:
+            line += f", {s['flagged']} with p >= {s.get('flagged_min_p', 0.5):g}"
         if o is not None:
             per = "-" if o.issues_per_100_boxes is None else f"{o.issues_per_100_boxes:.1f}"
-            line += (f"; {o.issues} of them label issues ({per} per 100 boxes), on "
+            line += (f"; {o.issues} of those label issues ({per} per 100 boxes), on "
                      f"{o.images_with_issues} of {o.images} images")
         out.append(line)
+        if s.get("expected_label_errors") is not None:
+            sd = float(s.get("expected_label_errors_sd") or 0.0)
+            out.append(f"expected real label errors: {s['expected_label_errors']:.1f} (95 % interval "
+                       f"{max(0.0, s['expected_label_errors'] - 1.96 * sd):.1f}-{s['expected_label_errors'] + 1.96 * sd:.1f}), "
+                       f"the sum of the issues' probabilities p; slices give theirs as expected errors per 100 boxes")
     return out
 
 

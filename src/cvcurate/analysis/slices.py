@@ -17,7 +17,10 @@ For box kinds (class, box size) a slice's images are those with a box of the sli
 counted for it) and only issues that point at the slice count; for image kinds (brightness, split,
 source) every counted issue of the slice's images counts, image-level ones included.
 
-Rates, each with the counts behind it: ``issues per 100 boxes``; ``box share`` (given boxes with
+Each issue's score is ``p``, the probability that it is a real error: a slice's ``expected`` is the
+sum of ``p`` of its counted issues (``expected errors per 100 boxes``), and its counts and shares
+take the issues with ``p >= min_p`` (the run's queue threshold). Rates, each with the counts behind
+it: ``issues per 100 boxes``; ``box share`` (given boxes with
 at least one issue / boxes) and ``image share`` (images with at least one issue / images), both
 with a Wilson 95 % score interval. Slices are ranked by the Wilson *lower* bound of the box share
 (then of the image share, then by the issue count): a slice of 3 boxes with 1 issue (33 %, interval
@@ -70,6 +73,11 @@ class Slice:
     boxes_with_issues: int
     images_with_issues: int
     by_type: dict[str, int] = field(default_factory=dict)
+    expected: float = 0.0  # expected number of real errors: the sum of p of every counted issue, flagged or not
+
+    @property
+    def expected_per_100_boxes(self) -> float | None:
+        return 100.0 * self.expected / self.boxes if self.boxes else None
 
     @property
     def issues_per_100_boxes(self) -> float | None:
@@ -97,6 +105,7 @@ class Slice:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(issues_per_100_boxes=_round(self.issues_per_100_boxes), box_share=_round(self.box_share),
+                 expected=_round(self.expected, 3), expected_per_100_boxes=_round(self.expected_per_100_boxes),
                  box_ci=[_round(v) for v in self.box_ci], image_share=_round(self.image_share),
                  image_ci=[_round(v) for v in self.image_ci])
         return d
@@ -187,12 +196,14 @@ def flatten(labels: LabelSet) -> _Flat:
 
 def compute_slices(labels: LabelSet, issues: Sequence[Issue], *, brightness: np.ndarray | None = None,
                    sources: Sequence[str | None] | None = None, queue_of: Mapping[str, str] | None = None,
-                   count_types: Collection[str] | None = None) -> SliceResult:
+                   count_types: Collection[str] | None = None, min_p: float = 0.0) -> SliceResult:
     """Label-issue rates per slice of every kind (see the module docstring).
 
     ``brightness``: per image mean grey level (NaN: not measured); ``sources``: per image import
     source; either None leaves its slice kind out (said in ``left_out``). ``count_types``: the
-    issue types that count (default: the label issues, :func:`is_label_issue`).
+    issue types that count (default: the label issues, :func:`is_label_issue`). ``min_p``: issue
+    counts and shares take the issues with ``p`` (their score) at least this (the run's queue
+    threshold); every counted issue adds its ``p`` to the slice's expected number of real errors.
     """
     from ..scoring import QUEUES
 
@@ -206,7 +217,7 @@ def compute_slices(labels: LabelSet, issues: Sequence[Issue], *, brightness: np.
 
     # one row per counted issue: image, global box (-1), class (-1), size bucket (None)
     counted = set(count_types) if count_types is not None else None
-    rows_img, rows_box, rows_cls, rows_size, rows_type = [], [], [], [], []
+    rows_img, rows_box, rows_cls, rows_size, rows_type, rows_p = [], [], [], [], [], []
     not_counted = unmatched = 0
     for iss in issues:
         ok = iss.type in counted if counted is not None else is_label_issue(iss.type, queue_of)
@@ -236,9 +247,12 @@ def compute_slices(labels: LabelSet, issues: Sequence[Issue], *, brightness: np.
         rows_cls.append(c)
         rows_size.append(size)
         rows_type.append(iss.type)
+        rows_p.append(float(iss.score))
     r_img = np.array(rows_img, dtype=np.int64)
     r_box = np.array(rows_box, dtype=np.int64)
     r_type = np.array(rows_type, dtype=object)
+    r_p = np.array(rows_p, dtype=np.float64)
+    r_flag = r_p >= min_p
 
     box_size = size_bucket(flat.rel)
     r_size = np.array([s if s is not None else (box_size[b] if b >= 0 else None)
@@ -250,13 +264,16 @@ def compute_slices(labels: LabelSet, issues: Sequence[Issue], *, brightness: np.
         imgs = set(np.unique(flat.image[box_mask]).tolist()) if image_mask is None else \
             set(np.flatnonzero(image_mask).tolist())
         hit_imgs = set(np.unique(r_img[row_mask]).tolist())
+        expected = float(r_p[row_mask].sum()) if len(r_p) else 0.0
+        row_mask = row_mask & r_flag
+        hit_imgs = set(np.unique(r_img[row_mask]).tolist())
         imgs |= hit_imgs
         hb = r_box[row_mask]
         types, counts = np.unique(r_type[row_mask], return_counts=True) if row_mask.any() else ([], [])
         by_type = dict(sorted(((str(t), int(n)) for t, n in zip(types, counts)), key=lambda kv: -kv[1]))
         return Slice(kind, name, boxes=int(box_mask.sum()), images=len(imgs), issues=int(row_mask.sum()),
                      boxes_with_issues=int(len(np.unique(hb[hb >= 0]))), images_with_issues=len(hit_imgs),
-                     by_type=by_type)
+                     by_type=by_type, expected=expected)
 
     all_rows = np.ones(len(r_img), bool)
     overall = make("all", "all", np.ones(len(flat.image), bool), all_rows, np.ones(n_img, bool))
@@ -315,8 +332,8 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-SLICE_COLUMNS = ("slice", "kind", "boxes", "images", "issues", "per 100 boxes", "boxes with issues (95% CI)",
-                 "images with issues (95% CI)", "top types")
+SLICE_COLUMNS = ("slice", "kind", "boxes", "images", "issues", "per 100 boxes", "expected errors per 100 boxes",
+                 "boxes with issues (95% CI)", "images with issues (95% CI)", "top types")
 
 
 def slice_row(s: Slice) -> list[str]:
@@ -324,7 +341,8 @@ def slice_row(s: Slice) -> list[str]:
     ilo, ihi = s.image_ci
     per100 = "-" if s.issues_per_100_boxes is None else f"{s.issues_per_100_boxes:.1f}"
     top = ", ".join(f"{t} {n}" for t, n in list(s.by_type.items())[:3]) or "-"
-    return [s.name, s.kind, str(s.boxes), str(s.images), str(s.issues), per100,
+    exp100 = "-" if s.expected_per_100_boxes is None else f"{s.expected_per_100_boxes:.1f}"
+    return [s.name, s.kind, str(s.boxes), str(s.images), str(s.issues), per100, exp100,
             f"{s.boxes_with_issues}/{s.boxes} = {_pct(s.box_share)} ({_pct(lo)}-{_pct(hi)})" if s.boxes else "-",
             f"{s.images_with_issues}/{s.images} = {_pct(s.image_share)} ({_pct(ilo)}-{_pct(ihi)})",
             top]

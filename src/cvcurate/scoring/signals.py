@@ -35,6 +35,7 @@ _CL_LABEL_OVERLAP = 0.95  # IoU from which two given boxes of different classes 
 _CL_TINY = 1e-100  # added before the log when pooling the three kinds
 
 MAX_PAIRS = 1 << 22  # (given box, prediction) pairs made at once: bounds memory on huge datasets
+MAX_PIECE_OVERLAP = 1 / 3  # pieces of one object overlap each other less than this (of the smaller)
 CANDIDATE_EVIDENCE = 0.02  # predictions below this overlooked evidence are not candidates
 MATCH_IOU = 0.5  # a prediction "is right" (calibration) or "is near" a box (swap signal) at this IoU
 USABLE_PROBABILITY = 0.05  # predictions below this calibrated probability do not support a box
@@ -430,7 +431,19 @@ def _pieces(given: FlatBoxes, pred: FlatBoxes, p: Pairs, prob: np.ndarray, min_p
     ag, ap = box_area(given.xyxy)[pg], box_area(pred.xyxy)[pp]
     inter = iou * (ag + ap) / (1 + iou)  # from IoU = inter / (ag + ap - inter)
     ok = (given.cls[pg] == pred.cls[pp]) & (prob[pp] >= min_prob)
-    g_in = ok & (ag > 0) & (inter >= min_inside * ag)  # the given box lies inside the prediction
+    # pieces of one object lie side by side: a box that overlaps another of its class by more than
+    # a third of the smaller one (nested or stacked boxes of patches) is not a piece
+    a_, b_ = pairs_within(given)
+    same_c = given.cls[a_] == given.cls[b_]
+    a_, b_ = a_[same_c], b_[same_c]
+    gi = pair_iou(given.xyxy, a_, given.xyxy, b_)
+    ga = box_area(given.xyxy)
+    g_inter = gi * (ga[a_] + ga[b_]) / (1 + gi)
+    over = g_inter / np.maximum(np.minimum(ga[a_], ga[b_]), 1e-9)
+    stacked = np.zeros(K, dtype=bool)
+    stacked[a_[over > MAX_PIECE_OVERLAP]] = True
+    stacked[b_[over > MAX_PIECE_OVERLAP]] = True
+    g_in = ok & (ag > 0) & (inter >= min_inside * ag) & ~stacked[pg]  # the given box lies inside the prediction
     p_in = ok & (ap > 0) & (inter >= min_inside * ap)  # the prediction lies inside the given box
 
     def union_iou(sel: np.ndarray, seg: np.ndarray, boxes: np.ndarray, n: int, ref: np.ndarray

@@ -91,7 +91,8 @@ def run_gate(target: str | Path, *, config: str | Path | None = None, progress: 
 
         issues, _ = load_run_issues(str(target), data.labels)
         if issues:
-            table = slice_table_markdown(compute_slices(data.labels, issues), top=5)
+            min_p = float((data.run or {}).get("queue_min_p", 0.0))
+            table = slice_table_markdown(compute_slices(data.labels, issues, min_p=min_p), top=5)
             result.extra["markdown_sections"] = ["### Where the labels are worst (label issues per slice)\n\n" + table]
     return result
 

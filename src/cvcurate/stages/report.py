@@ -72,7 +72,9 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
         evaluation = _evaluation(labels, pred_field)
     subtitle = f"dataset {name} ({len(labels.records)} images)" + (f", predictions {pred_field}" if pred_field else "") \
         + (f", {how}" if how else "")
+    run = store.get_runs(name).get("score") or {}
     inp = ReportInput(labels=labels, issues=issues, brightness=brightness, sources=image_sources(name, labels),
+                      min_p=float(run.get("queue_min_p", 0.0)), run=run or None,
                       evaluation=evaluation, title=f"cvcurate report: {name}", subtitle=subtitle,
                       why_no_issues=f"dataset {name!r} was never scored (run 'cvcurate score {shell_arg(name)}')",
                       why_no_evaluation=why_eval)
