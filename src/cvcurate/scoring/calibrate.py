@@ -188,43 +188,49 @@ def units_of(s: Signals) -> dict[str, Units]:
 def _injected_units(s: Signals, errors: list[tuple[int, Any]]) -> dict[str, Units]:
     """The evidence of each injected error in the scored copies: the error's own box(es) for the
     box types; for a dropped box (``overlooked``) the strongest candidate prediction over it
-    (IoU >= 0.3, any class), 0 when the model sees nothing there."""
+    (IoU >= 0.3, any class), 0 when the model sees nothing there. Vectorised over the errors."""
     g, pred = s.given, s.pred
     inv = np.full(len(s.batch.given), -1, np.int64)
     inv[s.kept] = np.arange(len(s.kept))
     ev_box = {"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
               "merged": s.merged}
     by_kind = {v: k for k, v in INJECTED_AS.items()}
-    acc: dict[str, tuple[list, list, list]] = {t: ([], [], []) for t in CALIBRATED_TYPES}
     start = s.batch.given.start
+    out: dict[str, Units] = {}
+    empty = Units(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    # box types: one row per (error, box)
+    rows_t, rows_j, rows_b = [], [], []
+    drops_j, drops_box, drops_cls = [], [], []
     for j, err in errors:
         t = by_kind.get(err.type)
-        if t is None:
-            continue
-        ev, cl, im = acc[t]
         if t == "overlooked":
-            a, n = int(pred.start[j]), int(pred.count[j])
-            v = 0.0
-            if n:
-                box = np.asarray(err.original, np.float64).reshape(1, 4)
-                rows = np.arange(a, a + n)
-                iou = pair_iou(pred.xyxy, rows, box, np.zeros(n, np.int64))
-                near = rows[iou >= 0.3]
-                if len(near):
-                    v = float(s.ev_overlooked[near].max())
-            ev.append(v)
-            cl.append(int(err.original_class[0]))
-            im.append(j)
-            continue
-        for b in err.boxes:
-            k = inv[start[j] + b]
-            if k < 0:  # a degenerate result: the geometry checks' business
-                continue
-            ev.append(float(ev_box[t][k]))
-            cl.append(int(g.cls[k]))
-            im.append(j)
-    return {t: Units(np.asarray(a, np.float64), np.asarray(b, np.int64), np.asarray(c, np.int64))
-            for t, (a, b, c) in acc.items()}
+            drops_j.append(j)
+            drops_box.append(err.original[0])
+            drops_cls.append(int(err.original_class[0]))
+        elif t is not None:
+            for b in err.boxes:
+                rows_t.append(t)
+                rows_j.append(j)
+                rows_b.append(b)
+    rt, rj = np.asarray(rows_t, dtype=object), np.asarray(rows_j, np.int64)
+    k = inv[start[rj] + np.asarray(rows_b, np.int64)] if len(rj) else np.zeros(0, np.int64)
+    for t in BOX_TYPES:
+        m = (rt == t) & (k >= 0)  # a degenerate result is the geometry checks' business
+        out[t] = Units(ev_box[t][k[m]].astype(np.float64), g.cls[k[m]], rj[m]) if m.any() else empty
+    if not drops_j:
+        out["overlooked"] = empty
+        return out
+    dj = np.asarray(drops_j, np.int64)
+    boxes = np.asarray(drops_box, np.float64).reshape(-1, 4)
+    cnt = pred.count[dj]
+    err_of = np.repeat(np.arange(len(dj)), cnt)  # every (dropped box, prediction of its image) pair
+    rows = np.repeat(pred.start[dj] - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
+    iou = pair_iou(pred.xyxy, rows, boxes, err_of)
+    near = iou >= 0.3
+    ev = np.zeros(len(dj))
+    np.maximum.at(ev, err_of[near], s.ev_overlooked[rows[near]])
+    out["overlooked"] = Units(ev, np.asarray(drops_cls, np.int64), dj)
+    return out
 
 
 def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: CalibrationConfig
@@ -274,6 +280,26 @@ def _bin(s: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(s) < CANDIDATE_EVIDENCE, -1, b)
 
 
+def pava(y: np.ndarray, w: np.ndarray, increasing: bool = True) -> np.ndarray:
+    """Weighted isotonic regression of a short sequence (pool adjacent violators): the
+    non-decreasing (or non-increasing) sequence closest to ``y`` in weighted least squares."""
+    y = np.asarray(y, np.float64)
+    if not increasing:
+        return -pava(-y, w, True)
+    vals, wts, lens = [], [], []
+    for v, ww in zip(y.tolist(), np.asarray(w, np.float64).tolist()):
+        vals.append(v)
+        wts.append(ww)
+        lens.append(1)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            tw = wts[-2] + wts[-1]
+            vals[-2] = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / tw
+            wts[-2] = tw
+            lens[-2] += lens[-1]
+            vals.pop(), wts.pop(), lens.pop()
+    return np.repeat(vals, lens)
+
+
 def mixture_fit(h_u: np.ndarray, q_e: np.ndarray, max_count: float) -> tuple[float, np.ndarray]:
     """Fit ``h_u ~ c + N q_e`` per bin: ``h_u`` the original units' counts, ``q_e`` the injected
     errors' shares, ``c`` the clean units' counts, non-increasing from the bin where ``h_u`` peaks
@@ -281,19 +307,15 @@ def mixture_fit(h_u: np.ndarray, q_e: np.ndarray, max_count: float) -> tuple[flo
     likelihood over ``N`` on a grid (``c`` for each ``N`` by a weighted isotonic fit); returns ``N``
     and ``c``. Without the shape constraint the data's
     own errors could not be told from clean units that look like them (see docs/scoring.md)."""
-    from sklearn.isotonic import IsotonicRegression
-
     b0 = int(np.argmax(h_u)) if h_u.any() else 0
     hu, qe = h_u[b0:].astype(float), q_e[b0:]
     w = 1.0 / np.maximum(hu, 1.0)
-    x = np.arange(len(hu))
-    iso = IsotonicRegression(increasing=False, y_min=0.0)
     top = min(max_count, float(hu.sum() / max(qe.sum(), 1e-12)))
     best = (np.inf, 0.0, np.maximum(hu, 0))
     grid = np.unique(np.r_[0.0, np.geomspace(0.25, max(top, 0.25), 100)]) if top > 0 else np.zeros(1)
     for n in grid:  # geometric: a few errors among many thousand units must be found too
         r = hu - n * qe
-        c = iso.fit(x, r, sample_weight=w).predict(x) if len(x) > 1 else np.maximum(r, 0)
+        c = np.maximum(pava(r, w, increasing=False), 0.0)
         lam = np.maximum(c + n * qe, 1e-6)
         cost = float(np.sum(lam - hu * np.log(lam)))  # Poisson negative log-likelihood of the counts
         if cost < best[0] - 1e-9:
