@@ -235,6 +235,7 @@ class Fix:
     target: str | None = None
     others: tuple[str, ...] = ()  # merge: the boxes merged into the target
     group: str | None = None  # split: the pieces of one box share a group
+    tags: list[str] = field(default_factory=list)  # a reviewer's decision, carried over from the last run
 
     def __post_init__(self) -> None:
         if self.action not in FIX_ACTIONS:

@@ -86,8 +86,15 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
                     run: dict, pred_filter: tuple[str, float] | None = None, queue_min_p: float = 0.5) -> None:
     """Write score rows through the store's generic run writer (fields, box attributes, views)."""
     sizes = {}
-    if any(r.suspects or r.fixes for r in rows):
+    old = store.get_detections(name, FIX_FIELD) if FIX_FIELD in store.field_names(name) else {}
+    if any(r.suspects or r.fixes for r in rows) or old:
         sizes = {sid: (w, h) for sid, w, h in zip(*store.sample_info(name, ["metadata.width", "metadata.height"]).values())}
+    carried = carry_decisions(rows, old, sizes, classes)
+    run["decisions"] = {k: v for k, v in carried.items() if k != "not_carried"}
+    if carried["not_carried"]:
+        store.append_history(name, {
+            "action": "score: decisions that no longer apply", "at": run.get("at"),
+            "fixes": carried["not_carried"]})
 
     def shown(xyxy: np.ndarray, sid: str, grow: float) -> np.ndarray:
         """For display: a box grown (or shrunk) by 5 % of the image side, at least 3 px, so that a
@@ -105,7 +112,8 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
                              f"{f.action}:{classes[f.class_id]}", float(f.score),
                              {"cvc_action": f.action, "cvc_type": f.issue_type, "cvc_class": classes[f.class_id],
                               "cvc_target": f.target, "cvc_reason": f.reason,
-                              "cvc_others": ",".join(f.others) or None, "cvc_group": f.group}) for f in fixes]
+                              "cvc_others": ",".join(f.others) or None, "cvc_group": f.group},
+                             tags=list(f.tags)) for f in fixes]
 
     def suspects(r: SampleScores) -> list[store.RunBox]:
         return [store.RunBox(shown(b, r.sample_id, 1), f"#{j} {t}" if j is not None else f"+ {t}", float(sc),
@@ -123,6 +131,60 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
     store.configure_app(name, field_colors=FIELD_COLORS, sidebar_first=[REASON_FIELD, SCORE_FIELD, ISSUES_FIELD],
                         active=[store.GT_FIELD, *(f for f in ("predictions_oof", "predictions") if f == (pred_filter or ("",))[0]),
                                 SUSPECTS_FIELD, FIX_FIELD, REASON_FIELD])
+
+
+DECISION_TAGS = ("error:confirmed", "error:rejected", "fix:applied")  # what a re-score carries over
+BOXED_ACTIONS = ("add", "move", "split", "merge", "clip")  # their result is a new box: matched by IoU
+
+
+def carry_decisions(rows: Sequence[SampleScores], old: dict[str, list[dict]], sizes: dict[str, tuple[int, int]],
+                    classes: Sequence[str], min_iou: float = 0.5) -> dict:
+    """Carry every reviewer decision on the previous run's fixes over to the new fix that means
+    the same change: same sample, action, class and target box (by id), and for fixes whose result
+    is a new box, that box within IoU ``min_iou``. Sets the new fixes' ``tags``; returns the counts
+    and the decided fixes that no longer apply (for the history: never dropped silently)."""
+    carried = applied_gone = 0
+    not_carried = []
+    for r in rows:
+        prev = [d for d in old.get(r.sample_id, []) if set(d.get("tags") or []) & set(DECISION_TAGS)]
+        if not prev:
+            continue
+        w, h = sizes.get(r.sample_id, (0, 0)) or (0, 0)
+        used: set[int] = set()
+        for d in prev:
+            tags = [t for t in (d.get("tags") or []) if t in DECISION_TAGS]
+            match = None
+            for k, f in enumerate(r.fixes):
+                if k in used or f.action != d.get("cvc_action") or classes[f.class_id] != d.get("cvc_class") \
+                        or (f.target or None) != (d.get("cvc_target") or None):
+                    continue
+                if f.action in BOXED_ACTIONS and w and h:
+                    ob = store.rel_xywh_to_xyxy(np.asarray([d["bounding_box"]], float), w, h)
+                    if _iou(f.xyxy, ob)[0] < min_iou:
+                        continue
+                match = k
+                break
+            if match is not None:
+                used.add(match)
+                r.fixes[match].tags = sorted(set(r.fixes[match].tags) | set(tags))
+                carried += 1
+            elif "fix:applied" in tags:
+                applied_gone += 1  # applied: the labels hold it now, so it is no longer proposed
+            else:
+                not_carried.append({"sample_id": r.sample_id, "action": d.get("cvc_action"), "class": d.get("cvc_class"),
+                                    "target": d.get("cvc_target"), "type": d.get("cvc_type"), "tags": tags,
+                                    "bounding_box": d.get("bounding_box"), "reason": d.get("cvc_reason")})
+    ids = {r.sample_id for r in rows}
+    for sid, dets in old.items():  # samples this run did not score at all
+        if sid not in ids:
+            for d in dets:
+                tags = [t for t in (d.get("tags") or []) if t in DECISION_TAGS]
+                if tags and "fix:applied" not in tags:
+                    not_carried.append({"sample_id": sid, "action": d.get("cvc_action"), "class": d.get("cvc_class"),
+                                        "target": d.get("cvc_target"), "type": d.get("cvc_type"), "tags": tags,
+                                        "bounding_box": d.get("bounding_box"), "reason": d.get("cvc_reason")})
+    return {"carried": carried, "no_longer_apply": len(not_carried), "applied_not_proposed": applied_gone,
+            "not_carried": not_carried}
 
 
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
@@ -192,6 +254,11 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
     run["scores_json"] = str((out / "scores.json").resolve())  # the issues with their boxes, for the report
     write_score_run(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter,
                     queue_min_p=cfg.calibration.queue_min_p)
+    dec = run.get("decisions") or {}
+    if dec.get("carried") or dec.get("no_longer_apply") or dec.get("applied_not_proposed"):
+        notes.append(f"review decisions: {dec['carried']} carried over to the same fix of this run; "
+                     f"{dec['no_longer_apply']} no longer apply (this run proposes no such fix; kept in the "
+                     f"dataset's history); {dec['applied_not_proposed']} applied fix(es) are in the labels now")
     json_path, csv_path, images_csv = write_outputs(result, out, name, notes)
     return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes)
 

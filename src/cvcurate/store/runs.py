@@ -65,6 +65,7 @@ class RunBox:
     label: str
     confidence: float
     attrs: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)  # label tags (a reviewer's decision carried over)
 
 
 @dataclass
@@ -123,7 +124,7 @@ def _detection_docs(rows: Sequence[RunRow], fld: str, sizes: dict[str, tuple[int
             continue
         dets = []
         for b in mine:
-            d = {"_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [], "label": b.label,
+            d = {"_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": list(b.tags), "label": b.label,
                  "bounding_box": next(rel), "confidence": float(b.confidence)}
             d.update({a: b.attrs.get(a) for a in attrs})
             dets.append(d)

@@ -1,0 +1,59 @@
+"""A reviewer's decisions survive re-scoring (#23): carried to the fix that means the same change,
+the ones that no longer apply kept in the history; applied fixes are not proposed again."""
+
+from __future__ import annotations
+
+from cvcurate import store
+from cvcurate.stages import review
+from cvcurate.stages.score import FIX_FIELD, run_score
+from tests.test_review import scored_dataset, tag_fixes
+
+
+def _decided(name):
+    out = {}
+    for sid, dets in store.get_detections(name, FIX_FIELD).items():
+        for d in dets:
+            tags = set(d.get("tags") or []) & {"error:confirmed", "error:rejected", "fix:applied"}
+            if tags:
+                out[(sid, d["cvc_action"], d["cvc_class"], d.get("cvc_target"))] = tags
+    return out
+
+
+def test_decisions_survive_a_rescore_with_another_config(tmp_path, dataset_name):
+    scored_dataset(tmp_path, dataset_name)
+    n_conf = tag_fixes(dataset_name, "relabel", "error:confirmed")
+    n_rej = tag_fixes(dataset_name, "add", "error:rejected")
+    assert n_conf and n_rej
+    before = _decided(dataset_name)
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text("calibration:\n  seed: 7\n  copies: 3\ngeometry:\n  outlier_z: 2.5\n")
+    run_score(dataset_name, pred_field="predictions", pixels=False, config=cfg, out_dir=tmp_path / "s2")
+    after = _decided(dataset_name)
+    run = store.get_runs(dataset_name)["score"]
+    dec = run["decisions"]
+    assert dec["carried"] + dec["no_longer_apply"] == len(before)
+    assert {k: v for k, v in before.items() if k in after} == {k: after[k] for k in before if k in after}
+    assert dec["carried"] == len(set(before) & set(after))
+    if dec["no_longer_apply"]:  # never dropped silently
+        hist = [h for h in store.get_history(dataset_name) if h.get("action") == "score: decisions that no longer apply"]
+        assert sum(len(h["fixes"]) for h in hist) == dec["no_longer_apply"]
+    # the summary counts the same decisions as before the re-score
+    rows = {p.queue: p for p in review.summary(dataset_name)}
+    assert sum(p.confirmed + p.rejected for p in rows.values() if p.queue != "all") == dec["carried"] > 0
+
+
+def test_applied_fixes_stay_applied_and_are_not_proposed_again(tmp_path, dataset_name):
+    scored_dataset(tmp_path, dataset_name)
+    tag_fixes(dataset_name, "relabel", "error:confirmed")
+    cs = review.apply(dataset_name, log_dir=tmp_path / "changes")
+    assert cs.applied > 0
+    labels_after = {r.sample_id: r.gt.class_id.tolist() for r in store.read(dataset_name).records}
+    run_score(dataset_name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s3")
+    # the labels still hold the applied fixes, and no pending relabel repeats one of them
+    assert {r.sample_id: r.gt.class_id.tolist() for r in store.read(dataset_name).records} == labels_after
+    applied = {(c["sample_id"], f["cvc_target"]) for c in cs.changes for f in c["fixes"]}
+    for sid, dets in store.get_detections(dataset_name, FIX_FIELD).items():
+        for d in dets:
+            if d["cvc_action"] == "relabel" and (sid, d.get("cvc_target")) in applied:
+                assert "fix:applied" in (d.get("tags") or []), d
+    assert review.apply(dataset_name, log_dir=tmp_path / "changes").applied == 0  # nothing applied twice
