@@ -57,3 +57,44 @@ def test_applied_fixes_stay_applied_and_are_not_proposed_again(tmp_path, dataset
             if d["cvc_action"] == "relabel" and (sid, d.get("cvc_target")) in applied:
                 assert "fix:applied" in (d.get("tags") or []), d
     assert review.apply(dataset_name, log_dir=tmp_path / "changes").applied == 0  # nothing applied twice
+
+
+def test_decide_from_the_command_line_and_from_the_csv(tmp_path, dataset_name):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from cvcurate.cli import app
+
+    scored_dataset(tmp_path, dataset_name)
+    rows = list(csv.DictReader(open(tmp_path / "scores" / "issues.csv")))
+    fixes = store.get_detections(dataset_name, FIX_FIELD)
+    with_fix = sorted({d["cvc_issue"] for dets in fixes.values() for d in dets if d.get("cvc_issue")})
+    assert with_fix and set(with_fix) <= {r["issue_id"] for r in rows}
+    runner = CliRunner()
+    r = runner.invoke(app, ["decide", dataset_name, "--confirm", with_fix[0], "--reject", with_fix[1]])
+    assert r.exit_code == 0, r.output
+    assert "1 issue(s) confirmed, 1 rejected" in r.output
+    tags = {d["cvc_issue"]: set(d.get("tags") or []) for dets in store.get_detections(dataset_name, FIX_FIELD).values()
+            for d in dets if d.get("cvc_issue")}
+    assert "error:confirmed" in tags[with_fix[0]] and "error:rejected" in tags[with_fix[1]]
+    # the same tags the App writes: apply takes the confirmed one
+    assert review.apply(dataset_name, log_dir=tmp_path / "c", dry_run=True).applied >= 1
+    # in bulk from the CSV: reject the rest
+    out = tmp_path / "decisions.csv"
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["issue_id", "decision"])
+        for i in with_fix[2:]:
+            w.writerow([i, "reject"])
+    r = runner.invoke(app, ["decide", dataset_name, "--from-file", str(out)])
+    assert r.exit_code == 0, r.output
+    rows_ = {p.queue: p for p in review.summary(dataset_name)}
+    assert sum(p.rejected for q, p in rows_.items() if q != "all") >= len(with_fix) - 1
+    # unknown ids and both decisions on one id: one line, exit 2, nothing recorded
+    r = runner.invoke(app, ["decide", dataset_name, "--confirm", "nope:0:swap"])
+    assert r.exit_code == 2 and "not in the last score run" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["decide", dataset_name, "--confirm", with_fix[0], "--reject", with_fix[0]])
+    assert r.exit_code == 2 and "both confirmed and rejected" in r.output
+    r = runner.invoke(app, ["decide", dataset_name])
+    assert r.exit_code == 2 and "nothing to decide" in r.output

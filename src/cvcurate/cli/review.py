@@ -88,6 +88,46 @@ def review_cmd(
     serve_app(session, f"http://{host}:{port}/", f"queue {queue!r} of {name} (view {view}{cut})")
 
 
+@app.command("decide")
+def decide_cmd(
+    name: str = typer.Argument(..., help="Dataset name (scored with 'cvcurate score')."),
+    confirm: Optional[list[str]] = typer.Option(None, "--confirm", help="Issue id to confirm (repeat the option)."),
+    reject: Optional[list[str]] = typer.Option(None, "--reject", help="Issue id to reject (repeat the option)."),
+    from_file: Optional[Path] = typer.Option(None, "--from-file", help="CSV with columns issue_id and decision "
+                                             "(confirm/reject): issues.csv of 'cvcurate score' with a decision column."),
+) -> None:
+    """Record review decisions from the command line, without the App.
+
+    Issue ids are the issue_id column of the score run's issues.csv (and "id" in scores.json):
+    <sample id>:<box>:<type>. A decision tags the issue's proposed fixes (and its suspect box)
+    with error:confirmed or error:rejected, exactly as a reviewer does in the App; then
+    'cvcurate apply NAME' applies the confirmed fixes. Re-scoring keeps the decisions.
+
+    Examples:
+
+      cvcurate decide neu --confirm 65a1f0c2e4b0a1b2c3d4e5f6:1:swap --reject 65a1f0c2e4b0a1b2c3d4e5f7:0:badloc
+
+      cvcurate decide neu --from-file neu_scores/issues.csv
+    """
+    yes, no = list(confirm or []), list(reject or [])
+    if from_file is not None:
+        c2, r2 = review_lib.read_decisions(from_file)
+        yes += c2
+        no += r2
+    if not yes and not no:
+        raise InputError("nothing to decide: give --confirm ID, --reject ID or --from-file decisions.csv")
+    res = review_lib.decide(name, confirm=yes, reject=no)
+    if res.unknown:
+        raise InputError(f"{len(res.unknown)} issue id(s) not in the last score run of {name!r}: "
+                         f"{', '.join(res.unknown[:5])}{' ...' if len(res.unknown) > 5 else ''} "
+                         "(ids are the issue_id column of issues.csv; nothing was recorded)")
+    say(f"{name}: {res.confirmed} issue(s) confirmed, {res.rejected} rejected; {res.fixes_tagged} proposed fix(es) "
+        f"tagged" + (f"; {len(res.without_fix)} of them propose no fix (recorded on the suspect box)"
+                     if res.without_fix else ""))
+    if res.confirmed:
+        say(f"apply them with: cvcurate apply {shell_arg(name)}")
+
+
 @app.command("apply")
 def apply_cmd(
     name: str = typer.Argument(..., help="Dataset name."),

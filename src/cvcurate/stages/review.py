@@ -495,3 +495,76 @@ def describe_changes(cs: ChangeSet) -> list[str]:
             extra = f" (and removes {f['cvc_others']})" if f.get("cvc_others") else ""
             lines.append(f"{name} {box}: {f['cvc_action']} ({f['cvc_type']}) {_box_text(old)} -> {after}{extra}")
     return lines
+
+
+@dataclass
+class DecideResult:
+    confirmed: int  # issues recorded as confirmed
+    rejected: int
+    fixes_tagged: int  # proposed fixes that got the decision (what apply uses)
+    without_fix: list[str]  # issues decided that propose no fix (their suspect box carries the decision)
+    unknown: list[str]  # ids the last score run does not have
+
+
+def read_decisions(path: str | Path) -> tuple[list[str], list[str]]:
+    """Issue ids to confirm and to reject from a CSV with columns ``issue_id`` and ``decision``
+    (``confirm``/``confirmed``/``yes`` or ``reject``/``rejected``/``no``; empty: undecided), as
+    the score stage's issues.csv with a decision column added."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read decisions file {path}: {exc}") from None
+    if not rows or "issue_id" not in rows[0] or "decision" not in rows[0]:
+        raise InputError(f"decisions file {path} needs the columns issue_id and decision "
+                         "(issues.csv of 'cvcurate score' with a decision column added)")
+    confirm, reject = [], []
+    for n, r in enumerate(rows, start=2):
+        d = (r.get("decision") or "").strip().lower()
+        iid = (r.get("issue_id") or "").strip()
+        if not d:
+            continue
+        if d in ("confirm", "confirmed", "yes", "y", "true", "1"):
+            confirm.append(iid)
+        elif d in ("reject", "rejected", "no", "n", "false", "0"):
+            reject.append(iid)
+        else:
+            raise InputError(f"{path} line {n}: decision {d!r} is neither confirm nor reject")
+    return confirm, reject
+
+
+def decide(name: str, *, confirm: list[str] = (), reject: list[str] = ()) -> DecideResult:
+    """Record reviewers' decisions on issues by id, headless: the same tags the App writes
+    (``error:confirmed`` / ``error:rejected``) on the issue's proposed fixes (what ``apply``
+    reads) and on its suspect box. An id both confirmed and rejected is an error."""
+    check_scored(name)
+    both = sorted(set(confirm) & set(reject))
+    if both:
+        raise InputError(f"issue(s) both confirmed and rejected: {', '.join(both[:5])}")
+    fixes = store.get_detections(name, FIX_FIELD)
+    suspects = store.get_detections(name, score_stage.SUSPECTS_FIELD)
+    fix_of: dict[str, list[str]] = {}
+    sus_of: dict[str, list[str]] = {}
+    for dets, acc in ((fixes, fix_of), (suspects, sus_of)):
+        for lst in dets.values():
+            for d in lst:
+                if d.get("cvc_issue"):
+                    acc.setdefault(d["cvc_issue"], []).append(d["id"])
+    known = set(fix_of) | set(sus_of)
+    unknown = sorted({i for i in (*confirm, *reject) if i not in known})
+    if unknown:
+        return DecideResult(0, 0, 0, [], unknown)
+    tagged = 0
+    for ids, tag in ((confirm, CONFIRMED), (reject, REJECTED)):
+        other = [t for t in (CONFIRMED, REJECTED) if t != tag]
+        f_ids = [f for i in ids for f in fix_of.get(i, [])]
+        s_ids = [s for i in ids for s in sus_of.get(i, [])]
+        if f_ids:
+            tagged += store.tag_labels(name, FIX_FIELD, f_ids, add=[tag], remove=other)
+        if s_ids:
+            store.tag_labels(name, score_stage.SUSPECTS_FIELD, s_ids, add=[tag], remove=other)
+    return DecideResult(len(set(confirm)), len(set(reject)), tagged,
+                        sorted(i for i in {*confirm, *reject} if i not in fix_of), [])

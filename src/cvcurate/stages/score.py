@@ -41,8 +41,8 @@ ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first
 FIELD_COLORS = {store.GT_FIELD: "#00e676", "predictions": "#00b8d4", "predictions_oof": "#00b8d4",
                 SUSPECTS_FIELD: "#ff00ff", FIX_FIELD: "#ff9100"}
 BOX_SCORE, BOX_ISSUE = "cvc_score", "cvc_issue"  # attributes of each ground-truth box
-FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group")
-SUSPECT_ATTRS = ("cvc_type", "cvc_reason")
+FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group", "cvc_issue")
+SUSPECT_ATTRS = ("cvc_type", "cvc_reason", "cvc_issue")
 
 
 def queue_field(queue: str) -> str:
@@ -77,8 +77,8 @@ class SampleScores:
     box_scores: list[float]  # per given box
     box_issues: list[str]  # per given box, "" when none
     fixes: list[Fix]  # proposed fixes, shown as boxes in the field cvc_fixes
-    # box, its index (None: a box that is missing), issue type, score, reason
-    suspects: list[tuple[np.ndarray, int | None, str, float, str]] = field(default_factory=list)
+    # box, its index (None: a box that is missing), issue type, score, reason, issue id
+    suspects: list[tuple[np.ndarray, int | None, str, float, str, str]] = field(default_factory=list)
     reason: str | None = None  # the top issue, "type: reason"
 
 
@@ -112,13 +112,13 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
                              f"{f.action}:{classes[f.class_id]}", float(f.score),
                              {"cvc_action": f.action, "cvc_type": f.issue_type, "cvc_class": classes[f.class_id],
                               "cvc_target": f.target, "cvc_reason": f.reason,
-                              "cvc_others": ",".join(f.others) or None, "cvc_group": f.group},
+                              "cvc_others": ",".join(f.others) or None, "cvc_group": f.group, "cvc_issue": f.issue},
                              tags=list(f.tags)) for f in fixes]
 
     def suspects(r: SampleScores) -> list[store.RunBox]:
         return [store.RunBox(shown(b, r.sample_id, 1), f"#{j} {t}" if j is not None else f"+ {t}", float(sc),
-                             {"cvc_type": t, "cvc_reason": why})
-                for b, j, t, sc, why in r.suspects]
+                             {"cvc_type": t, "cvc_reason": why, "cvc_issue": iid})
+                for b, j, t, sc, why, iid in r.suspects]
 
     run_rows = [store.RunRow(
         r.sample_id,
@@ -286,6 +286,13 @@ def run_summary(result: ScoreResult) -> dict:
             "calibration": result.calibration.to_dict() if result.calibration is not None else None}
 
 
+def issue_id(sample_id: str | None, iss: Issue, n: int) -> str:
+    """The id ``review``, the CSV export and ``cvcurate decide`` use for an issue:
+    ``<sample id>:<box>:<type>`` for an issue on a given box, ``<sample id>:+<n>:<type>`` for
+    one without (``n``: its rank among the sample's issues)."""
+    return f"{sample_id}:{iss.box if iss.box is not None else f'+{n}'}:{iss.type}"
+
+
 def _sample_rows(result: ScoreResult) -> list[SampleScores]:
     min_conf = result.thresholds.low if result.thresholds is not None else 0.0
     by_image: dict[str, list] = {}
@@ -295,6 +302,8 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
     rows = []
     for i, rec in enumerate(result.labels.records):
         issues = sorted(by_image.get(rec.filepath, []), key=lambda x: -x.score)
+        for n, iss in enumerate(issues):
+            iss.data["id"] = issue_id(rec.sample_id, iss, n)
         queue_scores: dict[str, float] = {}
         for iss in issues:
             q = type_to_queue.get(iss.type)
@@ -308,9 +317,10 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
         for iss in issues:  # one suspect box per given box: its best issue
             if iss.box is not None and iss.box < len(rec.gt) and iss.box not in seen:
                 seen.add(iss.box)
-                sus.append((rec.gt.xyxy[iss.box], iss.box, iss.type, iss.score, iss.reason))
+                sus.append((rec.gt.xyxy[iss.box], iss.box, iss.type, iss.score, iss.reason, iss.data["id"]))
             elif iss.type == "overlooked" and "pred_box" in iss.data:  # where the missing box would go
-                sus.append((np.asarray(iss.data["pred_box"], float), None, iss.type, iss.score, iss.reason))
+                sus.append((np.asarray(iss.data["pred_box"], float), None, iss.type, iss.score, iss.reason,
+                            iss.data["id"]))
         rows.append(SampleScores(
             sample_id=rec.sample_id, score=float(result.image_score[i]), queue_scores=queue_scores,
             issues=[f"{x.type} ({x.score:.2f}): {x.reason}" for x in issues],
@@ -383,7 +393,7 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
             covered = [j for j in range(len(rec.gt)) if int(rec.gt.class_id[j]) == x.data["pred_class"]]
             if covered and (_iou(pb, rec.gt.xyxy[covered]) >= MATCH_IOU).any():
                 continue  # a given box of that class is already there
-            fixes.append(Fix("add", x.type, pb, x.data["pred_class"], x.score, x.reason))
+            fixes.append(Fix("add", x.type, pb, x.data["pred_class"], x.score, x.reason, issue=x.data.get("id")))
             continue
         if x.box is None or x.box in done or ids is None or x.box >= len(ids):
             continue
@@ -428,10 +438,12 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
             pieces = _split_pieces(rec, j, min_conf)
             if len(pieces) >= 2:
                 for pbox in pieces:
-                    fixes.append(Fix("split", x.type, pbox, cls, x.score, x.reason, target, group=target))
+                    fixes.append(Fix("split", x.type, pbox, cls, x.score, x.reason, target, group=target,
+                                     issue=x.data.get("id")))
                 done.add(j)
                 continue
         if fix is not None:
+            fix.issue = x.data.get("id")
             fixes.append(fix)
             done.add(j)
     return fixes
@@ -450,7 +462,8 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -
         **run_summary(result),
         "images": [{"filepath": recs[i].filepath, "sample_id": recs[i].sample_id,
                     "score": round(float(result.image_score[i]), 6)} for i in order],
-        "issues": [{"filepath": i.filepath, "sample_id": i.sample_id, "type": i.type, "score": round(i.score, 6),
+        "issues": [{"id": i.data.get("id"), "filepath": i.filepath, "sample_id": i.sample_id, "type": i.type,
+                    "score": round(i.score, 6),
                     "box": i.box, "reason": i.reason, "data": i.data} for i in issues_sorted],
     }
     json_path = out / "scores.json"
@@ -458,9 +471,10 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -
     csv_path = out / "issues.csv"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["filepath", "type", "p", "box", "reason"])
+        w.writerow(["issue_id", "filepath", "type", "p", "box", "reason"])
         for i in issues_sorted:
-            w.writerow([i.filepath, i.type, f"{i.score:.6f}", "" if i.box is None else i.box, i.reason])
+            w.writerow([i.data.get("id", ""), i.filepath, i.type, f"{i.score:.6f}", "" if i.box is None else i.box,
+                        i.reason])
     images_csv = out / "images.csv"
     with open(images_csv, "w", newline="") as fh:
         w = csv.writer(fh)
