@@ -98,3 +98,91 @@ def test_decide_from_the_command_line_and_from_the_csv(tmp_path, dataset_name):
     assert r.exit_code == 2 and "both confirmed and rejected" in r.output
     r = runner.invoke(app, ["decide", dataset_name])
     assert r.exit_code == 2 and "nothing to decide" in r.output
+
+
+def _sample_with_boxes(name, n=2):
+    gt = store.get_detections(name, store.GT_FIELD)
+    sid = next(s for s, d in gt.items() if len(d) >= n)
+    return sid, gt[sid]
+
+
+def _fix(action, cls, box, target=None, p=0.9, issue="i"):
+    return {"label": f"{action}:{cls}", "bounding_box": list(box), "confidence": p, "tags": ["error:confirmed"],
+            "attributes": {}, "cvc_action": action, "cvc_type": "badloc", "cvc_class": cls, "cvc_target": target,
+            "cvc_reason": "test", "cvc_others": None, "cvc_group": None, "cvc_issue": issue}
+
+
+def _dups(dets):
+    from cvcurate.stages.review import _duplicate_pairs
+
+    return _duplicate_pairs(dets, 0.8)
+
+
+def test_two_moves_onto_one_prediction_apply_once_and_report_the_conflict(tmp_path, dataset_name):
+    """crazing_106: two move fixes (boxes 1 and 2) land on the same prediction."""
+    scored_dataset(tmp_path, dataset_name)
+    sid, gt = _sample_with_boxes(dataset_name)
+    a, b = gt[0], gt[1]
+    store.set_detections(dataset_name, store.GT_FIELD, {sid: [a, {**b, "label": a["label"]}]})
+    target = [0.1, 0.1, 0.3, 0.3]
+    store.set_detections(dataset_name, FIX_FIELD, {sid: [_fix("move", a["label"], target, a["id"], 0.9),
+                                                         _fix("move", a["label"], target, b["id"], 0.7)]})
+    dry = review.apply(dataset_name, log_dir=tmp_path / "c", dry_run=True)
+    conflicts = [s for s in dry.skipped if s.get("conflict")]
+    assert dry.applied == 1 and len(conflicts) == 1 and "conflicting" in conflicts[0]["why"]
+    cs = review.apply(dataset_name, log_dir=tmp_path / "c")
+    assert cs.applied == 1 and [f["cvc_target"] for c in cs.changes for f in c["fixes"]] == [a["id"]]
+    assert _dups(store.get_detections(dataset_name, store.GT_FIELD)[sid]) == 0
+
+
+def test_split_and_two_adds_on_one_defect_make_one_box_each(tmp_path, dataset_name):
+    """patches_202: confirming the whole sample applied a split and two adds over the same defect."""
+    scored_dataset(tmp_path, dataset_name)
+    sid, gt = _sample_with_boxes(dataset_name, 1)
+    cls = gt[0]["label"]
+    x, y, w, h = gt[0]["bounding_box"]
+    left, right = [x, y, w / 2, h], [x + w / 2, y, w / 2, h]
+    fixes = [{**_fix("split", cls, left, gt[0]["id"], 0.8), "cvc_group": gt[0]["id"]},
+             {**_fix("split", cls, right, gt[0]["id"], 0.8), "cvc_group": gt[0]["id"]},
+             _fix("add", cls, [left[0] + 0.002, left[1], left[2], left[3]], None, 0.6),
+             _fix("add", cls, [right[0], right[1] + 0.002, right[2], right[3]], None, 0.5)]
+    store.set_detections(dataset_name, FIX_FIELD, {sid: fixes})
+    store.set_detections(dataset_name, store.GT_FIELD, {sid: gt[:1]})
+    cs = review.apply(dataset_name, log_dir=tmp_path / "c")
+    assert sorted(f["cvc_action"] for c in cs.changes for f in c["fixes"]) == ["split", "split"]
+    assert sum(1 for s in cs.skipped if s.get("conflict")) == 2
+    after = store.get_detections(dataset_name, store.GT_FIELD)[sid]
+    assert len(after) == 2 and _dups(after) == 0
+
+
+def test_random_confirmations_never_add_duplicate_boxes(tmp_path, dataset_name):
+    import numpy as np
+    from bson import ObjectId
+
+    scored_dataset(tmp_path, dataset_name)
+    fixes = store.get_detections(dataset_name, FIX_FIELD)
+    gt0 = store.get_detections(dataset_name, store.GT_FIELD)
+    rng = np.random.default_rng(0)
+    extra = {}
+    for sid, dets in fixes.items():  # and rival fixes: a nudged copy of each add, each move also for another box
+        rivals = []
+        for d in dets:
+            if d["cvc_action"] == "add":
+                rivals.append({**d, "id": str(ObjectId()), "confidence": 0.01,
+                               "bounding_box": [v + 0.003 for v in d["bounding_box"]]})
+            elif d["cvc_action"] in ("move", "relabel"):
+                for g in gt0.get(sid, []):
+                    if g["id"] != d.get("cvc_target"):
+                        rivals.append({**d, "id": str(ObjectId()), "confidence": 0.01, "cvc_target": g["id"],
+                                       "cvc_action": "move", "bounding_box": [v + 0.002 for v in d["bounding_box"]]})
+        if rivals:
+            extra[sid] = dets + rivals
+    for sid, dets in {**fixes, **extra}.items():
+        for d in dets:
+            d["tags"] = ["error:confirmed"] if rng.random() < 0.7 else []
+    store.set_detections(dataset_name, FIX_FIELD, {**fixes, **extra})
+    cs = review.apply(dataset_name, log_dir=tmp_path / "c")
+    assert cs.applied and any(s.get("conflict") for s in cs.skipped)
+    after = store.get_detections(dataset_name, store.GT_FIELD)
+    for sid, dets in after.items():
+        assert _dups(dets) <= _dups(gt0.get(sid, [])), sid

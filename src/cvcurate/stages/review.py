@@ -189,6 +189,26 @@ def _apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any], split_started: s
 _ROUNDS = 3  # compare-and-set rounds: a sample a reviewer changed while apply ran is read and decided again
 
 
+def _duplicate_pairs(dets: list[dict[str, Any]], min_iou: float) -> int:
+    """Pairs of boxes of one class that overlap at IoU above ``min_iou`` (relative xywh boxes; IoU
+    does not change with the image's scale)."""
+    import numpy as np
+
+    from ..scoring.batch import box_iou
+
+    n = 0
+    by_cls: dict[str, list[list[float]]] = {}
+    for d in dets:
+        x, y, w, h = d["bounding_box"]
+        by_cls.setdefault(d.get("label"), []).append([x, y, x + w, y + h])
+    for boxes in by_cls.values():
+        if len(boxes) > 1:
+            a = np.asarray(boxes, float)
+            iou = box_iou(a, a)
+            n += int((np.triu(iou, 1) > min_iou).sum())
+    return n
+
+
 def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Read the decisions and the ground truth (of the samples ``only``, or all) and work out each
     sample's change: sample id -> {tags, fixes, before, after, applied} (what was read, what it
@@ -212,6 +232,7 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
     if not todo:
         return {}
     gt = store.get_detections(name, GT_FIELD, list(todo))
+    dup_iou = score_stage.load_score_config().geometry.duplicate_iou
     plans: dict[str, dict[str, Any]] = {}
     for sid, sample_fixes in todo.items():
         before = gt.get(sid, [])
@@ -219,9 +240,23 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
         applied = []
         split_started: set[str] = set()
         whole = CONFIRMED in sample_tags.get(sid, [])  # a sample-level decision: all its fixes or none
-        # removals last and by id, so indices never shift under another fix
-        for fx in sorted(sample_fixes, key=lambda f: f["cvc_action"] == "remove"):
-            if _apply_fix(after, fx, split_started):
+        # removals last and by id, so indices never shift under another fix; the others best first,
+        # so of two fixes that would box the same defect the more probable one wins
+        for fx in sorted(sample_fixes, key=lambda f: (f["cvc_action"] == "remove", -float(f.get("confidence") or 0))):
+            trial = json.loads(json.dumps(after))
+            started = set(split_started)
+            ok = _apply_fix(trial, fx, started)
+            if ok and _duplicate_pairs(trial, dup_iou) > _duplicate_pairs(after, dup_iou):
+                cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": fx.get("id"), "conflict": True,
+                                   "why": f"the {fx['cvc_action']} fix would put a second {fx.get('cvc_class')} box on "
+                                          f"a defect that already has one (a box there, or a more probable fix): "
+                                          f"not applied, conflicting"})
+                continue
+            if ok:
+                after[:] = trial
+                split_started.clear()
+                split_started.update(started)
+            if ok:
                 applied.append({k: fx.get(k) for k in ("id", "cvc_action", "cvc_type", "cvc_class",
                                                         "cvc_target", "cvc_others", "bounding_box", "cvc_reason")}
                                | {"tagged_at": tagged_at.get(sid)})

@@ -372,6 +372,13 @@ def _split_pieces(rec: ImageRecord, j: int, min_conf: float) -> list[np.ndarray]
     return sorted(out, key=lambda b: (b[0], b[1]))
 
 
+def _taken(fixes: Sequence[Fix], box: np.ndarray, cls: int) -> bool:
+    """Whether a fix already proposed puts a box of class ``cls`` where ``box`` is (IoU >= 0.5):
+    two fixes must never put two boxes on one defect."""
+    placed = [f.xyxy for f in fixes if f.action in ("add", "move", "clip", "split", "merge") and f.class_id == cls]
+    return bool(placed) and bool((_iou(box, np.asarray(placed)) >= MATCH_IOU).any())
+
+
 def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0) -> list[Fix]:
     """The fix each issue suggests, at most one per given box (the best-scoring issue wins).
 
@@ -393,6 +400,8 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
             covered = [j for j in range(len(rec.gt)) if int(rec.gt.class_id[j]) == x.data["pred_class"]]
             if covered and (_iou(pb, rec.gt.xyxy[covered]) >= MATCH_IOU).any():
                 continue  # a given box of that class is already there
+            if _taken(fixes, pb, x.data["pred_class"]):
+                continue  # a more probable fix already puts a box there
             fixes.append(Fix("add", x.type, pb, x.data["pred_class"], x.score, x.reason, issue=x.data.get("id")))
             continue
         if x.box is None or x.box in done or ids is None or x.box >= len(ids):
@@ -442,6 +451,8 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
                                      issue=x.data.get("id")))
                 done.add(j)
                 continue
+        if fix is not None and fix.action in ("move", "clip") and _taken(fixes, fix.xyxy, fix.class_id):
+            fix = None  # a more probable fix already puts a box of that class there
         if fix is not None:
             fix.issue = x.data.get("id")
             fixes.append(fix)
