@@ -61,7 +61,7 @@ INJECTED_AS = {"swap": "swap", "badloc": "badloc", "spurious": "spurious", "over
 class CalibrationConfig:
     enabled: bool = True  # false: every type uses the shipped priors
     copies: int = 4  # injected copies; each draws up to max_images images, one error each
-    max_images: int = 2000  # bounds the cost on big datasets (the fit needs errors, not all images)
+    max_images: int = 1000  # bounds the cost on big datasets (the fit needs errors, not all images)
     holdout: float = 0.25  # share of the images whose units measure the calibration, not fit it
     min_units: int = 150  # original units (boxes; predictions for overlooked) a type needs
     min_injected: int = 30  # injected errors a type needs (else: shipped priors)
@@ -70,7 +70,7 @@ class CalibrationConfig:
     tail: float = 0.1  # the natural count is estimated on tails holding at least this share of E
     max_rate: float = 0.3  # never estimate more than this share of a type's units as errors
     seed: int = 0
-    list_min_p: float = 0.05  # issues are listed (stored, exported) from this probability up
+    list_min_p: float = 0.1  # issues are listed (stored, exported) from this probability up
     queue_min_p: float = 0.5  # review queues, the gate's flagged counts: from this probability up
 
     def check(self) -> None:
