@@ -186,3 +186,29 @@ def test_random_confirmations_never_add_duplicate_boxes(tmp_path, dataset_name):
     after = store.get_detections(dataset_name, store.GT_FIELD)
     for sid, dets in after.items():
         assert _dups(dets) <= _dups(gt0.get(sid, [])), sid
+
+
+def test_fix_labels_name_their_box_and_badloc_says_why_it_has_no_fix(tmp_path, dataset_name):
+    import numpy as np
+
+    from cvcurate.stages.score import proposed_fixes
+    from cvcurate.types import Annotations, ImageRecord, Issue
+
+    scored_dataset(tmp_path, dataset_name)
+    gt = store.get_detections(dataset_name, store.GT_FIELD)
+    for sid, dets in store.get_detections(dataset_name, FIX_FIELD).items():
+        ids = [g["id"] for g in gt.get(sid, [])]
+        for d in dets:
+            if d.get("cvc_target") in ids:
+                assert d["label"] == f"#{ids.index(d['cvc_target'])} {d['cvc_action']} {d['cvc_class']}"
+            else:
+                assert d["label"] == f"+ {d['cvc_action']} {d['cvc_class']}"
+    # a badloc whose only prediction of its class stands for the other box: no fix, and why
+    gtb = Annotations(np.array([[10, 10, 50, 50], [60, 10, 100, 50.]]), [0, 0], data={"id": np.array(["a", "b"])})
+    pred = Annotations(np.array([[61, 10, 100, 50.]]), [0], confidence=np.array([0.9]))
+    rec = ImageRecord("/x.png", 200, 200, gt=gtb, pred=pred)
+    iss = Issue("/x.png", "badloc", 0.8, "r", box=0, data={})
+    assert proposed_fixes(rec, [iss]) == [] and "stand for other given boxes" in iss.data["no_fix"]
+    iss2 = Issue("/x.png", "size_outlier", 0.6, "r", box=0, data={})
+    proposed_fixes(rec, [iss2])
+    assert iss2.data["no_fix"]

@@ -237,6 +237,7 @@ class Fix:
     group: str | None = None  # split: the pieces of one box share a group
     tags: list[str] = field(default_factory=list)  # a reviewer's decision, carried over from the last run
     issue: str | None = None  # the id of the issue that proposes it (``cvcurate decide`` takes it)
+    box: int | None = None  # the index of the target among the image's given boxes (None: a new box)
 
     def __post_init__(self) -> None:
         if self.action not in FIX_ACTIONS:

@@ -43,7 +43,7 @@ def review_cmd(
     rest too. Each queue is a saved view (cvc-<queue>, cvc-<queue>-all with --all, also in the App's
     sidebar when opened without cvcurate) sorted by the queue's score; --top and --min-score cut it to what a reviewer can finish. The sidebar
     shows each sample's issues (cvc_issues) and the ground truth, predictions and proposed fixes
-    (cvc_fixes: boxes labelled action:class) as layers over the image. Tag a fix box with
+    (cvc_fixes: boxes labelled '#<box> <action> <class>') as layers over the image. Tag a fix box with
     error:confirmed or error:rejected, or a whole sample (all of its fixes or none); then
     'cvcurate apply NAME' applies the confirmed fixes. Ctrl-C closes.
 

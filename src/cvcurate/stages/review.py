@@ -1,7 +1,7 @@
 """Review decisions and fixes: what reviewers tagged in the App, applied to the ground truth, undoable.
 
 The score stage writes each proposed fix as a box in the field ``cvc_fixes`` (label
-``action:class``; attributes ``cvc_action``, ``cvc_type``, ``cvc_target``, ``cvc_reason``).
+``#<box> <action> <class>``; attributes ``cvc_action``, ``cvc_type``, ``cvc_target``, ``cvc_reason``).
 In the FiftyOne App a reviewer tags
 
 * a fix box with ``error:confirmed`` or ``error:rejected`` (label tags), or

@@ -31,7 +31,7 @@ class ScoreRun:
 
 
 # what the score stage writes to the store (declared here, not in the store)
-FIX_FIELD = "cvc_fixes"  # proposed fixes, as boxes labelled action:class
+FIX_FIELD = "cvc_fixes"  # proposed fixes, as boxes labelled "#<box> <action> <class>" ("+ add <class>": a new box)
 SUSPECTS_FIELD = "cvc_suspects"  # the suspect boxes themselves, labelled "#<box> <issue type>"
 SCORE_FIELD = "cvc_score"  # an image's score
 REASON_FIELD = "cvc_reason"  # the top issue of the image, "type: reason", first in the App's sidebar
@@ -109,7 +109,8 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
 
     def boxes(fixes: Sequence[Fix], sid: str) -> list[store.RunBox]:
         return [store.RunBox(shown(f.xyxy, sid, -1) if f.action in ("relabel", "remove") else f.xyxy,
-                             f"{f.action}:{classes[f.class_id]}", float(f.score),
+                             (f"#{f.box} " if f.box is not None else "+ ") + f"{f.action} {classes[f.class_id]}",
+                             float(f.score),
                              {"cvc_action": f.action, "cvc_type": f.issue_type, "cvc_class": classes[f.class_id],
                               "cvc_target": f.target, "cvc_reason": f.reason,
                               "cvc_others": ",".join(f.others) or None, "cvc_group": f.group, "cvc_issue": f.issue},
@@ -321,11 +322,16 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
             elif iss.type == "overlooked" and "pred_box" in iss.data:  # where the missing box would go
                 sus.append((np.asarray(iss.data["pred_box"], float), None, iss.type, iss.score, iss.reason,
                             iss.data["id"]))
+        fixes = proposed_fixes(rec, issues, min_conf)
+        ids = [str(v) for v in rec.gt.data.get("id", [])]
+        for f in fixes:
+            f.box = ids.index(f.target) if f.target in ids else None
         rows.append(SampleScores(
             sample_id=rec.sample_id, score=float(result.image_score[i]), queue_scores=queue_scores,
-            issues=[f"{x.type} ({x.score:.2f}): {x.reason}" for x in issues],
+            issues=[f"{x.type} ({x.score:.2f}): {x.reason}" + (f" (no fix: {x.data['no_fix']})" if x.data.get("no_fix")
+                                                               else "") for x in issues],
             box_scores=[float(v) for v in result.box_scores[i]], box_issues=box_text,
-            fixes=proposed_fixes(rec, issues, min_conf), suspects=sus,
+            fixes=fixes, suspects=sus,
             reason=f"{issues[0].type}: {issues[0].reason}" if issues else None))
     return rows
 
@@ -382,12 +388,13 @@ def _taken(fixes: Sequence[Fix], box: np.ndarray, cls: int) -> bool:
 def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0) -> list[Fix]:
     """The fix each issue suggests, at most one per given box (the best-scoring issue wins).
 
-    overlooked: add the model's box; swap: relabel to the model's class; badloc: move to the
-    model's box of that class that overlaps it most and stands for no other given box (none: no
-    fix); out_of_image: clip; spurious, degenerate, duplicate: remove; fragment and split: merge
-    the pieces into their joint box; merged: split the box along the model's boxes inside it (at
-    least two). Size outliers, boxing style, class conflicts and image issues propose nothing: they
-    need a person's judgement. ``min_conf``: the predictions a fix may use (the score run's
+    overlooked: add the model's box; swap: relabel to the model's class; badloc and size_outlier:
+    move to the model's box of that class that overlaps it most and stands for no other given box
+    (none: no fix, and ``issue.data["no_fix"]`` says why, shown after its reason); out_of_image:
+    clip; spurious, degenerate, duplicate: remove; fragment and split: merge the pieces into their
+    joint box; merged: split the box along the model's boxes inside it (at least two). No fix ever
+    puts a second box of a class where a more probable one already puts one. Boxing style, class
+    conflicts and image issues propose nothing: they need a person's judgement. ``min_conf``: the predictions a fix may use (the score run's
     calibrated low threshold).
     """
     ids = rec.gt.data.get("id")
@@ -411,16 +418,25 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
         fix = None
         if x.type == "swap" and "pred_class" in x.data:
             fix = Fix("relabel", x.type, box, x.data["pred_class"], x.score, x.reason, target)
-        elif x.type == "badloc":
+        elif x.type in ("badloc", "size_outlier"):
             free = _free_predictions(rec, cls, min_conf, j) if rec.pred is not None else None
             if free is None:  # no predictions at hand: the issue's own
                 if "pred_box" in x.data:
                     fix = Fix("move", x.type, x.data["pred_box"], cls, x.score, x.reason, target)
+                else:
+                    x.data["no_fix"] = "no predictions to take the box from (run 'cvcurate predict')"
             elif len(free):
                 ious = _iou(box, rec.pred.xyxy[free])
                 if ious.max() > 0:
                     fix = Fix("move", x.type, rec.pred.xyxy[free[int(np.argmax(ious))]], cls, x.score, x.reason,
                               target)
+                else:
+                    x.data["no_fix"] = "no box of the model of this class overlaps it"
+            else:
+                x.data["no_fix"] = "the model's boxes of this class here stand for other given boxes"
+            if fix is not None and _taken(fixes, fix.xyxy, fix.class_id):
+                fix = None
+                x.data["no_fix"] = "a more probable fix already puts a box of this class there"
         elif x.type == "out_of_image":
             fix = Fix("clip", x.type, np.clip(box, 0, [w, h, w, h]), cls, x.score, x.reason, target)
         elif x.type in ("spurious", "degenerate", "duplicate"):
