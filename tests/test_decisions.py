@@ -212,3 +212,16 @@ def test_fix_labels_name_their_box_and_badloc_says_why_it_has_no_fix(tmp_path, d
     iss2 = Issue("/x.png", "size_outlier", 0.6, "r", box=0, data={})
     proposed_fixes(rec, [iss2])
     assert iss2.data["no_fix"]
+
+
+def test_undo_works_without_the_local_change_log(tmp_path, dataset_name):
+    """The change history lives in the database: another machine of the team has no log file."""
+    scored_dataset(tmp_path, dataset_name)
+    before = store.get_detections(dataset_name, store.GT_FIELD)
+    tag_fixes(dataset_name, "relabel", "error:confirmed")
+    cs = review.apply(dataset_name, log_dir=tmp_path / "changes")
+    assert cs.applied and cs.log_path.is_file()
+    cs.log_path.unlink()  # as on a machine that did not apply
+    undone = review.undo(dataset_name)
+    assert undone.change_id == cs.change_id
+    assert store.get_detections(dataset_name, store.GT_FIELD) == before

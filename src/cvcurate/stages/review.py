@@ -342,6 +342,9 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
             c["after"] = after[c["sample_id"]]
         lock.check()
         cs.log_path = _write_log(cs, log_dir)
+        from ..store.meta import save_change_body
+
+        save_change_body(name, cs.change_id, json.loads(cs.log_path.read_text()))
         store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "by": _who(), "log": str(cs.log_path),
                                    "samples": len(cs.changes), "fixes": cs.applied, "undone": False})
     except BaseException:
@@ -353,6 +356,9 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
                 remove_label_tags={FIX_FIELD: ([f["id"] for f in sent[sid]["applied"]], [APPLIED])})
                 for sid in dict.fromkeys(attempted)])
             store.forget_change(name, cs.change_id)
+            from ..store.meta import forget_change_body
+
+            forget_change_body(name, cs.change_id)
             if cs.log_path is not None:
                 cs.log_path.unlink(missing_ok=True)
         raise
@@ -387,10 +393,14 @@ def _undo_locked(name: str, change_id: str | None, lock: Any) -> ChangeSet:
     if entry is None:
         raise InputError(f"no change {change_id!r} to undo in {name!r} "
                          f"(changes: {', '.join(c['change_id'] for c in history)})")
-    try:
-        log = json.loads(Path(entry["log"]).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the change log {entry['log']}: {exc}") from None
+    from ..store.meta import load_change_body
+
+    log = load_change_body(name, entry["change_id"])  # in the database: undo from any machine
+    if log is None:  # a change set of an older version: only its local log file has it
+        try:
+            log = json.loads(Path(entry["log"]).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read the change log {entry['log']}: {exc}") from None
     current = store.get_detections(name, GT_FIELD, [c["sample_id"] for c in log["changes"]])
     conflicts = [c["filepath"] for c in log["changes"] if current.get(c["sample_id"]) != c["after"]]
     if conflicts:

@@ -12,6 +12,8 @@ process sees what others wrote.
 
 from __future__ import annotations
 
+import json
+
 import contextlib
 import copy
 import datetime as _dt
@@ -114,6 +116,31 @@ def record_change(target: Any, entry: dict[str, Any]) -> None:
         meta["changes"] = changes
 
     update_meta(target, change)
+
+
+CHANGES_COLLECTION = "cvcurate_changes"  # change sets' before/after, with the dataset, for any machine of the team
+
+
+def save_change_body(target: Any, change_id: str, body: dict[str, Any]) -> None:
+    """Keep a change set's full record (every sample's ground truth before and after) in the
+    database, beside the dataset, so that an undo works from any machine that reaches it."""
+    ds = _dataset(target)
+    coll = ds._sample_collection.database[CHANGES_COLLECTION]
+    coll.replace_one({"_id": f"{ds._doc.id}:{change_id}"},
+                     {"_id": f"{ds._doc.id}:{change_id}", "dataset": ds.name, "change_id": change_id,
+                      "body": json.dumps(body)}, upsert=True)
+
+
+def load_change_body(target: Any, change_id: str) -> dict[str, Any] | None:
+    """The record :func:`save_change_body` kept (None: none, as for a change of an older version)."""
+    ds = _dataset(target)
+    doc = ds._sample_collection.database[CHANGES_COLLECTION].find_one({"_id": f"{ds._doc.id}:{change_id}"})
+    return json.loads(doc["body"]) if doc else None
+
+
+def forget_change_body(target: Any, change_id: str) -> None:
+    ds = _dataset(target)
+    ds._sample_collection.database[CHANGES_COLLECTION].delete_one({"_id": f"{ds._doc.id}:{change_id}"})
 
 
 def forget_change(target: Any, change_id: str) -> None:
