@@ -225,3 +225,23 @@ def test_undo_works_without_the_local_change_log(tmp_path, dataset_name):
     undone = review.undo(dataset_name)
     assert undone.change_id == cs.change_id
     assert store.get_detections(dataset_name, store.GT_FIELD) == before
+
+
+def test_the_gate_counts_applied_and_rejected_fixes_without_a_rescore(tmp_path, dataset_name):
+    from cvcurate.stages.gate import run_gate
+
+    def rate():
+        c = next(c for c in run_gate(dataset_name).checks if c.name == "label_error_rate")
+        return c.value, c.message
+
+    scored_dataset(tmp_path, dataset_name)
+    v0, _ = rate()
+    assert tag_fixes(dataset_name, "relabel", "error:confirmed")
+    v1, m1 = rate()
+    assert v1 > v0 and "confirmed and not applied yet" in m1  # known errors now count 1 each
+    review.apply(dataset_name, log_dir=tmp_path / "c")
+    v2, m2 = rate()
+    assert v2 < v0 and "fixed" in m2
+    tag_fixes(dataset_name, "add", "error:rejected")
+    v3, _ = rate()
+    assert v3 < v2

@@ -239,12 +239,16 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
             sd = float(sum(s.score * (1 - s.score) for s in flat if s.type in LABEL_ERROR_TYPES)) ** 0.5
         rate = expected / n_boxes if n_boxes else 0.0
         lo, hi = max(0.0, expected - 1.96 * sd), expected + 1.96 * sd
+        reviewed = run.get("reviewed") or {}
         cal = (run.get("calibration") or {})
         how = ("calibrated on this data by injected errors" if cal.get("curves") else "shipped priors")
         out.append(_check(
             "label_error_rate", round(rate, 6), cfg.label_error_rate_above, True,
             f"expected {expected:.1f} real label errors (95 % interval {lo:.1f}-{hi:.1f}) per {n_boxes} boxes: the "
-            f"sum of p over {run.get('issues', len(flat))} issues ({data.score_method})",
+            f"sum of p over {run.get('issues', len(flat))} issues"
+            + (f", after review: {reviewed.get('applied', 0)} fixed, {reviewed.get('rejected', 0)} rejected, "
+               f"{reviewed.get('confirmed', 0)} confirmed and not applied yet" if reviewed else "")
+            + f" ({data.score_method})",
             ["label_error_rate is the expected number of real errors per box: the sum of each label-error issue's "
              "probability p (" + ", ".join(LABEL_ERROR_TYPES) + f"; {how}). The interval counts only the chance in "
              "those probabilities, not an error of the calibration itself; it assumes the data's own errors look "

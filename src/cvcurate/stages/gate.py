@@ -56,6 +56,42 @@ def _scored_from_store(name: str, labels: Any) -> tuple[list[list[g.ScoredIssue]
     return out, how
 
 
+def _reviewed_run(name: str) -> dict | None:
+    """The score run's record, its expected label errors brought up to date with the review since:
+    an issue whose fix was applied, or that a reviewer rejected, is no longer an expected error
+    (its p comes off); one confirmed and not applied yet is a known error (counts 1)."""
+    from ..scoring import LABEL_ERROR_TYPES
+    from .score import FIX_FIELD
+
+    run = store.get_runs(name).get("score")
+    if not run or "expected_label_errors" not in run or FIX_FIELD not in store.field_names(name):
+        return run
+    info = store.sample_info(name, ["tags"])
+    sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
+    seen: dict[str, tuple[float, str]] = {}
+    for sid, dets in store.get_detections(name, FIX_FIELD).items():
+        for d in dets:
+            iid, t = d.get("cvc_issue"), d.get("cvc_type")
+            if not iid or t not in LABEL_ERROR_TYPES or iid in seen:
+                continue
+            tags = set(d.get("tags") or [])
+            p = float(d.get("confidence") or 0.0)
+            if "fix:applied" in tags:
+                seen[iid] = (-p, "applied")
+            elif REJECTED in tags or (REJECTED in sample_tags.get(sid, set()) and CONFIRMED not in tags):
+                seen[iid] = (-p, "rejected")
+            elif CONFIRMED in tags or CONFIRMED in sample_tags.get(sid, set()):
+                seen[iid] = (1.0 - p, "confirmed")
+    if not seen:
+        return run
+    run = dict(run)
+    delta = sum(v for v, _ in seen.values())
+    counts = {k: sum(1 for _, w in seen.values() if w == k) for k in ("applied", "rejected", "confirmed")}
+    run["expected_label_errors"] = max(0.0, float(run["expected_label_errors"]) + delta)
+    run["reviewed"] = counts
+    return run
+
+
 def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
     """The gate's input for a dataset name or a folder path (a name in the store wins)."""
     text = str(target)
@@ -67,7 +103,7 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
         issues, unreadable = _fresh_issues(labels, progress)
         scored, how = _scored_from_store(text, labels)
         return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, scored=scored,
-                           score_method=how, source=f"dataset {text}", run=store.get_runs(text).get("score"))
+                           score_method=how, source=f"dataset {text}", run=_reviewed_run(text))
     path = Path(target)
     if not path.exists():
         raise InputError(f"{text} is neither a dataset in the store nor a path "
