@@ -38,7 +38,8 @@ def test_clean_data_passes():
     assert r.passed and r.exit_code == 0
     assert {c.name for c in r.checks} == {
         "unreadable_images", "invalid_boxes", "images_per_class", "instances_per_class", "class_imbalance",
-        "duplicate_images", "leakage", "label_error_rate", "unreviewed_issues", "images_with_issues"}
+        "duplicate_images", "leakage", "label_error_rate", "in_sample_predictions", "unreviewed_issues",
+        "images_with_issues"}
     # the YOLO rule of thumb is a note, never a failure
     assert any("rule of thumb" in n for c in r.checks for n in c.notes)
 

@@ -26,6 +26,16 @@ def test_in_sample_predictions_warn_and_are_recorded(tmp_path, dataset_name):
                                  "--out", tmp_path / "s"])
     assert r.exit_code == 0 and "was trained on 5 of these 12 images" in r.output
     assert store.get_runs(dataset_name)["score"]["in_sample_images"] == 5
+    assert "note: warning:" not in r.output  # a warning, not a note
+    # the gate says it too, as a check of its own (warn), in JSON, Markdown and JUnit
+    r = CliRunner().invoke(app, ["gate", dataset_name, "--json", tmp_path / "g.json", "--markdown", tmp_path / "g.md",
+                                 "--junit", tmp_path / "g.xml"])
+    import json
+
+    checks = {c["name"]: c for c in json.loads((tmp_path / "g.json").read_text())["checks"]}
+    assert checks["in_sample_predictions"]["status"] == "warn" and checks["in_sample_predictions"]["value"] == 5
+    for f in ("g.md", "g.xml"):
+        assert "in_sample_predictions" in (tmp_path / f).read_text() and "5 image(s)" in (tmp_path / f).read_text()
     # the shipped synthetic model says nothing of these images: no warning
     r = CliRunner().invoke(app, ["predict", dataset_name])
     assert r.exit_code == 0 and "warning" not in r.output

@@ -124,7 +124,7 @@ def test_gate_passes_clean_and_fails_broken_with_reports(tmp_path, dataset_name)
             "--markdown", tmp_path / "g.md")
     assert r.exit_code == 0, r.output
     cases = ET.parse(tmp_path / "g.xml").getroot().findall("./testsuite/testcase")
-    assert len(cases) == 10 and not any(c.find("failure") is not None for c in cases)
+    assert len(cases) == 11 and not any(c.find("failure") is not None for c in cases)
     assert json.loads((tmp_path / "g.json").read_text())["passed"] is True
     assert (tmp_path / "g.md").read_text().startswith("## cvcurate gate:")
 
@@ -188,7 +188,7 @@ def test_demo_runs_the_whole_loop(tmp_path):
               "export-v2/manifest.json", "truth.json"):
         assert (tmp_path / "demo" / f).is_file(), f
     after = json.loads((tmp_path / "demo" / "gate-after.json").read_text())
-    assert after["schema_version"] == 1 and len(after["checks"]) == 10
+    assert after["schema_version"] == 1 and len(after["checks"]) == 11
     for n in ("demo", "demo_noisy"):
         if store.exists(n):
             store.delete(n)
