@@ -36,6 +36,16 @@ def test_in_sample_predictions_warn_and_are_recorded(tmp_path, dataset_name):
     assert checks["in_sample_predictions"]["status"] == "warn" and checks["in_sample_predictions"]["value"] == 5
     for f in ("g.md", "g.xml"):
         assert "in_sample_predictions" in (tmp_path / f).read_text() and "5 image(s)" in (tmp_path / f).read_text()
+    # only the images the model did not train on: scored and queued, the in-sample ones left out
+    r = CliRunner().invoke(app, ["score", dataset_name, "--pred-field", "predictions", "--no-pixels",
+                                 "--only-out-of-sample", "--out", tmp_path / "s2"])
+    assert r.exit_code == 0, r.output
+    assert "7 of 12 images scored" in r.output and "warning:" not in r.output
+    run = store.get_runs(dataset_name)["score"]
+    assert run["in_sample_images"] == 0 and run["only_out_of_sample"] and run["images"] == 7
+    seen = {x.filepath for x in labels.records[:5]}
+    vals = store.sample_values(dataset_name, ["filepath", "cvc_score"])
+    assert not any(v is not None and p in seen for p, v in zip(vals["filepath"], vals["cvc_score"]))
     # the shipped synthetic model says nothing of these images: no warning
     r = CliRunner().invoke(app, ["predict", dataset_name])
     assert r.exit_code == 0 and "warning" not in r.output

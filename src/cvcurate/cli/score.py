@@ -27,6 +27,9 @@ def score_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for scores.json, issues.csv, images.csv "
                                        "[default: NAME_scores]."),
     top: int = typer.Option(10, "--top", help="How many of the most suspicious images to print."),
+    only_out_of_sample: bool = typer.Option(False, "--only-out-of-sample", help="Score and queue only the images "
+                                            "the predictions' model did not train on (their predictions are "
+                                            "out-of-sample; in-sample ones hide label errors)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Truth file of 'cvcurate corrupt': also print how "
                                          "well the ranking finds the injected errors."),
 ) -> None:
@@ -41,10 +44,11 @@ def score_cmd(
 
     Example: cvcurate score neu --pred-field predictions_oof
     """
-    run = run_score(name, pred_field=pred_field or predictions_alias, config=config, pixels=pixels, out_dir=out, progress=True)
+    run = run_score(name, pred_field=pred_field or predictions_alias, config=config, pixels=pixels, out_dir=out,
+                    progress=True, only_out_of_sample=only_out_of_sample)
     res = run.result
     for note in run.notes:
-        say(f"note: {note}")
+        say(note if note.startswith("warning:") else f"note: {note}")
     from ..stages.score import run_summary
 
     summ = run_summary(res)

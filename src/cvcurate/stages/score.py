@@ -193,8 +193,10 @@ def load_score_config(path: str | Path | None = None) -> ScoreConfig:
 
 
 def run_score(name: str, *, pred_field: str | None = None, config: str | Path | None = None,
-              pixels: bool = True, out_dir: str | Path | None = None, progress: bool = False) -> ScoreRun:
-    """Score dataset ``name``; predictions from ``pred_field`` when given (or found)."""
+              pixels: bool = True, out_dir: str | Path | None = None, progress: bool = False,
+              only_out_of_sample: bool = False) -> ScoreRun:
+    """Score dataset ``name``; predictions from ``pred_field`` when given (or found).
+    ``only_out_of_sample``: score (and queue) only the images the predictions' model did not train on."""
     cfg = load_score_config(config)
     schema = store.field_names(name)
     notes: list[str] = []
@@ -211,14 +213,34 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
         else:
             notes.append(f"predictions from field {pred_field!r}")
     in_sample = None
-    if pred_field is not None:
-        made = [h for h in store.get_history(name) if h.get("action") == "predict" and h.get("pred_field") == pred_field]
+    made = [h for h in store.get_history(name) if h.get("action") == "predict" and h.get("pred_field") == pred_field] \
+        if pred_field is not None else []
+    if only_out_of_sample:
+        if pred_field is None:
+            raise InputError("--only-out-of-sample needs predictions: run 'cvcurate predict' first")
+        if not made or made[-1].get("in_sample_images") is None:
+            raise InputError(f"cannot tell which images the model behind {pred_field!r} trained on (its checkpoint "
+                             "does not say, or the predictions came from a file): --only-out-of-sample cannot be used")
+    elif pred_field is not None:
         if made and made[-1].get("in_sample_images"):
             from .predict import in_sample_warning
 
             in_sample = made[-1]["in_sample_images"]
             notes.append(in_sample_warning(made[-1]["model"], in_sample, made[-1]["images"], name))
     labels = store.read(name, pred_field=pred_field)
+    if only_out_of_sample:
+        from ..detector.checkpoint import load_checkpoint
+        from ..detector.data import image_digests
+
+        seen = load_checkpoint(made[-1]["model"], classes=labels.classes).train_digests() or set()
+        keep = [r for r, d in zip(labels.records, image_digests([r.filepath for r in labels.records])) if d not in seen]
+        notes.append(f"--only-out-of-sample: {len(keep)} of {len(labels.records)} images scored (the model behind "
+                     f"{pred_field!r} trained on the other {len(labels.records) - len(keep)}); queues hold only these")
+        if not keep:
+            raise InputError(f"the model behind {pred_field!r} trained on every image of {name!r}: nothing is out of "
+                             "sample; use out-of-fold predictions (cvcurate train NAME --folds 5)")
+        labels = LabelSet(labels.classes, keep)
+        in_sample = 0
     mark_augmented(name, labels)
     preds = None
     if pred_field is not None:
@@ -249,7 +271,8 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
                      "calibrated on this data")
     rows = _sample_rows(result)
     run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
-           "pixels": pixels, "config": to_dict(cfg), "in_sample_images": in_sample, **run_summary(result)}
+           "pixels": pixels, "config": to_dict(cfg), "in_sample_images": in_sample,
+           "only_out_of_sample": only_out_of_sample, **run_summary(result)}
     pred_filter = (pred_field, result.thresholds.low) if pred_field and result.thresholds else None
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
     run["scores_json"] = str((out / "scores.json").resolve())  # the issues with their boxes, for the report
