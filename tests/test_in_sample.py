@@ -46,6 +46,18 @@ def test_in_sample_predictions_warn_and_are_recorded(tmp_path, dataset_name):
     seen = {x.filepath for x in labels.records[:5]}
     vals = store.sample_values(dataset_name, ["filepath", "cvc_score"])
     assert not any(v is not None and p in seen for p, v in zip(vals["filepath"], vals["cvc_score"]))
+    # evaluate marks the in-sample mAP as such and gives the out-of-sample one beside it
+    r = CliRunner().invoke(app, ["evaluate", dataset_name, "--out", tmp_path / "e.json"])
+    assert r.exit_code == 0, r.output
+    assert "warning: in-sample" in r.output and "out-of-sample only (7 images" in r.output
+    import json as _json
+
+    meta = _json.loads((tmp_path / "e.json").read_text())["meta"]
+    assert meta["in_sample_images"] == 5 and meta["out_of_sample"]["images"] == 7
+    r = CliRunner().invoke(app, ["report", dataset_name, "--out", tmp_path / "rep", "--no-pixels"])
+    assert r.exit_code == 0, r.output
+    md_ = (tmp_path / "rep" / "report.md").read_text()
+    assert "**in-sample**: the model trained on 5 of them" in md_ and "Out-of-sample only (7 images" in md_
     # the shipped synthetic model says nothing of these images: no warning
     r = CliRunner().invoke(app, ["predict", dataset_name])
     assert r.exit_code == 0 and "warning" not in r.output

@@ -201,7 +201,7 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
         ev = inp.evaluation
         evaluation = {k: ev.get(k) for k in ("map50", "map50_95", "ap50", "ap50_95", "gt_count", "pred_count",
                                              "images", "conf_thresh", "iou_thresh", "confusion",
-                                             "confusion_labels") if k in ev}
+                                             "confusion_labels", "in_sample", "out_of_sample") if k in ev}
         for name, title, fn, arg, why in (
                 ("ap_per_class", "Average precision per class", plots.ap_per_class, ev,
                  "the evaluation has no class with ground truth"),
@@ -288,7 +288,13 @@ def to_markdown(r: Report) -> str:
         e = r.evaluation
         L += ["## Detector quality", ""]
         if e.get("map50") is not None:
-            L += [f"mAP@0.5 {e['map50']:.3f}, mAP@0.5:0.95 {e.get('map50_95', 0):.3f} on {e.get('images')} images.", ""]
+            L += [f"mAP@0.5 {e['map50']:.3f}, mAP@0.5:0.95 {e.get('map50_95', 0):.3f} on {e.get('images')} images"
+                  + (f" (**in-sample**: the model trained on {e['in_sample']} of them)" if e.get("in_sample") else "")
+                  + ".", ""]
+            if e.get("out_of_sample"):
+                o = e["out_of_sample"]
+                L += [f"Out-of-sample only ({o['images']} images the model did not train on): mAP@0.5 {o['map50']:.3f}, "
+                      f"mAP@0.5:0.95 {o['map50_95']:.3f}.", ""]
         for f in r.figures:
             if f.section == "detector":
                 L += [f"### {f.title}", "", f"![{f.title}]({f.file})", ""]
@@ -439,7 +445,13 @@ def to_html(r: Report, *, embed_images: bool = True) -> str:
         H.append('<h2 id="detector">Detector quality</h2>')
         if e.get("map50") is not None:
             H.append(f"<p>mAP@0.5 {e['map50']:.3f}, mAP@0.5:0.95 {e.get('map50_95', 0):.3f} on "
-                     f"{_e(e.get('images'))} images.</p>")
+                     f"{_e(e.get('images'))} images"
+                     + (f" (<b>in-sample</b>: the model trained on {_e(e['in_sample'])} of them)" if e.get("in_sample")
+                        else "") + ".</p>")
+            if e.get("out_of_sample"):
+                o = e["out_of_sample"]
+                H.append(f"<p>Out-of-sample only ({_e(o['images'])} images the model did not train on): mAP@0.5 "
+                         f"{o['map50']:.3f}, mAP@0.5:0.95 {o['map50_95']:.3f}.</p>")
         for f in r.figures:
             if f.section == "detector":
                 H.append(f'<h3>{_e(f.title)}</h3><div class="plot"><img '

@@ -116,5 +116,12 @@ def evaluate_cmd(
     from ..stages.predict import evaluate
 
     run = evaluate(name, pred_field=pred_field, split=split, conf=conf, out=out)
+    meta = run.result.meta
+    if meta.get("warning"):
+        say(f"warning: {meta['warning']}")
     say(run.result.format())
+    if meta.get("out_of_sample"):
+        o = meta["out_of_sample"]
+        say(f"out-of-sample only ({o['images']} images the model did not train on): mAP@0.5 {o['map50']:.4f}, "
+            f"mAP@0.5:0.95 {o['map50_95']:.4f}")
     say(f"saved to {run.path}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .. import store
 from ..errors import InputError, interrupt_leaves, shell_arg
@@ -126,6 +126,20 @@ def in_sample(ckpt: Any, labels: LabelSet) -> int | None:
     return sum(d in seen for d in image_digests([r.filepath for r in labels.records]))
 
 
+def in_sample_digests(name: str, pred_field: str, classes: Sequence[str]) -> set[str] | None:
+    """Digests of the images the model behind ``pred_field`` trained on, when it made them and
+    says so (None otherwise)."""
+    made = [h for h in store.get_history(name) if h.get("action") == "predict" and h.get("pred_field") == pred_field]
+    if not made or not made[-1].get("in_sample_images"):
+        return None
+    from ..detector.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(made[-1]["model"], classes=list(classes)).train_digests()
+    except InputError:
+        return None
+
+
 def in_sample_warning(model: str, inside: int, total: int, name: str) -> str:
     return (f"warning: model {model} was trained on {inside} of these {total} images: its predictions there are "
             f"in-sample (it has seen those labels), so they hide label errors and flatter its mAP; for label-error "
@@ -168,6 +182,19 @@ def evaluate(name: str, *, pred_field: str = "predictions", split: str | None = 
             raise InputError(f"no images in split {split!r} (splits: {', '.join(found)})")
     res = run_evaluate([r.gt for r in recs], [r.pred for r in recs], labels.classes, conf_thresh=conf)
     res.meta = {"dataset": name, "pred_field": pred_field, "split": split}
+    seen = in_sample_digests(name, pred_field, labels.classes)
+    if seen:
+        from ..detector.data import image_digests
+
+        out_recs = [r for r, d in zip(recs, image_digests([r.filepath for r in recs])) if d not in seen]
+        res.meta["in_sample_images"] = len(recs) - len(out_recs)
+        if len(out_recs) < len(recs):
+            res.meta["warning"] = (f"in-sample: the model behind {pred_field!r} trained on {len(recs) - len(out_recs)} "
+                                   f"of these {len(recs)} images, so this mAP flatters it")
+            if out_recs:
+                o = run_evaluate([r.gt for r in out_recs], [r.pred for r in out_recs], labels.classes,
+                                 conf_thresh=conf)
+                res.meta["out_of_sample"] = {"images": len(out_recs), "map50": o.map50, "map50_95": o.map50_95}
     path = Path(out) if out is not None else Path(f"{name}_eval_{pred_field}.json")
     with interrupt_leaves(f"the store is unchanged; {path} may be partly written"):
         path = res.save_json(path)

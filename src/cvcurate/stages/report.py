@@ -40,13 +40,24 @@ def image_sources(name: str, labels: LabelSet) -> list[str | None]:
     return out
 
 
-def _evaluation(labels: LabelSet, pred_field: str) -> dict[str, Any]:
+def _evaluation(labels: LabelSet, pred_field: str, name: str | None = None) -> dict[str, Any]:
     from ..detector.evaluate import evaluate
 
     preds = [r.pred if r.pred is not None else Annotations.empty(with_confidence=True) for r in labels.records]
     res = evaluate([r.gt for r in labels.records], preds, labels.classes)
     doc = res.to_dict()
     doc["pr_curves"] = pr_curves([r.gt for r in labels.records], preds, labels.classes)
+    from .predict import in_sample_digests
+
+    seen = in_sample_digests(name, pred_field, labels.classes) if name is not None else None
+    if seen:  # the model trained on some of these images: say so, and give the mAP without them
+        from ..detector.data import image_digests
+
+        out = [k for k, d in enumerate(image_digests([r.filepath for r in labels.records])) if d not in seen]
+        doc["in_sample"] = len(labels.records) - len(out)
+        if out and doc["in_sample"]:
+            o = evaluate([labels.records[k].gt for k in out], [preds[k] for k in out], labels.classes)
+            doc["out_of_sample"] = {"images": len(out), "map50": o.map50, "map50_95": o.map50_95}
     return doc
 
 
@@ -69,7 +80,7 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
     evaluation = None
     why_eval = f"dataset {name!r} has no predictions (run 'cvcurate predict' or 'cvcurate train --folds K')"
     if pred_field is not None:
-        evaluation = _evaluation(labels, pred_field)
+        evaluation = _evaluation(labels, pred_field, name)
     subtitle = f"dataset {name} ({len(labels.records)} images)" + (f", predictions {pred_field}" if pred_field else "") \
         + (f", {how}" if how else "")
     run = store.get_runs(name).get("score") or {}
