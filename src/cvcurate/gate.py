@@ -67,6 +67,9 @@ class GateConfig:
     unreviewed_min_score: float = 0.8
     # share of images with at least one issue in the last score run
     images_with_issues_above: Level = field(default_factory=lambda: Level(0.25, 0.5))
+    # images whose predictions (of the last score run) come from a model trained on them: they
+    # hide label errors there (warn by default)
+    in_sample_images_above: Level = field(default_factory=lambda: Level(0, None))
 
     def check(self) -> None:
         for name, value in vars(self).items():
@@ -225,6 +228,7 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
 
     if data.scored is None:
         for name, level in (("label_error_rate", cfg.label_error_rate_above),
+                            ("in_sample_predictions", cfg.in_sample_images_above),
                             ("unreviewed_issues", cfg.unreviewed_issues_above),
                             ("images_with_issues", cfg.images_with_issues_above)):
             out.append(CheckResult(name, WARN, None, _threshold(level, True),
@@ -256,6 +260,11 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
         open_ = sum(1 for s in flat if s.score >= cfg.unreviewed_min_score and not s.decided)
         out.append(_check("unreviewed_issues", open_, cfg.unreviewed_issues_above, True,
                           f"{open_} issue(s) scored >= {cfg.unreviewed_min_score:g} have no review decision"))
+        inside = run.get("in_sample_images") if data.run else None
+        out.append(_check("in_sample_predictions", int(inside or 0), cfg.in_sample_images_above, True,
+                          (f"{inside} image(s) were scored with predictions of a model trained on them: in-sample, "
+                           "they hide label errors there; use out-of-fold predictions (cvcurate train NAME --folds 5)")
+                          if inside else "the score run's predictions are out-of-sample (or their model is unknown)"))
         min_p = float(run.get("queue_min_p", 0.5))
         with_issues = sum(1 for per in data.scored if any(s.score >= min_p for s in per))
         out.append(_check("images_with_issues", round(with_issues / n_images, 6) if n_images else 0.0,
