@@ -245,3 +245,15 @@ def test_the_gate_counts_applied_and_rejected_fixes_without_a_rescore(tmp_path, 
     tag_fixes(dataset_name, "add", "error:rejected")
     v3, _ = rate()
     assert v3 < v2
+
+
+def test_a_queue_view_shows_that_queue_s_issue_as_the_reason(tmp_path, dataset_name):
+    scored_dataset(tmp_path, dataset_name)
+    ds = store.load(dataset_name)
+    for q in ("swap", "overlooked", "geometry"):
+        view = ds.load_saved_view(f"cvc-{q}-all")
+        reasons = view.values("cvc_reason")
+        assert reasons, q
+        from cvcurate.scoring import QUEUES
+
+        assert all(r.split(":", 1)[0] in QUEUES[q] for r in reasons), (q, reasons[:3])

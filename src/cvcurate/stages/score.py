@@ -49,6 +49,12 @@ def queue_field(queue: str) -> str:
     return f"cvc_{queue}"
 
 
+def queue_reason_field(queue: str) -> str:
+    """The top issue of a queue on a sample; the queue's views show it as ``cvc_reason``, so a
+    tile of the swap queue shows its swap, not the image's top issue of another kind."""
+    return f"cvc_reason_{queue}"
+
+
 def score_run_spec(queues: Sequence[str], queue_min_p: float = 0.5) -> store.RunSpec:
     """The fields and saved views of a score run: the image score, its issues and fixes, one score
     per queue (the largest p of its issues), a score and an issue on every ground-truth box; views
@@ -57,13 +63,16 @@ def score_run_spec(queues: Sequence[str], queue_min_p: float = 0.5) -> store.Run
     return store.RunSpec(
         key="score",
         fields={SCORE_FIELD: "float", REASON_FIELD: "string", ISSUES_FIELD: "strings", FIX_FIELD: "detections",
-                SUSPECTS_FIELD: "detections", **{queue_field(q): "float" for q in queues}},
+                SUSPECTS_FIELD: "detections", **{queue_field(q): "float" for q in queues},
+                **{queue_reason_field(q): "string" for q in queues}},
         box_attrs={BOX_SCORE: "float", BOX_ISSUE: "string"},
         detection_attrs={FIX_FIELD: FIX_ATTRS, SUSPECTS_FIELD: SUSPECT_ATTRS},
         views=[store.ViewSpec("cvc-all", SCORE_FIELD, "positive", at_least=queue_min_p),
                store.ViewSpec("cvc-all-all", SCORE_FIELD, "positive")]
-        + [store.ViewSpec(f"cvc-{q}", queue_field(q), at_least=queue_min_p) for q in queues]
-        + [store.ViewSpec(f"cvc-{q}-all", queue_field(q)) for q in queues])
+        + [store.ViewSpec(f"cvc-{q}", queue_field(q), at_least=queue_min_p,
+                          set_fields={REASON_FIELD: queue_reason_field(q)}) for q in queues]
+        + [store.ViewSpec(f"cvc-{q}-all", queue_field(q), set_fields={REASON_FIELD: queue_reason_field(q)})
+           for q in queues])
 
 
 @dataclass
@@ -80,6 +89,7 @@ class SampleScores:
     # box, its index (None: a box that is missing), issue type, score, reason, issue id
     suspects: list[tuple[np.ndarray, int | None, str, float, str, str]] = field(default_factory=list)
     reason: str | None = None  # the top issue, "type: reason"
+    queue_reasons: dict[str, str] = field(default_factory=dict)  # queue -> its top issue, "type: reason"
 
 
 def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
@@ -125,7 +135,8 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
         r.sample_id,
         {SCORE_FIELD: r.score, REASON_FIELD: r.reason, ISSUES_FIELD: r.issues, FIX_FIELD: boxes(r.fixes, r.sample_id),
          SUSPECTS_FIELD: suspects(r),
-         **{queue_field(q): r.queue_scores.get(q) for q in queues}},
+         **{queue_field(q): r.queue_scores.get(q) for q in queues},
+         **{queue_reason_field(q): r.queue_reasons.get(q) for q in queues}},
         {BOX_SCORE: list(r.box_scores), BOX_ISSUE: list(r.box_issues)}) for r in rows]
     store.write_run(name, score_run_spec(queues, queue_min_p), run_rows, run, view_filter=pred_filter,
                     redo=f"run 'cvcurate score {shell_arg(name)}' again")
@@ -329,10 +340,12 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
         for n, iss in enumerate(issues):
             iss.data["id"] = issue_id(rec.sample_id, iss, n)
         queue_scores: dict[str, float] = {}
-        for iss in issues:
+        queue_reasons: dict[str, str] = {}
+        for iss in issues:  # best first: the first of a queue is its top issue
             q = type_to_queue.get(iss.type)
             if q is not None:
                 queue_scores[q] = max(queue_scores.get(q, 0.0), iss.score)
+                queue_reasons.setdefault(q, f"{iss.type}: {iss.reason}")
         box_text = [""] * len(rec.gt)
         for iss in issues:
             if iss.box is not None and iss.box < len(box_text) and not box_text[iss.box]:
@@ -355,7 +368,7 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
                                                                else "") for x in issues],
             box_scores=[float(v) for v in result.box_scores[i]], box_issues=box_text,
             fixes=fixes, suspects=sus,
-            reason=f"{issues[0].type}: {issues[0].reason}" if issues else None))
+            reason=f"{issues[0].type}: {issues[0].reason}" if issues else None, queue_reasons=queue_reasons))
     return rows
 
 

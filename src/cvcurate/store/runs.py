@@ -33,6 +33,7 @@ class ViewSpec:
     field: str
     where: str = "exists"
     at_least: float | None = None  # and, when given, only samples whose field is at least this
+    set_fields: dict[str, str] = field(default_factory=dict)  # shown field -> the field whose value it shows
 
 
 @dataclass
@@ -278,6 +279,8 @@ def _write_run(name: str, spec: RunSpec, rows: Sequence[RunRow], run: dict[str, 
         picked = base.match(F(vs.field) > 0) if vs.where == "positive" else base.exists(vs.field)
         if vs.at_least is not None:
             picked = picked.match(F(vs.field) >= vs.at_least)
+        for shown, src in vs.set_fields.items():
+            picked = picked.set_field(shown, F(src))
         ds.save_view(vs.name, picked.sort_by([(vs.field, -1), ("filepath", 1)]), overwrite=True)
         views.append(vs.name)
     set_run(ds, spec.key, {**run, "fields": fields, "label_fields": label_fields, "views": views})
