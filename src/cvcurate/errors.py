@@ -103,11 +103,17 @@ class interrupt_leaves:  # noqa: N801 - used like a function: ``with interrupt_l
         return False
 
 
-def interrupt_message() -> str:
-    """The line for an interrupted command: what was kept, rolled back or left partly written."""
+def left_behind() -> str:
+    """What a command stopped now leaves: what was kept, rolled back or left partly written (the
+    same account for an interrupt and for a lost database)."""
     parts = []
     if _NOTE:
         parts.append(_NOTE[-1])
     if _KEPT:
         parts.append("kept: " + "; ".join(_KEPT) + ("" if _NOTE else "; anything after that was not finished"))
-    return "interrupted: " + ("; ".join(parts) if parts else NOTHING_WRITTEN)
+    return "; ".join(parts) if parts else NOTHING_WRITTEN
+
+
+def interrupt_message() -> str:
+    """The line for an interrupted command: what was kept, rolled back or left partly written."""
+    return "interrupted: " + left_behind()

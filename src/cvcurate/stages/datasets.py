@@ -1,4 +1,5 @@
-"""Datasets in the store: list, describe (counts per class and split, box sizes), delete.
+"""Datasets in the store: list, describe (counts per class and split, box sizes), delete; what a
+lost database becomes.
 
 A small facade, so that the CLI never touches the store itself.
 """
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
+from ..errors import CvcurateError
 
 
 def list_datasets() -> list[str]:
@@ -18,6 +20,13 @@ def list_datasets() -> list[str]:
 
 def exists(name: str) -> bool:
     return store.exists(name)
+
+
+def lost_database(exc: BaseException) -> CvcurateError | None:
+    """The one-line error for ``exc`` when it says the database was lost or cannot be reached
+    (which database, what the command leaves written, how to retry), else None: for the CLI's
+    error handler (:func:`cvcurate.store.lost_database`)."""
+    return store.lost_database(exc)
 
 
 def delete(name: str) -> int:

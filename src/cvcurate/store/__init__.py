@@ -11,7 +11,8 @@ fields declares them (:class:`~cvcurate.store.runs.RunSpec`), the store writes a
                     dataset, guarded (compare-and-set) sample writes, atomic label tags
 * :mod:`.runs`      the generic run writer (fields, box attributes, saved views) and its removal
 * :mod:`.app`       the FiftyOne App and saved views
-* :mod:`.database`  a private MongoDB for tests and benchmarks (by URI, never the user's)
+* :mod:`.database`  where the database is, what losing it becomes (:func:`lost_database`), and a
+                    private MongoDB for tests and benchmarks (by URI, never the user's)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ._core import (GT_FIELD, INFO_KEY, PRED_FIELD, _TMP_PREFIX, _fo, shielded, 
                     get_classes, list_datasets, load)
 from .app import configure_app, count_view, launch_app, list_saved_views
 from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
-from .database import private_database, start_private_database
+from .database import database_location, lost_database, private_database, start_private_database
 from .io import (WriteResult, delete_samples, get_detections, read, sample_info, sample_values, set_detections,
                  set_dict_field, tag_samples, write, write_detections)
 from .meta import (DatasetBusyError, DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
@@ -30,7 +31,7 @@ from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, write_run
 __all__ = [
     "DatasetBusyError", "DatasetLock", "GuardedWrite", "dataset_lock", "guarded_write", "lock_holder", "tag_labels",
     "append_history", "GT_FIELD", "INFO_KEY", "PRED_FIELD", "_TMP_PREFIX", "_fo", "shielded", "RunBox", "RunRow", "RunSpec", "ViewSpec", "WriteResult", "delete",
-    "configure_app", "count_view", "delete_run", "delete_samples", "set_dict_field", "tag_samples", "exists", "field_names", "forget_change", "get_changes", "get_classes", "get_detections",
+    "configure_app", "count_view", "database_location", "lost_database", "delete_run", "delete_samples", "set_dict_field", "tag_samples", "exists", "field_names", "forget_change", "get_changes", "get_classes", "get_detections",
     "get_history", "get_runs", "launch_app", "list_datasets", "list_saved_views", "load", "private_database",
     "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",
     "start_private_database", "write", "write_detections", "write_run", "xyxy_to_rel_xywh",

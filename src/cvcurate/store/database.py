@@ -1,11 +1,90 @@
-"""A private database for tests and benchmarks, reached by URI (never the user's)."""
+"""The database: where it is (for messages), what a lost connection becomes, and a private
+database for tests and benchmarks, reached by URI (never the user's)."""
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, left_behind
+
+
+def database_location() -> str:
+    """Where this process's FiftyOne database is, for messages: the URI (its password hidden) and
+    where it was set, or the local database FiftyOne runs itself."""
+    uri = os.environ.get("FIFTYONE_DATABASE_URI")
+    source = "FIFTYONE_DATABASE_URI"
+    fo = sys.modules.get("fiftyone")  # never imported here: only read when a command already has it
+    if not uri and fo is not None:
+        uri = getattr(getattr(fo, "config", None), "database_uri", None)
+        source = "database_uri of the FiftyOne config"
+    if uri:
+        return f"{_hide_password(str(uri))} ({source})"
+    folder = os.environ.get("FIFTYONE_DATABASE_DIR")
+    if not folder and fo is not None:
+        folder = getattr(getattr(fo, "config", None), "database_dir", None)
+    folder = folder or os.path.join("~", ".fiftyone", "var", "lib", "mongo")
+    port = os.environ.get("FIFTYONE_PRIVATE_DATABASE_PORT")
+    return (f"the local FiftyOne database ({f'port {port}, ' if port else ''}data in {folder}; "
+            "FIFTYONE_DATABASE_URI is not set)")
+
+
+def _hide_password(uri: str) -> str:
+    """``mongodb://user:secret@host`` -> ``mongodb://user:***@host``."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+
+
+_CONNECTION_ERRORS = ("ConnectionFailure", "ServerSelectionTimeoutError", "AutoReconnect", "NetworkTimeout")
+
+
+def _connection_failure(exc: BaseException | None) -> BaseException | None:
+    """The pymongo connection error ``exc`` is or was raised from (its cause or context), if any."""
+    errors = sys.modules.get("pymongo.errors")  # no pymongo imported: no pymongo error raised
+    if errors is None:
+        return None
+    kinds = tuple(k for k in (getattr(errors, n, None) for n in _CONNECTION_ERRORS) if isinstance(k, type))
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and len(seen) < 10:
+        if isinstance(exc, kinds):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first clause of a pymongo error (its text goes on with timeouts and the topology)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for cut in (", Timeout:", " (configured timeouts", ", Topology Description"):
+        text = text.split(cut, 1)[0]
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
+
+
+def lost_database(exc: BaseException) -> StoreError | None:
+    """The :class:`StoreError` for ``exc`` when it is (or came from) a lost or unreachable database
+    (pymongo's ConnectionFailure and its kinds: ServerSelectionTimeoutError, AutoReconnect,
+    NetworkTimeout), else None.
+
+    The message says which database, what the command leaves behind (nothing, or what it kept or
+    may have partly written, as an interrupt says it: :func:`cvcurate.errors.left_behind`) and
+    how to retry. FiftyOne's client is dropped, so that its exit handler (it deletes
+    non-persistent datasets) does not wait for the lost database once more.
+    """
+    found = _connection_failure(exc)
+    if found is None:
+        return None
+    _drop_client()
+    return StoreError(f"lost the connection to the database at {database_location()}: {_reason(found)}; "
+                      f"{left_behind()}; check that the database is running and reachable, then run the "
+                      "command again")
+
+
+def _drop_client() -> None:
+    fodb = sys.modules.get("fiftyone.core.odm.database")
+    if fodb is not None and hasattr(fodb, "_client"):
+        fodb._client = None  # its exit handler then skips its cleanup at once (it catches any error)
 
 def start_private_database(folder: str | os.PathLike[str]) -> Any:
     """Start a MongoDB of our own in ``folder`` and point FiftyOne at it; return the process.

