@@ -1,6 +1,7 @@
 """Faults that ended in a Python traceback (#23), each now one line naming the file or setting at
 fault, exit code 2, and nothing half written:
 
+* ``augment --target`` beyond what a count can hold (was an OverflowError);
 * the database going away during ``score`` (a pymongo traceback after 30 s, exit 1).
 
 The last runs against a real mongod of its own that the test kills (in subprocesses that reach it
@@ -133,6 +134,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from cvcurate import store  # noqa: E402
 from cvcurate.cli import app  # noqa: E402
+from cvcurate.errors import ConfigError  # noqa: E402
 from tests import makedata as md  # noqa: E402
 
 runner = CliRunner()
@@ -157,6 +159,23 @@ def one_error_line(r, code: int = 2) -> str:
 def stored(tmp_path, dataset_name) -> str:
     store.write(md.make_labels(tmp_path / "images", n=6), dataset_name)
     return dataset_name
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. augment --target: its range, said
+# ---------------------------------------------------------------------------------------------
+def test_augment_target_out_of_range_says_the_range(stored, tmp_path):
+    from cvcurate.augment import MAX_TARGET, make_plan
+
+    for bad in ("99999999999999999999", str(MAX_TARGET + 1), "0", "-3"):
+        for extra in ((), ("--dry-run",)):
+            line = one_error_line(run("augment", stored, "--target", bad, *extra))
+            assert f"--target must be a whole number from 1 to {MAX_TARGET:,}" in line, line
+            assert f"got {bad}" in line, line
+    assert f"1 to {MAX_TARGET:,}" in " ".join(run("augment", "--help").output.split())
+    assert not list(Path(".").glob(f"{stored}_augment"))  # no work was started
+    with pytest.raises(ConfigError, match="from 1 to"):  # the library says it too
+        make_plan(md.make_labels(tmp_path / "i", n=3), 10**20)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,11 +31,13 @@ from .pipeline import (
 )
 from .plan import (
     BALANCE,
+    MAX_TARGET,
     YOLO_MIN_IMAGES,
     YOLO_MIN_INSTANCES,
     ClassRow,
     Job,
     Plan,
+    check_target,
     extend_plan,
     make_plan,
 )
@@ -68,6 +70,8 @@ __all__ = [
     "apply",
     "cut_defect",
     "dump_pipeline",
+    "MAX_TARGET",
+    "check_target",
     "extend_plan",
     "leaf_variants",
     "load_pipeline",

@@ -29,6 +29,9 @@ YOLO_MIN_IMAGES = 1500
 YOLO_MIN_INSTANCES = 10000
 BALANCE = "balance"
 MAX_BALANCE_ROUNDS = 6
+# the most instances a class can be raised to: far above any real dataset (a plan stops at a
+# million samples anyway), and well inside the int64 counts the planner computes with
+MAX_TARGET = 10_000_000
 
 
 @dataclass
@@ -128,6 +131,14 @@ def _check_int(value: object, what: str, minimum: int) -> int:
     return int(value)
 
 
+def check_target(value: object, what: str = "target") -> int:
+    """``value`` as a target instance count: a whole number from 1 to :data:`MAX_TARGET`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_TARGET:
+        raise ConfigError(f"{what} must be a whole number from 1 to {MAX_TARGET:,} (instances per class), "
+                          f"got {value!r}")
+    return int(value)
+
+
 def make_plan(
     labels: LabelSet,
     target: int | str | None = None,
@@ -172,7 +183,7 @@ def make_plan(
             raise ConfigError(f"target must be a whole number, None or {BALANCE!r}, got {target!r}")
         mode, tgt = BALANCE, int(current.max())
     else:
-        mode, tgt = "target", _check_int(target, "target", 1)
+        mode, tgt = "target", check_target(target)
         below = [c for c in selected if current[c] > tgt]
         if below:
             c = max(below, key=lambda i: current[i])

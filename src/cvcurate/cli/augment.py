@@ -19,8 +19,8 @@ def augment_cmd(
     name: str = typer.Argument(..., help="Dataset name."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML [default: "
                                           "configs/augment/steel.yaml]; also steel_light."),
-    target: Optional[int] = typer.Option(None, "--target", min=1, help="Instances each selected class is raised "
-                                         "to [default: the largest class's count]."),
+    target: Optional[int] = typer.Option(None, "--target", help="Instances each selected class is raised "
+                                         "to, 1 to 10,000,000 [default: the largest class's count]."),
     balance: bool = typer.Option(False, "--balance", help="Aim at equal counts after augmentation (the side "
                                  "effects on other classes included)."),
     classes: List[str] = typer.Option([], "--classes", help="Only raise these classes (repeatable)."),

@@ -54,9 +54,11 @@ def augment(name: str, *, config: str | Path | None = None, target: int | None =
             classes: Sequence[str] | None = None, device: str = "cpu", workers: int = 1, seed: int = 0,
             out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
             log: Callable[[str], None] = lambda _: None) -> AugmentRun:
-    from ..augment import load_pipeline, make_plan, run_augmentation
+    from ..augment import check_target, load_pipeline, make_plan, run_augmentation
     from ..augment.gpu import resolve_device
 
+    if target is not None:
+        check_target(target, "--target")  # its range, before any work
     if target is not None and balance:
         raise InputError("give --target N or --balance, not both")
     pipe = load_pipeline(config)  # validated before any work (unknown transform, key, type)
