@@ -2,6 +2,8 @@
 fault, exit code 2, and nothing half written:
 
 * ``augment --target`` beyond what a count can hold (was an OverflowError);
+* ``diff`` of a manifest with an entry that lacks ``sha256`` or has a box coordinate that is no
+  number (KeyError, ValueError);
 * the database going away during ``score`` (a pymongo traceback after 30 s, exit 1).
 
 The last runs against a real mongod of its own that the test kills (in subprocesses that reach it
@@ -132,9 +134,9 @@ if __name__ == "__main__":
 # ---------------------------------------------------------------------------------------------
 from typer.testing import CliRunner  # noqa: E402
 
-from cvcurate import store  # noqa: E402
+from cvcurate import manifest as mf, store  # noqa: E402
 from cvcurate.cli import app  # noqa: E402
-from cvcurate.errors import ConfigError  # noqa: E402
+from cvcurate.errors import ConfigError, InputError  # noqa: E402
 from tests import makedata as md  # noqa: E402
 
 runner = CliRunner()
@@ -176,6 +178,53 @@ def test_augment_target_out_of_range_says_the_range(stored, tmp_path):
     assert not list(Path(".").glob(f"{stored}_augment"))  # no work was started
     with pytest.raises(ConfigError, match="from 1 to"):  # the library says it too
         make_plan(md.make_labels(tmp_path / "i", n=3), 10**20)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. diff: which manifest, which entry, which field
+# ---------------------------------------------------------------------------------------------
+def _manifest(path: Path) -> dict:
+    entries = [mf.ImageEntry(file=f"images/train/{n}.jpg", sha256=c * 64, split="train", width=100, height=100,
+                             boxes=[["crack", 1, 2, 30, 40]]) for n, c in (("a", "a"), ("b", "b"))]
+    doc = mf.build(entries, classes=["crack", "pit"], format="yolo", lineage={"imports": []}, version="0.1.0")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(mf.dumps(doc))
+    return json.loads(path.read_text())
+
+
+def test_diff_names_the_manifest_entry_and_field(tmp_path):
+    good = tmp_path / "v1" / "manifest.json"
+    doc = _manifest(good)
+    assert run("diff", good.parent, good).exit_code == 0
+
+    def broken(label: str, change) -> Path:
+        d = json.loads(json.dumps(doc))
+        change(d)
+        p = tmp_path / label / "manifest.json"
+        p.parent.mkdir()
+        p.write_text(json.dumps(d))
+        return p
+
+    cases = [
+        (lambda d: d["images"][1].pop("sha256"), ["images[1]", "images/train/b.jpg", "no 'sha256'"]),
+        (lambda d: d["images"][0]["boxes"][0].__setitem__(3, "abc"),
+         ["images[0]", "images/train/a.jpg", "boxes[0][3] (x2)", '"abc"', "not a number"]),
+        (lambda d: d["images"][0]["boxes"][0].__setitem__(1, True), ["boxes[0][1] (x1)", "not a number"]),
+        (lambda d: d["images"][0]["boxes"][0].pop(), ["boxes[0]", "not [class, x1, y1, x2, y2]"]),
+        (lambda d: d["images"][1].pop("boxes"), ["images[1]", "no 'boxes'"]),
+        (lambda d: d["images"][1].pop("file"), ["images[1]", "no 'file'"]),
+        (lambda d: d["images"].__setitem__(0, "a.jpg"), ["images[0]", "not an image entry"]),
+        (lambda d: d.__setitem__("schema_version", "1"), ["schema_version", "not a whole number"]),
+    ]
+    for k, (change, words) in enumerate(cases):
+        bad = broken(f"bad{k}", change)
+        for args in ((good.parent, bad), (bad.parent, good), (bad, good)):  # either side, folder or file
+            line = one_error_line(run("diff", *args))
+            assert str(bad) in line, (k, line)  # which manifest
+            for w in words:
+                assert w in line, (k, w, line)
+        with pytest.raises(InputError):  # the library refuses it too (one place: manifest.read)
+            mf.read(bad)
 
 
 # ---------------------------------------------------------------------------------------------

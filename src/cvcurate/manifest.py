@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
@@ -141,10 +142,61 @@ def read(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path} is not a cvcurate manifest (not JSON: {exc})") from None
     if not isinstance(doc, dict) or "schema_version" not in doc or not isinstance(doc.get("images"), list):
         raise InputError(f"{path} is not a cvcurate manifest (no schema_version / images)")
-    if doc["schema_version"] > SCHEMA_VERSION:
-        raise InputError(f"{path} has manifest schema {doc['schema_version']}; this cvcurate reads up to "
+    version = doc["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError(f"{path}: schema_version is {version!r}, not a whole number")
+    if version > SCHEMA_VERSION:
+        raise InputError(f"{path} has manifest schema {version}; this cvcurate reads up to "
                          f"{SCHEMA_VERSION}: upgrade cvcurate")
+    check(doc, str(path))
     return doc
+
+
+BOX_FORMAT = "[class, x1, y1, x2, y2] in pixels"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check(doc: dict[str, Any], where: str) -> None:
+    """Raise :class:`InputError` naming the entry and field of manifest ``doc`` (read from
+    ``where``) that :func:`diff` cannot use: an image entry without its ``file``, ``sha256`` or
+    ``boxes``, a box that is not ``[class, x1, y1, x2, y2]`` with four finite numbers, a class
+    list that is not a list of names."""
+    classes = doc.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"{where}: classes must be a list of class names, got {_short(classes)}")
+    for i, d in enumerate(doc["images"]):
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: images[{i}] is {_short(d)}, not an image entry (an object with file, "
+                             "sha256 and boxes)")
+        file = d.get("file")
+        if not isinstance(file, str) or not file:
+            what = "has no 'file'" if "file" not in d else f"has file {_short(file)}, not a path"
+            raise InputError(f"{where}: images[{i}] {what} (each image entry needs file, sha256 and boxes)")
+        entry = f"{where}: images[{i}] (file {file!r})"
+        for key in ("sha256", "boxes"):
+            if key not in d:
+                raise InputError(f"{entry} has no {key!r} (each image entry needs file, sha256 and boxes)")
+        if not isinstance(d["sha256"], str) or not d["sha256"]:
+            raise InputError(f"{entry}: sha256 is {_short(d['sha256'])}, not a hash (hex text)")
+        if not isinstance(d["boxes"], list):
+            raise InputError(f"{entry}: boxes is {_short(d['boxes'])}, not a list of {BOX_FORMAT}")
+        for j, row in enumerate(d["boxes"]):
+            if not isinstance(row, list) or len(row) != 5:
+                raise InputError(f"{entry}: boxes[{j}] is {_short(row)}, not {BOX_FORMAT}")
+            if not isinstance(row[0], str):
+                raise InputError(f"{entry}: boxes[{j}][0] is {_short(row[0])}, not a class name ({BOX_FORMAT})")
+            for k, v in enumerate(row[1:], start=1):
+                if not _number(v):
+                    raise InputError(f"{entry}: boxes[{j}][{k}] ({('x1', 'y1', 'x2', 'y2')[k - 1]}) is {_short(v)}, "
+                                     f"not a number ({BOX_FORMAT})")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
