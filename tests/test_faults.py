@@ -4,6 +4,8 @@ fault, exit code 2, and nothing half written:
 * ``augment --target`` beyond what a count can hold (was an OverflowError);
 * ``diff`` of a manifest with an entry that lacks ``sha256`` or has a box coordinate that is no
   number (KeyError, ValueError);
+* ``export --out`` under a read-only folder or below a file (PermissionError, FileExistsError,
+  NotADirectoryError);
 * the database going away during ``score`` (a pymongo traceback after 30 s, exit 1).
 
 The last runs against a real mongod of its own that the test kills (in subprocesses that reach it
@@ -225,6 +227,122 @@ def test_diff_names_the_manifest_entry_and_field(tmp_path):
                 assert w in line, (k, w, line)
         with pytest.raises(InputError):  # the library refuses it too (one place: manifest.read)
             mf.read(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. export --out that cannot be written: the path and why, nothing left behind
+# ---------------------------------------------------------------------------------------------
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_export_below_a_file_says_which_file(stored, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    before = _listing(tmp_path)
+    for out in (tmp_path / "afile" / "x", tmp_path / "afile" / "x" / "y"):
+        line = one_error_line(run("export", stored, "--format", "yolo", "--out", out))
+        assert f"cannot create --out {out}: {tmp_path / 'afile'} is a file, not a folder" in line, line
+    assert _listing(tmp_path) == before and (tmp_path / "afile").read_text() == "not a folder"
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder nobody may write in: mode 555, or for root (who writes there anyway) immutable."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if root:
+        if subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode != 0:
+            pytest.skip("root, and chattr +i is not allowed here: no folder root cannot write in")
+    else:
+        ro.chmod(0o555)
+    try:
+        try:
+            (ro / "probe").mkdir()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip(f"{ro} is writable after all")
+        yield ro
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(ro)], check=True)
+        else:
+            ro.chmod(0o755)
+
+
+def test_export_under_a_read_only_folder_says_so(stored, read_only, monkeypatch):
+    import cvcurate.stages.export as export_stage
+
+    ro = read_only
+    for out in (ro / "x", ro / "sub" / "x"):
+        line = one_error_line(run("export", stored, "--format", "yolo", "--out", out))
+        assert f"cannot write --out {out}: {ro} is not writable (permission denied)" in line, line
+    # the same when the check before the work is fooled (ACLs, a network share): the write's own error
+    monkeypatch.setattr(export_stage.os, "access", lambda *a, **kw: True)
+    for out in (ro / "x", ro / "sub" / "x"):
+        line = one_error_line(run("export", stored, "--format", "yolo", "--out", out))
+        assert f"cannot write --out {out}: permission denied in {ro}" in line, line
+    assert _listing(ro) == []
+
+
+def test_export_into_a_folder_it_may_not_write_says_so(stored, tmp_path, monkeypatch):
+    """What the read-only folder gives a user who is not root (the check before any work)."""
+    import cvcurate.stages.export as export_stage
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(export_stage.os, "access", lambda p, mode, **kw: Path(p) != ro and real_access(p, mode, **kw))
+    for out in (ro / "x", ro / "sub" / "x"):
+        line = one_error_line(run("export", stored, "--format", "yolo", "--out", out))
+        assert f"cannot write --out {out}: {ro} is not writable (permission denied)" in line, line
+    assert _listing(ro) == []
+
+
+def test_export_failing_while_writing_leaves_nothing(stored, tmp_path, monkeypatch):
+    """Permission lost halfway (or a disk that fills up): the line names the path, and the
+    temporary export and the folders created for it are gone."""
+    import cvcurate.stages.export as export_stage
+
+    real_write = export_stage.write_export
+
+    def write_then_fail(labels, tmp, format, **kw):
+        done = real_write(labels, tmp, format, **kw)  # a partial export on disk
+        raise PermissionError(13, "Permission denied", str(Path(tmp) / done[-1].image))
+
+    monkeypatch.setattr(export_stage, "write_export", write_then_fail)
+    out = tmp_path / "new" / "deeper" / "v1"
+    line = one_error_line(run("export", stored, "--format", "yolo", "--out", out))
+    assert f"cannot write --out {out}: permission denied on {out.parent}/.v1.tmp-" in line, line
+    assert _listing(tmp_path) == ["images"] + [f"images/{p.name}" for p in sorted((tmp_path / "images").iterdir())]
+
+    def no_space(labels, tmp, format, **kw):
+        real_write(labels, tmp, format, **kw)
+        raise OSError(28, "No space left on device", str(Path(tmp) / "data.yaml"))
+
+    monkeypatch.setattr(export_stage, "write_export", no_space)
+    line = one_error_line(run("export", stored, "--format", "yolo", "--out", out))
+    assert f"cannot write --out {out}: No space left on device ({out.parent}/.v1.tmp-" in line, line
+    assert not (tmp_path / "new").exists()
+
+
+def test_export_overwrite_failing_at_the_swap_keeps_the_previous_export(stored, tmp_path, monkeypatch):
+    out = tmp_path / "v1"
+    assert run("export", stored, "--format", "yolo", "--out", out).exit_code == 0
+    before = {p: (out / p).read_bytes() for p in _listing(out) if (out / p).is_file()}
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if self.name.startswith(".v1.tmp-"):
+            raise PermissionError(13, "Permission denied", str(self), str(target))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    line = one_error_line(run("export", stored, "--format", "coco", "--out", out, "--overwrite"))
+    assert f"cannot write --out {out}: permission denied on {tmp_path}/.v1.tmp-" in line, line
+    assert {p: (out / p).read_bytes() for p in _listing(out) if (out / p).is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "v1"]  # no .tmp- or .old- left
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ def _place_media(src: str, dst: Path, media: str) -> None:
         try:
             shutil.copyfile(src, dst)
         except OSError as exc:
+            if exc.filename is not None and os.fspath(exc.filename) == os.fspath(dst):
+                raise  # the destination's fault (permission, disk full): the caller names it
             raise InputError(f"cannot copy image {src}: {exc.strerror or exc}") from None
 
 

@@ -10,6 +10,7 @@ existing ``out`` is replaced only with ``overwrite``, after the new export is co
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -37,10 +38,56 @@ class ExportResult:
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that cannot take an export, before any work: a file, a folder that is
+    not empty (without ``overwrite``), a path below a file, a place that cannot be written."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} exists and is not empty: give --overwrite to replace it, or another --out")
+    # the export is built beside out: its parent folder, or the first one above it that exists,
+    # must be a folder this process can write in
+    _, base = _missing_folders(out.parent)
+    if not base.is_dir():
+        raise InputError(f"cannot create --out {out}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write --out {out}: {base} is not writable (permission denied)")
+
+
+def _missing_folders(folder: Path) -> tuple[list[Path], Path]:
+    """The folders from ``folder`` up that do not exist yet (deepest first), and the first that
+    exists (a file or a folder)."""
+    missing = []
+    p = folder
+    while not os.path.lexists(p) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing, p
+
+
+def _in_the_way(path: Path) -> Path | None:
+    """The file that sits where ``path`` or a folder above it should be, if any."""
+    for q in (path, *path.parents):
+        if os.path.lexists(q):
+            return None if q.is_dir() else q
+    return None
+
+
+def _destination_error(out: Path, exc: OSError, places: Sequence[Path]) -> InputError | None:
+    """``exc`` as one line naming the path and why, when it is about writing the export (a path
+    in ``places`` or inside one of them, or a folder above ``out``); None for anything else (a
+    source image that cannot be read)."""
+    names = [Path(os.fsdecode(f)) for f in (exc.filename, exc.filename2) if f is not None]
+    ours = [n for n in names if any(n == p or p in n.parents for p in places) or n in out.parents]
+    if not ours:
+        return None
+    path = ours[0]
+    blocker = _in_the_way(path) if isinstance(exc, (FileExistsError, NotADirectoryError)) else None
+    if blocker is not None:
+        return InputError(f"cannot create --out {out}: {blocker} is a file, not a folder")
+    if isinstance(exc, PermissionError):  # a folder that could not be made: where it was refused
+        where = f"on {path}" if os.path.lexists(path) else f"in {path.parent}"
+        return InputError(f"cannot write --out {out}: permission denied {where}")
+    return InputError(f"cannot write --out {out}: {exc.strerror or exc} ({path})")
 
 
 def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
@@ -124,9 +171,11 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
         raise InputError(f"no image of {name!r} is in split {split!r} (splits: {', '.join(known)})")
     subset = LabelSet(classes=labels.classes, records=keep)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    made, _ = _missing_folders(out.parent)  # removed again when the export fails
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         done = write_export(subset, tmp, format, media=media)
         entries = []
         exported_by_id = {ex.record.sample_id: ex.image for ex in done}
@@ -144,16 +193,27 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
         if format == "voc":
             doc["voc_origin"] = 0
         (tmp / mf.MANIFEST_NAME).write_bytes(mf.dumps(doc))
-        old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(old)
         tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
+        err = None  # said before the clean-up, which removes the paths it looks at
+        if isinstance(exc, OSError):
+            err = _destination_error(out, exc, [tmp, out, *([old] if old is not None else [])])
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and os.path.lexists(old) and not os.path.lexists(out):
+            old.rename(out)  # the previous export goes back where it was
+        for folder in made:  # deepest first; only what this export created, and only when empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if err is not None:
+            raise err from None
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return ExportResult(out=out, format=format, images=len(keep), boxes=subset.num_boxes,
                         manifest_path=out / mf.MANIFEST_NAME, excluded={k: v for k, v in excluded.items() if v})
 
