@@ -6,6 +6,7 @@ fault, exit code 2, and nothing half written:
   number (KeyError, ValueError);
 * ``export --out`` under a read-only folder or below a file (PermissionError, FileExistsError,
   NotADirectoryError);
+* a ``--config`` file that is not UTF-8 (UnicodeDecodeError), for every config;
 * the database going away during ``score`` (a pymongo traceback after 30 s, exit 1).
 
 The last runs against a real mongod of its own that the test kills (in subprocesses that reach it
@@ -343,6 +344,34 @@ def test_export_overwrite_failing_at_the_swap_keeps_the_previous_export(stored, 
     assert f"cannot write --out {out}: permission denied on {tmp_path}/.v1.tmp-" in line, line
     assert {p: (out / p).read_bytes() for p in _listing(out) if (out / p).is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "v1"]  # no .tmp- or .old- left
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. a config that is not UTF-8: the file, and that it is not UTF-8 text (every config)
+# ---------------------------------------------------------------------------------------------
+def test_config_not_utf8_names_the_file(stored, tmp_path):
+    from cvcurate.augment import load_pipeline
+    from cvcurate.config import load_config
+    from cvcurate.detector.config import DetectorConfig
+    from cvcurate.gate import GateConfig
+    from cvcurate.scoring import ScoreConfig
+    from cvcurate.synth import SynthConfig
+
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("# réglages de l'équipe\nthresholds: {}\n".encode("latin-1"))
+    expected = f"config file {bad} is not UTF-8 text (byte 0xe9 on line 1): save it as UTF-8"
+    for cmd in (("gate", stored), ("score", stored, "--no-pixels", "--out", tmp_path / "s")):
+        line = one_error_line(run(*cmd, "--config", bad))
+        assert expected in line, line
+    assert not (tmp_path / "s").exists()
+    for cls in (GateConfig, ScoreConfig, DetectorConfig, SynthConfig):  # the one loader: every config
+        with pytest.raises(ConfigError) as err:
+            load_config(cls, bad)
+        assert str(err.value) == expected
+    line = one_error_line(run("augment", stored, "--config", bad))  # augmentation pipelines too
+    assert f"pipeline file {bad} is not UTF-8 text (byte 0xe9 on line 1)" in line, line
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_pipeline(bad)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -119,6 +119,21 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, name: str = "config") -
     return _build(cls, dict(data or {}), name)
 
 
+def read_text(path: Path, what: str = "config file") -> str:
+    """The text of a config file, read as UTF-8 (whatever the locale says); :class:`ConfigError`
+    naming the file when it is not UTF-8 text or cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}): "
+                          "save it as UTF-8") from None
+
+
 def load_config(cls: type[T], path: str | Path | None = None, *, default_name: str | None = None,
                 overrides: dict[str, Any] | None = None) -> T:
     """Load ``cls`` from ``path`` (or ``configs/<default_name>`` when it exists, else defaults).
@@ -134,8 +149,9 @@ def load_config(cls: type[T], path: str | Path | None = None, *, default_name: s
         label = path.name
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
+        text = read_text(path)
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: malformed YAML: {exc}") from None
         if loaded is None:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from ..config import CONFIG_DIR, from_dict
+from ..config import CONFIG_DIR, from_dict, read_text
 from ..errors import ConfigError
 
 AUGMENT_CONFIG_DIR = CONFIG_DIR / "augment"
@@ -408,10 +408,7 @@ def resolve_pipeline_path(path_or_name: str | Path | None) -> Path:
 def load_pipeline(path_or_name: str | Path | None = None) -> Pipeline:
     """Load and validate a pipeline file (or a shipped pipeline by name; default ``steel``)."""
     path = resolve_pipeline_path(path_or_name)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read pipeline file {path}: {exc}") from None
+    text = read_text(path, "pipeline file")
     return pipeline_from_text(text, name=path.stem, path=path.resolve())
 
 
