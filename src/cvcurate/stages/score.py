@@ -101,10 +101,6 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
         sizes = {sid: (w, h) for sid, w, h in zip(*store.sample_info(name, ["metadata.width", "metadata.height"]).values())}
     carried = carry_decisions(rows, old, sizes, classes)
     run["decisions"] = {k: v for k, v in carried.items() if k != "not_carried"}
-    if carried["not_carried"]:
-        store.append_history(name, {
-            "action": "score: decisions that no longer apply", "at": run.get("at"),
-            "fixes": carried["not_carried"]})
 
     def shown(xyxy: np.ndarray, sid: str, grow: float) -> np.ndarray:
         """For display: a box grown (or shrunk) by 5 % of the image side, at least 3 px, so that a
@@ -140,6 +136,10 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
         {BOX_SCORE: list(r.box_scores), BOX_ISSUE: list(r.box_issues)}) for r in rows]
     store.write_run(name, score_run_spec(queues, queue_min_p), run_rows, run, view_filter=pred_filter,
                     redo=f"run 'cvcurate score {shell_arg(name)}' again")
+    if carried["not_carried"]:  # after the run is written: a lost database before it leaves the store as it was
+        store.append_history(name, {
+            "action": "score: decisions that no longer apply", "at": run.get("at"),
+            "fixes": carried["not_carried"]})
     store.configure_app(name, field_colors=FIELD_COLORS, sidebar_first=[REASON_FIELD, SCORE_FIELD, ISSUES_FIELD],
                         active=[store.GT_FIELD, *(f for f in ("predictions_oof", "predictions") if f == (pred_filter or ("",))[0]),
                                 SUSPECTS_FIELD, FIX_FIELD, REASON_FIELD])
