@@ -53,7 +53,12 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
     try:
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
             nxt = pool.submit(load, batches[0]) if batches else None
-            for bi in track(range(len(batches)), description="predicting", total=len(batches), enabled=progress):
+            # progress counts images (a batch is predicted when its first image comes up)
+            for i in track(range(len(records)), description="predicting images", total=len(records),
+                           enabled=progress):
+                if i % batch_size:
+                    continue
+                bi = i // batch_size
                 imgs = nxt.result()
                 nxt = pool.submit(load, batches[bi + 1]) if bi + 1 < len(batches) else None
                 x = [torch.from_numpy(im).to(dev).float().div_(255.0)[None] for im in imgs]
