@@ -174,13 +174,17 @@ class Units:
     image: np.ndarray
 
 
+def box_evidence(s: Signals) -> dict[str, np.ndarray]:
+    """The evidence of each box type (:data:`BOX_TYPES`), per kept given box of ``s``."""
+    return {"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
+            "merged": s.merged}
+
+
 def units_of(s: Signals) -> dict[str, Units]:
     """Every unit of every calibrated type in the signals ``s``: the kept given boxes for the box
     types, the predictions for ``overlooked``."""
     g, pred = s.given, s.pred
-    box = {"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
-           "merged": s.merged}
-    out = {t: Units(np.asarray(v, np.float64), g.cls, g.image) for t, v in box.items()}
+    out = {t: Units(np.asarray(v, np.float64), g.cls, g.image) for t, v in box_evidence(s).items()}
     out["overlooked"] = Units(np.asarray(s.ev_overlooked, np.float64), pred.cls, pred.image)
     return out
 
@@ -192,8 +196,7 @@ def _injected_units(s: Signals, errors: list[tuple[int, Any]]) -> dict[str, Unit
     g, pred = s.given, s.pred
     inv = np.full(len(s.batch.given), -1, np.int64)
     inv[s.kept] = np.arange(len(s.kept))
-    ev_box = {"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
-              "merged": s.merged}
+    ev_box = box_evidence(s)
     by_kind = {v: k for k, v in INJECTED_AS.items()}
     start = s.batch.given.start
     out: dict[str, Units] = {}

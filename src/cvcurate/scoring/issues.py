@@ -39,6 +39,7 @@ class Probabilities:
     best: np.ndarray  # (K,) its probability
     overlooked: np.ndarray  # (M,)
     iou_rank: np.ndarray  # (K,) share of the boxes of its class whose IoU with the model is <= its own
+    evidence: dict[str, np.ndarray]  # type -> (K,) the box types' evidence (:func:`~.calibrate.box_evidence`)
 
 
 def probabilities(s: Signals, cal: Calibration) -> Probabilities:
@@ -55,7 +56,7 @@ def probabilities(s: Signals, cal: Calibration) -> Probabilities:
         m = s.given.cls == c
         v = np.sort(iou[m])
         rank[m] = np.searchsorted(v, iou[m], side="right") / len(v)
-    return Probabilities(box, best_type, best, ov, rank)
+    return Probabilities(box, best_type, best, ov, rank, {t: units[t].evidence for t in BOX_TYPES})
 
 
 def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: float) -> tuple[list[Issue], Probabilities]:
@@ -80,7 +81,7 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
         i, j, c = int(given.image[k]), int(given.local[k]), int(given.cls[k])
         t = BOX_TYPES[int(pr.best_type[k])]
         rec, lab = recs[i], names[c]
-        data = {"evidence": float(units_of_value(s, t, k)),
+        data = {"evidence": float(pr.evidence[t][k]),
                 "p_by_type": {tt: round(float(pr.box[tt][k]), 4) for tt in BOX_TYPES}}
         if t == "swap":
             q = int(s.swap_pred[k])
@@ -112,7 +113,3 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
     items.sort(key=lambda x: x[:3])
     return [x[3] for x in items], pr
 
-
-def units_of_value(s: Signals, t: str, k: int) -> float:
-    return float({"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
-                  "merged": s.merged}[t][k])
