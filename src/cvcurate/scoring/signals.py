@@ -15,8 +15,8 @@ prediction) pairs of every image (:class:`PredictionPairs`, made in chunks of at
    scores and the pooled image quality, as cleanlab 2.9 computes them (see
    :mod:`~cvcurate.scoring.objectlab`);
 5. :func:`_calibrated_signals`: ``unsupported``, ``best_iou``, ``swap_signal``, ``overlooked_signal``;
-6. :func:`_model_matches`: the prediction to show next to a box in its issue;
-7. :func:`_pieces`: ``split`` and ``merged``, boxes in pieces or merged by the model's account.
+6. :func:`_pieces`: ``split`` and ``merged``, boxes in pieces or merged by the model's account;
+7. :func:`_evidence`: each box error type's evidence and the prediction its issue quotes.
 """
 
 from __future__ import annotations
@@ -99,9 +99,6 @@ class Signals:
     unsupported: np.ndarray  # 1 - max p * IoU over usable predictions of its class
     best_iou: np.ndarray  # best IoU with a usable prediction of its class
     anything: np.ndarray  # max raw confidence * IoU over every prediction of any class
-    other_class_match: np.ndarray  # best-IoU prediction of another class above ``low``
-    same_class_match: np.ndarray  # best-IoU prediction of its class above ``low``
-    same_class_iou: np.ndarray  # the IoU of ``same_class_match`` (0: none)
     split: np.ndarray  # score of being one of several pieces of one predicted object
     split_match: np.ndarray  # the prediction it is a piece of
     merged: np.ndarray  # score of spanning several predicted objects
@@ -269,13 +266,11 @@ def measure(batch: Batch, cfg: ObjectLabConfig, thresholds: Thresholds | None = 
 
     overlooked, swap, badloc = _cleanlab_rules(given, pred, p, same, sim, min_sim, by_pred, pred_iou, seen, th)
     unsupported, best_iou, swap_signal, overlooked_signal = _calibrated_signals(given, p, same, prob, pred_iou, th)
-    other_match, same_match, same_iou = _model_matches(given, pred, p, same, th)
     split, split_match, merged, n_inside = _pieces(given, pred, p, prob, float(th.probability(th.low)))
     ev = _evidence(batch, given, pred, p, same, prob, pred_iou, anything, unsupported)
     return Signals(**ev, batch=batch, given=given, kept=pairs.kept, thresholds=th, overlooked=overlooked,
                    overlooked_signal=overlooked_signal, swap=swap, badloc=badloc, swap_signal=swap_signal,
-                   unsupported=unsupported, best_iou=best_iou, anything=anything, other_class_match=other_match,
-                   same_class_match=same_match, same_class_iou=same_iou, split=split, split_match=split_match,
+                   unsupported=unsupported, best_iou=best_iou, anything=anything, split=split, split_match=split_match,
                    merged=merged, n_inside=n_inside,
                    image_quality=_image_quality(overlooked, swap, badloc, given, pred, batch.given.n_images, cfg))
 
@@ -395,17 +390,6 @@ def _calibrated_signals(given: FlatBoxes, p: Pairs, same: np.ndarray, prob: np.n
     p_same = seg_max(pair_prob, p.given, same & near, K, 0.0)
     overlooked_signal = np.where(prob >= th.probability(th.high), prob * (1 - pred_iou), 0.0)
     return unsupported, best_iou, p_other * (1 - p_same), overlooked_signal
-
-
-def _model_matches(given: FlatBoxes, pred: FlatBoxes, p: Pairs, same: np.ndarray, th: Thresholds
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per kept given box, the best-IoU prediction above ``low`` of another class and of its own
-    (-1: none), and the IoU of the latter."""
-    K = len(given)
-    above_low = pred.conf[p.pred] > th.low
-    _, other = seg_argmax(p.iou, p.given, p.pred, ~same & above_low, K)
-    same_iou, same_match = seg_argmax(p.iou, p.given, p.pred, same & above_low, K)
-    return other, same_match, same_iou
 
 
 def _pieces(given: FlatBoxes, pred: FlatBoxes, p: Pairs, prob: np.ndarray, min_prob: float,
