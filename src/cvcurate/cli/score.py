@@ -49,9 +49,7 @@ def score_cmd(
     res = run.result
     for note in run.notes:
         say(note if note.startswith("warning:") else f"note: {note}")
-    from ..stages.score import run_summary
-
-    summ = run_summary(res)
+    summ = run.summary
     console.print(f"[bold]{esc(name)}[/]: {summ['flagged']} issues with p >= {summ['queue_min_p']:g} in "
                   f"{summ['flagged_images']} of {summ['images']} images ({summ['issues']} listed in all); expected "
                   f"real label errors {summ['expected_label_errors']:.1f} +- {1.96 * summ['expected_label_errors_sd']:.1f} "

@@ -30,7 +30,7 @@ from .export import diff, export
 from .gate import run_gate, write_reports
 from .imports import import_dataset
 from .predict import predict
-from .score import FIX_FIELD, run_score, run_summary
+from .score import FIX_FIELD, run_score
 
 # which proposed fix repairs which injected error (merge and split have no fix yet)
 FIX_FOR = {"swap": ("relabel",), "overlooked": ("add",), "spurious": ("remove",), "degenerate": ("remove", "clip"),
@@ -118,7 +118,7 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
     sc = run_score(noisy, pred_field="predictions", out_dir=out / "scores", progress=progress)
     truth = load_truth(out / "truth.json")
     m = truth_metrics(sc.result, truth)
-    summ = run_summary(sc.result)
+    summ = sc.summary
     say(f"score: {summ['flagged']} issues with p >= {summ['queue_min_p']:g} ({summ['issues']} listed); expected real "
         f"label errors {summ['expected_label_errors']:.1f} (the sum of p) against {len(truth['errors'])} injected; "
         f"{m.found_in_top_k} of {m.corrupted} corrupted images in the top {m.corrupted}; average precision "
@@ -144,7 +144,7 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
     say(f"apply: {cs.applied} fixes applied to {len(cs.changes)} images (undo: cvcurate apply {noisy} --undo)")
     sc2 = run_score(noisy, pred_field="predictions", out_dir=out / "scores-after")
     left = len(truth["errors"]) - cs.applied
-    say(f"score again: expected real label errors {run_summary(sc2.result)['expected_label_errors']:.1f} against "
+    say(f"score again: expected real label errors {sc2.summary['expected_label_errors']:.1f} against "
         f"{left} left of the {len(truth['errors'])} injected ({cs.applied} fixed)")
     after = run_gate(noisy)
     write_reports(after, markdown=out / "gate-after.md", junit=out / "gate-after.xml", json_path=out / "gate-after.json")

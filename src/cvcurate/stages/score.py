@@ -28,6 +28,7 @@ class ScoreRun:
     csv_path: Path
     images_csv_path: Path
     notes: list[str]
+    summary: dict = field(default_factory=dict)  # the run's one count (:func:`run_summary`), as stored
 
 
 # what the score stage writes to the store (declared here, not in the store)
@@ -283,7 +284,7 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
     rows = _sample_rows(result)
     run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
            "pixels": pixels, "config": to_dict(cfg), "in_sample_images": in_sample,
-           "only_out_of_sample": only_out_of_sample, **run_summary(result)}
+           "only_out_of_sample": only_out_of_sample, **(summary := run_summary(result))}
     pred_filter = (pred_field, result.thresholds.low) if pred_field and result.thresholds else None
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
     run["scores_json"] = str((out / "scores.json").resolve())  # the issues with their boxes, for the report
@@ -294,8 +295,9 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
         notes.append(f"review decisions: {dec['carried']} carried over to the same fix of this run; "
                      f"{dec['no_longer_apply']} no longer apply (this run proposes no such fix; kept in the "
                      f"dataset's history); {dec['applied_not_proposed']} applied fix(es) are in the labels now")
-    json_path, csv_path, images_csv = write_outputs(result, out, name, notes)
-    return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes)
+    json_path, csv_path, images_csv = write_outputs(result, out, name, notes, summary)
+    return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes,
+                    summary=summary)
 
 
 def run_summary(result: ScoreResult) -> dict:
@@ -512,7 +514,8 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
     return fixes
 
 
-def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -> tuple[Path, Path, Path]:
+def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str], summary: dict | None = None
+                  ) -> tuple[Path, Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     recs = result.labels.records
     order = result.ranking()
@@ -522,7 +525,7 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str]) -
         "notes": notes,
         "used_predictions": result.used_predictions,
         "used_pixels": result.used_pixels,
-        **run_summary(result),
+        **(summary if summary is not None else run_summary(result)),
         "images": [{"filepath": recs[i].filepath, "sample_id": recs[i].sample_id,
                     "score": round(float(result.image_score[i]), 6)} for i in order],
         "issues": [{"id": i.data.get("id"), "filepath": i.filepath, "sample_id": i.sample_id, "type": i.type,
