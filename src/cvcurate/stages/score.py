@@ -150,6 +150,13 @@ DECISION_TAGS = ("error:confirmed", "error:rejected", "fix:applied")  # what a r
 BOXED_ACTIONS = ("add", "move", "split", "merge", "clip")  # their result is a new box: matched by IoU
 
 
+def _decision_record(sample_id: str, fix: dict, tags: list[str]) -> dict:
+    """A decided fix as the history keeps it when no fix of the new run means the same change."""
+    return {"sample_id": sample_id, "action": fix.get("cvc_action"), "class": fix.get("cvc_class"),
+            "target": fix.get("cvc_target"), "type": fix.get("cvc_type"), "tags": tags,
+            "bounding_box": fix.get("bounding_box"), "reason": fix.get("cvc_reason")}
+
+
 def carry_decisions(rows: Sequence[SampleScores], old: dict[str, list[dict]], sizes: dict[str, tuple[int, int]],
                     classes: Sequence[str], min_iou: float = 0.5) -> dict:
     """Carry every reviewer decision on the previous run's fixes over to the new fix that means
@@ -184,18 +191,14 @@ def carry_decisions(rows: Sequence[SampleScores], old: dict[str, list[dict]], si
             elif "fix:applied" in tags:
                 applied_gone += 1  # applied: the labels hold it now, so it is no longer proposed
             else:
-                not_carried.append({"sample_id": r.sample_id, "action": d.get("cvc_action"), "class": d.get("cvc_class"),
-                                    "target": d.get("cvc_target"), "type": d.get("cvc_type"), "tags": tags,
-                                    "bounding_box": d.get("bounding_box"), "reason": d.get("cvc_reason")})
+                not_carried.append(_decision_record(r.sample_id, d, tags))
     ids = {r.sample_id for r in rows}
     for sid, dets in old.items():  # samples this run did not score at all
         if sid not in ids:
             for d in dets:
                 tags = [t for t in (d.get("tags") or []) if t in DECISION_TAGS]
                 if tags and "fix:applied" not in tags:
-                    not_carried.append({"sample_id": sid, "action": d.get("cvc_action"), "class": d.get("cvc_class"),
-                                        "target": d.get("cvc_target"), "type": d.get("cvc_type"), "tags": tags,
-                                        "bounding_box": d.get("bounding_box"), "reason": d.get("cvc_reason")})
+                    not_carried.append(_decision_record(sid, d, tags))
     return {"carried": carried, "no_longer_apply": len(not_carried), "applied_not_proposed": applied_gone,
             "not_carried": not_carried}
 
