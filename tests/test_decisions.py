@@ -113,7 +113,7 @@ def _fix(action, cls, box, target=None, p=0.9, issue="i"):
 
 
 def _dups(dets):
-    from cvcurate.stages.review import _duplicate_pairs
+    from cvcurate.decisions import duplicate_pairs as _duplicate_pairs
 
     return _duplicate_pairs(dets, 0.8)
 

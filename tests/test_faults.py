@@ -516,7 +516,8 @@ def test_database_lost_in_process_is_one_line_and_the_store_is_kept(stored, tmp_
     monkeypatch.setattr(runs, "_write_run", lost)
     line = one_error_line(run("score", stored, "--no-pixels", "--out", tmp_path / "s"))
     assert f"at {uri} (FIFTYONE_DATABASE_URI): connection closed; the score fields of dataset '{stored}' may be " \
-           f"partly written: run 'cvcurate score {stored}' again; check" in line, line
+           f"partly written: run 'cvcurate score {stored}' again (the review decisions are kept in its journal); " \
+           f"check" in line, line
     assert not (tmp_path / "s").exists()
     assert (store.field_names(stored), store.get_runs(stored), store.get_history(stored)) == before
 

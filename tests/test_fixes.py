@@ -7,7 +7,7 @@ import pytest
 
 import numpy as np
 
-from cvcurate import store
+from cvcurate import decisions, store
 from cvcurate.stages import review
 from cvcurate.stages.score import FIX_FIELD, proposed_fixes
 from cvcurate.types import Annotations, ImageRecord, Issue
@@ -52,15 +52,15 @@ def test_fragments_are_merged_and_merged_boxes_split():
             {"id": "g1", "label": "b", "bounding_box": [0.25, 0.05, 0.2, 0.2]},
             {"id": "g2", "label": "c", "bounding_box": [0.5, 0.5, 0.45, 0.2]}]
     started: set[str] = set()
-    assert review._apply_fix(dets, {"id": "f1", "cvc_action": "merge", "cvc_target": "g1", "cvc_others": "g0",
+    assert decisions.apply_fix(dets, {"id": "f1", "cvc_action": "merge", "cvc_target": "g1", "cvc_others": "g0",
                                     "bounding_box": [0.05, 0.05, 0.4, 0.2]}, started)
     for k, bb in enumerate(([0.51, 0.51, 0.19, 0.18], [0.75, 0.5, 0.19, 0.19])):
-        assert review._apply_fix(dets, {"id": f"s{k}", "cvc_action": "split", "cvc_target": "g2", "cvc_group": "g2",
+        assert decisions.apply_fix(dets, {"id": f"s{k}", "cvc_action": "split", "cvc_target": "g2", "cvc_group": "g2",
                                         "bounding_box": bb}, started)
     assert [d.get("id") for d in dets] == ["g1", "g2", None] and dets[0]["bounding_box"] == [0.05, 0.05, 0.4, 0.2]
     assert [d["label"] for d in dets] == ["b", "c", "c"]
     # a merge whose other box is gone does not apply
-    assert not review._apply_fix([{"id": "g1", "bounding_box": [0, 0, 1, 1]}],
+    assert not decisions.apply_fix([{"id": "g1", "bounding_box": [0, 0, 1, 1]}],
                                  {"id": "f", "cvc_action": "merge", "cvc_target": "g1", "cvc_others": "g9",
                                   "bounding_box": [0, 0, 1, 1]}, set())
 

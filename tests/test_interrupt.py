@@ -174,7 +174,7 @@ def test_interrupted_apply_leaves_the_ground_truth(tmp_path, monkeypatch, datase
     logs = tmp_path / "logs"
     interrupt_after(monkeypatch, "record_change")
     r = run("apply", dataset_name, "--log-dir", logs)
-    assert interrupted_line(r) == ROLLED_BACK
+    assert interrupted_line(r) == "interrupted: the apply was rolled back: the store was left as it was before this command"
     assert store.get_detections(dataset_name, store.GT_FIELD) == gt
     assert store.get_detections(dataset_name, FIX_FIELD) == fixes
     assert store.get_changes(dataset_name) == [] and not list(logs.glob("*.json"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cvcurate"
-COMPUTE = ("types", "config", "errors", "progress", "report", "formats", "scoring", "detector", "synth",
+COMPUTE = ("types", "config", "errors", "progress", "report", "formats", "scoring", "detector", "synth", "decisions",
            "corrupt", "gate", "manifest", "augment", "analysis")
 
 

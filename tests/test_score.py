@@ -112,7 +112,9 @@ def test_score_cli_writes_store_views_and_files(tmp_path, dataset_name):
     assert set(geo.values("filepath")) == deg
     scores = geo.values("cvc_geometry")
     assert scores == sorted(scores, reverse=True)
-    assert any("degenerate" in (t or "") for t in ds.values("ground_truth.detections.cvc_issue", unwind=True))
+    # the issue's suspect box says it; nothing is written into the labels themselves
+    assert "degenerate" in ds.values("cvc_suspects.detections.cvc_type", unwind=True)
+    assert not [p for p in ds.get_field_schema(flat=True) if p.startswith("ground_truth.detections.cvc_")]
     data = json.loads((tmp_path / "s1" / "scores.json").read_text())
     assert data["counts"]["degenerate"] + data["counts"].get("out_of_image", 0) >= len(deg)
     assert (tmp_path / "s1" / "issues.csv").read_text().count("\n") == len(data["issues"]) + 1

@@ -289,7 +289,7 @@ def _key(det: dict) -> tuple:
 
 
 def _expected_gt(sample: dict, fixes: list[dict], whole: bool) -> list[tuple]:
-    from cvcurate.stages.review import _apply_fix
+    from cvcurate.decisions import apply_fix as _apply_fix
 
     after = json.loads(json.dumps(sample["gt"]))
     split: set[str] = set()

@@ -75,6 +75,7 @@ def reset_interrupt_state() -> None:
     """Forget what earlier commands of this process said (the CLI calls it per command)."""
     _NOTE.clear()
     _KEPT.clear()
+    _NOTICES.clear()
 
 
 def kept(what: str) -> None:
@@ -103,6 +104,15 @@ class interrupt_leaves:  # noqa: N801 - used like a function: ``with interrupt_l
         return False
 
 
+def settle(message: str = NOTHING_WRITTEN) -> None:
+    """After a rollback that finished: what an interrupt leaves is ``message`` (the block's "may
+    be partly written" note no longer holds)."""
+    if _NOTE:
+        _NOTE[-1] = message
+    else:
+        _NOTE.append(message)
+
+
 def left_behind() -> str:
     """What a command stopped now leaves: what was kept, rolled back or left partly written (the
     same account for an interrupt and for a lost database)."""
@@ -117,3 +127,62 @@ def left_behind() -> str:
 def interrupt_message() -> str:
     """The line for an interrupted command: what was kept, rolled back or left partly written."""
     return "interrupted: " + left_behind()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (CI cancellation, ``timeout``, ``docker stop``): handled exactly like Ctrl-C, so a
+    writer rolls back what it can and says what it leaves; exit code 143."""
+
+
+# ---------------------------------------------------------------------------------------------
+# notices: lines a stage says on the way (a recovered journal), printed by the CLI at once
+# ---------------------------------------------------------------------------------------------
+_NOTICES: list[str] = []
+_NOTICE_SINK: list = []
+
+
+def notice(text: str) -> None:
+    """Say one line now (the CLI prints it on stderr); kept for library callers in :func:`notices`."""
+    _NOTICES.append(text)
+    for sink in _NOTICE_SINK:
+        sink(text)
+
+
+def notices() -> list[str]:
+    return list(_NOTICES)
+
+
+def set_notice_sink(sink) -> None:  # type: ignore[no-untyped-def]
+    _NOTICE_SINK[:] = [sink] if sink is not None else []
+
+
+# ---------------------------------------------------------------------------------------------
+# a test-only hook: pause a command at a named write so that a test can kill it there
+# ---------------------------------------------------------------------------------------------
+_PAUSE_SEEN: dict[str, int] = {}
+
+
+def pause_point(name: str) -> None:
+    """With ``CVCURATE_TEST_PAUSE=<name>`` (or ``<name>#<k>``: its k-th passage) in the
+    environment, write this pid to ``CVCURATE_TEST_PAUSE_FILE`` and sleep until killed or until
+    that file is removed. A no-op otherwise: one dictionary look-up."""
+    import os
+
+    want = os.environ.get("CVCURATE_TEST_PAUSE")
+    if not want:
+        return
+    point, _, nth = want.partition("#")
+    if point != name:
+        return
+    _PAUSE_SEEN[name] = _PAUSE_SEEN.get(name, 0) + 1
+    if _PAUSE_SEEN[name] != (int(nth) if nth else 1):
+        return
+    import time
+
+    path = os.environ.get("CVCURATE_TEST_PAUSE_FILE")
+    if path:
+        with open(path + ".tmp", "w") as fh:
+            fh.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)
+    while not path or os.path.exists(path):  # the test removes the file to let it go on
+        time.sleep(0.05)

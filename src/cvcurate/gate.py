@@ -105,6 +105,7 @@ class GateInput:
     score_method: str = ""  # how the score run was made (model, predictions field, date)
     source: str = ""
     run: dict | None = None  # the score run's record (its one count: issues, flagged, expected errors)
+    unfinished: list[str] = field(default_factory=list)  # writes a killed command left unfinished (the journal)
 
 
 @dataclass
@@ -178,6 +179,10 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
         by_type.setdefault(iss.type, []).append(iss)
     out: list[CheckResult] = []
 
+    # half-written labels or score fields are not fit to train on, whatever the other checks say
+    out.append(CheckResult("unfinished_writes", FAIL if data.unfinished else PASS, float(len(data.unfinished)),
+                           "fail if > 0", "; ".join(data.unfinished) if data.unfinished else
+                           "no write to the dataset was left unfinished"))
     bad = data.unreadable + data.rejected
     out.append(_check("unreadable_images", bad, cfg.unreadable_images_above, True,
                       f"{data.unreadable} image(s) cannot be decoded, {data.rejected} rejected at import"))

@@ -24,6 +24,23 @@ from .. import errors
 from ..errors import CvcurateError
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
+TERMINATED_EXIT_CODE = 143  # 128 + SIGTERM
+
+
+def _on_sigterm():  # type: ignore[no-untyped-def]
+    """SIGTERM (CI cancellation, ``timeout``, ``docker stop``) raises :class:`errors.Terminated`, a
+    KeyboardInterrupt: every writer rolls back and says what it leaves, as for Ctrl-C. Returns the
+    previous handler (None when not in the main thread, where no handler can be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):  # type: ignore[no-untyped-def]
+        raise errors.Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 class _Group(TyperGroup):
@@ -31,11 +48,17 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         errors.reset_interrupt_state()
+        errors.set_notice_sink(lambda text: typer.secho(text, err=True, fg=typer.colors.YELLOW))
+        old_term = _on_sigterm()
         try:
             return super().invoke(ctx)
         except CvcurateError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(exc.exit_code) from None
+        except errors.Terminated:
+            typer.secho(errors.interrupt_message().replace("interrupted:", "terminated (SIGTERM):", 1), err=True,
+                        fg=typer.colors.YELLOW)
+            raise typer.Exit(TERMINATED_EXIT_CODE) from None
         except KeyboardInterrupt:
             typer.secho(errors.interrupt_message(), err=True, fg=typer.colors.YELLOW)
             raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
@@ -49,6 +72,12 @@ class _Group(TyperGroup):
                 raise
             typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
             raise typer.Exit(err.exit_code) from None
+        finally:
+            errors.set_notice_sink(None)
+            if old_term is not None:
+                import signal
+
+                signal.signal(signal.SIGTERM, old_term)
 
     def list_commands(self, ctx):  # type: ignore[no-untyped-def]
         return list(self.commands)  # in the order they were added, which follows the workflow

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import shell_arg
 from . import app
-from .common import console, esc, say
+from .common import console, esc, say, wait_option
 
 COLUMNS = ("class", "images", "instances", "target", "samples", "new instances", "after", "images after")
 
@@ -32,6 +32,7 @@ def augment_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and stop."),
     undo: bool = typer.Option(False, "--undo", help="Remove the samples and files an augmentation added "
                               "(all of them, or those of --out)."),
+    wait: float = wait_option(),
 ) -> None:
     """Add bbox-correct samples of under-represented classes, from an albumentations pipeline
     (flips, small affine, brightness/contrast, noise, blur) and rare-class defect copy-paste.
@@ -53,11 +54,12 @@ def augment_cmd(
     from ..stages import augment as stage
 
     if undo:
-        n, files = stage.undo(name, out=out)
+        n, files = stage.undo(name, out=out, wait=wait)
         say(f"removed {n} augmented sample(s) from {name} and {files} file(s)")
         return
     res = stage.augment(name, config=config, target=target, balance=balance, classes=classes or None,
-                        device=device, workers=workers, seed=seed, out=out, dry_run=dry_run, progress=True)
+                        device=device, workers=workers, seed=seed, out=out, dry_run=dry_run, progress=True,
+                        wait=wait)
     from rich.table import Table
 
     t = Table(title=f"augmentation plan for {esc(name)} ({esc(res.pipeline)}, seed {seed})")

@@ -22,6 +22,15 @@ console = Console(highlight=False, soft_wrap=True, emoji=False)
 MAX_LINES = 20
 
 
+def wait_option() -> Any:
+    """--wait SECONDS, for every command that writes to a dataset (one lock per dataset)."""
+    import typer
+
+    return typer.Option(0.0, "--wait", min=0.0, max=86400.0, metavar="SECONDS",
+                        help="When another cvcurate command is writing to the dataset, wait up to this long for "
+                        "it instead of exiting at once (exit 2, naming the command that holds the dataset).")
+
+
 def esc(value: Any) -> str:
     """``value`` as text that rich prints as is inside markup."""
     return escape(str(value))

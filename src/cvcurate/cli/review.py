@@ -11,7 +11,7 @@ from ..errors import InputError, shell_arg
 from ..stages import review as review_lib
 from ..scoring import QUEUES
 from . import app
-from .common import say, serve_app
+from .common import say, serve_app, wait_option
 
 QUEUE_CHOICES = ["all", *QUEUES]
 
@@ -94,7 +94,9 @@ def decide_cmd(
     confirm: Optional[list[str]] = typer.Option(None, "--confirm", help="Issue id to confirm (repeat the option)."),
     reject: Optional[list[str]] = typer.Option(None, "--reject", help="Issue id to reject (repeat the option)."),
     from_file: Optional[Path] = typer.Option(None, "--from-file", help="CSV with columns issue_id and decision "
-                                             "(confirm/reject): issues.csv of 'cvcurate score' with a decision column."),
+                                             "(confirm/reject): issues.csv of 'cvcurate score' with its decision "
+                                             "column filled in."),
+    wait: float = wait_option(),
 ) -> None:
     """Record review decisions from the command line, without the App.
 
@@ -107,7 +109,7 @@ def decide_cmd(
 
       cvcurate decide neu --confirm 65a1f0c2e4b0a1b2c3d4e5f6:1:swap --reject 65a1f0c2e4b0a1b2c3d4e5f7:0:badloc
 
-      cvcurate decide neu --from-file neu_scores/issues.csv
+      cvcurate decide neu --from-file reviewed.csv   (neu_scores/issues.csv with its decision column filled in)
     """
     yes, no = list(confirm or []), list(reject or [])
     if from_file is not None:
@@ -116,14 +118,16 @@ def decide_cmd(
         no += r2
     if not yes and not no:
         raise InputError("nothing to decide: give --confirm ID, --reject ID or --from-file decisions.csv")
-    res = review_lib.decide(name, confirm=yes, reject=no)
+    res = review_lib.decide(name, confirm=yes, reject=no, wait=wait)
+    if res.confirmed or res.rejected:
+        say(f"{name}: {res.confirmed} issue(s) confirmed, {res.rejected} rejected; {res.fixes_tagged} proposed fix(es) "
+            f"tagged" + (f"; {len(res.without_fix)} of them propose no fix (recorded on the suspect box)"
+                         if res.without_fix else ""))
     if res.unknown:
         raise InputError(f"{len(res.unknown)} issue id(s) not in the last score run of {name!r}: "
                          f"{', '.join(res.unknown[:5])}{' ...' if len(res.unknown) > 5 else ''} "
-                         "(ids are the issue_id column of issues.csv; nothing was recorded)")
-    say(f"{name}: {res.confirmed} issue(s) confirmed, {res.rejected} rejected; {res.fixes_tagged} proposed fix(es) "
-        f"tagged" + (f"; {len(res.without_fix)} of them propose no fix (recorded on the suspect box)"
-                     if res.without_fix else ""))
+                         f"(ids are the issue_id column of issues.csv of the last score); "
+                         f"{'the other decisions were recorded' if res.confirmed or res.rejected else 'nothing was recorded'}")
     if res.confirmed:
         say(f"apply them with: cvcurate apply {shell_arg(name)}")
 
@@ -135,6 +139,9 @@ def apply_cmd(
     change: Optional[str] = typer.Option(None, "--change", help="Change set id to undo."),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Where change logs go [default: NAME_changes/]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change, change nothing."),
+    force: bool = typer.Option(False, "--force", help="With --undo: restore the labels of before also on samples "
+                               "whose boxes changed since the change set was applied (their later edits are lost)."),
+    wait: float = wait_option(),
 ) -> None:
     """Apply the fixes reviewers confirmed to the ground truth in the store, or undo them.
 
@@ -150,10 +157,12 @@ def apply_cmd(
       cvcurate apply neu --undo
     """
     if undo or change:
-        cs = review_lib.undo(name, change)
+        cs = review_lib.undo(name, change, force=force, wait=wait)
         say(f"undone {cs.change_id}: {len(cs.changes)} sample(s) of {name} restored")
         return
-    cs = review_lib.apply(name, log_dir=log_dir, dry_run=dry_run)
+    if force:
+        raise InputError("--force goes with --undo")
+    cs = review_lib.apply(name, log_dir=log_dir, dry_run=dry_run, wait=wait)
     if not cs.changes:
         say(f"no confirmed fixes to apply in {name} (tag fixes or samples 'error:confirmed' in the App)")
         return

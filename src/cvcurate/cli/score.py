@@ -11,7 +11,7 @@ from ..scoring import QUEUES
 from ..stages.score import run_score
 from . import app
 from ..errors import shell_arg
-from .common import console, esc, say
+from .common import console, esc, say, wait_option
 
 
 @app.command("score")
@@ -32,6 +32,7 @@ def score_cmd(
                                             "out-of-sample; in-sample ones hide label errors)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Truth file of 'cvcurate corrupt': also print how "
                                          "well the ranking finds the injected errors."),
+    wait: float = wait_option(),
 ) -> None:
     """Score every image and box for likely label errors, with a reason for each.
 
@@ -45,7 +46,7 @@ def score_cmd(
     Example: cvcurate score neu --pred-field predictions_oof
     """
     run = run_score(name, pred_field=pred_field or predictions_alias, config=config, pixels=pixels, out_dir=out,
-                    progress=True, only_out_of_sample=only_out_of_sample)
+                    progress=True, only_out_of_sample=only_out_of_sample, wait=wait)
     res = run.result
     for note in run.notes:
         say(note if note.startswith("warning:") else f"note: {note}")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import store
-from ..errors import InputError
+from ..errors import NOTHING_WRITTEN, InputError, interrupt_leaves, pause_point, settle
+from . import recovery
 from ..progress import Counter
 from ..types import LabelSet
 
@@ -53,7 +54,7 @@ def default_out(name: str, pipeline: str, seed: int) -> Path:
 def augment(name: str, *, config: str | Path | None = None, target: int | None = None, balance: bool = False,
             classes: Sequence[str] | None = None, device: str = "cpu", workers: int = 1, seed: int = 0,
             out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
-            log: Callable[[str], None] = lambda _: None) -> AugmentRun:
+            log: Callable[[str], None] = lambda _: None, wait: float = 0.0) -> AugmentRun:
     from ..augment import check_target, load_pipeline, make_plan, run_augmentation
     from ..augment.gpu import resolve_device
 
@@ -81,24 +82,54 @@ def augment(name: str, *, config: str | Path | None = None, target: int | None =
     res.notes += list(run.notes)
     recs = run.records
     if recs:
-        history = {"action": "augment", "pipeline": pipe.name, "pipeline_sha256": pipe.sha256, "seed": seed,
-                   "samples": len(recs), "out_dir": str(out_dir.resolve())}
-        w = store.write(LabelSet(base.classes, recs), name, history=history)
-        res.added = w.added
-        ids = [r.sample_id for r in recs]
-        store.tag_samples(name, ids, AUGMENTED_TAG)
-        preds = [f for f in ("predictions_oof", "predictions") if f in store.field_names(name)]
-        if preds:
-            res.notes.append(f"the new samples have no {preds[0]!r} yet: predict again before scoring "
-                             f"(cvcurate predict {name} ... or train --folds K)")
-        store.set_dict_field(name, AUGMENT_FIELD, {
-            r.sample_id: {**s.provenance, "out_dir": str(out_dir.resolve())} for r, s in zip(recs, run.samples)})
+        with store.dataset_lock(name, "augment", user=store.journal.who(), wait_s=wait):
+            recovery.recover(name, "augment")
+            _add_locked(name, base, recs, run, pipe, seed, out_dir, res)
     return res
 
 
-def undo(name: str, *, out: str | Path | None = None) -> tuple[int, int]:
+def _add_locked(name: str, base: LabelSet, recs: list, run: Any, pipe: Any, seed: int, out_dir: Path,
+                res: AugmentRun) -> None:
+    """Add the new samples, tag them and write their provenance: journalled first (the file paths
+    it adds), so that a kill between the three writes is rolled back by the next writer; an
+    interrupt rolls back at once."""
+    history = {"action": "augment", "pipeline": pipe.name, "pipeline_sha256": pipe.sha256, "seed": seed,
+               "samples": len(recs), "out_dir": str(out_dir.resolve())}
+    have = set(store.sample_values(name, ["filepath"])["filepath"])
+    new_paths = [r.filepath for r in recs if r.filepath not in have]
+    entry = store.journal.begin(name, "augment", {"paths": new_paths, "out_dir": str(out_dir.resolve())})
+    try:
+        with interrupt_leaves(f"the augmented samples of dataset {name!r} may be partly added: the next cvcurate "
+                              f"writer on it removes them (its journal lists them); augment again to resume"):
+            w = store.write(LabelSet(base.classes, recs), name, history=history)
+            res.added = w.added
+            ids = [r.sample_id for r in recs]
+            pause_point("augment:written")
+            store.tag_samples(name, ids, AUGMENTED_TAG)
+            store.set_dict_field(name, AUGMENT_FIELD, {
+                r.sample_id: {**s.provenance, "out_dir": str(out_dir.resolve())} for r, s in zip(recs, run.samples)})
+            store.journal.finish(name, entry)
+    except BaseException:
+        with store.shielded():
+            store.delete_samples_by_path(name, new_paths)
+            store.journal.finish(name, entry, store.journal.ROLLED_BACK)
+            settle(f"the augmented samples were removed again: {NOTHING_WRITTEN} (the images stay in {out_dir})")
+        raise
+    preds = [f for f in ("predictions_oof", "predictions") if f in store.field_names(name)]
+    if preds:
+        res.notes.append(f"the new samples have no {preds[0]!r} yet: predict again before scoring "
+                         f"(cvcurate predict {name} ... or train --folds K)")
+
+
+def undo(name: str, *, out: str | Path | None = None, wait: float = 0.0) -> tuple[int, int]:
     """Remove the samples an augmentation run added (all augmented samples, or those of ``out``)
-    and the files it wrote; return (samples removed, files removed)."""
+    and the files it wrote; return (samples removed, files removed). Holds the dataset's lock."""
+    with store.dataset_lock(name, "augment --undo", user=store.journal.who(), wait_s=wait):
+        recovery.recover(name, "augment")
+        return _undo_locked(name, out)
+
+
+def _undo_locked(name: str, out: str | Path | None) -> tuple[int, int]:
     from ..augment import remove_run
 
     vals = store.sample_values(name, ["tags", AUGMENT_FIELD])

@@ -102,8 +102,11 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
         mark_augmented(text, labels)
         issues, unreadable = _fresh_issues(labels, progress)
         scored, how = _scored_from_store(text, labels)
+        from .recovery import warn_unfinished
+
         return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, scored=scored,
-                           score_method=how, source=f"dataset {text}", run=_reviewed_run(text))
+                           score_method=how, source=f"dataset {text}", run=_reviewed_run(text),
+                           unfinished=[ln.split(": ", 1)[1] for ln in warn_unfinished(text)])
     path = Path(target)
     if not path.exists():
         raise InputError(f"{text} is neither a dataset in the store nor a path "

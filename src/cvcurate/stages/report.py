@@ -69,6 +69,9 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
                          "first, or leave out --pred-field")
     if pred_field is None:
         pred_field = next((f for f in ("predictions_oof", "predictions") if f in fields), None)
+    from .recovery import warn_unfinished
+
+    warn_unfinished(name)
     labels = store.read(name, pred_field=pred_field)
     if not labels.records:
         raise InputError(f"dataset {name!r} has no images to report on")

@@ -23,17 +23,17 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from .. import store
-from ..errors import InputError, kept, shell_arg
+from .. import decisions, store
+from ..decisions import APPLIED, CONFIRMED, REJECTED
+from ..errors import NOTHING_WRITTEN, InputError, interrupt_leaves, kept, pause_point, settle, shell_arg
 from ..scoring import QUEUES
+from . import recovery
 from . import score as score_stage
 
-CONFIRMED = "error:confirmed"
-REJECTED = "error:rejected"
-APPLIED = "fix:applied"
 FIX_FIELD = score_stage.FIX_FIELD
+SUSPECTS_FIELD = score_stage.SUSPECTS_FIELD
 GT_FIELD = store.GT_FIELD
 
 
@@ -103,6 +103,7 @@ def summary(name: str) -> list[QueueProgress]:
     """Per queue: its samples, and its fixes confirmed, rejected, open and applied (a fix belongs
     to the queue of the issue that proposed it; a sample-level tag decides each of its fixes)."""
     check_scored(name)
+    recovery.warn_unfinished(name)
     type_to_queue = {t: q for q, types in QUEUES.items() for t in types}
     queue_fields = [score_stage.queue_field(q) for q in QUEUES]
     info = store.sample_info(name, ["tags", *queue_fields])
@@ -126,12 +127,8 @@ def summary(name: str) -> list[QueueProgress]:
 
 
 def _decision(sample_tags: set[str], label_tags: set[str]) -> str | None:
-    for tags in (label_tags, sample_tags):
-        if CONFIRMED in tags and REJECTED not in tags:
-            return "confirmed"
-        if REJECTED in tags:
-            return "rejected"
-    return None
+    d = decisions.decision(sample_tags, label_tags)
+    return None if d == "conflict" else d
 
 
 @dataclass
@@ -148,72 +145,17 @@ class ChangeSet:
         return sum(len(c["fixes"]) for c in self.changes)
 
 
-def _apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any], split_started: set[str]) -> bool:
-    """Apply one fix (a cvc_fixes detection) to a list of ground-truth detections in place.
-
-    False when it cannot be applied: its box (or a box it merges) is gone, edited since scoring.
-    ``split_started``: targets that already took their first split piece (the next pieces are added).
-    """
-    action = fix["cvc_action"]
-    if action == "add":
-        dets.append({"label": fix["cvc_class"], "bounding_box": list(fix["bounding_box"]), "tags": [],
-                     "attributes": {}, "cvc_added_by": fix["id"]})
-        return True
-    k = next((i for i, d in enumerate(dets) if d.get("id") == fix.get("cvc_target")), None)
-    if k is None:
-        return False  # the box is gone (edited since scoring)
-    if action == "remove":
-        dets.pop(k)
-    elif action == "relabel":
-        dets[k]["label"] = fix["cvc_class"]
-    elif action in ("move", "clip"):
-        dets[k]["bounding_box"] = list(fix["bounding_box"])
-    elif action == "merge":
-        others = [o for o in (fix.get("cvc_others") or "").split(",") if o]
-        if not all(any(d.get("id") == o for d in dets) for o in others):
-            return False
-        dets[k]["bounding_box"] = list(fix["bounding_box"])
-        dets[:] = [d for d in dets if d.get("id") not in others]
-    elif action == "split":
-        if fix["cvc_target"] in split_started:
-            dets.append({"label": dets[k]["label"], "bounding_box": list(fix["bounding_box"]), "tags": [],
-                         "attributes": {}, "cvc_added_by": fix["id"]})
-        else:
-            dets[k]["bounding_box"] = list(fix["bounding_box"])
-            split_started.add(fix["cvc_target"])
-    else:
-        return False
-    return True
-
-
 _ROUNDS = 3  # compare-and-set rounds: a sample a reviewer changed while apply ran is read and decided again
-
-
-def _duplicate_pairs(dets: list[dict[str, Any]], min_iou: float) -> int:
-    """Pairs of boxes of one class that overlap at IoU above ``min_iou`` (relative xywh boxes; IoU
-    does not change with the image's scale)."""
-    import numpy as np
-
-    from ..scoring.batch import box_iou
-
-    n = 0
-    by_cls: dict[str, list[list[float]]] = {}
-    for d in dets:
-        x, y, w, h = d["bounding_box"]
-        by_cls.setdefault(d.get("label"), []).append([x, y, x + w, y + h])
-    for boxes in by_cls.values():
-        if len(boxes) > 1:
-            a = np.asarray(boxes, float)
-            iou = box_iou(a, a)
-            n += int((np.triu(iou, 1) > min_iou).sum())
-    return n
 
 
 def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Read the decisions and the ground truth (of the samples ``only``, or all) and work out each
-    sample's change: sample id -> {tags, fixes, before, after, applied} (what was read, what it
-    becomes, the fixes it applies). Confirmed fixes that cannot be applied go to ``cs.skipped``."""
+    sample's change: sample id -> {tags, fixes, suspects, before, after, applied} (what was read,
+    what it becomes, the fixes it applies). Confirmed fixes that cannot be applied, and fixes
+    whose decisions conflict, go to ``cs.skipped``. Boxes a fix adds get their ids here, so that
+    the journal written before the first write knows every label apply will write."""
     fixes = store.get_detections(name, FIX_FIELD, only)
+    suspects = store.get_detections(name, SUSPECTS_FIELD, only) if SUSPECTS_FIELD in store.field_names(name) else {}
     info = store.sample_info(name, ["tags", "filepath", "last_modified_at"])
     sample_tags = {sid: list(t or []) for sid, t in zip(info["id"], info["tags"])}
     # FiftyOne keeps no time per tag: a sample's last modification before apply is when its tags
@@ -227,8 +169,13 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
             tags = set(d.get("tags") or [])
             if APPLIED in tags:
                 continue
-            if _decision(set(sample_tags.get(sid, [])), tags) == "confirmed":
+            dec, why = decisions.fix_decision(d, sample_tags.get(sid, []), suspects.get(sid, []))
+            if dec == "confirmed":
                 todo.setdefault(sid, []).append(d)
+            elif dec == "conflict":
+                cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": d.get("id"), "conflict": True,
+                                   "why": f"conflicting decisions on its {d.get('cvc_action')} fix ({why}): "
+                                          f"nothing of it applied; decide it again"})
     if not todo:
         return {}
     gt = store.get_detections(name, GT_FIELD, list(todo))
@@ -245,8 +192,8 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
         for fx in sorted(sample_fixes, key=lambda f: (f["cvc_action"] == "remove", -float(f.get("confidence") or 0))):
             trial = json.loads(json.dumps(after))
             started = set(split_started)
-            ok = _apply_fix(trial, fx, started)
-            if ok and _duplicate_pairs(trial, dup_iou) > _duplicate_pairs(after, dup_iou):
+            ok = decisions.apply_fix(trial, fx, started, new_id=store.new_id)
+            if ok and decisions.duplicate_pairs(trial, dup_iou) > decisions.duplicate_pairs(after, dup_iou):
                 cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": fx.get("id"), "conflict": True,
                                    "why": f"the {fx['cvc_action']} fix would put a second {fx.get('cvc_class')} box on "
                                           f"a defect that already has one (a box there, or a more probable fix): "
@@ -256,7 +203,6 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
                 after[:] = trial
                 split_started.clear()
                 split_started.update(started)
-            if ok:
                 applied.append({k: fx.get(k) for k in ("id", "cvc_action", "cvc_type", "cvc_class",
                                                         "cvc_target", "cvc_others", "bounding_box", "cvc_reason")}
                                | {"tagged_at": tagged_at.get(sid)})
@@ -269,39 +215,45 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
                 cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": fx.get("id"),
                                    "why": f"the {fx['cvc_action']} fix no longer applies (box edited since scoring)"})
         if applied:
-            plans[sid] = {"tags": sample_tags.get(sid, []), "fixes": fixes[sid], "before": before, "after": after,
-                          "applied": applied, "filepath": paths.get(sid)}
+            plans[sid] = {"tags": sample_tags.get(sid, []), "fixes": fixes[sid], "suspects": suspects.get(sid, []),
+                          "before": before, "after": after, "applied": applied, "filepath": paths.get(sid)}
     return plans
 
 
-def _change_entry(sid: str, plan: dict[str, Any]) -> dict[str, Any]:
+def _change_entry(sid: str, plan: dict[str, Any], with_after: bool = False) -> dict[str, Any]:
     return {"sample_id": sid, "filepath": plan["filepath"], "fixes": plan["applied"], "before": plan["before"],
-            "after": None}
+            "after": plan["after"] if with_after else None}
 
 
-def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False) -> ChangeSet:
+def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False, wait: float = 0.0) -> ChangeSet:
     """Apply every confirmed, not yet applied fix; write the change log; return what changed.
 
-    Safe with other processes on a shared database: it holds the dataset's lock (another apply or
-    undo is refused with :class:`~cvcurate.store.DatasetBusyError`), and writes each sample with a
-    compare-and-set: its new ground truth and its fixes' ``fix:applied`` mark in one update, done
-    only if the sample's tags, fixes and ground truth are still as read (a sample a reviewer
-    tagged in between is read and decided again). Reviewers' tags are never rewritten: the mark is
-    added to the applied fixes' own tags."""
+    Safe with other processes on a shared database: it holds the dataset's lock (another writer
+    is refused with :class:`~cvcurate.store.DatasetBusyError`, or waited for up to ``wait``
+    seconds), finishes or rolls back what a killed writer left (:mod:`.recovery`), journals its
+    change before the first write, and writes each sample with a compare-and-set: its new ground
+    truth and its fixes' ``fix:applied`` mark in one update, done only if the sample's tags,
+    fixes, suspect boxes and ground truth are still as read (a sample a reviewer tagged in between
+    is read and decided again). Reviewers' tags are never rewritten: the mark is added to the
+    applied fixes' own tags."""
     check_scored(name)
     now = _dt.datetime.now(_dt.timezone.utc)
     cs = ChangeSet(change_id=now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6], dataset=name,
                    at=now.isoformat(timespec="seconds"))
     if dry_run:
+        recovery.warn_unfinished(name)
         cs.changes = [_change_entry(sid, p) for sid, p in _plan(name, cs).items()]
         return cs
-    with store.dataset_lock(name, "apply", user=_who()) as lock:
+    with store.dataset_lock(name, "apply", user=_who(), wait_s=wait) as lock:
+        recovery.recover(name, "apply")
         return _apply_locked(name, cs, lock, log_dir)
 
 
 def _apply_write(sid: str, plan: dict[str, Any]) -> Any:
-    return store.GuardedWrite(sid, expect_tags=plan["tags"],
-                              expect_detections={FIX_FIELD: plan["fixes"], GT_FIELD: plan["before"]},
+    expect = {FIX_FIELD: plan["fixes"], GT_FIELD: plan["before"]}
+    if plan.get("suspects"):
+        expect[SUSPECTS_FIELD] = plan["suspects"]
+    return store.GuardedWrite(sid, expect_tags=plan["tags"], expect_detections=expect,
                               set_detections={GT_FIELD: plan["after"]},
                               add_label_tags={FIX_FIELD: ([f["id"] for f in plan["applied"]], [APPLIED])})
 
@@ -313,54 +265,66 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
     attempted: list[str] = []  # filled before each sample's write is sent
     sent: dict[str, dict[str, Any]] = {}  # sample -> the plan last sent for it (what a rollback takes back)
     written: dict[str, dict[str, Any]] = {}
+    entry: dict[str, Any] | None = None
+    partly = (f"the apply on dataset {name!r} may be partly written; its journal holds the labels of before: "
+              f"the next cvcurate writer on it (e.g. 'cvcurate apply {shell_arg(name)}') rolls it back")
     try:
-        todo = plans
-        for round_ in range(_ROUNDS):
+        with interrupt_leaves(partly):
+            todo = plans
+            for round_ in range(_ROUNDS):
+                lock.check()
+                sent.update(todo)
+                body = {"changes": [_change_entry(sid, p, True) for sid, p in sent.items()]}
+                if entry is None:  # the intent, with every before-image, is in the database before any write
+                    entry = store.journal.begin(name, "apply", body, change_id=cs.change_id)
+                else:
+                    store.journal.set_payload(name, entry, body)
+                pause_point("apply:journaled")
+                done = set(store.guarded_write(name, [_apply_write(sid, p) for sid, p in todo.items()], attempted))
+                written.update({sid: p for sid, p in todo.items() if sid in done})
+                stale = [sid for sid in todo if sid not in done]
+                if not stale:
+                    break
+                if round_ == _ROUNDS - 1:
+                    paths = {sid: todo[sid]["filepath"] for sid in stale}
+                    cs.skipped.extend({"sample_id": sid, "filepath": paths.get(sid),
+                                       "why": "it kept changing while apply ran: run apply again"} for sid in stale)
+                    break
+                todo = _plan(name, cs, only=stale)
+                if not todo:
+                    break
+            if not written:
+                store.journal.finish(name, entry, store.journal.ROLLED_BACK)
+                return cs
+            cs.changes = [_change_entry(sid, p) for sid, p in written.items()]
+            after = store.get_detections(name, GT_FIELD, list(written))
+            for c in cs.changes:
+                c["after"] = after[c["sample_id"]]
             lock.check()
-            sent.update(todo)
-            done = set(store.guarded_write(name, [_apply_write(sid, p) for sid, p in todo.items()], attempted))
-            written.update({sid: p for sid, p in todo.items() if sid in done})
-            stale = [sid for sid in todo if sid not in done]
-            if not stale:
-                break
-            # changed since read (a reviewer tagged it, a box was edited): decide these again
-            cs.skipped = [s for s in cs.skipped if s["sample_id"] not in stale]
-            if round_ == _ROUNDS - 1:
-                info = store.sample_info(name, ["filepath"])
-                paths = dict(zip(info["id"], info["filepath"]))
-                cs.skipped.extend({"sample_id": sid, "filepath": paths.get(sid),
-                                   "why": "it kept changing while apply ran: run apply again"} for sid in stale)
-                break
-            todo = _plan(name, cs, only=stale)
-            if not todo:
-                break
-        if not written:
-            return cs
-        cs.changes = [_change_entry(sid, p) for sid, p in written.items()]
-        after = store.get_detections(name, GT_FIELD, list(written))
-        for c in cs.changes:
-            c["after"] = after[c["sample_id"]]
-        lock.check()
-        cs.log_path = _write_log(cs, log_dir)
-        from ..store.meta import save_change_body
-
-        save_change_body(name, cs.change_id, json.loads(cs.log_path.read_text()))
-        store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "by": _who(), "log": str(cs.log_path),
-                                   "samples": len(cs.changes), "fixes": cs.applied, "undone": False})
+            cs.log_path = _write_log(cs, log_dir)
+            store.save_change_body(name, cs.change_id, json.loads(cs.log_path.read_text()))
+            pause_point("apply:before-commit")
+            # the commit: once the change set is listed, a recovery keeps it (undo takes it back)
+            store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "by": _who(), "log": str(cs.log_path),
+                                       "samples": len(cs.changes), "fixes": cs.applied, "undone": False})
+            store.journal.finish(name, entry)
     except BaseException:
-        # all or nothing (Ctrl-C included): a change that is not logged could not be undone. Each
-        # sample sent is put back only if it still holds what apply wrote (one never written is left)
+        # all or nothing (Ctrl-C and SIGTERM included): a change that is not logged could not be
+        # undone. Each sample sent is put back only if it still holds what apply wrote (one never
+        # written is left). If this fails too (the database is gone), the journal stays pending
+        # and the next writer rolls it back.
         with store.shielded():
             store.guarded_write(name, [store.GuardedWrite(
                 sid, expect_detections={GT_FIELD: sent[sid]["after"]}, set_detections={GT_FIELD: sent[sid]["before"]},
                 remove_label_tags={FIX_FIELD: ([f["id"] for f in sent[sid]["applied"]], [APPLIED])})
                 for sid in dict.fromkeys(attempted)])
             store.forget_change(name, cs.change_id)
-            from ..store.meta import forget_change_body
-
-            forget_change_body(name, cs.change_id)
+            store.forget_change_body(name, cs.change_id)
             if cs.log_path is not None:
                 cs.log_path.unlink(missing_ok=True)
+            if entry is not None:
+                store.journal.finish(name, entry, store.journal.ROLLED_BACK)
+            settle(f"the apply was rolled back: {NOTHING_WRITTEN}")
         raise
     kept(f"{cs.applied} fix(es) applied to dataset {name!r} and logged in {cs.log_path}")
     return cs
@@ -375,17 +339,21 @@ def _write_log(cs: ChangeSet, log_dir: str | Path | None) -> Path:
     return path.resolve()
 
 
-def undo(name: str, change_id: str | None = None) -> ChangeSet:
+def undo(name: str, change_id: str | None = None, *, force: bool = False, wait: float = 0.0) -> ChangeSet:
     """Restore the ground truth a change set replaced (the last one not undone by default).
 
-    Holds the dataset's lock like :func:`apply`; each sample is restored only if it still holds
-    what the change set wrote (compare-and-set), and the ``fix:applied`` marks are taken off the
-    fixes' own tags, leaving reviewers' tags alone."""
-    with store.dataset_lock(name, "undo", user=_who()) as lock:
-        return _undo_locked(name, change_id, lock)
+    Holds the dataset's lock like :func:`apply` and journals before it writes. Each sample is
+    restored only if its boxes (ids, classes, places: not the attributes a score run or the App
+    adds) are still as the change set left them; otherwise nothing is undone and the message names
+    the boxes that changed, unless ``force``: then those samples get their labels of before too
+    (the later edits of their boxes are lost). The ``fix:applied`` marks are taken off the fixes'
+    own tags, leaving reviewers' tags alone."""
+    with store.dataset_lock(name, "undo", user=_who(), wait_s=wait) as lock:
+        recovery.recover(name, "undo")
+        return _undo_locked(name, change_id, lock, force)
 
 
-def _undo_locked(name: str, change_id: str | None, lock: Any) -> ChangeSet:
+def _undo_locked(name: str, change_id: str | None, lock: Any, force: bool = False) -> ChangeSet:
     history = [c for c in store.get_changes(name) if not c.get("undone")]
     if not history:
         raise InputError(f"dataset {name!r} has no applied change to undo")
@@ -393,19 +361,22 @@ def _undo_locked(name: str, change_id: str | None, lock: Any) -> ChangeSet:
     if entry is None:
         raise InputError(f"no change {change_id!r} to undo in {name!r} "
                          f"(changes: {', '.join(c['change_id'] for c in history)})")
-    from ..store.meta import load_change_body
-
-    log = load_change_body(name, entry["change_id"])  # in the database: undo from any machine
+    log = store.load_change_body(name, entry["change_id"])  # in the database: undo from any machine
     if log is None:  # a change set of an older version: only its local log file has it
         try:
             log = json.loads(Path(entry["log"]).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"cannot read the change log {entry['log']}: {exc}") from None
     current = store.get_detections(name, GT_FIELD, [c["sample_id"] for c in log["changes"]])
-    conflicts = [c["filepath"] for c in log["changes"] if current.get(c["sample_id"]) != c["after"]]
-    if conflicts:
-        raise InputError(f"{len(conflicts)} sample(s) changed since {entry['change_id']} was applied "
-                         f"(first: {conflicts[0]}); nothing was undone")
+    conflicts = [(c, decisions.changed_boxes(c["after"], current.get(c["sample_id"], [])))
+                 for c in log["changes"]
+                 if decisions.labels_of(current.get(c["sample_id"], [])) != decisions.labels_of(c["after"])]
+    if conflicts and not force:
+        first = "; ".join(f"{Path(c['filepath'] or '?').name}: {', '.join(why[:3]) or 'boxes changed'}"
+                          for c, why in conflicts[:3])
+        raise InputError(f"{len(conflicts)} sample(s) changed since {entry['change_id']} was applied ({first}"
+                         f"{'; ...' if len(conflicts) > 3 else ''}); nothing was undone. Give --force to restore "
+                         f"their labels of before anyway (the later edits of those boxes are lost)")
     by_sid = {c["sample_id"]: c for c in log["changes"]}
 
     def fix_ids(sid: str) -> list[str]:
@@ -417,24 +388,38 @@ def _undo_locked(name: str, change_id: str | None, lock: Any) -> ChangeSet:
             add_label_tags={FIX_FIELD: (fix_ids(sid), [APPLIED])}) for sid in dict.fromkeys(sids)])
 
     attempted: list[str] = []
+    journal_entry = None
+    partly = (f"the undo of {entry['change_id']} on dataset {name!r} may be partly written; its journal holds "
+              f"the labels of before: the next cvcurate writer on it rolls it back")
     try:  # all or nothing, like apply
-        lock.check()
-        done = store.guarded_write(name, [store.GuardedWrite(
-            sid, expect_detections={GT_FIELD: current[sid]}, set_detections={GT_FIELD: c["before"]},
-            remove_label_tags={FIX_FIELD: (fix_ids(sid), [APPLIED])}) for sid, c in by_sid.items()], attempted)
-        if len(done) < len(by_sid):
-            with store.shielded():
-                put_back(done)
-            raise InputError(f"{len(by_sid) - len(done)} sample(s) changed while {entry['change_id']} was being "
-                             f"undone; nothing was undone")
-        lock.check()
-        store.record_change(name, {**entry, "undone": True})
+        with interrupt_leaves(partly):
+            lock.check()
+            journal_entry = store.journal.begin(name, "undo", {"restored": [
+                [sid, current.get(sid, []), c["before"], fix_ids(sid)] for sid, c in by_sid.items()]},
+                change_id=entry["change_id"])
+            pause_point("undo:journaled")
+            done = store.guarded_write(name, [store.GuardedWrite(
+                sid, expect_detections={GT_FIELD: current.get(sid, [])}, set_detections={GT_FIELD: c["before"]},
+                remove_label_tags={FIX_FIELD: (fix_ids(sid), [APPLIED])}) for sid, c in by_sid.items()], attempted)
+            if len(done) < len(by_sid):
+                with store.shielded():
+                    put_back(done)
+                    store.journal.finish(name, journal_entry, store.journal.ROLLED_BACK)
+                    settle(f"the undo was rolled back: {NOTHING_WRITTEN}")
+                raise InputError(f"{len(by_sid) - len(done)} sample(s) changed while {entry['change_id']} was being "
+                                 f"undone; nothing was undone")
+            lock.check()
+            store.record_change(name, {**entry, "undone": True})  # the commit
+            store.journal.finish(name, journal_entry)
     except InputError:
         raise
     except BaseException:
         with store.shielded():
             put_back(attempted)
             store.record_change(name, entry)
+            if journal_entry is not None:
+                store.journal.finish(name, journal_entry, store.journal.ROLLED_BACK)
+            settle(f"the undo was rolled back: {NOTHING_WRITTEN}")
         raise
     kept(f"change {entry['change_id']} of dataset {name!r} undone")
     return ChangeSet(change_id=entry["change_id"], dataset=name, at=entry["at"], changes=log["changes"],
@@ -481,6 +466,7 @@ def overview(name: str, min_score: float | None = None, everything: bool = False
     real errors in it (the sum of its issues' probabilities) and its estimated precision (their
     mean), from the score run's record."""
     check_scored(name)
+    recovery.warn_unfinished(name)
     run = store.get_runs(name).get("score") or {}
     per_queue = run.get("queues") or {}
     flagged_all = run.get("flagged")
@@ -581,35 +567,74 @@ def read_decisions(path: str | Path) -> tuple[list[str], list[str]]:
     return confirm, reject
 
 
-def decide(name: str, *, confirm: list[str] = (), reject: list[str] = ()) -> DecideResult:
+def decide(name: str, *, confirm: Sequence[str] = (), reject: Sequence[str] = (), wait: float = 0.0) -> DecideResult:
     """Record reviewers' decisions on issues by id, headless: the same tags the App writes
-    (``error:confirmed`` / ``error:rejected``) on the issue's proposed fixes (what ``apply``
-    reads) and on its suspect box. An id both confirmed and rejected is an error."""
+    (``error:confirmed`` / ``error:rejected``) on the issue's suspect box (every listed issue has
+    one) and on the fixes that change its box for the same issue type (what ``apply`` reads): the
+    issue's own fix, and a merge fix that takes its box in. An id both confirmed and rejected, or
+    two ids that decide one fix both ways, is an error and nothing is recorded. Ids the last score
+    run does not have are reported (``unknown``); the others are recorded.
+
+    Holds the dataset's lock (a running score or apply refuses it, or ``wait`` seconds are waited)
+    and journals the tags first: a decide killed half way is finished by the next writer."""
     check_scored(name)
     both = sorted(set(confirm) & set(reject))
     if both:
         raise InputError(f"issue(s) both confirmed and rejected: {', '.join(both[:5])}")
-    fixes = store.get_detections(name, FIX_FIELD)
-    suspects = store.get_detections(name, score_stage.SUSPECTS_FIELD)
-    fix_of: dict[str, list[str]] = {}
+    with store.dataset_lock(name, "decide", user=_who(), wait_s=wait):
+        recovery.recover(name, "decide")
+        return _decide_locked(name, list(dict.fromkeys(confirm)), list(dict.fromkeys(reject)))
+
+
+def _decide_locked(name: str, confirm: list[str], reject: list[str]) -> DecideResult:
+    fixes = store.get_detections(name, FIX_FIELD) if FIX_FIELD in store.field_names(name) else {}
+    suspects = store.get_detections(name, SUSPECTS_FIELD) if SUSPECTS_FIELD in store.field_names(name) else {}
     sus_of: dict[str, list[str]] = {}
-    for dets, acc in ((fixes, fix_of), (suspects, sus_of)):
-        for lst in dets.values():
-            for d in lst:
-                if d.get("cvc_issue"):
-                    acc.setdefault(d["cvc_issue"], []).append(d["id"])
+    fix_of: dict[str, list[str]] = {}
+    for sid, lst in suspects.items():
+        for d in lst:
+            if d.get("cvc_issue"):
+                sus_of.setdefault(d["cvc_issue"], []).append(d["id"])
+                # the fixes that change this issue's box for its type: its own, and merges that take it in
+                for f in fixes.get(sid, []):
+                    if f.get("cvc_issue") == d["cvc_issue"] or (
+                            d.get("cvc_target") and f.get("cvc_type") == d.get("cvc_type")
+                            and d["cvc_target"] in decisions.fix_boxes(f)):
+                        fix_of.setdefault(d["cvc_issue"], []).append(f["id"])
+    for lst in fixes.values():  # a run of an older version: fixes name their issue, suspects may not
+        for f in lst:
+            if f.get("cvc_issue") and f["id"] not in fix_of.setdefault(f["cvc_issue"], []):
+                fix_of[f["cvc_issue"]].append(f["id"])
     known = set(fix_of) | set(sus_of)
     unknown = sorted({i for i in (*confirm, *reject) if i not in known})
-    if unknown:
-        return DecideResult(0, 0, 0, [], unknown)
-    tagged = 0
+    confirm = [i for i in confirm if i in known]
+    reject = [i for i in reject if i in known]
+    yes_fixes = {f: i for i in confirm for f in fix_of.get(i, [])}
+    no_fixes = {f: i for i in reject for f in fix_of.get(i, [])}
+    clash = sorted(set(yes_fixes) & set(no_fixes))
+    if clash:
+        pairs = ", ".join(f"{yes_fixes[f]} (confirmed) and {no_fixes[f]} (rejected)" for f in clash[:3])
+        raise InputError(f"{len(clash)} proposed fix(es) would be both confirmed and rejected: {pairs} decide the "
+                         f"same fix; decide them alike. Nothing was recorded")
+    ops = []
     for ids, tag in ((confirm, CONFIRMED), (reject, REJECTED)):
         other = [t for t in (CONFIRMED, REJECTED) if t != tag]
-        f_ids = [f for i in ids for f in fix_of.get(i, [])]
+        f_ids = list(dict.fromkeys(f for i in ids for f in fix_of.get(i, [])))
         s_ids = [s for i in ids for s in sus_of.get(i, [])]
         if f_ids:
-            tagged += store.tag_labels(name, FIX_FIELD, f_ids, add=[tag], remove=other)
+            ops.append([FIX_FIELD, f_ids, [tag], other])
         if s_ids:
-            store.tag_labels(name, score_stage.SUSPECTS_FIELD, s_ids, add=[tag], remove=other)
+            ops.append([SUSPECTS_FIELD, s_ids, [tag], other])
+    tagged = 0
+    if ops:
+        entry = store.journal.begin(name, "decide", {"ops": ops})
+        with interrupt_leaves(f"the decisions on dataset {name!r} may be partly recorded: the next cvcurate writer "
+                              f"on it finishes recording them (its journal holds them)"):
+            for n, (fld, ids, add, remove) in enumerate(ops):
+                got = store.tag_labels(name, fld, ids, add=add, remove=remove)
+                tagged += got if fld == FIX_FIELD else 0
+                pause_point("decide:tagged")
+            store.journal.finish(name, entry)
+        kept(f"{len(confirm) + len(reject)} decision(s) recorded on dataset {name!r}")
     return DecideResult(len(set(confirm)), len(set(reject)), tagged,
-                        sorted(i for i in {*confirm, *reject} if i not in fix_of), [])
+                        sorted(i for i in {*confirm, *reject} if not fix_of.get(i)), unknown)

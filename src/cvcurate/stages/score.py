@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import store
+from .. import decisions, store
 from ..config import load_config, to_dict
-from ..errors import InputError, shell_arg
+from ..errors import InputError, interrupt_leaves, pause_point, shell_arg
 from ..types import Annotations, Fix, ImageRecord, Issue, LabelSet
 from ..scoring import LABEL_ERROR_TYPES, QUEUES, ScoreConfig, ScoreResult, score
 from ..scoring.batch import box_iou
@@ -41,9 +41,8 @@ ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first
 # fixes orange (saved with the dataset as its App colour scheme)
 FIELD_COLORS = {store.GT_FIELD: "#00e676", "predictions": "#00b8d4", "predictions_oof": "#00b8d4",
                 SUSPECTS_FIELD: "#ff00ff", FIX_FIELD: "#ff9100"}
-BOX_SCORE, BOX_ISSUE = "cvc_score", "cvc_issue"  # attributes of each ground-truth box
 FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group", "cvc_issue")
-SUSPECT_ATTRS = ("cvc_type", "cvc_reason", "cvc_issue")
+SUSPECT_ATTRS = ("cvc_type", "cvc_reason", "cvc_issue", "cvc_target")  # cvc_target: the id of the box it is about
 
 
 def queue_field(queue: str) -> str:
@@ -58,7 +57,9 @@ def queue_reason_field(queue: str) -> str:
 
 def score_run_spec(queues: Sequence[str], queue_min_p: float = 0.5) -> store.RunSpec:
     """The fields and saved views of a score run: the image score, its issues and fixes, one score
-    per queue (the largest p of its issues), a score and an issue on every ground-truth box; views
+    per queue (the largest p of its issues), one suspect box per issue (the box it is about, the
+    image for an image issue); nothing is written into the labels themselves (a score running
+    beside an apply cannot touch them, and undo compares labels only); views
     cvc-all and cvc-<queue> (samples with an issue of p >= ``queue_min_p``) and cvc-<queue>-all
     (every listed issue)."""
     return store.RunSpec(
@@ -66,7 +67,6 @@ def score_run_spec(queues: Sequence[str], queue_min_p: float = 0.5) -> store.Run
         fields={SCORE_FIELD: "float", REASON_FIELD: "string", ISSUES_FIELD: "strings", FIX_FIELD: "detections",
                 SUSPECTS_FIELD: "detections", **{queue_field(q): "float" for q in queues},
                 **{queue_reason_field(q): "string" for q in queues}},
-        box_attrs={BOX_SCORE: "float", BOX_ISSUE: "string"},
         detection_attrs={FIX_FIELD: FIX_ATTRS, SUSPECTS_FIELD: SUSPECT_ATTRS},
         views=[store.ViewSpec("cvc-all", SCORE_FIELD, "positive", at_least=queue_min_p),
                store.ViewSpec("cvc-all-all", SCORE_FIELD, "positive")]
@@ -84,38 +84,66 @@ class SampleScores:
     score: float
     queue_scores: dict[str, float]  # queue -> best issue score in it
     issues: list[str]  # "type (score): reason", best first
-    box_scores: list[float]  # per given box
-    box_issues: list[str]  # per given box, "" when none
-    fixes: list[Fix]  # proposed fixes, shown as boxes in the field cvc_fixes
-    # box, its index (None: a box that is missing), issue type, score, reason, issue id
-    suspects: list[tuple[np.ndarray, int | None, str, float, str, str]] = field(default_factory=list)
+    box_scores: list[float] = field(default_factory=list)  # per given box (not stored: the issues say it)
+    box_issues: list[str] = field(default_factory=list)  # per given box, "" when none (not stored)
+    fixes: list[Fix] = field(default_factory=list)  # proposed fixes, shown as boxes in the field cvc_fixes
+    # one per issue: box, its index (None: a box that is missing, or the image), issue type, score,
+    # reason, issue id, the id of the given box, nesting (k-th suspect on that box: drawn k steps out)
+    suspects: list[tuple] = field(default_factory=list)
     reason: str | None = None  # the top issue, "type: reason"
     queue_reasons: dict[str, str] = field(default_factory=dict)  # queue -> its top issue, "type: reason"
 
 
-def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
-                    run: dict, pred_filter: tuple[str, float] | None = None, queue_min_p: float = 0.5) -> None:
-    """Write score rows through the store's generic run writer (fields, box attributes, views)."""
-    sizes = {}
-    old = store.get_detections(name, FIX_FIELD) if FIX_FIELD in store.field_names(name) else {}
-    if any(r.suspects or r.fixes for r in rows) or old:
-        sizes = {sid: (w, h) for sid, w, h in zip(*store.sample_info(name, ["metadata.width", "metadata.height"]).values())}
-    carried = carry_decisions(rows, old, sizes, classes)
-    run["decisions"] = {k: v for k, v in carried.items() if k != "not_carried"}
+def _shown(xyxy: np.ndarray, wh: tuple[int, int] | None, grow: float) -> np.ndarray:
+    """For display: a box grown (or shrunk) by 5 % of the image side (at least 3 px) ``grow``
+    times, so that a suspect drawn around its ground-truth box, a second suspect around the first,
+    or a relabel / remove fix drawn inside it, and their labels stay visible instead of hiding
+    under the same outline."""
+    w, h = wh or (0, 0)
+    pad = max(3.0, 0.05 * max(w or 0, h or 0)) * grow
+    b = np.asarray(xyxy, dtype=np.float64) + np.array([-pad, -pad, pad, pad])
+    if grow < 0 and (b[2] <= b[0] or b[3] <= b[1]):
+        return np.asarray(xyxy, dtype=np.float64)
+    return np.clip(b, 0, [w, h, w, h]) if w and h else b
 
-    def shown(xyxy: np.ndarray, sid: str, grow: float) -> np.ndarray:
-        """For display: a box grown (or shrunk) by 5 % of the image side, at least 3 px, so that a
-        suspect drawn around its ground-truth box, or a relabel / remove fix drawn inside it, and
-        their labels stay visible instead of hiding under the same outline."""
-        w, h = sizes.get(sid, (0, 0)) or (0, 0)
-        pad = max(3.0, 0.05 * max(w or 0, h or 0)) * grow
-        b = np.asarray(xyxy, dtype=np.float64) + np.array([-pad, -pad, pad, pad])
-        if grow < 0 and (b[2] <= b[0] or b[3] <= b[1]):
-            return np.asarray(xyxy, dtype=np.float64)
-        return np.clip(b, 0, [w, h, w, h]) if w and h else b
 
+def decided_in_store(name: str, sizes: dict[str, tuple[int, int]], only: Sequence[str] | None = None
+                     ) -> tuple[list[decisions.Decided], dict[str, dict[str, list[list[str]]]], dict[str, dict]]:
+    """The review decisions the score fields hold now (decided fixes and suspect boxes), the label
+    tags of every sample's fixes and suspects as read (for the compare-and-set of the write), and
+    the raw labels per sample ({field: detections}: what a sample not scored again keeps)."""
+    have = set(store.field_names(name))
+    raw = {f: (store.get_detections(name, f, only) if f in have else {}) for f in (FIX_FIELD, SUSPECTS_FIELD)}
+    out: list[decisions.Decided] = []
+    expect: dict[str, dict[str, list[list[str]]]] = {}
+    labels: dict[str, dict] = {}
+    for fld, kind in ((FIX_FIELD, "fix"), (SUSPECTS_FIELD, "suspect")):
+        for sid, dets in raw[fld].items():
+            if dets:
+                expect.setdefault(sid, {})[fld] = [list(d.get("tags") or []) for d in dets]
+                labels.setdefault(sid, {})[fld] = dets
+            w, h = sizes.get(sid, (0, 0)) or (0, 0)
+            for d in dets:
+                tags = [t for t in (d.get("tags") or []) if t in decisions.DECISION_TAGS]
+                if not tags:
+                    continue
+                xyxy = None
+                if w and h and d.get("bounding_box"):
+                    xyxy = store.rel_xywh_to_xyxy(np.asarray([d["bounding_box"]], float), w, h)[0].tolist()
+                out.append(decisions.Decided(sid, kind, tags, d.get("cvc_type"), d.get("cvc_action"),
+                                             d.get("cvc_class"), d.get("cvc_target"), d.get("cvc_others"),
+                                             d.get("cvc_issue"), d.get("cvc_reason"), xyxy))
+    for sid in expect:  # a sample with one of the two fields has the other as read too (empty)
+        expect[sid].setdefault(FIX_FIELD, [])
+        if SUSPECTS_FIELD in have:
+            expect[sid].setdefault(SUSPECTS_FIELD, [])
+    return out, expect, labels
+
+
+def _run_rows(rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
+              sizes: dict[str, tuple[int, int]]) -> list[store.RunRow]:
     def boxes(fixes: Sequence[Fix], sid: str) -> list[store.RunBox]:
-        return [store.RunBox(shown(f.xyxy, sid, -1) if f.action in ("relabel", "remove") else f.xyxy,
+        return [store.RunBox(_shown(f.xyxy, sizes.get(sid), -1) if f.action in ("relabel", "remove") else f.xyxy,
                              (f"#{f.box} " if f.box is not None else "+ ") + f"{f.action} {classes[f.class_id]}",
                              float(f.score),
                              {"cvc_action": f.action, "cvc_type": f.issue_type, "cvc_class": classes[f.class_id],
@@ -124,83 +152,173 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
                              tags=list(f.tags)) for f in fixes]
 
     def suspects(r: SampleScores) -> list[store.RunBox]:
-        return [store.RunBox(shown(b, r.sample_id, 1), f"#{j} {t}" if j is not None else f"+ {t}", float(sc),
-                             {"cvc_type": t, "cvc_reason": why, "cvc_issue": iid})
-                for b, j, t, sc, why, iid in r.suspects]
+        out = []
+        for s in r.suspects:
+            b, j, t, sc, why, iid, target, nest = s[:8]
+            tags = list(s[8]) if len(s) > 8 else []
+            label = f"#{j} {t}" if j is not None else f"+ {t}" if t == "overlooked" else f"image: {t}"
+            out.append(store.RunBox(_suspect_box(s, sizes.get(r.sample_id)), label, float(sc),
+                                    {"cvc_type": t, "cvc_reason": why, "cvc_issue": iid, "cvc_target": target},
+                                    tags=tags))
+        return out
 
-    run_rows = [store.RunRow(
+    return [store.RunRow(
         r.sample_id,
         {SCORE_FIELD: r.score, REASON_FIELD: r.reason, ISSUES_FIELD: r.issues, FIX_FIELD: boxes(r.fixes, r.sample_id),
          SUSPECTS_FIELD: suspects(r),
          **{queue_field(q): r.queue_scores.get(q) for q in queues},
-         **{queue_reason_field(q): r.queue_reasons.get(q) for q in queues}},
-        {BOX_SCORE: list(r.box_scores), BOX_ISSUE: list(r.box_issues)}) for r in rows]
-    store.write_run(name, score_run_spec(queues, queue_min_p), run_rows, run, view_filter=pred_filter,
-                    redo=f"run 'cvcurate score {shell_arg(name)}' again")
-    if carried["not_carried"]:  # after the run is written: a lost database before it leaves the store as it was
+         **{queue_reason_field(q): r.queue_reasons.get(q) for q in queues}}) for r in rows]
+
+
+def _suspect_box(s: tuple, wh: tuple[int, int] | None) -> np.ndarray:
+    """Where a suspect is drawn: around its box (the k-th on a box k steps further out), or a
+    frame inside the image's border for an image issue."""
+    b, j, t, _, _, _, target, nest = s[:8]
+    grow = (1 + nest) if (j is not None or target is None and t == "overlooked") else -(1 + nest)
+    return _shown(b, wh, grow)
+
+
+def _candidates(rows: Sequence[SampleScores], classes: Sequence[str],
+                sizes: dict[str, tuple[int, int]]) -> dict[str, list]:
+    """The new run's labels a decision may be carried to, per sample (each knows where it goes)."""
+    out: dict[str, list] = {}
+    for r in rows:
+        lst = out.setdefault(r.sample_id, [])
+        for f in r.fixes:
+            c = decisions.Candidate("fix", f.issue_type, f.action, classes[f.class_id], f.target or None,
+                                    np.asarray(f.xyxy, float).tolist(), list(f.tags))
+            c.owner = f  # type: ignore[attr-defined]
+            lst.append(c)
+        for k, s in enumerate(r.suspects):
+            t, target = s[2], s[6]
+            c = decisions.Candidate("suspect", t, None, None, target, _suspect_box(s, sizes.get(r.sample_id)).tolist(),
+                                    list(s[8]) if len(s) > 8 else [])
+            c.owner = (r, k)  # type: ignore[attr-defined]
+            lst.append(c)
+    return out
+
+
+def _give_tags(cands: dict[str, list]) -> None:
+    for lst in cands.values():
+        for c in lst:
+            if c.kind == "fix":
+                c.owner.tags = list(c.tags)
+            else:
+                r, k = c.owner
+                r.suspects[k] = tuple(r.suspects[k][:8]) + (list(c.tags),)
+
+
+def _kept_row(sid: str, labels: dict, queues: Sequence[str]) -> store.RunRow:
+    """A sample this run did not score (``--only-out-of-sample``) that holds decided labels: it
+    keeps them (and the rest of its fixes and suspects) as they are, in no queue."""
+    def back(d: dict, wh: tuple[int, int]) -> store.RunBox:
+        xyxy = store.rel_xywh_to_xyxy(np.asarray([d["bounding_box"]], float), *wh)[0]
+        attrs = {k: v for k, v in d.items() if k.startswith("cvc_")}
+        return store.RunBox(xyxy, d.get("label"), float(d.get("confidence") or 0.0), attrs, list(d.get("tags") or []))
+
+    wh = labels["_wh"]
+    return store.RunRow(sid, {SCORE_FIELD: None, REASON_FIELD: None, ISSUES_FIELD: None,
+                              FIX_FIELD: [back(d, wh) for d in labels.get(FIX_FIELD, [])],
+                              SUSPECTS_FIELD: [back(d, wh) for d in labels.get(SUSPECTS_FIELD, [])],
+                              **{queue_field(q): None for q in queues},
+                              **{queue_reason_field(q): None for q in queues}})
+
+
+_CAS_ROUNDS = 3
+
+
+def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequence[str],
+                    run: dict, pred_filter: tuple[str, float] | None = None, queue_min_p: float = 0.5,
+                    earlier_entries: Sequence[dict] = (), keep_unscored: bool = False,
+                    journal: bool = False) -> None:
+    """Write score rows through the store's generic run writer (fields, views), every review
+    decision carried to the fix or suspect box of the new run that means the same thing.
+
+    Decisions come from the fields as they are now and from ``earlier`` (an interrupted score's
+    journal). Each sample is written only if its fixes' and suspects' tags are still as read
+    (compare-and-set): a sample tagged in the App meanwhile is read, carried and written again.
+    ``keep_unscored``: samples without a row keep their fixes and suspects (and so their
+    decisions), in no queue. ``journal``: keep every decision in a journal record (begun before
+    the first write, closed once the run is registered) and close ``earlier_entries`` with it: a
+    score killed at any point loses no decision, the next score carries them."""
+    from .recovery import score_decisions
+
+    earlier = score_decisions(name, list(earlier_entries))
+    info = store.sample_info(name, ["metadata.width", "metadata.height"])
+    sizes = {sid: (w, h) for sid, w, h in zip(info["id"], info["metadata.width"], info["metadata.height"])}
+    now_decided, expect, old_labels = decided_in_store(name, sizes)
+    decided = decisions.merge_decided(now_decided, earlier)
+    entry = store.journal.begin(name, "score", {"decided": [d.record() for d in decided]}) if journal else None
+    try:
+        _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p, earlier, keep_unscored,
+                         sizes, now_decided, decided, expect, old_labels)
+    except BaseException:
+        if entry is not None and not _WROTE:  # nothing written yet: the record has nothing to finish
+            with store.shielded():
+                store.journal.finish(name, entry, store.journal.ROLLED_BACK)
+        raise
+    finally:
+        _WROTE.clear()
+    if entry is not None:
+        for e in earlier_entries:
+            store.journal.finish(name, e, store.journal.DONE, superseded_by=entry["_id"])
+        store.journal.finish(name, entry)
+
+
+_WROTE: list[bool] = []  # set once write_score_run's first field write starts
+
+
+def _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p, earlier, keep_unscored,  # type: ignore[no-untyped-def]
+                     sizes, now_decided, decided, expect, old_labels) -> None:
+    pause_point("score:journaled")
+    scored = {r.sample_id for r in rows}
+    kept_rows = []
+    if keep_unscored:
+        for sid, lab in old_labels.items():
+            if sid not in scored and sid in sizes:
+                kept_rows.append(_kept_row(sid, {**lab, "_wh": sizes[sid]}, queues))
+    kept_ids = {r.sample_id for r in kept_rows}
+    cands = _candidates(rows, classes, sizes)
+    result = decisions.carry(cands, [d for d in decided if d.sample_id not in kept_ids])
+    _give_tags(cands)
+    run_rows = _run_rows(rows, queues, classes, sizes) + kept_rows
+    for rr in run_rows:
+        rr.expect_tags = expect.get(rr.sample_id) or None
+    by_id = {r.sample_id: r for r in rows}
+    run["decisions"] = {"carried": result.carried, "no_longer_apply": len(result.not_carried),
+                        "applied_not_proposed": result.applied_not_proposed,
+                        "kept_unscored": sum(d.sample_id in kept_ids for d in now_decided)}
+    spec = score_run_spec(queues, queue_min_p)
+    redo = f"run 'cvcurate score {shell_arg(name)}' again (the review decisions are kept in its journal)"
+    _WROTE.append(True)
+    missed = store.write_run(name, spec, run_rows, run, view_filter=pred_filter, redo=redo, register=False)
+    with interrupt_leaves(f"the score fields of dataset {name!r} may be partly written: {redo}"):
+        for _ in range(_CAS_ROUNDS):  # samples a reviewer tagged while this ran: read, carry, write again
+            if not missed:
+                break
+            fresh, fresh_expect, _ = decided_in_store(name, sizes, missed)
+            redo_rows = [by_id[sid] for sid in missed if sid in by_id]
+            for r in redo_rows:
+                for f in r.fixes:
+                    f.tags = []
+                r.suspects = [tuple(s[:8]) for s in r.suspects]
+            c2 = _candidates(redo_rows, classes, sizes)
+            decisions.carry(c2, decisions.merge_decided(fresh, [d for d in earlier if d.sample_id in set(missed)]))
+            _give_tags(c2)
+            rr2 = _run_rows(redo_rows, queues, classes, sizes)
+            for rr in rr2:
+                rr.expect_tags = fresh_expect.get(rr.sample_id) or None
+            missed = store.rewrite_rows(name, spec, rr2)
+        if missed:
+            run.setdefault("decisions", {})["kept_changing"] = len(missed)
+        store.register_run(name, spec, run, view_filter=pred_filter)
+    if result.not_carried:  # after the run is written: a lost database before it leaves the store as it was
         store.append_history(name, {
             "action": "score: decisions that no longer apply", "at": run.get("at"),
-            "fixes": carried["not_carried"]})
+            "fixes": [d.record() for d in result.not_carried]})
     store.configure_app(name, field_colors=FIELD_COLORS, sidebar_first=[REASON_FIELD, SCORE_FIELD, ISSUES_FIELD],
                         active=[store.GT_FIELD, *(f for f in ("predictions_oof", "predictions") if f == (pred_filter or ("",))[0]),
                                 SUSPECTS_FIELD, FIX_FIELD, REASON_FIELD])
-
-
-DECISION_TAGS = ("error:confirmed", "error:rejected", "fix:applied")  # what a re-score carries over
-BOXED_ACTIONS = ("add", "move", "split", "merge", "clip")  # their result is a new box: matched by IoU
-
-
-def _decision_record(sample_id: str, fix: dict, tags: list[str]) -> dict:
-    """A decided fix as the history keeps it when no fix of the new run means the same change."""
-    return {"sample_id": sample_id, "action": fix.get("cvc_action"), "class": fix.get("cvc_class"),
-            "target": fix.get("cvc_target"), "type": fix.get("cvc_type"), "tags": tags,
-            "bounding_box": fix.get("bounding_box"), "reason": fix.get("cvc_reason")}
-
-
-def carry_decisions(rows: Sequence[SampleScores], old: dict[str, list[dict]], sizes: dict[str, tuple[int, int]],
-                    classes: Sequence[str], min_iou: float = 0.5) -> dict:
-    """Carry every reviewer decision on the previous run's fixes over to the new fix that means
-    the same change: same sample, action, class and target box (by id), and for fixes whose result
-    is a new box, that box within IoU ``min_iou``. Sets the new fixes' ``tags``; returns the counts
-    and the decided fixes that no longer apply (for the history: never dropped silently)."""
-    carried = applied_gone = 0
-    not_carried = []
-    for r in rows:
-        prev = [d for d in old.get(r.sample_id, []) if set(d.get("tags") or []) & set(DECISION_TAGS)]
-        if not prev:
-            continue
-        w, h = sizes.get(r.sample_id, (0, 0)) or (0, 0)
-        used: set[int] = set()
-        for d in prev:
-            tags = [t for t in (d.get("tags") or []) if t in DECISION_TAGS]
-            match = None
-            for k, f in enumerate(r.fixes):
-                if k in used or f.action != d.get("cvc_action") or classes[f.class_id] != d.get("cvc_class") \
-                        or (f.target or None) != (d.get("cvc_target") or None):
-                    continue
-                if f.action in BOXED_ACTIONS and w and h:
-                    ob = store.rel_xywh_to_xyxy(np.asarray([d["bounding_box"]], float), w, h)
-                    if _iou(f.xyxy, ob)[0] < min_iou:
-                        continue
-                match = k
-                break
-            if match is not None:
-                used.add(match)
-                r.fixes[match].tags = sorted(set(r.fixes[match].tags) | set(tags))
-                carried += 1
-            elif "fix:applied" in tags:
-                applied_gone += 1  # applied: the labels hold it now, so it is no longer proposed
-            else:
-                not_carried.append(_decision_record(r.sample_id, d, tags))
-    ids = {r.sample_id for r in rows}
-    for sid, dets in old.items():  # samples this run did not score at all
-        if sid not in ids:
-            for d in dets:
-                tags = [t for t in (d.get("tags") or []) if t in DECISION_TAGS]
-                if tags and "fix:applied" not in tags:
-                    not_carried.append(_decision_record(sid, d, tags))
-    return {"carried": carried, "no_longer_apply": len(not_carried), "applied_not_proposed": applied_gone,
-            "not_carried": not_carried}
 
 
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
@@ -209,9 +327,27 @@ def load_score_config(path: str | Path | None = None) -> ScoreConfig:
 
 def run_score(name: str, *, pred_field: str | None = None, config: str | Path | None = None,
               pixels: bool = True, out_dir: str | Path | None = None, progress: bool = False,
-              only_out_of_sample: bool = False) -> ScoreRun:
+              only_out_of_sample: bool = False, wait: float = 0.0) -> ScoreRun:
     """Score dataset ``name``; predictions from ``pred_field`` when given (or found).
-    ``only_out_of_sample``: score (and queue) only the images the predictions' model did not train on."""
+    ``only_out_of_sample``: score (and queue) only the images the predictions' model did not train
+    on; the other images keep their fixes and decisions, in no queue.
+
+    Holds the dataset's lock for the whole run (a decide, apply or second score is refused, or
+    waits ``wait`` seconds), finishes what a killed writer left (:mod:`.recovery`; an interrupted
+    score's decisions are carried to this run), and journals every review decision before it
+    writes."""
+    from . import recovery
+
+    cfg = load_score_config(config)  # a bad config is one line before any wait for the lock
+    store.load(name)
+    with store.dataset_lock(name, "score", user=store.journal.who(), wait_s=wait):
+        earlier = recovery.recover(name, "score")
+        return _run_score(name, pred_field=pred_field, config=config, pixels=pixels, out_dir=out_dir,
+                          progress=progress, only_out_of_sample=only_out_of_sample, earlier=earlier)
+
+
+def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, pixels: bool,
+               out_dir: str | Path | None, progress: bool, only_out_of_sample: bool, earlier: list) -> ScoreRun:
     cfg = load_score_config(config)
     schema = store.field_names(name)
     notes: list[str] = []
@@ -292,12 +428,18 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
     run["scores_json"] = str((out / "scores.json").resolve())  # the issues with their boxes, for the report
     write_score_run(name, rows, list(QUEUES), labels.classes, run, pred_filter=pred_filter,
-                    queue_min_p=cfg.calibration.queue_min_p)
+                    queue_min_p=cfg.calibration.queue_min_p, earlier_entries=earlier,
+                    keep_unscored=only_out_of_sample, journal=True)
     dec = run.get("decisions") or {}
-    if dec.get("carried") or dec.get("no_longer_apply") or dec.get("applied_not_proposed"):
-        notes.append(f"review decisions: {dec['carried']} carried over to the same fix of this run; "
-                     f"{dec['no_longer_apply']} no longer apply (this run proposes no such fix; kept in the "
-                     f"dataset's history); {dec['applied_not_proposed']} applied fix(es) are in the labels now")
+    if dec.get("carried") or dec.get("no_longer_apply") or dec.get("applied_not_proposed") or dec.get("kept_unscored"):
+        notes.append(f"review decisions: {dec['carried']} carried over to the same fix or issue of this run; "
+                     f"{dec['no_longer_apply']} no longer apply (this run proposes no such fix or issue; kept in the "
+                     f"dataset's history); {dec['applied_not_proposed']} applied fix(es) are in the labels now"
+                     + (f"; {dec['kept_unscored']} kept on images this run did not score" if dec.get("kept_unscored")
+                        else ""))
+    if dec.get("kept_changing"):
+        notes.append(f"warning: {dec['kept_changing']} sample(s) kept being tagged in the App while score wrote: "
+                     f"they keep the previous run's fixes and decisions; score again")
     json_path, csv_path, images_csv = write_outputs(result, out, name, notes, summary)
     return ScoreRun(result=result, json_path=json_path, csv_path=csv_path, images_csv_path=images_csv, notes=notes,
                     summary=summary)
@@ -351,27 +493,27 @@ def _sample_rows(result: ScoreResult) -> list[SampleScores]:
             if q is not None:
                 queue_scores[q] = max(queue_scores.get(q, 0.0), iss.score)
                 queue_reasons.setdefault(q, f"{iss.type}: {iss.reason}")
-        box_text = [""] * len(rec.gt)
-        for iss in issues:
-            if iss.box is not None and iss.box < len(box_text) and not box_text[iss.box]:
-                box_text[iss.box] = f"{iss.type}: {iss.reason}"
-        sus, seen = [], set()
-        for iss in issues:  # one suspect box per given box: its best issue
-            if iss.box is not None and iss.box < len(rec.gt) and iss.box not in seen:
-                seen.add(iss.box)
-                sus.append((rec.gt.xyxy[iss.box], iss.box, iss.type, iss.score, iss.reason, iss.data["id"]))
+        ids = [str(v) for v in rec.gt.data.get("id", [])]
+        sus, nest = [], {}
+        for iss in issues:  # one suspect box per issue, so that every issue can be decided
+            if iss.box is not None and iss.box < len(rec.gt):
+                k = nest[iss.box] = nest.get(iss.box, -1) + 1  # the k-th on this box: drawn k steps further out
+                sus.append((rec.gt.xyxy[iss.box], iss.box, iss.type, iss.score, iss.reason, iss.data["id"],
+                            ids[iss.box] if iss.box < len(ids) else None, k))
             elif iss.type == "overlooked" and "pred_box" in iss.data:  # where the missing box would go
                 sus.append((np.asarray(iss.data["pred_box"], float), None, iss.type, iss.score, iss.reason,
-                            iss.data["id"]))
+                            iss.data["id"], None, 0))
+            else:  # an issue of the whole image: a frame inside its border
+                k = nest["image"] = nest.get("image", -1) + 1
+                sus.append((np.array([0.0, 0.0, rec.width, rec.height]), None, iss.type, iss.score, iss.reason,
+                            iss.data["id"], None, k))
         fixes = proposed_fixes(rec, issues, min_conf)
-        ids = [str(v) for v in rec.gt.data.get("id", [])]
         for f in fixes:
             f.box = ids.index(f.target) if f.target in ids else None
         rows.append(SampleScores(
             sample_id=rec.sample_id, score=float(result.image_score[i]), queue_scores=queue_scores,
             issues=[f"{x.type} ({x.score:.2f}): {x.reason}" + (f" (no fix: {x.data['no_fix']})" if x.data.get("no_fix")
                                                                else "") for x in issues],
-            box_scores=[float(v) for v in result.box_scores[i]], box_issues=box_text,
             fixes=fixes, suspects=sus,
             reason=f"{issues[0].type}: {issues[0].reason}" if issues else None, queue_reasons=queue_reasons))
     return rows
@@ -540,10 +682,12 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str], s
     csv_path = out / "issues.csv"
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["issue_id", "filepath", "type", "p", "box", "reason"])
+        # decision: empty, for a reviewer to fill in (confirm / reject) and feed back with
+        # 'cvcurate decide NAME --from-file issues.csv'
+        w.writerow(["issue_id", "filepath", "type", "p", "box", "reason", "decision"])
         for i in issues_sorted:
             w.writerow([i.data.get("id", ""), i.filepath, i.type, f"{i.score:.6f}", "" if i.box is None else i.box,
-                        i.reason])
+                        i.reason, ""])
     images_csv = out / "images.csv"
     with open(images_csv, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -582,20 +726,27 @@ def load_run_issues(name: str, labels: LabelSet) -> tuple[list[Issue] | None, st
             return out, f"score run of {run.get('at')} ({path})"
         except (OSError, ValueError, KeyError):
             pass
-    vals = store.sample_values(name, [ISSUES_FIELD, f"{store.GT_FIELD}.detections.{BOX_ISSUE}"])
+    sus = f"{SUSPECTS_FIELD}.detections"
+    vals = store.sample_values(name, [ISSUES_FIELD, f"{sus}.cvc_issue", f"{sus}.cvc_type", f"{sus}.cvc_reason"])
     out = []
-    for sid, texts, box_texts in zip(vals["id"], vals[ISSUES_FIELD], vals[f"{store.GT_FIELD}.detections.{BOX_ISSUE}"]):
+    for sid, texts, iids, types, reasons in zip(vals["id"], vals[ISSUES_FIELD], vals[f"{sus}.cvc_issue"],
+                                                vals[f"{sus}.cvc_type"], vals[f"{sus}.cvc_reason"]):
         rec = by_id.get(sid)
         if rec is None:
             continue
-        box_texts = list(box_texts or [])
+        # the suspect box of each issue names its box: "<sample>:<box>:<type>"
+        boxes = {}
+        for iid, t, why in zip(iids or [], types or [], reasons or []):
+            part = str(iid or "").split(":")
+            if len(part) == 3 and part[1].isdigit():
+                boxes.setdefault((t, why), int(part[1]))
         for t in texts or []:
             m = ISSUE_TEXT.match(t)
             if not m:
                 continue
-            key = f"{m['type']}: {m['reason']}"
-            box = box_texts.index(key) if key in box_texts else None
-            out.append(Issue(rec.filepath, m["type"], float(m["score"]), m["reason"], box=box, sample_id=sid))
+            reason = m["reason"].split(" (no fix: ")[0]
+            box = boxes.get((m["type"], reason))
+            out.append(Issue(rec.filepath, m["type"], float(m["score"]), reason, box=box, sample_id=sid))
     return out, f"score run of {run.get('at')} (rebuilt from the stored fields: its scores.json is gone)"
 
 

@@ -11,6 +11,7 @@ fields declares them (:class:`~cvcurate.store.runs.RunSpec`), the store writes a
                     dataset, guarded (compare-and-set) sample writes, atomic label tags
 * :mod:`.runs`      the generic run writer (fields, box attributes, saved views) and its removal
 * :mod:`.app`       the FiftyOne App and saved views
+* :mod:`.journal`   the writers' intent records (write-ahead journal) and chunked payloads
 * :mod:`.database`  where the database is, what losing it becomes (:func:`lost_database`), and a
                     private MongoDB for tests and benchmarks (by URI, never the user's)
 """
@@ -22,11 +23,20 @@ from ._core import (GT_FIELD, INFO_KEY, PRED_FIELD, _TMP_PREFIX, _fo, shielded, 
 from .app import configure_app, count_view, launch_app, list_saved_views
 from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
 from .database import database_location, lost_database, private_database, start_private_database
-from .io import (WriteResult, delete_samples, get_detections, read, sample_info, sample_values, set_detections,
+from .io import (WriteResult, delete_samples, delete_samples_by_path, get_detections, read, sample_info, sample_values, set_detections,
                  set_dict_field, tag_samples, write, write_detections)
 from .meta import (DatasetBusyError, DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
                    get_changes, get_history, get_runs, guarded_write, lock_holder, record_change, tag_labels)
-from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, write_run
+from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, register_run, rewrite_rows, write_run
+from . import journal
+from .meta import load_change_body, save_change_body, forget_change_body
+
+
+def new_id() -> str:
+    """A fresh label id (a box a fix adds gets it before it is written, so the journal knows it)."""
+    from bson import ObjectId
+
+    return str(ObjectId())
 
 __all__ = [
     "DatasetBusyError", "DatasetLock", "GuardedWrite", "dataset_lock", "guarded_write", "lock_holder", "tag_labels",
@@ -35,4 +45,6 @@ __all__ = [
     "get_history", "get_runs", "launch_app", "list_datasets", "list_saved_views", "load", "private_database",
     "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",
     "start_private_database", "write", "write_detections", "write_run", "xyxy_to_rel_xywh",
+    "delete_samples_by_path", "journal", "load_change_body", "save_change_body", "forget_change_body", "new_id", "register_run",
+    "rewrite_rows",
 ]

@@ -56,10 +56,13 @@ def load(name: str) -> Any:
 
 
 def delete(name: str) -> int:
+    from .meta import forget_dataset
+
     ds = load(name)
     n = len(ds)
     with interrupt_leaves(f"dataset {name!r} may be partly deleted: "
                           f"run 'cvcurate delete {shell_arg(name)} --yes' again"):
+        forget_dataset(ds)  # its change sets, journal and lock go with it
         ds.delete()
     kept(f"dataset {name!r} deleted")
     return n
@@ -77,7 +80,7 @@ def _merge_classes(old: Sequence[str], new: Sequence[str]) -> list[str]:
 
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
-    """Let a rollback finish when Ctrl-C is pressed again: the interrupt that started the rollback
+    """Let a rollback finish when Ctrl-C is pressed again (or SIGTERM comes again): the interrupt that started the rollback
     is already on its way up, a second one would only leave the store half restored."""
     import signal
     import threading
@@ -86,11 +89,14 @@ def shielded() -> Iterator[None]:
         yield
         return
     old = signal.getsignal(signal.SIGINT)
+    old_term = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM neither: the rollback finishes
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+        signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
 
 
 def field_names(name: str) -> list[str]:

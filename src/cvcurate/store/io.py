@@ -360,3 +360,15 @@ def delete_samples(name: str, ids: Sequence[str]) -> int:
     ds = load(name)
     ds.delete_samples(list(ids))
     return len(ids)
+
+
+def delete_samples_by_path(name: str, paths: Sequence[str]) -> int:
+    """Delete the samples with these file paths (image files are never touched); return how many."""
+    if not paths:
+        return 0
+    ds = load(name)
+    n = 0
+    for chunk in _chunks(list(paths), _CHUNK):
+        n += ds._sample_collection.delete_many({"filepath": {"$in": list(chunk)}}).deleted_count
+    ds.reload()
+    return n

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import DatasetBusyError, StoreError  # noqa: F401  (DatasetBusyError: store.DatasetBusyError)
+from ..errors import DatasetBusyError, StoreError, pause_point  # noqa: F401  (DatasetBusyError: store.DatasetBusyError)
 from ._core import INFO_KEY, load
 
 
@@ -118,29 +118,56 @@ def record_change(target: Any, entry: dict[str, Any]) -> None:
     update_meta(target, change)
 
 
-CHANGES_COLLECTION = "cvcurate_changes"  # change sets' before/after, with the dataset, for any machine of the team
+CHANGES_COLLECTION = "cvcurate_changes"  # change bodies of older versions: one JSON string each (read only)
+
+
+def _change_key(ds: Any, change_id: str) -> str:
+    return f"change:{ds._doc.id}:{change_id}"
 
 
 def save_change_body(target: Any, change_id: str, body: dict[str, Any]) -> None:
     """Keep a change set's full record (every sample's ground truth before and after) in the
-    database, beside the dataset, so that an undo works from any machine that reaches it."""
+    database, beside the dataset, so that an undo works from any machine that reaches it. Stored
+    in pieces (:func:`~cvcurate.store.journal.put_blob`): any size fits."""
+    from .journal import put_blob
+
     ds = _dataset(target)
-    coll = ds._sample_collection.database[CHANGES_COLLECTION]
-    coll.replace_one({"_id": f"{ds._doc.id}:{change_id}"},
-                     {"_id": f"{ds._doc.id}:{change_id}", "dataset": ds.name, "change_id": change_id,
-                      "body": json.dumps(body)}, upsert=True)
+    put_blob(ds, _change_key(ds, change_id), body)
 
 
 def load_change_body(target: Any, change_id: str) -> dict[str, Any] | None:
-    """The record :func:`save_change_body` kept (None: none, as for a change of an older version)."""
+    """The record :func:`save_change_body` kept (None: none, as for a change of an older version
+    that only has its local log file)."""
+    from .journal import get_blob
+
     ds = _dataset(target)
+    body = get_blob(ds, _change_key(ds, change_id))
+    if body is not None:
+        return body
     doc = ds._sample_collection.database[CHANGES_COLLECTION].find_one({"_id": f"{ds._doc.id}:{change_id}"})
     return json.loads(doc["body"]) if doc else None
 
 
 def forget_change_body(target: Any, change_id: str) -> None:
+    from .journal import delete_blob
+
     ds = _dataset(target)
+    delete_blob(ds, _change_key(ds, change_id))
     ds._sample_collection.database[CHANGES_COLLECTION].delete_one({"_id": f"{ds._doc.id}:{change_id}"})
+
+
+def forget_dataset(ds: Any) -> None:
+    """Remove what cvcurate keeps beside a dataset (change bodies, journal, lock), when it is deleted."""
+    import re
+
+    from .journal import BLOBS, forget_dataset as forget_journal
+
+    db = ds._sample_collection.database
+    did = str(ds._doc.id)
+    db[BLOBS].delete_many({"key": {"$regex": f"^change:{re.escape(did)}:"}})
+    db[CHANGES_COLLECTION].delete_many({"_id": {"$regex": f"^{re.escape(did)}:"}})
+    forget_journal(db, did)
+    db[LOCKS_COLLECTION].delete_many({"_id": f"dataset:{did}"})
 
 
 def forget_change(target: Any, change_id: str) -> None:
@@ -229,15 +256,37 @@ def _busy_message(doc: dict[str, Any], name: str) -> str:
 
     return (f"dataset {name!r} is locked by another {doc.get('purpose', 'apply')} "
             f"({doc.get('user', '?')} on {doc.get('host', '?')}, pid {doc.get('pid', '?')}, "
-            f"since {t(doc.get('since'))}): try again when it has finished "
+            f"since {t(doc.get('since'))}): try again when it has finished, or give --wait SECONDS "
             f"(a lock left by a crashed process expires at {t(doc.get('expires'))})")
 
 
 @contextlib.contextmanager
-def dataset_lock(target: Any, purpose: str, *, user: str | None = None,
-                 ttl_s: float | None = None) -> Iterator[DatasetLock]:
-    """Hold the dataset's change lock for the block; raise :class:`DatasetBusyError` at once when
-    another process holds it.
+def dataset_lock(target: Any, purpose: str, *, user: str | None = None, ttl_s: float | None = None,
+                 wait_s: float = 0.0) -> Iterator[DatasetLock]:
+    """Hold the dataset's lock for the block (see :func:`_take_lock`); with ``wait_s`` > 0, wait up
+    to that many seconds for another holder to finish before giving up."""
+    import time
+
+    deadline = time.monotonic() + max(0.0, wait_s)
+    while True:
+        try:
+            lock = _take_lock(target, purpose, user=user, ttl_s=ttl_s)
+            break
+        except DatasetBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+    lock._thread.start()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def _take_lock(target: Any, purpose: str, *, user: str | None = None, ttl_s: float | None = None) -> DatasetLock:
+    """Take the dataset's change lock; raise :class:`DatasetBusyError` at once when another
+    process holds it. One lock per dataset for every cvcurate writer (score, apply, undo, decide,
+    augment).
 
     One document per dataset in ``cvcurate_locks`` (``_id``: the dataset's id, so a rename keeps
     it), holding who (user, host, pid), ``since`` and ``expires``. Taken by one atomic upsert that
@@ -245,7 +294,7 @@ def dataset_lock(target: Any, purpose: str, *, user: str | None = None,
     unique ``_id`` (DuplicateKeyError) and the lock is refused. Times are the database server's
     (``$$NOW``), so clients' clocks do not matter. A heartbeat thread renews it every ttl/3; a
     lock whose holder is a dead pid on this host is taken over at once, others after ``ttl_s``.
-    Released in ``finally`` (only by its holder: the delete matches its token)."""
+    Released by :func:`dataset_lock` (only by its holder: the delete matches its token)."""
     from pymongo import ReturnDocument
     from pymongo.errors import DuplicateKeyError
 
@@ -280,12 +329,7 @@ def dataset_lock(target: Any, purpose: str, *, user: str | None = None,
             raise DatasetBusyError(_busy_message(held, ds.name)) from None
     else:
         raise DatasetBusyError(f"dataset {ds.name!r} is locked by another process: try again") from None
-    lock = DatasetLock(coll, key, token, ttl, ds.name, purpose)
-    lock._thread.start()
-    try:
-        yield lock
-    finally:
-        lock.release()
+    return DatasetLock(coll, key, token, ttl, ds.name, purpose)
 
 
 def lock_holder(target: Any) -> dict[str, Any] | None:
@@ -364,6 +408,8 @@ def guarded_write(name: str, writes: Sequence[GuardedWrite], attempted: list[str
     its write is sent (so that a caller rolling back after an interrupt knows every sample that
     may have been written). One round trip per sample: a compare-and-set must know which
     samples matched, which a bulk write does not tell."""
+    from pymongo.errors import WriteError
+
     ds = load(name)
     coll = ds._sample_collection
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
@@ -372,9 +418,19 @@ def guarded_write(name: str, writes: Sequence[GuardedWrite], attempted: list[str
         flt, update, filters = _guarded_op(w, now)
         if attempted is not None:
             attempted.append(w.sample_id)
-        res = coll.update_one(flt, update, array_filters=filters or None)
+        try:
+            res = coll.update_one(flt, update, array_filters=filters or None)
+        except WriteError as exc:
+            if exc.code != 2 or "must exist" not in str(exc):
+                raise
+            # a field whose labels it tags is not there (a re-score proposed nothing for the
+            # sample): nothing to tag, the rest of the write stands
+            w = GuardedWrite(w.sample_id, w.expect_tags, w.expect_detections, w.set_detections)
+            flt, update, filters = _guarded_op(w, now)
+            res = coll.update_one(flt, update, array_filters=filters or None)
         if res.matched_count == 1:
             done.append(w.sample_id)
+        pause_point("guarded_write")
     if writes:
         ds.reload()
     return done

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import interrupt_leaves, kept
+from ..errors import interrupt_leaves, kept, pause_point
 from ._core import GT_FIELD, _fo, load
 from .convert import xyxy_to_rel_xywh
 from .meta import get_runs, set_run
@@ -74,6 +74,10 @@ class RunRow:
     sample_id: str
     values: dict[str, Any]  # field -> float | str | list[str] | list[RunBox] | None (a missing field is None)
     box_values: dict[str, list[Any]] = field(default_factory=dict)  # box attribute -> one value per box
+    # compare-and-set: detections field -> the label tags of its boxes as the caller read them; the
+    # row is written only if they are still so (a reviewer tagging in the App meanwhile is never
+    # overwritten: the row comes back from write_run as not written, to be read and decided again)
+    expect_tags: dict[str, list[list[str]]] | None = None
 
 
 def _declarations(fo: Any, ds: Any, spec: RunSpec, rows: Sequence[RunRow]) -> dict[str, Any]:
@@ -134,16 +138,80 @@ def _detection_docs(rows: Sequence[RunRow], fld: str, sizes: dict[str, tuple[int
 
 
 def write_run(name: str, spec: RunSpec, rows: Sequence[RunRow], run: dict[str, Any], *,
-              view_filter: tuple[str, float] | None = None, redo: str = "run the command again") -> None:
+              view_filter: tuple[str, float] | None = None, redo: str = "run the command again",
+              register: bool = True) -> list[str]:
     """Write a run's fields in bulk, its saved views, and register it (see :func:`_write_run`).
-    Not all or nothing: an interrupt says so (``redo`` tells how to repair it)."""
+    Not all or nothing: an interrupt says so (``redo`` tells how to repair it). Returns the ids
+    of the rows not written because their ``expect_tags`` no longer held (compare-and-set):
+    write them again with :func:`rewrite_rows`, then :func:`register_run`."""
     with interrupt_leaves(f"the {spec.key} fields of dataset {name!r} may be partly written: {redo}"):
-        _write_run(name, spec, rows, run, view_filter)
+        missed = _write_run(name, spec, rows, run, view_filter, register)
+    if register:
+        kept(f"{spec.key} fields of dataset {name!r} written")
+    return missed
+
+
+def _expect_filter(sid: str, expect: dict[str, list[list[str]]] | None) -> dict[str, Any]:
+    from bson import ObjectId
+
+    flt: dict[str, Any] = {"_id": ObjectId(sid)}
+    if expect:
+        flt["$expr"] = {"$and": [
+            {"$eq": [{"$ifNull": [f"${f}.detections.tags", []]}, [list(t or []) for t in tags]]}
+            for f, tags in expect.items()]}
+    return flt
+
+
+def _not_written(coll: Any, rows: Sequence[RunRow], now: Any) -> list[str]:
+    """The guarded rows whose compare-and-set failed: their sample was not stamped ``now``."""
+    from bson import ObjectId
+
+    guarded = [ObjectId(r.sample_id) for r in rows if r.expect_tags]
+    if not guarded:
+        return []
+    return [str(d["_id"]) for d in coll.find({"_id": {"$in": guarded}, "last_modified_at": {"$ne": now}}, {"_id": 1})]
+
+
+def rewrite_rows(name: str, spec: RunSpec, rows: Sequence[RunRow]) -> list[str]:
+    """Write these rows of a run already written by :func:`write_run` (in place: the fields are
+    declared; nothing else is touched); returns those not written (compare-and-set failed)."""
+    from pymongo import UpdateOne
+
+    ds = load(name)
+    coll = ds._sample_collection
+    boxed = [f for f, k in spec.fields.items() if k == "detections"]
+    sizes = {str(d["_id"]): (d.get("w"), d.get("h")) for d in coll.aggregate([
+        {"$match": {"_id": {"$in": [__import__("bson").ObjectId(r.sample_id) for r in rows]}}},
+        {"$project": {"w": "$metadata.width", "h": "$metadata.height"}}])}
+    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+    det_docs = {f: _detection_docs(rows, f, sizes, spec.detection_attrs.get(f, ())) for f in boxed}
+    ops = []
+    for i, r in enumerate(rows):
+        upd: dict[str, Any] = {}
+        for f, kind in spec.fields.items():
+            if kind == "detections":
+                upd[f] = det_docs[f][i]
+                continue
+            v = r.values.get(f)
+            upd[f] = None if v is None else float(v) if kind == "float" else str(v) if kind == "string" else list(v)
+        upd["last_modified_at"] = now
+        ops.append(UpdateOne(_expect_filter(r.sample_id, r.expect_tags), {"$set": upd}))
+    if ops:
+        coll.bulk_write(ops, ordered=False)
+    ds.reload()
+    return _not_written(coll, rows, now)
+
+
+def register_run(name: str, spec: RunSpec, run: dict[str, Any], *,
+                 view_filter: tuple[str, float] | None = None) -> None:
+    """Save the run's views and register it: the last step of a run, its commit."""
+    ds = load(name)
+    _save_views(ds, spec, run, view_filter)
     kept(f"{spec.key} fields of dataset {name!r} written")
 
 
 def _write_run(name: str, spec: RunSpec, rows: Sequence[RunRow], run: dict[str, Any],
-               view_filter: tuple[str, float] | None) -> None:
+               view_filter: tuple[str, float] | None, register: bool = True) -> list[str]:
     """Write a run's fields in bulk, one saved view per :class:`ViewSpec`, and register the run.
 
     ``view_filter`` = (field, min confidence): the views show only those predictions, so that the
@@ -173,7 +241,6 @@ def _write_run(name: str, spec: RunSpec, rows: Sequence[RunRow], run: dict[str, 
     from concurrent.futures import ThreadPoolExecutor
 
     from bson import ObjectId
-    from fiftyone import ViewField as F
     from pymongo import UpdateMany, UpdateOne
 
     ds = load(name)
@@ -219,6 +286,7 @@ def _write_run(name: str, spec: RunSpec, rows: Sequence[RunRow], run: dict[str, 
             ds.remove_dynamic_sample_fields(redeclare)
     elif prev and (old_fields or prev.get("label_fields")):
         ds.delete_sample_fields(old_fields + list(prev.get("label_fields", [])), error_level=2)
+        pause_point("write_run:deleted")
     for v in prev.get("views", []):
         if ds.has_saved_view(v):
             ds.delete_saved_view(v)
@@ -254,7 +322,7 @@ def _write_run(name: str, spec: RunSpec, rows: Sequence[RunRow], run: dict[str, 
                 stale = range(n_box, n_gt[sid])
                 if len(stale) and box_attrs:  # boxes this run does not cover lose the previous values
                     doc["$unset"] = {f"{prefix}{k}.{a}": "" for k in stale for a in box_attrs}
-            ops.append(UpdateOne({"_id": ObjectId(sid)}, doc))
+            ops.append(UpdateOne(_expect_filter(sid, r.expect_tags if in_place else None), doc))
             if len(ops) == 500:
                 sent.append(sender.submit(coll.bulk_write, ops, ordered=False))
                 ops = []
@@ -270,7 +338,18 @@ def _write_run(name: str, spec: RunSpec, rows: Sequence[RunRow], run: dict[str, 
         for fut in sent:
             fut.result()
     ds.reload()
+    pause_point("write_run:written")
+    missed = _not_written(coll, rows, now) if in_place else []
+    if register:
+        _save_views(ds, spec, run, view_filter)
+    return missed
 
+
+def _save_views(ds: Any, spec: RunSpec, run: dict[str, Any], view_filter: tuple[str, float] | None) -> None:
+    from fiftyone import ViewField as F
+
+    fields = list(spec.fields)
+    label_fields = spec.label_fields
     base = ds
     if view_filter is not None and view_filter[0] in ds.get_field_schema():
         base = ds.filter_labels(view_filter[0], F("confidence") >= view_filter[1], only_matches=False)

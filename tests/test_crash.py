@@ -1,0 +1,348 @@
+"""Nothing lost when a writer dies: kill -9 and SIGTERM of apply, undo, score and decide at named
+writes (a test-only hook pauses the command there, then the test kills it), and at a random
+moment; the next command finishes or rolls back what was left, and every label and decision is
+accounted for. Races of score with decide and apply; a property test over random decisions,
+re-scores, applies and undos.
+
+The commands run as real processes (``cvcurate ...``) on the conftest's database (reached by
+``FIFTYONE_DATABASE_URI``); this process reads the store between them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cvcurate import decisions, store
+from cvcurate.cli import app
+from cvcurate.stages import review
+from cvcurate.stages.score import FIX_FIELD, SUSPECTS_FIELD, run_score
+from tests.test_review import scored_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def cli(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def start(args: list, tmp_path: Path, pause: str | None = None) -> tuple[subprocess.Popen, Path]:
+    env = dict(os.environ, CVCURATE_PROGRESS="0", PYTHONPATH=str(REPO))
+    flag = tmp_path / f"paused-{time.monotonic_ns()}"
+    if pause:
+        env.update(CVCURATE_TEST_PAUSE=pause, CVCURATE_TEST_PAUSE_FILE=str(flag))
+    proc = subprocess.Popen([sys.executable, "-c", "from cvcurate.cli import main; main()", *map(str, args)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, flag
+
+
+def wait_paused(proc: subprocess.Popen, flag: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not flag.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"exited {proc.returncode} before its pause point: {out}\n{err}")
+        assert time.time() < deadline, "the command never reached its pause point"
+        time.sleep(0.05)
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[int, str, str]:
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def labels(name: str) -> dict[str, list[tuple]]:
+    return {sid: decisions.labels_of(d) for sid, d in store.get_detections(name, store.GT_FIELD).items()}
+
+
+def decided(name: str) -> dict[tuple, set[str]]:
+    """Every decision tag on the run's fixes and suspect boxes, by what it decides."""
+    out: dict[tuple, set[str]] = {}
+    for fld in (FIX_FIELD, SUSPECTS_FIELD):
+        for sid, dets in store.get_detections(name, fld).items():
+            for d in dets:
+                tags = set(d.get("tags") or []) & {decisions.CONFIRMED, decisions.REJECTED}
+                if tags:
+                    key = (fld, sid, d.get("cvc_issue") if fld == SUSPECTS_FIELD else
+                           (d.get("cvc_action"), d.get("cvc_class"), d.get("cvc_target")))
+                    out.setdefault(key, set()).update(tags)
+    return out
+
+
+def confirm_all(name: str) -> int:
+    ids = [d["cvc_issue"] for dets in store.get_detections(name, FIX_FIELD).values() for d in dets
+           if d.get("cvc_issue")]
+    return review.decide(name, confirm=sorted(set(ids))).fixes_tagged
+
+
+@pytest.fixture
+def reviewed(tmp_path, dataset_name):
+    """A scored dataset whose every fix a reviewer confirmed; its labels before any apply."""
+    scored_dataset(tmp_path, dataset_name)
+    assert confirm_all(dataset_name) >= 5
+    return dataset_name, labels(dataset_name), decided(dataset_name)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_apply_killed_mid_write_is_rolled_back(reviewed, tmp_path, sig):
+    name, before, dec = reviewed
+    proc, flag = start(["apply", name, "--log-dir", tmp_path / "log"], tmp_path, pause="guarded_write#3")
+    wait_paused(proc, flag)
+    code, out, err = kill(proc, sig)
+    if sig == signal.SIGTERM:  # handled as Ctrl-C: rolled back at once, one line, exit 143
+        assert code == 143, (code, out, err)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM): the apply was rolled back"), err
+        assert labels(name) == before and not store.journal.pending(name)
+    else:
+        assert code == -9
+        now = labels(name)
+        assert sum(now[s] != before[s] for s in before) >= 1  # killed half way: some samples written
+        assert [e["op"] for e in store.journal.pending(name)] == ["apply"]
+        assert not store.get_changes(name)  # not committed
+        r = cli("info", name)  # a read-only command says so, and which command finishes it
+        assert r.exit_code == 0 and "unfinished apply" in r.output and "rolls back" in r.output, r.output
+    assert decided(name) == dec  # the reviewers' decisions are all there
+    # the next writer recovers, then does its own work: every confirmed fix applied once
+    r = cli("apply", name, "--log-dir", tmp_path / "log")
+    assert r.exit_code == 0, r.output
+    if sig == signal.SIGKILL:
+        assert "recovered: the apply of" in r.output and "rolled back" in r.output, r.output
+    assert not store.journal.pending(name)
+    assert len(store.get_changes(name)) == 1
+    # and undo restores the labels of before byte for byte
+    r = cli("apply", name, "--undo")
+    assert r.exit_code == 0, r.output
+    assert labels(name) == before
+
+
+def test_apply_killed_after_its_writes_keeps_the_change(reviewed, tmp_path):
+    name, before, _ = reviewed
+    proc, flag = start(["apply", name, "--log-dir", tmp_path / "log"], tmp_path, pause="apply:before-commit")
+    wait_paused(proc, flag)
+    kill(proc)
+    assert [e["op"] for e in store.journal.pending(name)] == ["apply"]
+    cs = review.apply(name, log_dir=tmp_path / "log")  # recovery: rolled back (not committed), then applied anew
+    assert cs.applied >= 5 and not store.journal.pending(name)
+    review.undo(name)
+    assert labels(name) == before
+
+
+def test_undo_killed_mid_write_is_rolled_back_then_undone(reviewed, tmp_path):
+    name, before, _ = reviewed
+    review.apply(name, log_dir=tmp_path / "log")
+    applied = labels(name)
+    proc, flag = start(["apply", name, "--undo"], tmp_path, pause="guarded_write#2")
+    wait_paused(proc, flag)
+    kill(proc)
+    assert labels(name) != applied and labels(name) != before  # half undone
+    r = cli("apply", name, "--undo")
+    assert r.exit_code == 0 and "recovered: the undo of" in r.output, r.output
+    assert labels(name) == before and not store.journal.pending(name)
+    assert all(c["undone"] for c in store.get_changes(name))
+
+
+def test_score_killed_after_deleting_its_fields_loses_no_decision(reviewed, tmp_path):
+    """The delete-and-rewrite path (a field added since the last score): killed once the old fields
+    are gone. The gate fails, writers are refused, and the next score brings every decision back."""
+    name, before, dec = reviewed
+    import fiftyone as fo
+
+    store.load(name).add_sample_field("extra", fo.StringField)  # forces the delete-and-rewrite path
+    proc, flag = start(["score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s2"],
+                       tmp_path, pause="write_run:deleted")
+    wait_paused(proc, flag, timeout=180)
+    kill(proc)
+    coll = store.load(name)._sample_collection
+    assert coll.count_documents({FIX_FIELD: {"$exists": True}}) == 0  # the decisions' fields are gone ...
+    assert [e["op"] for e in store.journal.pending(name)] == ["score"]
+    r = cli("gate", name)
+    assert r.exit_code == 1 and "unfinished_writes" in r.output, r.output
+    r = cli("decide", name, "--confirm", "x:0:swap")
+    assert r.exit_code == 2 and "did not finish" in r.output and f"cvcurate score {name}" in r.output, r.output
+    # ... and the next score carries them all from its journal
+    r = cli("score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s3")
+    assert r.exit_code == 0, r.output
+    assert decided(name) == dec and not store.journal.pending(name)
+    assert labels(name) == before
+
+
+def test_score_killed_at_a_random_moment_loses_no_decision(reviewed, tmp_path):
+    name, before, dec = reviewed
+    rng = random.Random(7)
+    for _ in range(2):
+        proc, _ = start(["score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s"],
+                        tmp_path)
+        time.sleep(rng.uniform(2.0, 9.0))  # anywhere from start-up to the write
+        kill(proc)
+    r = cli("score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert decided(name) == dec and labels(name) == before and not store.journal.pending(name)
+
+
+def test_decide_while_score_runs_is_refused_and_nothing_is_lost(reviewed, tmp_path):
+    name, _, dec = reviewed
+    proc, flag = start(["score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s"],
+                       tmp_path, pause="score:journaled")
+    wait_paused(proc, flag, timeout=180)
+    try:
+        sus = [d["cvc_issue"] for dets in store.get_detections(name, SUSPECTS_FIELD).values() for d in dets
+               if not set(d.get("tags") or []) & {decisions.CONFIRMED, decisions.REJECTED}]
+        r = cli("decide", name, "--reject", sus[0])
+        assert r.exit_code == 2 and "is locked by another score" in r.output and "--wait" in r.output, r.output
+        r = cli("apply", name)
+        assert r.exit_code == 2 and "is locked by another score" in r.output, r.output
+    finally:
+        kill(proc)
+    r = cli("score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert decided(name) == dec
+
+
+def test_app_tags_during_score_are_never_overwritten(reviewed, tmp_path):
+    """A reviewer tags in the App (which takes no lock) while score runs: score's write is a
+    compare-and-set, so the tag is read again and carried, not overwritten."""
+    name, _, _ = reviewed
+    proc, flag = start(["score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s"],
+                       tmp_path, pause="score:journaled")
+    wait_paused(proc, flag, timeout=180)
+    sus = next(d for dets in store.get_detections(name, SUSPECTS_FIELD).values() for d in dets
+               if not set(d.get("tags") or []) & {decisions.CONFIRMED, decisions.REJECTED})
+    store.tag_labels(name, SUSPECTS_FIELD, [sus["id"]], add=[decisions.REJECTED])  # what the App does
+    want = decided(name)
+    flag.unlink()  # let it go on
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out, err)
+    assert decided(name) == want
+
+
+def test_reject_of_one_issue_of_a_merge_stops_the_merge(tmp_path, dataset_name):
+    """One fix, two issues: confirmed on one, rejected on the other is a conflict; nothing of that
+    fix is applied, and apply says so."""
+    scored_dataset(tmp_path, dataset_name)
+    fixes = store.get_detections(dataset_name, FIX_FIELD)
+    sid, fx = next((s, d) for s, dets in fixes.items() for d in dets if d["cvc_action"] == "relabel")
+    # a rejected suspect of the same type on the box the fix changes
+    sus = store.get_detections(dataset_name, SUSPECTS_FIELD)
+    mine = [d for d in sus[sid] if d.get("cvc_target") == fx["cvc_target"] and d.get("cvc_type") == fx["cvc_type"]]
+    assert mine, "every issue has its suspect box, with the id of the box it is about"
+    store.tag_labels(dataset_name, FIX_FIELD, [fx["id"]], add=[decisions.CONFIRMED])
+    store.tag_labels(dataset_name, SUSPECTS_FIELD, [mine[0]["id"]], add=[decisions.REJECTED])
+    before = labels(dataset_name)[sid]
+    cs = review.apply(dataset_name, log_dir=tmp_path / "log")
+    assert any(s.get("conflict") and "conflicting decisions" in s["why"] for s in cs.skipped), cs.skipped
+    assert labels(dataset_name)[sid] == before
+
+
+def test_every_issue_in_issues_csv_can_be_decided(tmp_path, dataset_name):
+    import csv
+
+    scored_dataset(tmp_path, dataset_name)
+    rows = list(csv.DictReader(open(tmp_path / "scores" / "issues.csv")))
+    assert rows and all(r["decision"] == "" for r in rows)  # a column for the reviewer to fill in
+    for k, r in enumerate(rows):
+        r["decision"] = "confirm" if k % 2 else "reject"
+    with open(tmp_path / "reviewed.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = cli("decide", dataset_name, "--from-file", tmp_path / "reviewed.csv")
+    assert r.exit_code == 0, r.output
+    got = {d["cvc_issue"]: set(d.get("tags") or []) for dets in store.get_detections(dataset_name, SUSPECTS_FIELD).values()
+           for d in dets}
+    for k, row in enumerate(rows):
+        assert (decisions.CONFIRMED if k % 2 else decisions.REJECTED) in got[row["issue_id"]], row
+
+
+def test_decisions_without_a_fix_and_out_of_sample_survive_rescore(tmp_path, dataset_name):
+    scored_dataset(tmp_path, dataset_name)
+    sus = store.get_detections(dataset_name, SUSPECTS_FIELD)
+    fixes = store.get_detections(dataset_name, FIX_FIELD)
+    fixed = {d["cvc_issue"] for dets in fixes.values() for d in dets}
+    lone = [d["cvc_issue"] for dets in sus.values() for d in dets if d["cvc_issue"] not in fixed]
+    assert lone, "issues that propose no fix"
+    review.decide(dataset_name, reject=lone[:3])
+    want = decided(dataset_name)
+    run_score(dataset_name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s2")
+    assert decided(dataset_name) == want
+    # a score of only some images (as --only-out-of-sample) keeps the decisions of the others
+    import cvcurate.stages.score as sc
+    from cvcurate.scoring import score
+
+    keep = set(store.sample_info(dataset_name, ["filepath"])["id"][:5])
+    labels_ = store.read(dataset_name, pred_field="predictions")
+    result = score(labels_, predictions=[r.pred for r in labels_.records], cfg=sc.load_score_config())
+    rows = [r for r in sc._sample_rows(result) if r.sample_id in keep]
+    sc.write_score_run(dataset_name, rows, list(sc.QUEUES), labels_.classes, {"at": "now"}, keep_unscored=True,
+                       journal=True)
+    assert decided(dataset_name) == want
+
+
+def test_undo_after_rescore_and_force(reviewed, tmp_path):
+    name, before, _ = reviewed
+    review.apply(name, log_dir=tmp_path / "log")
+    run_score(name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s2")  # a re-score between
+    review.undo(name)  # score touches no label: undo works
+    assert labels(name) == before
+    # a box moved after apply: undo names it and refuses; --force restores anyway
+    run_score(name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s3")
+    confirm_all(name)
+    review.apply(name, log_dir=tmp_path / "log2")
+    gt = store.get_detections(name, store.GT_FIELD)
+    sid = next(s for s, c in gt.items() if c and decisions.labels_of(c) != before[s])
+    gt[sid][0]["bounding_box"] = [0.01, 0.01, 0.1, 0.1]
+    store.set_detections(name, store.GT_FIELD, {sid: gt[sid]})
+    r = cli("apply", name, "--undo")
+    assert r.exit_code == 2 and "moved" in r.output and "--force" in r.output, r.output
+    r = cli("apply", name, "--undo", "--force")
+    assert r.exit_code == 0, r.output
+    assert labels(name) == before
+
+
+def test_random_decisions_rescores_applies_and_undos(tmp_path, dataset_name):
+    """No decision lost, no rejected fix applied, undo restores byte for byte, over a random walk."""
+    scored_dataset(tmp_path, dataset_name)
+    original = labels(dataset_name)
+    rng = random.Random(3)
+    rejected_boxes: set[str] = set()
+    for step in range(8):
+        op = rng.choice(["decide", "decide", "rescore", "apply", "undo"])
+        if op == "decide":
+            ids = [d["cvc_issue"] for dets in store.get_detections(dataset_name, SUSPECTS_FIELD).values() for d in dets]
+            pick = rng.sample(ids, min(4, len(ids)))
+            yes, no = pick[:2], pick[2:]
+            try:
+                review.decide(dataset_name, confirm=yes, reject=no)
+            except Exception as exc:  # one fix decided both ways in one call is refused whole
+                assert "both confirmed and rejected" in str(exc)
+        elif op == "rescore":
+            want = decided(dataset_name)
+            run_score(dataset_name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s")
+            got = decided(dataset_name)
+            lost = {k: v for k, v in want.items() if k not in got}
+            history = [f for h in store.get_history(dataset_name) if h.get("action", "").startswith("score: decisions")
+                       for f in h["fixes"]]
+            assert len(lost) <= len(history), (step, lost)  # nothing dropped without a word
+        elif op == "apply":
+            for dets in store.get_detections(dataset_name, FIX_FIELD).values():
+                for d in dets:
+                    if decisions.REJECTED in (d.get("tags") or []):
+                        rejected_boxes.add(d["id"])
+            cs = review.apply(dataset_name, log_dir=tmp_path / "log")
+            assert not {f["id"] for c in cs.changes for f in c["fixes"]} & rejected_boxes
+        elif op == "undo":
+            if [c for c in store.get_changes(dataset_name) if not c.get("undone")]:
+                review.undo(dataset_name, force=True)
+    while [c for c in store.get_changes(dataset_name) if not c.get("undone")]:
+        review.undo(dataset_name, force=True)
+    assert labels(dataset_name) == original
