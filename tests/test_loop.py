@@ -124,7 +124,7 @@ def test_gate_passes_clean_and_fails_broken_with_reports(tmp_path, dataset_name)
             "--markdown", tmp_path / "g.md")
     assert r.exit_code == 0, r.output
     cases = ET.parse(tmp_path / "g.xml").getroot().findall("./testsuite/testcase")
-    assert len(cases) == 11 and not any(c.find("failure") is not None for c in cases)
+    assert len(cases) == 12 and not any(c.find("failure") is not None for c in cases)
     assert json.loads((tmp_path / "g.json").read_text())["passed"] is True
     assert (tmp_path / "g.md").read_text().startswith("## cvcurate gate:")
 
@@ -172,10 +172,14 @@ def test_bad_input_is_one_line_exit_2_and_nothing_half_written(tmp_path, dataset
         assert len(r.output.strip().splitlines()) == 1, r.output
     assert (tmp_path / "full" / "keep.txt").read_text() == "x" and len(list((tmp_path / "full").iterdir())) == 1
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.tmp-*"))
-    # --overwrite replaces the folder only once the new export is complete
+    # --overwrite replaces only an earlier export (tests/test_export_overwrite.py), once the new one is complete
     r = run("export", dataset_name, "--format", "yolo", "--out", tmp_path / "full", "--overwrite")
-    assert r.exit_code == 0 and (tmp_path / "full" / "manifest.json").is_file()
-    assert not (tmp_path / "full" / "keep.txt").exists()
+    assert r.exit_code == 2 and "not written by cvcurate export" in r.output, r.output
+    assert (tmp_path / "full" / "keep.txt").read_text() == "x" and len(list((tmp_path / "full").iterdir())) == 1
+    assert run("export", dataset_name, "--format", "coco", "--out", tmp_path / "x").exit_code == 0
+    r = run("export", dataset_name, "--format", "yolo", "--out", tmp_path / "x", "--overwrite")
+    assert r.exit_code == 0 and (tmp_path / "x" / "data.yaml").is_file(), r.output
+    assert not (tmp_path / "x" / "annotations").exists()
 
 
 def test_demo_runs_the_whole_loop(tmp_path):
@@ -188,7 +192,7 @@ def test_demo_runs_the_whole_loop(tmp_path):
               "export-v2/manifest.json", "truth.json"):
         assert (tmp_path / "demo" / f).is_file(), f
     after = json.loads((tmp_path / "demo" / "gate-after.json").read_text())
-    assert after["schema_version"] == 1 and len(after["checks"]) == 11
+    assert after["schema_version"] == 1 and len(after["checks"]) == 12
     for n in ("demo", "demo_noisy"):
         if store.exists(n):
             store.delete(n)

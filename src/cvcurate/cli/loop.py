@@ -16,14 +16,16 @@ from .common import console, esc, say, serve_app
 def export_cmd(
     name: str = typer.Argument(..., help="Dataset name."),
     format: str = typer.Option(..., "--format", "-f", help="voc, coco or yolo."),
-    out: Path = typer.Option(..., "--out", "-o", help="Export folder (created; must not exist or be empty)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Export folder (created; must not exist or be empty, "
+                             "unless --overwrite)."),
     split: Optional[str] = typer.Option(None, "--split", "-s", help="Export only this split."),
     exclude_tag: List[str] = typer.Option([], "--exclude-tag", help="Leave out samples with this tag "
                                           "(repeatable), e.g. --exclude-tag error:rejected."),
     include_augmented: bool = typer.Option(True, "--include-augmented/--no-augmented",
                                            help="Include samples the augment stage added."),
     media: str = typer.Option("copy", "--media", help="copy the images, or symlink them (not portable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out (a folder with "
+                                   "cvcurate's manifest.json and none of the dataset's files)."),
 ) -> None:
     """Export the dataset as it stands after applied fixes, with a versioned manifest.json.
 
@@ -32,7 +34,11 @@ def export_cmd(
     images/<split>/, labels/<split>/), so 'cvcurate import OUT' gives the same boxes, classes and
     splits back. manifest.json lists every image with its sha256, its boxes and their hash, class
     counts per split, and the lineage (imports, applied change sets). The source files are never
-    touched; nothing is written halfway (a temporary folder is renamed into place).
+    touched; nothing is written halfway (a hidden temporary folder beside OUT is renamed into
+    place, and what a killed export left there is removed by the next export to OUT).
+    --overwrite replaces only an earlier export (a folder with cvcurate's manifest.json) that
+    holds none of the dataset's images and is not, holds not and lies not inside a folder the
+    dataset was imported from.
 
     Examples:
 
@@ -43,7 +49,7 @@ def export_cmd(
     from ..stages.export import export
 
     res = export(name, out, format=format, split=split, exclude_tags=exclude_tag,
-                 include_augmented=include_augmented, media=media, overwrite=overwrite, progress=True)
+                 include_augmented=include_augmented, media=media, overwrite=overwrite, progress=True, log=say)
     left = ", ".join(f"{n} by {k}" for k, n in res.excluded.items())
     console.print(f"exported [bold]{esc(name)}[/] as {res.format}: {res.images} images, {res.boxes} boxes "
                   f"to {esc(res.out)}" + (f" ({esc(left)} left out)" if left else ""))

@@ -4,18 +4,26 @@ folder with a versioned ``manifest.json``; and the diff of two exports.
 Reads the store, calls the pure writers (:mod:`cvcurate.formats.writers`) and the manifest builder
 (:mod:`cvcurate.manifest`). The source files are never touched. Nothing is written halfway: the
 export is built in a temporary folder beside ``out`` and renamed into place when complete (an
-existing ``out`` is replaced only with ``overwrite``, after the new export is complete).
+existing ``out`` is replaced only with ``overwrite``, after the new export is complete, and only
+when it is an earlier export that holds nothing the dataset uses: see :func:`check_replace`).
+The temporary folders are hidden siblings of ``out`` named with the process and host that
+write them, so that a later export to the same ``out`` removes those a killed export left
+(:func:`clean_leftovers`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
+import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import __version__, manifest as mf, store
 from ..errors import InputError
@@ -25,6 +33,7 @@ from ..types import LabelSet
 
 AUGMENTED_TAG = "augmented"
 AUGMENT_FIELD = "cvc_augment"  # per-sample provenance written by the augment stage
+STALE_AFTER_S = 24 * 3600  # a leftover whose writer cannot be checked (another host) is stale after a day
 
 
 @dataclass
@@ -51,6 +60,159 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise InputError(f"cannot create --out {out}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise InputError(f"cannot write --out {out}: {base} is not writable (permission denied)")
+
+
+def _under(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (both absolute and normalised)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _written_by_cvcurate(folder: Path) -> bool:
+    """Whether ``folder`` has at its root the ``manifest.json`` of a cvcurate export."""
+    path = folder / mf.MANIFEST_NAME
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "schema_version" in doc and "cvcurate_version" in doc
+
+
+def check_replace(name: str, out: Path) -> None:
+    """Refuse to replace the non-empty folder ``out`` (``overwrite``), before any work, when
+    deleting it could delete something dataset ``name`` uses or something cvcurate did not write:
+    ``out`` is, holds or lies inside a folder the dataset was imported from (its images and
+    annotations), ``out`` holds one of the dataset's images (symlinks followed, and a link itself
+    counts), or ``out`` has no cvcurate ``manifest.json`` at its root."""
+    real_out, abs_out = os.path.realpath(out), os.path.abspath(out)
+    imported = f"which dataset {name!r} was imported from: refusing to replace it"
+    for h in store.get_history(name):
+        src = h.get("source") if h.get("action") == "import" else None
+        if not src:
+            continue
+        real_src = os.path.realpath(src)
+        if real_src == real_out:
+            raise InputError(f"{out} is the folder dataset {name!r} was imported from: refusing to replace it "
+                             "(that would delete its images and annotations); give another --out")
+        if _under(real_src, real_out):
+            raise InputError(f"{out} holds {src}, {imported} (that would delete its images and annotations); "
+                             "give another --out")
+        if _under(real_out, real_src):
+            raise InputError(f"{out} lies inside {src}, {imported} (that could delete its images or "
+                             "annotations); give an --out outside it")
+    real_dirs: dict[str, str] = {}
+    for fp in store.sample_values(name, ["filepath"])["filepath"]:
+        if not fp:
+            continue
+        path = os.path.abspath(fp)
+        folder, base = os.path.split(path)
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder)
+        real = os.path.join(real_dirs[folder], base)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if _under(path, abs_out) or _under(real, real_out):
+            raise InputError(f"{out} holds images of dataset {name!r} ({fp}): refusing to replace it (that "
+                             "would delete them); give another --out")
+    if not _written_by_cvcurate(out):
+        raise InputError(f"{out} was not written by cvcurate export (no cvcurate manifest.json): refusing to "
+                         "replace it; give another --out or remove it yourself")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "localhost"
+
+
+def _work_folder(out: Path, kind: str) -> Path:
+    """A hidden sibling of ``out`` for this export's new (``tmp``) or replaced (``old``) folder:
+    ``.OUT.KIND-PID@HOST-RANDOM``, so that a later export can tell a killed export's leftover
+    from a live one (:func:`clean_leftovers`)."""
+    return out.parent / f".{out.name}.{kind}-{os.getpid()}@{_host()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _last_write(folder: Path) -> float:
+    """The newest modification time of ``folder`` and the folders two levels below it (where
+    an export adds its files: ``images/<split>/``), without reading every file."""
+    newest = folder.lstat().st_mtime
+    level = [folder]
+    for _ in range(2):
+        below = []
+        for f in level:
+            try:
+                with os.scandir(f) as it:
+                    for e in it:
+                        if e.is_dir(follow_symlinks=False):
+                            newest = max(newest, e.stat(follow_symlinks=False).st_mtime)
+                            below.append(Path(e.path))
+            except OSError:
+                continue
+        level = below
+    return newest
+
+
+def _stale(path: Path, pid: str | None, host: str | None) -> bool:
+    """Whether the export that wrote leftover ``path`` is gone: its process is dead on this host,
+    or nothing was written in it for :data:`STALE_AFTER_S` (another host, an older cvcurate's
+    name without a process)."""
+    if pid is not None and host == _host() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        return True
+    try:
+        return time.time() - _last_write(path) > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def clean_leftovers(out: Path) -> list[str]:
+    """Remove the temporary folders that earlier exports to ``out`` were killed before removing
+    (hidden siblings ``.OUT.tmp-*`` / ``.OUT.old-*`` of this module's naming, whose export is
+    gone: :func:`_stale`); lines saying what was done, none when there was nothing. A replaced
+    export (``.old``) is kept while ``out`` does not exist: it may be the only copy of it."""
+    try:
+        siblings = sorted(out.parent.iterdir())
+    except OSError:  # no parent yet, or one that cannot be listed: nothing to clean that can be seen
+        return []
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(?:(\d+)@([A-Za-z0-9._-]+)-)?[0-9a-f]{{8}}")
+    removed, failed, kept = [], [], []
+    for path in siblings:
+        m = pattern.fullmatch(path.name)
+        if m is None or not (path.is_dir() or path.is_symlink()) or not _stale(path, m.group(2), m.group(3)):
+            continue
+        if m.group(1) == "old" and not os.path.lexists(out):
+            kept.append(path.name)
+            continue
+        try:
+            if path.is_symlink():
+                path.unlink()
+            else:
+                shutil.rmtree(path)
+            removed.append(path.name)
+        except OSError as exc:
+            failed.append(f"{path.name} ({exc.strerror or exc})")
+    lines = []
+    if removed:
+        lines.append(f"removed {len(removed)} leftover(s) of earlier killed exports to {out} in {out.parent}: "
+                     + ", ".join(removed))
+    if failed:
+        lines.append(f"could not remove leftover(s) of earlier killed exports to {out}: " + ", ".join(failed))
+    if kept:
+        lines.append(f"kept {', '.join(kept)} in {out.parent}: an earlier export to {out} was killed while "
+                     "replacing it, so this may be its only copy; rename it back or remove it yourself")
+    return lines
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _missing_folders(folder: Path) -> tuple[list[Path], Path]:
@@ -145,12 +307,19 @@ def _provenance(prov: dict[str, Any] | None, exported: dict[str, str]) -> dict[s
 
 def export(name: str, out: str | Path, *, format: str, split: str | None = None,
            exclude_tags: Sequence[str] = (), include_augmented: bool = True, media: str = "copy",
-           overwrite: bool = False, progress: bool = False) -> ExportResult:
-    """Write dataset ``name`` to ``out`` in ``format``, with ``manifest.json``."""
+           overwrite: bool = False, progress: bool = False,
+           log: Callable[[str], None] | None = None) -> ExportResult:
+    """Write dataset ``name`` to ``out`` in ``format``, with ``manifest.json``. ``log`` gets the
+    line saying which leftovers of killed exports were removed (default: stderr)."""
     if format not in EXPORT_FORMATS:
         raise InputError(f"unknown --format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
     check_out_dir(out, overwrite)
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        check_replace(name, out)
+    from .recovery import warn_unfinished
+
+    warn_unfinished(name)  # a half-written apply or score: said before the data goes out
     labels = store.read(name)
     tags = store.sample_values(name, ["tags", AUGMENT_FIELD])
     by_id = {sid: (set(t or []), aug) for sid, t, aug in zip(tags["id"], tags["tags"], tags[AUGMENT_FIELD])}
@@ -171,8 +340,10 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
         raise InputError(f"no image of {name!r} is in split {split!r} (splits: {', '.join(known)})")
     subset = LabelSet(classes=labels.classes, records=keep)
 
+    for line in clean_leftovers(out):
+        (log or _stderr)(line)
     made, _ = _missing_folders(out.parent)  # removed again when the export fails
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _work_folder(out, "tmp")
     old = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +365,7 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
             doc["voc_origin"] = 0
         (tmp / mf.MANIFEST_NAME).write_bytes(mf.dumps(doc))
         if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = _work_folder(out, "old")
             out.rename(old)
         tmp.rename(out)
     except BaseException as exc:
@@ -212,8 +383,10 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
         if err is not None:
             raise err from None
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if old is not None and old.is_symlink():  # --out was a link: the link goes, never what it points to
+        old.unlink()
+    elif old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # what is left (an interrupt) goes with the next export
     return ExportResult(out=out, format=format, images=len(keep), boxes=subset.num_boxes,
                         manifest_path=out / mf.MANIFEST_NAME, excluded={k: v for k, v in excluded.items() if v})
 
