@@ -346,3 +346,128 @@ def test_random_decisions_rescores_applies_and_undos(tmp_path, dataset_name):
     while [c for c in store.get_changes(dataset_name) if not c.get("undone")]:
         review.undo(dataset_name, force=True)
     assert labels(dataset_name) == original
+
+
+def test_decide_killed_half_way_is_finished_by_the_next_writer(tmp_path, dataset_name):
+    scored_dataset(tmp_path, dataset_name)
+    ids = sorted({d["cvc_issue"] for dets in store.get_detections(dataset_name, SUSPECTS_FIELD).values()
+                  for d in dets})
+    yes, no = ids[: len(ids) // 2], ids[len(ids) // 2:]
+    args = ["decide", dataset_name, *[a for i in yes for a in ("--confirm", i)], *[a for i in no for a in ("--reject", i)]]
+    proc, flag = start(args, tmp_path, pause="decide:tagged#1")
+    wait_paused(proc, flag)
+    kill(proc)
+    assert [e["op"] for e in store.journal.pending(dataset_name)] == ["decide"]
+    r = cli("apply", dataset_name, "--dry-run")  # read-only: says so
+    assert "unfinished decide" in r.output and "finishes it" in r.output, r.output
+    review.decide(dataset_name, confirm=[], reject=[no[0]])  # the next writer finishes the killed one first
+    assert not store.journal.pending(dataset_name)
+    got = {d["cvc_issue"]: set(d.get("tags") or []) for dets in store.get_detections(dataset_name, SUSPECTS_FIELD).values()
+           for d in dets}
+    assert all(decisions.CONFIRMED in got[i] for i in yes) and all(decisions.REJECTED in got[i] for i in no)
+
+
+def test_score_while_apply_runs_is_refused_and_waits_with_wait(reviewed, tmp_path):
+    name, before, _ = reviewed
+    proc, flag = start(["apply", name, "--log-dir", tmp_path / "log"], tmp_path, pause="apply:journaled")
+    wait_paused(proc, flag)
+    r = cli("score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s")
+    assert r.exit_code == 2 and "is locked by another apply" in r.output, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.output
+    # --wait: the score waits for the apply to finish, then runs (no phantom boxes, nothing lost)
+    waiter, _ = start(["score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s",
+                       "--wait", "120"], tmp_path)
+    time.sleep(3)
+    assert waiter.poll() is None  # still waiting
+    flag.unlink()
+    assert proc.wait(timeout=120) == 0
+    out, err = waiter.communicate(timeout=300)
+    assert waiter.returncode == 0, (out, err)
+    gt = store.get_detections(name, store.GT_FIELD)
+    assert all(d.get("label") and d.get("bounding_box") and d.get("id") for dets in gt.values() for d in dets)
+    review.undo(name)
+    assert labels(name) == before
+
+
+# -- the database killed during apply: a real mongod of the test's own ---------------------------
+def role_build(name: str, folder: str, out: str) -> None:
+    """(subprocess) a scored dataset, every fix confirmed; its labels to ``out``."""
+    import json
+
+    scored_dataset(Path(folder), name)
+    confirm_all(name)
+    Path(out).write_text(json.dumps(labels(name)))
+
+
+def role_labels(name: str, out: str) -> None:
+    import json
+
+    Path(out).write_text(json.dumps({"labels": labels(name), "pending": len(store.journal.pending(name)),
+                                     "changes": store.get_changes(name)}))
+
+
+def test_database_killed_during_apply_then_recovered(tmp_path):
+    import json
+
+    from tests.test_faults import _kill, _start_mongod, _stop
+
+    db = tmp_path / "db"
+    db.mkdir()
+    mongod, port = _start_mongod(db)
+    uri = f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=3000"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIFTYONE_DATABASE")
+           and k != "FIFTYONE_PRIVATE_DATABASE_PORT"}
+    env.update(FIFTYONE_DATABASE_URI=uri, FIFTYONE_DATABASE_VALIDATION="false", FIFTYONE_DO_NOT_TRACK="true",
+               CVCURATE_PROGRESS="0", PYTHONPATH=str(REPO))
+
+    def role(*args: object) -> None:
+        r = subprocess.run([sys.executable, "-m", "tests.test_crash", *map(str, args)], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+
+    def command(*args: object, pause: str | None = None) -> subprocess.Popen:
+        e = dict(env)
+        if pause:
+            e.update(CVCURATE_TEST_PAUSE=pause, CVCURATE_TEST_PAUSE_FILE=str(tmp_path / "paused"))
+        return subprocess.Popen([sys.executable, "-c", "from cvcurate.cli import main; main()", *map(str, args)],
+                                cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    name = "crash_lost_db"
+    try:
+        role("build", name, tmp_path / "data", tmp_path / "before.json")
+        before = json.loads((tmp_path / "before.json").read_text())
+        proc = command("apply", name, "--log-dir", tmp_path / "log", pause="guarded_write#3")
+        wait_paused(proc, tmp_path / "paused")
+        _kill(mongod.pid, port)  # the database dies with three samples written
+        (tmp_path / "paused").unlink()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in err, (out, err)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "lost the connection to the database" in lines[0], err
+        # only what is true: the rollback could not reach the database either
+        assert "may be partly written" in lines[0] and "rolls it back" in lines[0], lines[0]
+        assert "left as it was" not in lines[0], lines[0]
+        _stop(mongod)
+        mongod, _ = _start_mongod(db, port)
+        role("labels", name, tmp_path / "mid.json")
+        mid = json.loads((tmp_path / "mid.json").read_text())
+        # the intent record is durable (written with j: true); the sample writes after it may or may
+        # not have reached the disk before the crash: the recovery takes back whichever did
+        assert mid["pending"] == 1 and not mid["changes"]
+        r = command("apply", name, "--log-dir", tmp_path / "log")
+        out, err = r.communicate(timeout=300)
+        assert r.returncode == 0 and "recovered: the apply of" in err, (out, err)
+        r = command("apply", name, "--undo")
+        out, err = r.communicate(timeout=300)
+        assert r.returncode == 0, (out, err)
+        role("labels", name, tmp_path / "after.json")
+        after = json.loads((tmp_path / "after.json").read_text())
+        assert after["labels"] == before and after["pending"] == 0
+    finally:
+        _stop(mongod)
+
+
+if __name__ == "__main__":  # the roles of the lost-database test, in a process of their own
+    _roles = {"build": role_build, "labels": role_labels}
+    _roles[sys.argv[1]](*sys.argv[2:])

@@ -21,7 +21,7 @@ from ..scoring import score
 from ..scoring.images import image_features
 from .score import ISSUE_TEXT, load_score_config
 
-CONFIRMED, REJECTED = "error:confirmed", "error:rejected"
+from ..decisions import APPLIED, CONFIRMED, REJECTED, decision
 
 
 def _fresh_issues(labels: Any, progress: bool) -> tuple[list, int]:
@@ -37,13 +37,14 @@ def _scored_from_store(name: str, labels: Any) -> tuple[list[list[g.ScoredIssue]
     if "score" not in runs:
         return None, ""
     run = runs["score"]
-    vals = store.sample_values(name, ["tags", "cvc_issues", "cvc_fixes.detections.tags"])
-    by_id = {sid: (set(t or []), iss or [], ft or [])
-             for sid, t, iss, ft in zip(vals["id"], vals["tags"], vals["cvc_issues"], vals["cvc_fixes.detections.tags"])}
+    vals = store.sample_values(name, ["tags", "cvc_issues", "cvc_fixes.detections.tags", "cvc_suspects.detections.tags"])
+    by_id = {sid: (set(t or []), iss or [], list(ft or []) + list(st or []))
+             for sid, t, iss, ft, st in zip(vals["id"], vals["tags"], vals["cvc_issues"],
+                                            vals["cvc_fixes.detections.tags"], vals["cvc_suspects.detections.tags"])}
     out = []
     for rec in labels.records:
         tags, issues, fix_tags = by_id.get(rec.sample_id, (set(), [], []))
-        # a decision on the sample or on any of its fix boxes counts for the sample's issues
+        # a decision on the sample or on any of its fix or suspect boxes counts for the sample's issues
         decided = bool(tags & {CONFIRMED, REJECTED}) or any(set(t or []) & {CONFIRMED, REJECTED} for t in fix_tags)
         per = []
         for text in issues:
@@ -76,11 +77,12 @@ def _reviewed_run(name: str) -> dict | None:
                 continue
             tags = set(d.get("tags") or [])
             p = float(d.get("confidence") or 0.0)
-            if "fix:applied" in tags:
+            dec = decision(sample_tags.get(sid, set()), tags)
+            if APPLIED in tags:
                 seen[iid] = (-p, "applied")
-            elif REJECTED in tags or (REJECTED in sample_tags.get(sid, set()) and CONFIRMED not in tags):
+            elif dec == "rejected":
                 seen[iid] = (-p, "rejected")
-            elif CONFIRMED in tags or CONFIRMED in sample_tags.get(sid, set()):
+            elif dec == "confirmed":
                 seen[iid] = (1.0 - p, "confirmed")
     if not seen:
         return run

@@ -63,6 +63,8 @@ def warn_unfinished(name: str) -> list[str]:
     lines = []
     for e in unfinished(name):
         op = e.get("op")
+        if op == "score" and not e.get("writing") and not _live(name, e):
+            continue  # stopped before writing anything: nothing is unfinished
         if _live(name, e):
             lines.append(f"note: {_a(op)} of dataset {name!r} is running ({_who(e)}): what is read now may "
                          f"change when it finishes")
@@ -86,6 +88,10 @@ def recover(name: str, doing: str) -> list[dict[str, Any]]:
     scores = []
     for e in unfinished(name):
         op = e.get("op")
+        if op == "score" and not e.get("writing"):  # stopped before its first field write: nothing to finish
+            store.journal.finish(name, e, store.journal.ROLLED_BACK)
+            notice(f"recovered: the {_who(e)} stopped before it wrote anything: nothing to finish")
+            continue
         if op == "score":
             scores.append(e)
             continue

@@ -251,7 +251,7 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
     entry = store.journal.begin(name, "score", {"decided": [d.record() for d in decided]}) if journal else None
     try:
         _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p, earlier, keep_unscored,
-                         sizes, now_decided, decided, expect, old_labels)
+                         sizes, now_decided, decided, expect, old_labels, entry)
     except BaseException:
         if entry is not None and not _WROTE:  # nothing written yet: the record has nothing to finish
             with store.shielded():
@@ -269,7 +269,7 @@ _WROTE: list[bool] = []  # set once write_score_run's first field write starts
 
 
 def _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p, earlier, keep_unscored,  # type: ignore[no-untyped-def]
-                     sizes, now_decided, decided, expect, old_labels) -> None:
+                     sizes, now_decided, decided, expect, old_labels, entry) -> None:
     pause_point("score:journaled")
     scored = {r.sample_id for r in rows}
     kept_rows = []
@@ -290,6 +290,8 @@ def _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p,
                         "kept_unscored": sum(d.sample_id in kept_ids for d in now_decided)}
     spec = score_run_spec(queues, queue_min_p)
     redo = f"run 'cvcurate score {shell_arg(name)}' again (the review decisions are kept in its journal)"
+    if entry is not None:  # from here on the fields may be partly written: only a score finishes it
+        store.journal.update(name, entry, writing=True)
     _WROTE.append(True)
     missed = store.write_run(name, spec, run_rows, run, view_filter=pred_filter, redo=redo, register=False)
     with interrupt_leaves(f"the score fields of dataset {name!r} may be partly written: {redo}"):

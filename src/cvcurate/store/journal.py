@@ -39,6 +39,15 @@ def _db(target: Any) -> Any:
     return ds, ds._sample_collection.database
 
 
+def _durable(coll: Any) -> Any:
+    """The collection with writes acknowledged only once in the database's own journal on disk
+    (``j: true``): an intent record survives a crash of the database right after it, and so does
+    everything written before it."""
+    from pymongo import WriteConcern
+
+    return coll.with_options(write_concern=WriteConcern(w=1, j=True))
+
+
 # -- chunked payloads ----------------------------------------------------------------------------
 def put_blob(target: Any, key: str, value: Any) -> int:
     """Store ``value`` (JSON-able) under ``key``, replacing what was there; return the pieces."""
@@ -88,7 +97,7 @@ def begin(target: Any, op: str, payload: Any = None, **info: Any) -> dict[str, A
            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "user": who(),
            "host": socket.gethostname(), "pid": os.getpid(), "payload": key if payload is not None else None,
            "rev": 0, **info}
-    db[JOURNAL].insert_one(doc)
+    _durable(db[JOURNAL]).insert_one(doc)
     return doc
 
 
@@ -100,7 +109,7 @@ def set_payload(target: Any, entry: dict[str, Any], payload: Any) -> None:
     key = f"journal:{entry['_id']}:{rev}"
     put_blob(ds, key, payload)
     old = entry.get("payload")
-    db[JOURNAL].update_one({"_id": entry["_id"]}, {"$set": {"payload": key, "rev": rev}})
+    _durable(db[JOURNAL]).update_one({"_id": entry["_id"]}, {"$set": {"payload": key, "rev": rev}})
     entry.update(payload=key, rev=rev)
     if old:
         delete_blob(ds, old)
@@ -112,14 +121,14 @@ def payload(target: Any, entry: dict[str, Any]) -> Any:
 
 def update(target: Any, entry: dict[str, Any], **fields: Any) -> None:
     _, db = _db(target)
-    db[JOURNAL].update_one({"_id": entry["_id"]}, {"$set": fields})
+    _durable(db[JOURNAL]).update_one({"_id": entry["_id"]}, {"$set": fields})
     entry.update(fields)
 
 
 def finish(target: Any, entry: dict[str, Any], state: str = DONE, **fields: Any) -> None:
     """Mark a record done (or rolled back) and drop its payload: nothing is left to take back."""
     ds, db = _db(target)
-    db[JOURNAL].update_one({"_id": entry["_id"]}, {"$set": {
+    _durable(db[JOURNAL]).update_one({"_id": entry["_id"]}, {"$set": {
         "state": state, "ended": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **fields}})
     if entry.get("payload"):
         delete_blob(ds, entry["payload"])
