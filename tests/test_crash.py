@@ -138,21 +138,29 @@ def test_apply_killed_after_its_writes_keeps_the_change(reviewed, tmp_path):
     assert labels(name) == before
 
 
-def test_undo_killed_mid_write_is_rolled_back_then_undone(reviewed, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_undo_killed_mid_write_is_rolled_back_then_undone(reviewed, tmp_path, sig):
     name, before, _ = reviewed
     review.apply(name, log_dir=tmp_path / "log")
     applied = labels(name)
     proc, flag = start(["apply", name, "--undo"], tmp_path, pause="guarded_write#2")
     wait_paused(proc, flag)
-    kill(proc)
-    assert labels(name) != applied and labels(name) != before  # half undone
+    code, _, err = kill(proc, sig)
+    if sig == signal.SIGTERM:
+        assert code == 143 and "terminated (SIGTERM): the undo was rolled back" in err, err
+        assert labels(name) == applied and not store.journal.pending(name)
+    else:
+        assert labels(name) != applied and labels(name) != before  # half undone
     r = cli("apply", name, "--undo")
-    assert r.exit_code == 0 and "recovered: the undo of" in r.output, r.output
+    assert r.exit_code == 0, r.output
+    if sig == signal.SIGKILL:
+        assert "recovered: the undo of" in r.output, r.output
     assert labels(name) == before and not store.journal.pending(name)
     assert all(c["undone"] for c in store.get_changes(name))
 
 
-def test_score_killed_after_deleting_its_fields_loses_no_decision(reviewed, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_score_killed_after_deleting_its_fields_loses_no_decision(reviewed, tmp_path, sig):
     """The delete-and-rewrite path (a field added since the last score): killed once the old fields
     are gone. The gate fails, writers are refused, and the next score brings every decision back."""
     name, before, dec = reviewed
@@ -162,7 +170,11 @@ def test_score_killed_after_deleting_its_fields_loses_no_decision(reviewed, tmp_
     proc, flag = start(["score", name, "--pred-field", "predictions", "--no-pixels", "--out", tmp_path / "s2"],
                        tmp_path, pause="write_run:deleted")
     wait_paused(proc, flag, timeout=180)
-    kill(proc)
+    code, _, err = kill(proc, sig)
+    if sig == signal.SIGTERM:  # it cannot roll back a half-written run, and says so
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 143 and len(lines) == 1, err
+        assert "may be partly written" in lines[0] and "decisions are kept in its journal" in lines[0], err
     coll = store.load(name)._sample_collection
     assert coll.count_documents({FIX_FIELD: {"$exists": True}}) == 0  # the decisions' fields are gone ...
     assert [e["op"] for e in store.journal.pending(name)] == ["score"]

@@ -146,8 +146,10 @@ def test_overwrite_refuses_a_folder_holding_the_datasets_images(earlier_export, 
     assert (tmp_path / "alias").is_symlink() and snapshot(tmp_path / "alias") == snapshot(data / "images")
 
 
-def test_overwrite_refuses_an_export_imported_back_into_the_dataset(earlier_export, tmp_path, dataset_name):
+def test_overwrite_refuses_an_export_imported_back_into_the_dataset(earlier_export, tmp_path, dataset_name,
+                                                                    monkeypatch):
     """The export imported as a dataset: exporting that dataset over it would delete its images."""
+    monkeypatch.chdir(tmp_path)  # the import report goes to the working folder
     r = run("import", earlier_export, "--name", dataset_name + "_b")
     try:
         assert r.exit_code == 0, r.output
@@ -161,9 +163,10 @@ def test_overwrite_refuses_an_export_imported_back_into_the_dataset(earlier_expo
             store.delete(dataset_name + "_b")
 
 
-def test_overwrite_refuses_the_folder_it_was_imported_from(earlier_export, tmp_path, dataset_name):
+def test_overwrite_refuses_the_folder_it_was_imported_from(earlier_export, tmp_path, dataset_name, monkeypatch):
     """A VOC folder imported: the folder, one inside it (the annotations: no image there), and one
     around it are refused, the annotations byte for byte as they were."""
+    monkeypatch.chdir(tmp_path)  # the import report goes to the working folder
     around = tmp_path / "around"
     voc = around / "voc"
     md.write_voc(voc, n=4)

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,6 +115,86 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     return obj
 
 
+# ---------------------------------------------------------------------------------------------
+# YAML without aliases: every YAML file cvcurate reads goes through safe_load_yaml
+# ---------------------------------------------------------------------------------------------
+# An alias (``*name``) repeats an anchored node; nine lines of aliases of aliases stand for 9**9
+# values (the "billion laughs"), which blow up whoever walks them. No file cvcurate reads needs one,
+# so they are refused, as is nesting deeper than PyYAML can compose (it recurses per level).
+YAML_MAX_DEPTH = 100
+
+
+class UnsafeYAMLError(yaml.YAMLError):
+    """A YAML document that uses an alias or is nested too deep (one line, with its position)."""
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python tags) that refuses aliases and deep nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise UnsafeYAMLError(
+                f"uses an alias (*{event.anchor}, line {event.start_mark.line + 1}), which cvcurate does not "
+                "accept (aliases can expand to billions of values): write the values out")
+        if self._depth >= YAML_MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            raise UnsafeYAMLError(f"nested deeper than {YAML_MAX_DEPTH} levels (line {mark.line + 1})")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also refuses aliases and nesting deeper than :data:`YAML_MAX_DEPTH`
+    (:class:`UnsafeYAMLError`, a ``yaml.YAMLError``)."""
+    loader = _GuardedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# import limits (configs/import.yaml)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ImportLimits:
+    """Caps on what ``cvcurate import`` (and ``cvcurate gate FOLDER``) reads from one file.
+
+    An image over a cap is rejected (the import report says which cap and its value) and the
+    rest is imported; a JSON file nested deeper than ``max_json_depth`` is refused as a whole.
+    They keep a hostile or broken file (a label file of a million lines, a decompression bomb)
+    from ending in gigabytes of memory or a database error.
+    """
+
+    # boxes one image may have (COCO annotations, YOLO lines, VOC objects, Severstal components)
+    max_boxes_per_image: int = 10_000
+    # lines and bytes of one YOLO label file
+    max_label_file_lines: int = 100_000
+    max_label_file_bytes: int = 10_000_000
+    # width x height of one image (read from its header; the image is not decoded)
+    max_image_pixels: int = 100_000_000
+    # nesting of a JSON file (COCO, class maps, predictions): COCO needs 5
+    max_json_depth: int = 100
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"{f.name} must be at least 1, got {getattr(self, f.name)}")
+        if self.max_json_depth > 500:
+            raise ValueError(f"max_json_depth must be at most 500 (Python's JSON reader recurses per level), "
+                             f"got {self.max_json_depth}")
+
+
+def load_import_limits(path: str | Path | None = None) -> ImportLimits:
+    return load_config(ImportLimits, path, default_name="import.yaml")
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, name: str = "config") -> T:
     """Build config ``cls`` from a mapping over its defaults, validating every key."""
     return _build(cls, dict(data or {}), name)
@@ -151,7 +232,9 @@ def load_config(cls: type[T], path: str | Path | None = None, *, default_name: s
             raise ConfigError(f"config file {path} does not exist")
         text = read_text(path)
         try:
-            loaded = yaml.safe_load(text)
+            loaded = safe_load_yaml(text)
+        except UnsafeYAMLError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: malformed YAML: {exc}") from None
         if loaded is None:

@@ -33,7 +33,9 @@ def corrupt_cmd(
     Example: cvcurate corrupt neu --rate 0.1 --seed 0 --out neu_noisy
     """
     from ..stages.corrupt import corrupt
+    from ..stages.datasets import validate_dataset_name
 
+    validate_dataset_name(out, "--out")
     type_list = [t.strip() for t in types.split(",") if t.strip()] if types else None
     run = corrupt(name, out, rate=rate, seed=seed, types=type_list, truth=truth, overwrite=overwrite)
     result = run.result

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from ..stages import datasets
 from ..stages import imports as importer
+from ..config import load_import_limits
 from ..errors import InputError
 from ..formats import FORMATS, VOC_ORIGINS
 from . import app
@@ -49,6 +50,9 @@ def import_cmd(
     include_crowd: bool = typer.Option(
         False, "--include-crowd", help="COCO: import iscrowd 1 boxes as ordinary boxes (default: left out of "
         "the ground truth and counted in the report)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Import limits YAML: boxes per image, label file lines and bytes, image "
+        "pixels, JSON depth [default: configs/import.yaml, else built-in defaults]."),
 ) -> None:
     """Import a dataset into a persistent FiftyOne dataset, with a report of every bad file.
 
@@ -56,7 +60,9 @@ def import_cmd(
     declares another image size), and nothing is dropped silently: every rejected image and every
     box left out is in the report. Importing into an existing dataset merges by image path;
     importing the same data twice changes nothing. A failed import, or one that imports no image,
-    leaves the store as it was (exit code 2).
+    leaves the store as it was (exit code 2). An image over a limit of --config (more than 10,000
+    boxes, a label file over 100,000 lines or 10 MB, over 100M pixels by default) is rejected and
+    reported; the rest is imported.
 
     Examples:
 
@@ -70,12 +76,14 @@ def import_cmd(
         raise InputError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
     if voc_origin not in VOC_ORIGINS:
         raise InputError(f"--voc-origin must be one of {', '.join(VOC_ORIGINS)}, got {voc_origin!r}")
+    datasets.validate_dataset_name(name)  # before the name makes a report path, or anything is read
+    limits = load_import_limits(config)
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     report_path = report if report is not None else Path(f"{name}_import_report.json")
     result = importer.import_dataset(
         path, name, format=format, split=split, classes=class_list, keep_unlabeled=keep_unlabeled,
         overwrite=overwrite, report_path=report_path, voc_origin=voc_origin, include_crowd=include_crowd,
-        class_map=class_map, merge_case=merge_case, progress=True,
+        class_map=class_map, merge_case=merge_case, progress=True, limits=limits,
     )
     print_report(result.report)
     w = result.write

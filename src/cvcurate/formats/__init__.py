@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from ..config import ImportLimits, load_import_limits
 from ..errors import InputError
 from ..report import ImportReport
 from ..types import LabelSet
@@ -85,6 +86,7 @@ def load(
     class_map: Mapping[str, str] | str | Path | None = None,
     merge_case: bool = True,
     progress: bool = False,
+    limits: ImportLimits | None = None,
 ) -> tuple[LabelSet, ImportReport]:
     """Read a dataset from disk: the labels and a report of every problem found.
 
@@ -94,11 +96,14 @@ def load(
     ``voc_origin`` (VOC and GC10): ``"0"`` (default, FiftyOne's reading), ``"1"`` or ``"auto"``;
     ``include_crowd`` (COCO): import ``iscrowd: 1`` boxes; ``class_map`` (a mapping or a YAML/JSON
     file) and ``merge_case``: the class-name policy of :mod:`cvcurate.formats.classes`.
+    ``limits``: the caps on one file (:class:`~cvcurate.config.ImportLimits`; default:
+    ``configs/import.yaml``, else the built-in defaults): an image over a cap is rejected.
     """
     path = Path(path).expanduser()
-    opts = ParseOptions(voc_origin=str(voc_origin), include_crowd=include_crowd)
+    limits = limits if limits is not None else load_import_limits()
+    opts = ParseOptions(voc_origin=str(voc_origin), include_crowd=include_crowd, limits=limits)
     if class_map is not None and not isinstance(class_map, Mapping):
-        class_map = read_class_map(class_map)
+        class_map = read_class_map(class_map, limits)
     if format is None:
         format = detect_format(path)
     if format not in FORMATS:
@@ -112,7 +117,7 @@ def load(
                          + (f" ({len(parsed.problems)} problem(s), first: {parsed.problems[0][1]})"
                             if parsed.problems else ""))
     labels = finalize(parsed, report, classes=classes, split=split, keep_unlabeled=keep_unlabeled,
-                      class_map=class_map, merge_case=merge_case, progress=progress)
+                      class_map=class_map, merge_case=merge_case, progress=progress, limits=limits)
     return labels, report
 
 

@@ -7,7 +7,9 @@ so that every format reports the same problems in the same words.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..config import ImportLimits
 from ..progress import track
 from ..report import ImportReport
 from ..types import Annotations, ImageRecord, LabelSet
@@ -65,10 +68,12 @@ class ParseOptions:
     devkit's 1-based inclusive pixels (``x1=xmin-1, x2=xmax``, like detectron2), ``"auto"`` decided
     from the data (see :func:`cvcurate.formats.voc.resolve_origin`).
     ``include_crowd``: import COCO ``iscrowd: 1`` boxes as ordinary boxes (default: left out).
+    ``limits``: the caps of :class:`~cvcurate.config.ImportLimits` (``configs/import.yaml``).
     """
 
     voc_origin: str = "0"
     include_crowd: bool = False
+    limits: ImportLimits = field(default_factory=ImportLimits)
 
     def __post_init__(self) -> None:
         self.voc_origin = str(self.voc_origin)
@@ -100,6 +105,96 @@ class BadImage(Exception):
     pass
 
 
+# ---------------------------------------------------------------------------------------------
+# caps on one file (ImportLimits), and reading JSON / YAML that may be hostile
+# ---------------------------------------------------------------------------------------------
+RAISE_HINT = "raise it with cvcurate import --config FILE (see configs/import.yaml)"
+
+
+def over_cap(what: str, key: str, cap: int) -> str:
+    """The message for a file over a cap of :class:`~cvcurate.config.ImportLimits`: what was
+    found, the cap's name and value, and how to raise it."""
+    return f"{what}, more than {key} {cap:,}: {RAISE_HINT}"
+
+
+def too_many_boxes(n: int, limits: ImportLimits) -> str:
+    return over_cap(f"too many boxes: {n:,} for this image", "max_boxes_per_image", limits.max_boxes_per_image)
+
+
+_JSON_KEEP = b'"[]{}'
+_JSON_DROP = bytes(b for b in range(256) if b not in _JSON_KEEP)
+
+
+def json_depth_over(data: bytes | str, max_depth: int) -> bool:
+    """Whether JSON text nests arrays and objects deeper than ``max_depth``, found without
+    parsing it (Python's JSON reader recurses per level: 200,000 levels end in RecursionError).
+
+    Brackets inside strings do not count; a few vectorised passes, in chunks, over the quotes and
+    brackets only, so that a file of hundreds of MB costs well under a second."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", errors="replace")
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False
+    if b"\\" in data:
+        data = re.sub(rb"\\.", b"", data, flags=re.S)  # escapes out: every quote left opens or closes a string
+    marks = data.translate(None, _JSON_DROP)
+    depth, in_string, chunk = 0, 0, 1 << 22
+    for start in range(0, len(marks), chunk):
+        arr = np.frombuffer(marks, np.uint8, count=min(chunk, len(marks) - start), offset=start)
+        quote = arr == ord('"')
+        inside = np.bitwise_xor.accumulate(quote.view(np.uint8)) ^ in_string  # 1 inside a string
+        in_string = int(inside[-1])
+        brackets = arr[(inside == 0) & ~quote]
+        if not len(brackets):
+            continue
+        levels = np.cumsum(np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1).astype(np.int32)) + depth
+        if int(levels.max()) > max_depth:
+            return True
+        depth = int(levels[-1])
+    return False
+
+
+def load_json_text(data: bytes | str, source: str, max_depth: int, object_hook: Any = None) -> Any:
+    """Parse JSON (UTF-8 bytes or text) that may be hostile: :class:`~cvcurate.errors.InputError`
+    (one line) when it nests deeper than ``max_depth``, is not UTF-8 or is malformed.
+
+    Pass the bytes without keeping a reference (``load_json_text(path.read_bytes(), ...)``): they
+    are freed once decoded, so that a large file is in memory once, not twice."""
+    import json
+
+    from ..errors import InputError
+
+    if json_depth_over(data, max_depth):
+        raise InputError(f"{source}: JSON nested deeper than {max_depth} levels (max_json_depth); not read: "
+                         f"{RAISE_HINT}")
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise InputError(f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
+        del data
+    else:
+        text = data
+    try:
+        return json.loads(text, object_hook=object_hook)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:  # not reached with max_json_depth <= 500, but never a traceback
+        raise InputError(f"{source}: JSON nested too deep for Python's JSON reader; not read") from None
+
+
+def yaml_error_line(exc: Exception) -> str:
+    """A YAML error in one line: its problem and where (PyYAML's own text spans several lines)."""
+    problem = getattr(exc, "problem", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return (f"{context}: " if context else "") + f"{problem}{where}"
+
+
 def safe_resolve(p: Path) -> Path:
     """``p.resolve()``, or its absolute path for a symlink loop (which resolve() raises on)."""
     try:
@@ -125,12 +220,13 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     return sorted(p for p in it if looks_like_image(p))
 
 
-def probe_image(path: Path) -> tuple[int, int]:
+def probe_image(path: Path, max_pixels: int | None = None) -> tuple[int, int]:
     """Return (width, height) of an image, reading only its header and its end.
 
     Raises :class:`BadImage` with a readable reason for a missing, empty, unreadable or
-    truncated file. Truncation is caught by the end marker (JPEG EOI, PNG IEND), which costs
-    one small read instead of decoding the whole image.
+    truncated file, and for an image of more than ``max_pixels`` pixels (a decompression bomb:
+    a 30000x30000 PNG of a few hundred KB would need GB to decode). Truncation is caught by the
+    end marker (JPEG EOI, PNG IEND), which costs one small read instead of decoding the whole image.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -154,10 +250,15 @@ def probe_image(path: Path) -> tuple[int, int]:
             fmt = im.format
     except UnidentifiedImageError:
         raise BadImage("not a readable image (unknown or corrupt header)") from None
+    except Image.DecompressionBombError as exc:  # PIL's own cap, when _pil_size_check_off is not in force
+        raise BadImage(f"image too large: {exc}") from None
     except OSError as exc:
         raise BadImage(f"image file cannot be read: {exc}") from None
     if width <= 0 or height <= 0:
         raise BadImage(f"image has no pixels ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise BadImage(over_cap(f"image too large: {width}x{height} = {width * height:,} pixels",
+                                "max_image_pixels", max_pixels))
     tail_len = min(size, 64)
     with open(path, "rb") as fh:
         fh.seek(size - tail_len)
@@ -169,20 +270,37 @@ def probe_image(path: Path) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _probe_all(paths: Sequence[Path | None], workers: int) -> Iterator[tuple[int, int] | str]:
+@contextlib.contextmanager
+def _pil_size_check_off() -> Iterator[None]:
+    """PIL's own decompression-bomb check off while only headers are read: it refuses images
+    above 2 x 89M pixels whatever ``max_image_pixels`` says, and warns on stderr above 89M;
+    :func:`probe_image` applies ``max_image_pixels`` itself, and decodes nothing."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def _probe_all(paths: Sequence[Path | None], workers: int,
+               max_pixels: int | None = None) -> Iterator[tuple[int, int] | str]:
     def one(p: Path | None) -> tuple[int, int] | str:
         if p is None:
             return "image file not found"
         try:
-            return probe_image(p)
+            return probe_image(p, max_pixels)
         except BadImage as exc:
             return str(exc)
 
-    if workers <= 1 or len(paths) < 64:
-        yield from (one(p) for p in paths)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(one, paths)
+    with _pil_size_check_off():
+        if workers <= 1 or len(paths) < 64:
+            yield from (one(p) for p in paths)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield from pool.map(one, paths)
 
 
 def _fmt_box(b: Sequence[float]) -> str:
@@ -200,6 +318,7 @@ def finalize(
     merge_case: bool = True,
     workers: int | None = None,
     progress: bool = False,
+    limits: ImportLimits | None = None,
 ) -> LabelSet:
     """Probe every image, rescale and check boxes, map class names, fill the report.
 
@@ -215,10 +334,18 @@ def finalize(
     VOC file, a zero-width COCO box, ...) is degenerate: it is kept and reported, and a side of
     (0, 1] px is stored as zero, so that the geometry check and the gate see it whatever the
     rescale to the real image size.
+
+    ``limits``: an image larger than ``max_image_pixels`` or with more than
+    ``max_boxes_per_image`` boxes is rejected (default: :class:`~cvcurate.config.ImportLimits`).
     """
     from .classes import class_renames
 
+    limits = limits or ImportLimits()
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    for im in parsed.images:  # the parsers stop early where they can; any format, whatever got here
+        if len(im.boxes) > limits.max_boxes_per_image:
+            im.errors.append(too_many_boxes(len(im.boxes), limits))
+            im.boxes, im.labels = [], []
     for path, msg in parsed.problems:
         report.problem(path, msg)
     report.notes.extend(dict.fromkeys(parsed.notes))  # one note per thing, even from several files
@@ -269,7 +396,7 @@ def finalize(
 
     paths = [im.image_path for im in unique]
     probes = track(
-        _probe_all(paths, workers), description="checking images", total=len(paths),
+        _probe_all(paths, workers, limits.max_image_pixels), description="checking images", total=len(paths),
         enabled=progress,
     )
 

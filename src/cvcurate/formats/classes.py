@@ -24,11 +24,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from ..config import ImportLimits, UnsafeYAMLError, safe_load_yaml
 from ..errors import InputError
 
 
-def read_class_map(path: str | Path) -> dict[str, str]:
-    """Read a class map file: a YAML or JSON mapping of old name -> new name."""
+def read_class_map(path: str | Path, limits: ImportLimits | None = None) -> dict[str, str]:
+    """Read a class map file: a YAML or JSON mapping of old name -> new name (a JSON nested deeper
+    than ``limits.max_json_depth`` and a YAML with aliases are refused)."""
+    from .base import RAISE_HINT, json_depth_over
+
     path = Path(path).expanduser()
     try:
         text = path.read_text(encoding="utf-8")
@@ -37,7 +41,16 @@ def read_class_map(path: str | Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"class map {path} cannot be read: {exc}") from None
     try:
-        doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        if path.suffix.lower() == ".json":
+            depth = (limits or ImportLimits()).max_json_depth
+            if json_depth_over(text, depth):
+                raise InputError(f"class map {path}: JSON nested deeper than {depth} levels (max_json_depth); "
+                                 f"not read: {RAISE_HINT}")
+            doc = json.loads(text)
+        else:
+            doc = safe_load_yaml(text)
+    except UnsafeYAMLError as exc:
+        raise InputError(f"class map {path}: {exc}") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"class map {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
                          f"{str(exc).splitlines()[0]}") from None

@@ -13,6 +13,11 @@ given, beside the JSON, and for the JSON's folder and the folder above it (the d
 
 ``iscrowd: 1`` boxes (a region of many objects) are kept out of the ground truth by default and
 reported with a count (``include_crowd`` imports them as ordinary boxes).
+
+Caps (:class:`~cvcurate.config.ImportLimits`): an image with more than ``max_boxes_per_image``
+annotations is rejected and the rest imported; the annotations past the cap are dropped while the
+JSON is parsed, so that a file of millions of boxes on a few images costs the memory of the
+boxes that can be imported. A JSON nested deeper than ``max_json_depth`` is refused.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..config import ImportLimits
 from ..errors import InputError
 from ..types import LabelSet
-from .base import ParseOptions, ParseResult, RawImage, list_images, safe_resolve, split_name
+from .base import (ParseOptions, ParseResult, RawImage, list_images, load_json_text, safe_resolve, split_name,
+                   too_many_boxes)
 
 
 def _looks_like_coco(path: Path) -> bool:
@@ -108,11 +115,68 @@ def _image_roots(json_path: Path, root: Path, images_dir: Path | None) -> list[P
     return seen
 
 
-def parse_document(doc: Any, source: str) -> tuple[list[dict], dict[int, list[dict]], dict[int, str], list[tuple[str, str]]]:
-    """Validate a COCO document: (images, annotations by image id, category names, problems)."""
+class _Dropped:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<annotation past max_boxes_per_image>"
+
+
+DROPPED = _Dropped()  # one shared placeholder for every annotation dropped while reading
+
+
+class _Capped:
+    """``object_hook`` of the JSON reader: counts the annotations (objects with an ``image_id``) of
+    each image and drops those past ``cap`` as they are read (:data:`DROPPED` takes their place),
+    so that a file of millions of boxes on a few images never holds them all in memory."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.counts: dict[int, int] = {}
+
+    def __call__(self, obj: dict) -> Any:
+        if "image_id" not in obj:
+            return obj
+        try:
+            key = int(obj["image_id"])
+        except (TypeError, ValueError):
+            return obj
+        n = self.counts.get(key, 0) + 1
+        self.counts[key] = n
+        return DROPPED if n > self.cap else obj
+
+
+def _read_bytes(json_path: Path) -> bytes:
+    try:
+        return json_path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{json_path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def read_document(json_path: Path, limits: ImportLimits | None = None) -> tuple[Any, dict[int, int]]:
+    """A COCO JSON, read under the caps: (document, annotations per image id as counted while
+    reading, dropped ones included). An image's annotations past ``max_boxes_per_image`` are
+    :data:`DROPPED` in the document's ``annotations`` list."""
+    limits = limits or ImportLimits()
+    capped = _Capped(limits.max_boxes_per_image)
+    # no name holds the bytes: the reader frees them once decoded
+    doc = load_json_text(_read_bytes(json_path), str(json_path), limits.max_json_depth, object_hook=capped)
+    return doc, capped.counts
+
+
+def parse_document(doc: Any, source: str, totals: dict[int, int] | None = None
+                   ) -> tuple[list[dict], dict[int, list[dict]], dict[int, str], list[tuple[str, str]]]:
+    """Validate a COCO document: (images, annotations by image id, category names, problems).
+
+    ``totals``: annotations per image id counted while reading (see :func:`read_document`); they
+    count in the messages where annotations were dropped."""
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise InputError(f"{source}: not a COCO detection file (no 'images' list)")
     problems: list[tuple[str, str]] = []
+    for key in ("categories", "annotations"):
+        if not isinstance(doc.get(key) or [], list):
+            problems.append((source, f"malformed {key}: not a list ({type(doc[key]).__name__}); ignored"))
+            doc[key] = []
     cats: dict[int, str] = {}
     for c in doc.get("categories") or []:
         try:
@@ -121,6 +185,8 @@ def parse_document(doc: Any, source: str) -> tuple[list[dict], dict[int, list[di
             problems.append((source, f"malformed category: {c!r} ignored"))
     by_image: dict[int, list[dict]] = {}
     for k, a in enumerate(doc.get("annotations") or []):
+        if a is DROPPED:  # past max_boxes_per_image: counted in totals
+            continue
         if not isinstance(a, dict) or "image_id" not in a:
             problems.append((source, f"malformed annotation: annotations[{k}] has no image_id; ignored"))
             continue
@@ -142,7 +208,8 @@ def parse_document(doc: Any, source: str) -> tuple[list[dict], dict[int, list[di
             pass
     for image_id, anns in by_image.items():
         if image_id not in known:
-            problems.append((source, f"missing image: {len(anns)} annotation(s) name image_id {image_id}, "
+            n = max(len(anns), (totals or {}).get(image_id, 0))
+            problems.append((source, f"missing image: {n} annotation(s) name image_id {image_id}, "
                              "which is not in 'images'"))
     return images, by_image, cats, problems
 
@@ -171,14 +238,9 @@ def parse(root: Path, opts: ParseOptions | None = None, images_dir: Path | None 
 
 def _parse_json(json_path: Path, root: Path, images_dir: Path | None, opts: ParseOptions,
                 result: ParseResult, split: str | None) -> int:
-    try:
-        doc = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{json_path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{json_path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    doc, totals = read_document(json_path, opts.limits)
     source = str(json_path)
-    images, by_image, cats, problems = parse_document(doc, source)
+    images, by_image, cats, problems = parse_document(doc, source, totals)
     result.problems += problems
     roots = _image_roots(json_path, root if root.is_dir() else json_path.parent, images_dir)
 
@@ -213,6 +275,11 @@ def _parse_json(json_path: Path, root: Path, images_dir: Path | None, opts: Pars
             image_id = int(im["id"])
         except (TypeError, ValueError):
             image_id = None
+        n_anns = max(totals.get(image_id, 0), len(by_image.get(image_id, []))) if image_id is not None else 0
+        if n_anns > opts.limits.max_boxes_per_image:
+            raw.errors.append(too_many_boxes(n_anns, opts.limits))
+            result.images.append(raw)
+            continue
         for a in by_image.get(image_id, []) if image_id is not None else []:
             bbox = a.get("bbox")
             aid = a.get("id", "?")

@@ -68,7 +68,7 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
     ann_dir, img_dir = find_dirs(root)
     xmls = sorted(ann_dir.glob("*.xml"))
     images = sorted(p for p in img_dir.rglob("*") if looks_like_image(p) and ann_dir not in p.parents)
-    result = voc.apply_origin(voc.match_xmls(xmls, images), opts.voc_origin)
+    result = voc.apply_origin(voc.match_xmls(xmls, images, opts.limits), opts.voc_origin)
     for im in result.images:
         for i, label in enumerate(im.labels):
             im.labels[i], warning = map_name(label)

@@ -64,9 +64,22 @@ def _finish(labels: LabelSet, per_image: dict[int, list[tuple[list[float], int, 
     return out
 
 
+def _read_json(path: str | Path, what: str) -> Any:
+    """``json.loads`` of a file, refused in one line when nested deeper than ``max_json_depth``
+    (the default of :class:`~cvcurate.config.ImportLimits`; Python's reader recurses per level)."""
+    from ..config import ImportLimits
+    from .base import json_depth_over
+
+    text = Path(path).read_text()
+    depth = ImportLimits().max_json_depth
+    if json_depth_over(text, depth):
+        raise InputError(f"{what} {path}: JSON nested deeper than {depth} levels; not read")
+    return json.loads(text)
+
+
 def read_coco(path: Path, labels: LabelSet, coco_gt: str | Path | None = None) -> list[Annotations]:
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = _read_json(path, "COCO predictions")
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read COCO predictions {path}: {exc}") from None
     if isinstance(doc, dict):
@@ -79,7 +92,7 @@ def read_coco(path: Path, labels: LabelSet, coco_gt: str | Path | None = None) -
     cat_to_name: dict[Any, str] = {}
     if coco_gt is not None:
         try:
-            gt = json.loads(Path(coco_gt).read_text())
+            gt = _read_json(coco_gt, "COCO ground-truth file")
             id_to_name = {im["id"]: im["file_name"] for im in gt.get("images", [])}
             cat_to_name = {c["id"]: c["name"] for c in gt.get("categories", [])}
         except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .base import ParseOptions, ParseResult, RawImage, list_images
+from .base import ParseOptions, ParseResult, RawImage, list_images, over_cap
 
 WIDTH, HEIGHT = 1600, 256
 CLASSES = ["1", "2", "3", "4"]
@@ -96,6 +96,8 @@ def find_files(root: Path) -> tuple[Path, Path]:
 
 
 def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
+    opts = opts or ParseOptions()
+    cap = opts.limits.max_boxes_per_image
     csv_path, img_dir = find_files(root)
     try:
         with open(csv_path, newline="") as fh:
@@ -115,6 +117,7 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
     per_image: dict[str, RawImage] = {}
     problems: list[tuple[str, str]] = []
     listed_in_csv: set[str] = set()
+    over_cap_ids: set[str] = set()  # images past max_boxes_per_image: rejected, later rows not decoded
 
     def entry(image_id: str) -> RawImage:
         if image_id not in per_image:
@@ -143,7 +146,7 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
             continue
         listed_in_csv.add(image_id)
         im = entry(image_id)
-        if not encoded.strip():
+        if not encoded.strip() or image_id in over_cap_ids:
             continue
         try:
             mask = rle_decode(encoded)
@@ -153,6 +156,11 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
         boxes = mask_to_boxes(mask)
         im.boxes.extend(boxes)
         im.labels.extend([class_id] * len(boxes))
+        if len(im.boxes) > cap:  # rejected: its later rows are not decoded
+            im.errors.append(over_cap(f"too many boxes: {len(im.boxes):,} by line {line_no} for this image",
+                                      "max_boxes_per_image", cap))
+            im.boxes, im.labels = [], []
+            over_cap_ids.add(image_id)
 
     images = list_images(img_dir)
     by_name = {p.name: p for p in images}

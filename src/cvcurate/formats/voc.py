@@ -24,17 +24,22 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..types import LabelSet
-from .base import ParseOptions, ParseResult, RawImage, list_images, split_name
+from ..config import ImportLimits
+from .base import ParseOptions, ParseResult, RawImage, list_images, split_name, too_many_boxes
 
 ANNOTATION_DIRS = ("annotations", "Annotations", "labels", "xml", "lable", "label")
 IMAGE_DIRS = ("images", "JPEGImages", "data", "imgs")
 DEFAULT_ORIGIN = 0  # agrees with fo.Dataset.from_dir(..., dataset_type=fo.types.VOCDetectionDataset)
 
 
-def parse_xml_text(text: str, source: str = "<xml>", origin: int | str = DEFAULT_ORIGIN) -> RawImage:
+def parse_xml_text(text: str, source: str = "<xml>", origin: int | str = DEFAULT_ORIGIN,
+                   limits: ImportLimits | None = None) -> RawImage:
     """Parse one VOC XML document into a :class:`RawImage` (image path not resolved).
 
-    ``origin`` 0: boxes as written; 1: ``xmin``/``ymin`` minus 1 (1-based inclusive files)."""
+    ``origin`` 0: boxes as written; 1: ``xmin``/``ymin`` minus 1 (1-based inclusive files).
+    More ``<object>`` than ``limits.max_boxes_per_image``: an error, no box read. Entities are
+    never fetched (no external DTD or entity) and expat refuses entity expansion bombs, so a
+    hostile XML is a ``malformed XML`` error of its image."""
     im = RawImage(image_path=None, source=source)
     try:
         root = ET.fromstring(text)
@@ -43,6 +48,12 @@ def parse_xml_text(text: str, source: str = "<xml>", origin: int | str = DEFAULT
         return im
     if root.tag != "annotation":
         im.errors.append(f"malformed XML: root element is <{root.tag}>, expected <annotation>")
+        return im
+    im.declared_name = (root.findtext("filename") or "").strip()
+    limits = limits or ImportLimits()
+    n_objects = sum(1 for _ in root.iter("object"))
+    if n_objects > limits.max_boxes_per_image:
+        im.errors.append(too_many_boxes(n_objects, limits))
         return im
     size = root.find("size")
     if size is not None:
@@ -72,7 +83,6 @@ def parse_xml_text(text: str, source: str = "<xml>", origin: int | str = DEFAULT
             continue
         im.boxes.append((xmin, ymin, xmax, ymax))
         im.labels.append(name)  # stripped (and reported) by the class-name policy of finalize
-    im.declared_name = (root.findtext("filename") or "").strip()
     if int(origin) == 1:
         _shift([im])
     return im
@@ -168,12 +178,12 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
     opts = opts or ParseOptions()
     subs = sub_roots(root)
     if not subs:
-        return apply_origin(_parse_one(root, split=None), opts.voc_origin)
+        return apply_origin(_parse_one(root, split=None, limits=opts.limits), opts.voc_origin)
     merged = ParseResult(images=[])
     for sub in subs:
         name = split_name(sub.name)
         is_split = name != sub.name or name.lower() in ("train", "val", "test", "trainval")
-        part = _parse_one(sub, split=name if is_split else None)
+        part = _parse_one(sub, split=name if is_split else None, limits=opts.limits)
         merged.images += part.images
         merged.problems += part.problems
         merged.notes += part.notes
@@ -184,11 +194,11 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
     return apply_origin(merged, opts.voc_origin)
 
 
-def _parse_one(root: Path, split: str | None) -> ParseResult:
+def _parse_one(root: Path, split: str | None, limits: ImportLimits | None = None) -> ParseResult:
     ann_dir, img_dir = find_dirs(root)
     xmls = sorted(ann_dir.glob("*.xml"))
     images = list_images(img_dir, recursive=img_dir != root)
-    result = match_xmls(xmls, images)
+    result = match_xmls(xmls, images, limits)
     for im in result.images:
         im.split = split
     image_sets(root, result)
@@ -250,7 +260,7 @@ def image_sets(root: Path, result: ParseResult) -> None:
                                     f"no annotation or image (first: {', '.join(missing[:3])})"))
 
 
-def match_xmls(xmls: list[Path], images: list[Path]) -> ParseResult:
+def match_xmls(xmls: list[Path], images: list[Path], limits: ImportLimits | None = None) -> ParseResult:
     """Parse XMLs (boxes as written, origin 0) and match each to the image with its stem (or its
     ``<filename>``'s stem).
 
@@ -268,7 +278,7 @@ def match_xmls(xmls: list[Path], images: list[Path]) -> ParseResult:
         except OSError as exc:
             problems.append((str(x), f"unreadable annotation: {exc.strerror}"))
             continue
-        im = parse_xml_text(text, source=str(x), origin=0)
+        im = parse_xml_text(text, source=str(x), origin=0, limits=limits)
         fname = im.declared_name
         cands = by_stem.get(x.stem) or (by_stem.get(Path(fname).stem) if fname else None)
         if not cands:

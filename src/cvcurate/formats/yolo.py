@@ -18,6 +18,11 @@ replaced by ``labels``, the extension by ``.txt``), else beside the image. Split
 folders are normalised (``valid`` -> ``val``). Each label line is ``class cx cy w h`` with
 coordinates relative to the image (0..1); a class that is not an integer makes a bad line. An
 image without a label file is a negative (YOLO's own convention) and is reported as a warning.
+
+Caps (:class:`~cvcurate.config.ImportLimits`): an image whose label file has more than
+``max_label_file_bytes`` bytes (checked before reading it), ``max_label_file_lines`` lines or
+``max_boxes_per_image`` boxes is rejected, and the rest imported. ``data.yaml`` may not use YAML
+aliases (a few lines of them can stand for billions of values).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from pathlib import Path
 
 import yaml
 
+from ..config import ImportLimits, UnsafeYAMLError, safe_load_yaml
 from ..errors import InputError
 from ..types import LabelSet
-from .base import ParseOptions, ParseResult, RawImage, list_images, looks_like_image, safe_resolve, split_name
+from .base import (ParseOptions, ParseResult, RawImage, list_images, looks_like_image, over_cap, safe_resolve,
+                   split_name, too_many_boxes, yaml_error_line)
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 NAME_FILES = ("classes.txt", "obj.names", "classes.names")
@@ -115,9 +122,15 @@ def _read_names(root: Path) -> tuple[list[str], dict, Path, Path | None, list[st
             return names, {}, folder, txt, notes
         raise InputError(f"no YOLO data.yaml (or classes.txt, obj.names, obj.data) in {root}")
     try:
-        doc = yaml.safe_load(yml.read_text()) or {}
+        doc = safe_load_yaml(yml.read_text(encoding="utf-8")) or {}
+    except UnsafeYAMLError as exc:
+        raise InputError(f"{yml}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{yml}: malformed YAML: {exc}") from None
+        raise InputError(f"{yml}: malformed YAML: {yaml_error_line(exc)}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{yml}: not UTF-8 text: save it as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"{yml}: cannot be read: {exc.strerror or exc}") from None
     if not isinstance(doc, dict):
         raise InputError(f"{yml}: expected a mapping with 'names' (and train/val paths)")
     names = doc.get("names")
@@ -256,7 +269,38 @@ def _discover(base: Path) -> list[tuple[Path, str | None]]:
     return [(d, None) for d in dirs]
 
 
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+class LabelFileTooLarge(Exception):
+    """A label file over ``max_label_file_bytes`` or ``max_label_file_lines`` (its message says which)."""
+
+
+def read_label_file(lp: Path, limits: ImportLimits) -> str:
+    """The text of a label file, refused (:class:`LabelFileTooLarge`) before it is read when it is
+    larger than ``max_label_file_bytes``, and before it is parsed when it has more than
+    ``max_label_file_lines`` lines."""
+    size = lp.stat().st_size
+    if size > limits.max_label_file_bytes:
+        raise LabelFileTooLarge(over_cap(f"label file too large: {lp.name} has {size:,} bytes",
+                                         "max_label_file_bytes", limits.max_label_file_bytes))
+    with open(lp, "rb") as fh:  # never more than the cap, even if the file grows meanwhile
+        data = fh.read(limits.max_label_file_bytes + 1)
+    if len(data) > limits.max_label_file_bytes:
+        raise LabelFileTooLarge(over_cap(f"label file too large: {lp.name} has more than {len(data) - 1:,} bytes",
+                                         "max_label_file_bytes", limits.max_label_file_bytes))
+    text = data.decode("utf-8")
+    # as str.splitlines counts them (\r\n is one break), without making the list
+    breaks = sum(text.count(c) for c in _LINE_BREAKS) - text.count("\r\n")
+    lines = breaks + (1 if text and text[-1] not in _LINE_BREAKS else 0)
+    if lines > limits.max_label_file_lines:
+        raise LabelFileTooLarge(over_cap(f"label file too long: {lp.name} has {lines:,} lines",
+                                         "max_label_file_lines", limits.max_label_file_lines))
+    return text
+
+
 def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
+    opts = opts or ParseOptions()
     names, doc, base, names_file, notes = _read_names(root)
     problems: list[tuple[str, str]] = []
     list_files: set[Path] = {names_file.resolve()} if names_file is not None else set()
@@ -312,12 +356,19 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
         if lp is not None:
             used_by.setdefault(lp, img)
             try:
-                text = lp.read_text()
+                text = read_label_file(lp, opts.limits)
             except (OSError, UnicodeDecodeError) as exc:
                 raw.errors.append(f"unreadable annotation: {lp.name}: {exc}")
                 out.append(raw)
                 continue
+            except LabelFileTooLarge as exc:
+                raw.errors.append(str(exc))
+                out.append(raw)
+                continue
             raw.boxes, raw.labels, raw.warnings = parse_label_text(text, len(names), names)
+            if len(raw.boxes) > opts.limits.max_boxes_per_image:
+                raw.errors.append(too_many_boxes(len(raw.boxes), opts.limits))
+                raw.boxes, raw.labels, raw.warnings = [], [], []
             if used_by[lp] != img:
                 raw.warnings.insert(0, f"shared label file: {lp.name} is also the label of {used_by[lp].name} "
                                        "(two images of one stem)")

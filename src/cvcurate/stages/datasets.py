@@ -11,7 +11,39 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..errors import CvcurateError
+from ..errors import CvcurateError, InputError
+
+NAME_RULE = ("a dataset name is 1 to 100 characters, not '.' or '..', without path separators (/ \\), "
+             "control characters or the glob characters * and ?")
+
+
+def validate_dataset_name(name: str, option: str = "--name") -> str:
+    """Check the name of a dataset about to be created before anything is stored; return it.
+
+    A name ends up in file names (``NAME_import_report.json``, ``NAME_truth.json``, export folders)
+    and in patterns, so a name that cannot be one (``..``, ``a/b``, 300 characters) is refused
+    here, with the rule, instead of failing later with ``File name too long``.
+    :class:`~cvcurate.errors.InputError` naming ``option`` otherwise.
+    """
+    import unicodedata
+
+    bad = ""
+    if not name:
+        bad = "it is empty"
+    elif len(name) > 100:
+        bad = f"it has {len(name)} characters"
+    elif name in (".", ".."):
+        bad = f"it is '{name}'"
+    elif any(c in "/\\" for c in name):
+        bad = "it holds a path separator"
+    elif any(c in "*?" for c in name):
+        bad = "it holds a glob character (* or ?)"
+    elif any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        bad = "it holds a control character"
+    if bad:
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise InputError(f"{option} {shown!r} is not a valid dataset name ({bad}): {NAME_RULE}")
+    return name
 
 
 def list_datasets() -> list[str]:
@@ -35,7 +67,11 @@ def delete(name: str) -> int:
 
 
 def describe(name: str) -> dict[str, Any]:
-    """Counts per class and split, boxes per image, box size statistics."""
+    """Counts per class and split, boxes per image, box size statistics (and a warning line when a
+    write to the dataset was left unfinished)."""
+    from .recovery import warn_unfinished
+
+    warn_unfinished(name)
     labels = store.read(name)
     k = len(labels.classes)
     splits = sorted({r.split or "-" for r in labels.records})

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .. import formats, store
+from ..config import ImportLimits
 from ..errors import InputError
 from ..report import REJECTED, ImportReport
 from ..types import LabelSet
+from .datasets import validate_dataset_name
 
 
 @dataclass
@@ -36,6 +38,7 @@ def import_dataset(
     class_map: Mapping[str, str] | str | Path | None = None,
     merge_case: bool = True,
     progress: bool = False,
+    limits: ImportLimits | None = None,
 ) -> ImportResult:
     """Import ``path`` into the persistent dataset ``name``.
 
@@ -44,12 +47,15 @@ def import_dataset(
     An import that would import no image raises :class:`InputError` and writes nothing to the
     store (the report is still written). The report is written to ``report_path`` (JSON) when
     given. The choices the import made (``report.settings``: VOC origin, crowd policy, class map)
-    are recorded in the dataset's import history.
+    are recorded in the dataset's import history. ``name`` is checked first
+    (:func:`~cvcurate.stages.datasets.validate_dataset_name`); ``limits``: the caps on one file
+    (default: ``configs/import.yaml``): an image over a cap is rejected and reported.
     """
+    validate_dataset_name(name)
     labels, report = formats.load(path, format=format, split=split, classes=classes,
                                   keep_unlabeled=keep_unlabeled, voc_origin=voc_origin,
                                   include_crowd=include_crowd, class_map=class_map,
-                                  merge_case=merge_case, progress=progress)
+                                  merge_case=merge_case, progress=progress, limits=limits)
     report.dataset = name
     if not labels.records:
         written = report.write_json(report_path) if report_path is not None else None
