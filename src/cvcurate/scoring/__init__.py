@@ -115,10 +115,19 @@ class ScoreResult:
         return [i for i in self.issues if i.score >= m]
 
     def expected(self, issues: Sequence[Issue] | None = None) -> dict[str, float]:
-        """Expected number of real errors per issue type: the sum of ``p`` (all issues by default)."""
+        """Expected number of real errors per issue type: the sum of ``p`` (all issues by default).
+        The pieces of one split defect (the boxes inside the one object the model sees) are one
+        error: each is listed with its own ``p``, and the group counts its largest."""
         out: dict[str, float] = {}
+        pieces: dict[tuple, float] = {}
         for i in self.issues if issues is None else issues:
+            if i.type == "split" and "pred_box" in i.data:
+                key = (i.filepath, tuple(round(float(v), 3) for v in i.data["pred_box"]))
+                pieces[key] = max(pieces.get(key, 0.0), i.score)
+                continue
             out[i.type] = out.get(i.type, 0.0) + i.score
+        for v in pieces.values():
+            out["split"] = out.get("split", 0.0) + v
         return out
 
     def ranking(self) -> np.ndarray:

@@ -47,6 +47,7 @@ import numpy as np
 
 from ..types import Annotations, LabelSet
 from .batch import Batch, pair_iou
+from .model import ErrorModel, ModelConfig, box_features, class_stats, fit as fit_model, natural_count
 from .signals import CANDIDATE_EVIDENCE, ObjectLabConfig, Signals, Thresholds, measure
 
 PRIOR_FILE = Path(__file__).resolve().parents[1] / "weights" / "priors.json"
@@ -72,8 +73,10 @@ class CalibrationConfig:
     seed: int = 0
     list_min_p: float = 0.1  # issues are listed (stored, exported) from this probability up
     queue_min_p: float = 0.5  # review queues, the gate's flagged counts: from this probability up
+    model: ModelConfig = field(default_factory=ModelConfig)  # the learned error model of the box types
 
     def check(self) -> None:
+        self.model.check()
         for name in ("holdout", "tail", "max_rate", "list_min_p", "queue_min_p"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
@@ -133,6 +136,9 @@ class Calibration:
     seconds: float = 0.0
     copies: int = 0
     images: int = 0  # images injected into (over all copies)
+    model: ErrorModel | None = None  # the learned error model of the box types (None: the curves)
+    style_notes: list[tuple[int, str]] = field(default_factory=list)  # (class, note): habits that keep split / merged out
+    fitted_on: Any = None  # the signals the model was cross-fitted on (their boxes use its out-of-fold p)
 
     def curve(self, t: str, cls: int | None = None) -> Curve:
         return self.curves.get((t, cls)) or self.curves[(t, None)]
@@ -152,9 +158,29 @@ class Calibration:
     def how(self, t: str) -> str:
         return self.curve(t).how
 
+    def box_probabilities(self, s: Signals, units: dict[str, "Units"]) -> dict[str, np.ndarray]:
+        """``p`` of every box type for the kept given boxes of ``s``: from the learned model when
+        there is one (cross-fitted for the boxes it was fitted on, the fold models' mean for
+        others), else from the per-type curves."""
+        from .model import style_cap
+
+        if self.model is not None:
+            if s is self.fitted_on and self.model.oof is not None:
+                box = {t: v.copy() for t, v in self.model.oof.items()}
+            elif len(s.given):
+                box = self.model.p_from_proba(self.model.proba(box_features(s, self.model.stats)))
+            else:
+                box = {t: np.zeros(0) for t in BOX_TYPES}
+        else:
+            box = {t: self.probability(t, units[t].evidence, units[t].cls) for t in BOX_TYPES}
+        self.style_notes = style_cap(s, box)
+        return box
+
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "injected errors into copies of the labels, positive-unlabelled tail-ratio estimate of "
-                          "each type's natural count, isotonic density ratio (docs/scoring.md)",
+        return {"method": "injected errors into copies of the labels; box types: a gradient-boosted error model over "
+                          "every signal, cross-fitted by image, positive-unlabelled correction (when fitted: see "
+                          "'model'); overlooked and fallback: per-type mixture curves (docs/scoring.md)",
+                "model": self.model.to_dict() if self.model is not None else None,
                 "copies": self.copies, "images_injected": self.images, "seconds": round(self.seconds, 3),
                 "injected": self.injected, "ece": {k: round(v, 4) for k, v in self.ece.items()},
                 "reliability": self.reliability, "notes": self.notes,
@@ -236,6 +262,27 @@ def _injected_units(s: Signals, errors: list[tuple[int, Any]]) -> dict[str, Unit
     return out
 
 
+def injected_box_rows(s: Signals, errors: list[tuple[int, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kept box rows of ``s`` that carry an injected box error: (rows, type index into
+    :data:`BOX_TYPES`, copy index of each)."""
+    inv = np.full(len(s.batch.given), -1, np.int64)
+    inv[s.kept] = np.arange(len(s.kept))
+    by_kind = {v: k for k, v in INJECTED_AS.items()}
+    start = s.batch.given.start
+    rows, types, copies = [], [], []
+    for j, err in errors:
+        t = by_kind.get(err.type)
+        if t is None or t == "overlooked":
+            continue
+        for b in err.boxes:
+            k = int(inv[start[j] + b])
+            if k >= 0:
+                rows.append(k)
+                types.append(BOX_TYPES.index(t))
+                copies.append(j)
+    return np.asarray(rows, np.int64), np.asarray(types, np.int64), np.asarray(copies, np.int64)
+
+
 def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: CalibrationConfig
                   ) -> tuple[LabelSet, list[Annotations], list[int], list[tuple[int, Any]]]:
     """``cfg.copies`` copies of randomly drawn images (up to ``max_images`` each), each with one
@@ -269,6 +316,7 @@ def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: Calibrati
 # the fit
 
 
+STRICT = 0.02  # share of a straight line in every curve, so that p strictly increases with the evidence
 PSEUDO_CLEAN = 0.5  # clean units added to every bin of the posterior (a bin of one unit gives p <= 2/3)
 BINS = 25  # evidence bins of the mixture fit, equal width over [floor, 1]
 
@@ -344,7 +392,12 @@ def fit_curve(t: str, cls: int | None, u: np.ndarray, e: np.ndarray, cfg: Calibr
     centre = (edges[:-1] + edges[1:]) / 2
     if not q_e[1:].any():  # the signals never see this kind of error: no evidence, p = 0
         return Curve(t, cls, np.zeros(0), np.zeros(0), how + ", injected errors not seen", n_u, n_e, 0.0)
-    natural, clean = mixture_fit(h_u, q_e, cfg.max_rate * n_u)
+    point, clean = mixture_fit(h_u, q_e, cfg.max_rate * n_u)
+    # the count integrated over its uncertainty and shrunk toward the prior rate (never one point
+    # estimate: a type the fit puts at 0 still gives units that look like its errors a probability)
+    natural, _ = natural_count(h_u, q_e, n_u, cfg.max_rate, cfg.model.prior_rate, cfg.model.prior_weight)
+    if natural > point:  # the clean counts of the point fit leave room for the extra errors
+        clean = np.maximum(h_u - natural * q_e, 0.0)
     h_u, q_e, clean = h_u[1:], q_e[1:], clean[1:]
     err = natural * q_e
     with np.errstate(divide="ignore", invalid="ignore"):  # PSEUDO_CLEAN: a sparse bin never says p = 1
@@ -357,10 +410,14 @@ def fit_curve(t: str, cls: int | None, u: np.ndarray, e: np.ndarray, cfg: Calibr
             centre[ok], post[ok], sample_weight=wts[ok]).predict(centre)
     else:
         post = np.zeros(BINS)
-    if natural <= 0:
-        post = np.zeros(BINS)
     x = np.concatenate([[CANDIDATE_EVIDENCE], centre, [1.0]])
     p = np.concatenate([[post[0]], post, [post[-1]]])
+    # strictly increasing: isotonic pooling leaves flat steps, and ties lose the order the evidence
+    # gives; a 2 % share of a straight line to the curve's top breaks them (p moves by <= 0.02)
+    top = float(p.max())
+    p = (1 - STRICT) * p + STRICT * top * (x - CANDIDATE_EVIDENCE) / (1.0 - CANDIDATE_EVIDENCE)
+    if top <= 0:
+        p = STRICT * (x - CANDIDATE_EVIDENCE) / (1.0 - CANDIDATE_EVIDENCE)
     density = (err + clean) / max(n_u, 1)  # the original units' density per bin, as fitted
     return Curve(t, cls, x, p, how, n_u, n_e, natural, q_e, density)
 
@@ -470,5 +527,18 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
             ys_all.append(y)
     if qs_all:
         cal.ece["all"], cal.reliability["all"] = _reliability(np.concatenate(qs_all), np.concatenate(ys_all))
+    if cfg.model.enabled and len(signals.given):
+        rows, types, cps = injected_box_rows(sc, errors)
+        stats = class_stats(signals)  # the copies are described against the original's classes
+        em = fit_model(box_features(signals, stats), signals.given.image, box_features(sc, stats)[rows], types,
+                       origin_arr[cps], cfg.model, cfg.max_rate, stats) if len(rows) else None
+        if em is None:
+            cal.notes.append(f"error model: too few injected box errors ({len(rows)}, needs {cfg.model.min_injected}) "
+                             f"or boxes: the per-type curves give p")
+        else:
+            cal.model, cal.fitted_on = em, signals
+            cal.notes.append(f"box types: learned error model ({em.folds} folds by image, {em.trained_on} rows a fit, "
+                             f"{em.seconds:.1f} s); natural counts "
+                             + ", ".join(f"{t} {em.natural[t]:.1f} +- {em.natural_sd[t]:.1f}" for t in BOX_TYPES))
     cal.seconds = time.perf_counter() - t0
     return cal

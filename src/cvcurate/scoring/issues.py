@@ -44,7 +44,7 @@ class Probabilities:
 
 def probabilities(s: Signals, cal: Calibration) -> Probabilities:
     units = units_of(s)
-    box = {t: cal.probability(t, units[t].evidence, units[t].cls) for t in BOX_TYPES}
+    box = cal.box_probabilities(s, units)
     stack = np.stack([box[t] for t in BOX_TYPES]) if len(s.given) else np.zeros((len(BOX_TYPES), 0))
     best_type = np.argmax(stack, axis=0) if stack.shape[1] else np.zeros(0, np.int64)
     best = stack.max(axis=0) if stack.shape[1] else np.zeros(0)

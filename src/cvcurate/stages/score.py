@@ -419,6 +419,7 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
                      f"errors; held-out calibration error {cal.ece.get('all', float('nan')):.3f}; curves: "
                      f"{', '.join(how)})")
         notes += [f"calibration: {n}" for n in cal.notes]
+        notes += [f"style: {text.format(cls=labels.classes[c])}" for c, text in cal.style_notes]
     else:
         notes.append("no predictions: the probabilities of the model-free checks are shipped priors, not "
                      "calibrated on this data")

@@ -1,0 +1,372 @@
+"""One learned error model over all the evidence of a given box.
+
+The per-type curves of :mod:`.calibrate` turn one scalar evidence per type into ``p``; this module
+learns from every signal at once. Per kept given box, a feature vector (:func:`box_features`):
+what the model sees on it (the IoU and confidence of its best same-class prediction, the best
+other-class prediction, support, cleanlab's scores, the predictions of its class inside it and
+the prediction it is a piece of), its geometry relative to its class (size, aspect, position),
+its neighbours among the given boxes (overlaps, boxes of its class in the image) and its class's
+own habits (how often the class comes several to an image).
+
+A gradient-boosted classifier (LightGBM, multi-class) learns to tell the
+boxes as given (class 0) from the injected errors of each box type (classes 1..5; the same
+injected copies the curves are fitted on). It is **cross-fitted by image**: the images are dealt
+into folds, and a box is scored only by the model trained on the other folds (its image's
+injected copies included), so no unit is scored by a model that saw its image.
+
+From the classifier's odds to a probability, the positive-unlabelled correction: with ``g_t``
+the classifier's probability of injected type ``t`` and ``g_0`` of "as given", the density ratio
+``f_Et(x) / f_U(x) = (g_t / g_0) (n_U / n_Et)``, and the probability that a box of the labels as
+given is an error of type ``t`` is ``p_t(x) = N_t / n_U * f_Et(x) / f_U(x)`` with ``N_t`` the type's
+natural count. ``N_t`` is estimated from the one-dimensional score ``r_t = g_t / (g_t + g_0)`` with
+the mixture fit of :mod:`.calibrate` (its Poisson likelihood over ``N``), integrated over its
+uncertainty and shrunk toward a prior rate (:func:`natural_count`), so ``p`` never trusts one
+point estimate and a type whose estimate is 0 still gives a unit that looks like an injected error
+a probability above the clean units. ``p_t`` is strictly increasing in the classifier's odds (no
+flat steps, no ties), saturating smoothly below 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .batch import box_iou
+
+BOX_TYPES = ("swap", "badloc", "spurious", "split", "merged")
+
+FEATURES = ("swap", "badloc", "swap_signal", "unsupported", "best_iou", "anything", "split", "merged", "n_inside",
+            "ev_swap", "ev_badloc", "ev_spurious", "p_other", "p_same", "bad_iou", "has_bad_pred",
+            "log_area_rel", "log_aspect_rel", "area_share", "cx", "cy", "at_border", "n_boxes", "n_same",
+            "max_iou_same", "max_iou_other", "gap_same", "class_multi", "cls")
+
+
+@dataclass
+class ModelConfig:
+    enabled: bool = True  # false: the per-type curves only
+    folds: int = 3  # cross-fitting folds (by image)
+    max_units: int = 20000  # boxes as given the model trains on at most (a random sample; all are scored)
+    min_injected: int = 60  # injected box errors it needs (else: the curves)
+    max_iter: int = 100
+    learning_rate: float = 0.1
+    max_leaf_nodes: int = 7
+    min_leaf: int = 40  # rows a leaf needs at least: the model must learn densities, not memorise units
+    prior_rate: float = 0.02  # the natural rate of each type the estimate is shrunk toward...
+    prior_weight: float = 50.0  # ...as this many units' worth of evidence
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.folds < 2:
+            raise ValueError(f"model.folds must be at least 2, got {self.folds}")
+        for name in ("max_units", "min_injected", "max_iter", "max_leaf_nodes", "min_leaf"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate <= 1:
+            raise ValueError(f"model.learning_rate must be in (0, 1], got {self.learning_rate}")
+        if not 0 <= self.prior_rate < 1 or self.prior_weight < 0:
+            raise ValueError("model.prior_rate must be in [0, 1) and model.prior_weight >= 0")
+
+
+def _sizes(s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    g = s.given
+    w = np.maximum(g.xyxy[:, 2] - g.xyxy[:, 0], 1e-3)
+    h = np.maximum(g.xyxy[:, 3] - g.xyxy[:, 1], 1e-3)
+    return w, h, np.log(w * h)
+
+
+def class_stats(s: Any) -> dict[int, tuple[float, float, float]]:
+    """Per class of the dataset's own boxes: median log area, median log aspect, and the share of
+    its images with two or more of its boxes (its habits). Copies with injected errors are
+    described against the original's statistics, never their own (a batch of copies has other
+    medians: the classifier would tell copies from originals by that alone)."""
+    g = s.given
+    w, h, log_area = _sizes(s)
+    out = {}
+    for c in np.unique(g.cls).tolist():
+        m = g.cls == c
+        _, per = np.unique(g.image[m], return_counts=True)
+        out[int(c)] = (float(np.median(log_area[m])), float(np.median(np.log(w[m] / h[m]))),
+                       float((per >= 2).mean()) if len(per) else 0.0)
+    return out
+
+
+def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = None) -> np.ndarray:
+    """(K, F) features of the kept given boxes of signals ``s`` (:data:`FEATURES`, in order);
+    ``stats``: the class statistics to describe them against (:func:`class_stats` of the
+    original dataset; default: ``s``'s own)."""
+    g = s.given
+    k = len(g)
+    b = s.batch
+    if not k:
+        return np.zeros((0, len(FEATURES)))
+    stats = stats if stats is not None else class_stats(s)
+    w, h, log_area = _sizes(s)
+    iw = b.width[g.image].astype(np.float64)
+    ih = b.height[g.image].astype(np.float64)
+    log_aspect = np.log(w / h)
+    area_rel, aspect_rel = np.zeros(k), np.zeros(k)
+    class_multi = np.zeros(k)
+    n_boxes = np.bincount(g.image, minlength=b.width.shape[0])[g.image].astype(np.float64)
+    key = g.image * (int(g.cls.max()) + 1 if k else 1) + g.cls
+    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+    n_same = cnt[inv].astype(np.float64)
+    for c in np.unique(g.cls).tolist():
+        m = g.cls == c
+        med_a, med_r, multi = stats.get(int(c), (float(np.median(log_area[m])), float(np.median(log_aspect[m])), 0.0))
+        area_rel[m] = log_area[m] - med_a
+        aspect_rel[m] = log_aspect[m] - med_r
+        class_multi[m] = multi
+    cx = (g.xyxy[:, 0] + g.xyxy[:, 2]) / 2 / iw
+    cy = (g.xyxy[:, 1] + g.xyxy[:, 3]) / 2 / ih
+    border = ((g.xyxy[:, 0] <= 1) | (g.xyxy[:, 1] <= 1) | (g.xyxy[:, 2] >= iw - 1) | (g.xyxy[:, 3] >= ih - 1))
+    max_same, max_other, gap_same = np.zeros(k), np.zeros(k), np.full(k, 1.0)
+    order = np.argsort(g.image, kind="stable")
+    starts = np.searchsorted(g.image[order], np.arange(b.width.shape[0]))
+    ends = np.searchsorted(g.image[order], np.arange(b.width.shape[0]), side="right")
+    for i0, i1 in zip(starts, ends):
+        if i1 - i0 < 2:
+            continue
+        rows = order[i0:i1]
+        xy = g.xyxy[rows]
+        iou = box_iou(xy, xy)
+        np.fill_diagonal(iou, 0.0)
+        same = g.cls[rows][:, None] == g.cls[rows][None, :]
+        max_same[rows] = np.where(same, iou, 0).max(axis=1)
+        max_other[rows] = np.where(~same, iou, 0).max(axis=1)
+        # the gap to the nearest box of its class, relative to the image side (pieces touch)
+        dx = np.maximum(0, np.maximum(xy[:, None, 0] - xy[None, :, 2], xy[None, :, 0] - xy[:, None, 2]))
+        dy = np.maximum(0, np.maximum(xy[:, None, 1] - xy[None, :, 3], xy[None, :, 1] - xy[:, None, 3]))
+        gap = np.hypot(dx, dy) / max(float(iw[rows[0]]), float(ih[rows[0]]), 1.0)
+        np.fill_diagonal(gap, np.inf)
+        gap = np.where(same, gap, np.inf).min(axis=1)
+        gap_same[rows] = np.where(np.isfinite(gap), np.minimum(gap, 1.0), 1.0)
+    has_bad = (s.bad_pred >= 0).astype(np.float64)
+    cols = [s.swap, s.badloc, s.swap_signal, s.unsupported, s.best_iou, s.anything, s.split, s.merged,
+            s.n_inside, s.ev_swap, s.ev_badloc, s.ev_spurious, s.p_other, s.p_same, np.where(has_bad > 0, s.bad_iou, 0.0),
+            has_bad, area_rel, aspect_rel, (w * h) / (iw * ih), cx, cy, border.astype(np.float64), n_boxes, n_same,
+            max_same, max_other, gap_same, class_multi, g.cls.astype(np.float64)]
+    x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
+    return x
+
+
+@dataclass
+class ErrorModel:
+    """The fitted fold models and what turns their odds into ``p``."""
+
+    models: list[Any]
+    stats: dict[int, tuple[float, float, float]]  # the original's class statistics (features of any batch use them)
+    n_units: int  # boxes as given in the training data (all, not only the sample)
+    n_injected: dict[str, int]  # injected errors per box type
+    natural: dict[str, float]  # expected natural count per type (posterior mean)
+    natural_sd: dict[str, float]
+    seconds: float = 0.0
+    folds: int = 0
+    trained_on: int = 0  # rows (sampled units + injected errors) per fit
+    notes: list[str] = field(default_factory=list)
+    oof: dict[str, np.ndarray] | None = None  # p of each type for the units it was fitted on (cross-fitted)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities averaged over the fold models (for boxes none of them trained on)."""
+        return np.mean([m.predict_proba(x) for m in self.models], axis=0)
+
+    def p_from_proba(self, proba: np.ndarray) -> dict[str, np.ndarray]:
+        return {t: probability(proba[:, 0], proba[:, j + 1], self.natural[t], self.n_units)
+                for j, t in enumerate(BOX_TYPES)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "gradient-boosted classifier of injected errors against the boxes as given, cross-fitted "
+                          "by image, positive-unlabelled correction (docs/scoring.md)",
+                "folds": self.folds, "units": self.n_units, "trained_on": self.trained_on,
+                "injected": self.n_injected, "seconds": round(self.seconds, 3),
+                "natural": {t: round(v, 3) for t, v in self.natural.items()},
+                "natural_sd": {t: round(v, 3) for t, v in self.natural_sd.items()}, "notes": self.notes}
+
+
+def probability(g0: np.ndarray, gt: np.ndarray, natural: float, n_units: int) -> np.ndarray:
+    """``p_t = N_t / n_U * g_t / g_0`` (the PU correction; the classifier was trained with every
+    class weighted to the units' total, so its odds ``g_t / g_0`` estimate ``f_Et / f_U``),
+    saturated smoothly below 1: ``x / (1 + x^4)^(1/4)`` is ``x`` where ``x`` is small and strictly
+    increasing everywhere."""
+    odds = np.asarray(gt, np.float64) / np.maximum(np.asarray(g0, np.float64), 1e-12)
+    x = max(natural, 0.0) / max(n_units, 1) * odds
+    return x / np.power(1.0 + np.power(x, 4), 1.0 / 4)
+
+
+def natural_count(h_u: np.ndarray, q_e: np.ndarray, n_u: int, max_rate: float, prior_rate: float,
+                  prior_weight: float) -> tuple[float, float]:
+    """Posterior mean and sd of a type's natural count ``N`` among ``n_u`` units: the mixture
+    likelihood of the binned scores (``h_u`` the units' counts, ``q_e`` the injected errors'
+    shares; :func:`~.calibrate.mixture_fit`'s model, profiled over the clean counts) on a grid of
+    ``N``, times a beta prior on the rate ``N / n_u`` with mean ``prior_rate`` worth
+    ``prior_weight`` units."""
+    from .calibrate import pava
+
+    b0 = int(np.argmax(h_u)) if h_u.any() else 0
+    hu, qe = h_u[b0:].astype(float), q_e[b0:]
+    w = 1.0 / np.maximum(hu, 1.0)
+    top = max(1.0, max_rate * n_u)
+    grid = np.unique(np.r_[0.0, np.geomspace(0.25, top, 120)])
+    loglik = np.empty(len(grid))
+    for i, n in enumerate(grid):
+        c = np.maximum(pava(hu - n * qe, w, increasing=False), 0.0)
+        lam = np.maximum(c + n * qe, 1e-6)
+        loglik[i] = -float(np.sum(lam - hu * np.log(lam)))
+    a = max(prior_rate * prior_weight, 1e-3) + 1.0
+    bb = max((1 - prior_rate) * prior_weight, 1e-3) + 1.0
+    rate = np.clip(grid / max(n_u, 1), 1e-9, 1 - 1e-9)
+    logpost = loglik + (a - 1) * np.log(rate) + (bb - 1) * np.log1p(-rate)
+    # the grid is geometric: weight each point by the width of N it stands for
+    width = np.gradient(grid) if len(grid) > 1 else np.ones(1)
+    wts = np.exp(logpost - logpost.max()) * np.maximum(width, 1e-6)
+    wts /= wts.sum()
+    mean = float((wts * grid).sum())
+    sd = float(np.sqrt(max((wts * (grid - mean) ** 2).sum(), 0.0)))
+    return mean, sd
+
+
+class _Booster:
+    """LightGBM's multi-class booster, fitted and asked like a scikit-learn classifier (one thread:
+    the same result on every machine, and no oversubscription beside other work)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "_Booster":
+        import lightgbm as lgb
+
+        self.classes_ = np.unique(y)
+        remap = np.searchsorted(self.classes_, y)
+        params = {"objective": "multiclass", "num_class": len(self.classes_), "learning_rate": self.cfg.learning_rate,
+                  "num_leaves": self.cfg.max_leaf_nodes, "min_data_in_leaf": self.cfg.min_leaf, "lambda_l2": 1.0,
+                  "feature_fraction": 0.8,
+                  "num_threads": 1, "verbosity": -1, "seed": self.cfg.seed, "deterministic": True,
+                  "force_row_wise": True}
+        cat = [FEATURES.index("cls")] if x.shape[1] == len(FEATURES) else []
+        data = lgb.Dataset(x, remap, weight=sample_weight, categorical_feature=cat, free_raw_data=True)
+        self.booster = lgb.train(params, data, num_boost_round=self.cfg.max_iter)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(x)).reshape(len(x), len(self.classes_))
+
+
+def _classifier(cfg: ModelConfig, n_features: int) -> Any:
+    return _Booster(cfg)
+
+
+def fold_of(image: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold of each image id (a fixed random deal, so a copy of an image goes with it)."""
+    n = int(image.max()) + 1 if len(image) else 0
+    deal = np.random.default_rng(seed).permutation(n) % folds
+    return deal[image] if len(image) else np.zeros(0, np.int64)
+
+
+def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray, img_e: np.ndarray,
+        cfg: ModelConfig, max_rate: float = 0.3, stats: dict | None = None) -> ErrorModel | None:
+    """Fit the cross-fitted model: ``x_u`` the boxes as given (image ``img_u``), ``x_e`` the
+    injected errors (their type index into :data:`BOX_TYPES` ``type_e``, their original image
+    ``img_e``). Returns None when there are too few injected errors."""
+    t0 = time.perf_counter()
+    if len(x_e) < cfg.min_injected or len(x_u) < 2 * cfg.folds:
+        return None
+    rng = np.random.default_rng(cfg.seed)
+    fu, fe = fold_of(img_u, cfg.folds, cfg.seed), fold_of(img_e, cfg.folds, cfg.seed)
+    # units trained on: a bounded random sample (every unit is still scored)
+    train_u = np.ones(len(x_u), bool)
+    if len(x_u) > cfg.max_units:
+        train_u[:] = False
+        train_u[rng.choice(len(x_u), cfg.max_units, replace=False)] = True
+    proba_u = np.zeros((len(x_u), len(BOX_TYPES) + 1))
+    proba_e = np.zeros((len(x_e), len(BOX_TYPES) + 1))
+    models, rows = [], 0
+    n_e = {t: int((type_e == j).sum()) for j, t in enumerate(BOX_TYPES)}
+    # class weights: every class as much weight as the units (a rare type is still learned)
+    for k in range(cfg.folds):
+        tu, te = train_u & (fu != k), fe != k
+        x = np.concatenate([x_u[tu], x_e[te]])
+        y = np.concatenate([np.zeros(int(tu.sum()), np.int64), type_e[te] + 1])
+        present = np.unique(y)
+        if len(present) < 2:
+            continue
+        counts = np.bincount(y, minlength=len(BOX_TYPES) + 1).astype(float)
+        sw = (counts[0] / np.maximum(counts, 1.0))[y]
+        m = _classifier(cfg, x.shape[1]).fit(x, y, sample_weight=sw)
+        models.append(m)
+        rows = max(rows, len(y))
+        cols = list(m.classes_)
+
+        def full(pr: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(pr), len(BOX_TYPES) + 1))
+            out[:, cols] = pr
+            return out
+
+        if (fu == k).any():
+            proba_u[fu == k] = full(m.predict_proba(x_u[fu == k]))
+        if (fe == k).any():
+            proba_e[fe == k] = full(m.predict_proba(x_e[fe == k]))
+    if not models:
+        return None
+    n_u = len(x_u)
+    natural, sd = {}, {}
+    for j, t in enumerate(BOX_TYPES):
+        if not n_e[t]:
+            natural[t], sd[t] = 0.0, 0.0
+            continue
+        r_u = proba_u[:, j + 1] / np.maximum(proba_u[:, j + 1] + proba_u[:, 0], 1e-12)
+        r_e = proba_e[type_e == j, j + 1] / np.maximum(proba_e[type_e == j, j + 1] + proba_e[type_e == j, 0], 1e-12)
+        edges = np.linspace(0.0, 1.0, 26)
+        h_u = np.histogram(r_u, edges)[0].astype(float)
+        q_e = np.histogram(r_e, edges)[0] / max(len(r_e), 1)
+        natural[t], sd[t] = natural_count(h_u, q_e, n_u, max_rate, cfg.prior_rate, cfg.prior_weight)
+    em = ErrorModel(models, stats or {}, n_u, n_e, natural, sd, folds=len(models), trained_on=rows)
+    em.oof = em.p_from_proba(proba_u)
+    em.seconds = time.perf_counter() - t0
+    return em
+
+
+# ----------------------------------------------------------------------------------------------
+# boxing habits: a style is not an error
+
+
+STYLE_SHARE = 0.25  # a class boxed this way in at least this share of its images has a habit, not errors
+STYLE_CAP = 0.49  # while no convention is adopted, a box that follows its class's habit stays below the queues
+
+
+def habits(s: Any) -> dict[int, dict[str, float]]:
+    """Per class, how often it is boxed in pieces and how often whole: ``pieces`` the share of the
+    images with two or more boxes of the class where some of them are pieces of one object the
+    model sees (the split signal); ``whole`` the share of the images with a box of the class where
+    one box spans several objects the model sees (the merged signal)."""
+    g = s.given
+    out: dict[int, dict[str, float]] = {}
+    for c in np.unique(g.cls).tolist():
+        m = g.cls == c
+        imgs, per = np.unique(g.image[m], return_counts=True)
+        multi = set(imgs[per >= 2].tolist())
+        pieces = set(g.image[m & (np.asarray(s.split) > 0)].tolist()) & multi
+        whole = set(g.image[m & (np.asarray(s.merged) > 0)].tolist())
+        out[int(c)] = {"pieces": len(pieces) / len(multi) if multi else 0.0,
+                       "whole": len(whole) / len(imgs) if len(imgs) else 0.0,
+                       "images": float(len(imgs)), "multi_box_images": float(len(multi))}
+    return out
+
+
+def style_cap(s: Any, box: dict[str, np.ndarray], share: float = STYLE_SHARE) -> list[tuple[int, str]]:
+    """Keep boxes that follow their class's habit out of the queues: a split (a piece) where the
+    class is boxed in pieces in at least ``share`` of its multi-box images, a merged box where it
+    is boxed whole that often, get ``p`` at most :data:`STYLE_CAP` (in place). Returns one note
+    per class with a habit (reported per class, not box by box): (class, text with ``{cls}`` for
+    its name)."""
+    notes = []
+    for c, h in habits(s).items():
+        m = s.given.cls == c
+        for t, key, how in (("split", "pieces", "in pieces"), ("merged", "whole", "whole over several defects")):
+            if h[key] >= share and t in box:
+                box[t][m] = np.minimum(box[t][m], STYLE_CAP)
+                notes.append((c, f"{{cls}} is boxed {how} in {100 * h[key]:.0f} % of its "
+                                 f"{'multi-box ' if key == 'pieces' else ''}images: a habit, not an error: {t} "
+                                 f"kept below the queues (p < 0.5) until a convention is adopted"))
+    return notes
