@@ -47,7 +47,8 @@ import numpy as np
 
 from ..types import Annotations, LabelSet
 from .batch import Batch, pair_iou
-from .model import ErrorModel, ModelConfig, box_features, class_stats, fit as fit_model, natural_count
+from .model import (ErrorModel, ModelConfig, OverlookedModel, box_features, class_stats, fit as fit_model,
+                    fit_overlooked, natural_count, pred_features, pred_units)
 from .signals import CANDIDATE_EVIDENCE, ObjectLabConfig, Signals, Thresholds, measure
 
 PRIOR_FILE = Path(__file__).resolve().parents[1] / "weights" / "priors.json"
@@ -137,6 +138,7 @@ class Calibration:
     copies: int = 0
     images: int = 0  # images injected into (over all copies)
     model: ErrorModel | None = None  # the learned error model of the box types (None: the curves)
+    overlooked_model: OverlookedModel | None = None  # the same for overlooked (its units are predictions)
     style_notes: list[tuple[int, str]] = field(default_factory=list)  # (class, note): habits that keep split / merged out
     fitted_on: Any = None  # the signals the model was cross-fitted on (their boxes use its out-of-fold p)
 
@@ -176,8 +178,21 @@ class Calibration:
         self.style_notes = style_cap(s, box)
         return box
 
+    def overlooked_probabilities(self, s: Signals, units: dict[str, "Units"]) -> np.ndarray:
+        """``p`` of ``overlooked`` for every prediction of ``s``: the learned model where there is
+        one (0 for a prediction that is not the most probable of its region), else the curve."""
+        om = self.overlooked_model
+        if om is not None:
+            if s is self.fitted_on and om.oof is not None:
+                out = np.zeros(len(s.pred))
+                out[om.oof_rows] = om.oof
+                return out
+            return om.p(s)
+        return self.probability("overlooked", units["overlooked"].evidence, units["overlooked"].cls)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "injected errors into copies of the labels; box types: a gradient-boosted error model over "
+        return {"overlooked_model": self.overlooked_model.to_dict() if self.overlooked_model is not None else None,
+                "method": "injected errors into copies of the labels; box types: a gradient-boosted error model over "
                           "every signal, cross-fitted by image, positive-unlabelled correction (when fitted: see "
                           "'model'); overlooked and fallback: per-type mixture curves (docs/scoring.md)",
                 "model": self.model.to_dict() if self.model is not None else None,
@@ -540,5 +555,50 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
             cal.notes.append(f"box types: learned error model ({em.folds} folds by image, {em.trained_on} rows a fit, "
                              f"{em.seconds:.1f} s); natural counts "
                              + ", ".join(f"{t} {em.natural[t]:.1f} +- {em.natural_sd[t]:.1f}" for t in BOX_TYPES))
+    if cfg.model.enabled and len(signals.pred) and len(signals.given):
+        stats = class_stats(signals)
+        rows_u = pred_units(signals)
+        inj_rows, inj_img = injected_pred_rows(sc, errors, origin_arr)
+        om = fit_overlooked(signals, pred_features(signals, rows_u, stats), rows_u, pred_features(sc, inj_rows, stats),
+                            inj_img, cfg.model, stats, cfg.max_rate)
+        if om is not None:
+            cal.overlooked_model, cal.fitted_on = om, signals
+            cal.notes.append(f"overlooked: learned error model ({len(rows_u)} candidate predictions, {om.n_injected} "
+                             f"dropped boxes the model sees, {om.seconds:.1f} s); natural count {om.natural:.1f} +- "
+                             f"{om.natural_sd:.1f}")
     cal.seconds = time.perf_counter() - t0
     return cal
+
+
+def injected_pred_rows(s: Signals, errors: list[tuple[int, Any]], origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each dropped box of the copies ``s``: the candidate prediction (:func:`pred_units`)
+    that overlaps it most (IoU >= 0.3), and the original image; dropped boxes the model does not
+    see there are no units."""
+    cand = pred_units(s)
+    if not len(cand):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    by_img: dict[int, np.ndarray] = {}
+    img = s.pred.image[cand]
+    order = np.argsort(img, kind="stable")
+    rows, imgs = [], []
+    for j, err in errors:
+        if INJECTED_AS.get("overlooked") != err.type:
+            continue
+        if j not in by_img:
+            lo, hi = np.searchsorted(img[order], j), np.searchsorted(img[order], j, side="right")
+            by_img[j] = cand[order[lo:hi]]
+        here = by_img[j]
+        if not len(here):
+            continue
+        iou = box_iou_one(np.asarray(err.original[0], np.float64), s.pred.xyxy[here])
+        k = int(np.argmax(iou))
+        if iou[k] >= 0.3:
+            rows.append(int(here[k]))
+            imgs.append(int(origin[j]))
+    return np.asarray(rows, np.int64), np.asarray(imgs, np.int64)
+
+
+def box_iou_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from .batch import box_iou
+
+    return box_iou(a.reshape(1, 4), b.reshape(-1, 4))[0]

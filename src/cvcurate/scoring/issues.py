@@ -48,7 +48,7 @@ def probabilities(s: Signals, cal: Calibration) -> Probabilities:
     stack = np.stack([box[t] for t in BOX_TYPES]) if len(s.given) else np.zeros((len(BOX_TYPES), 0))
     best_type = np.argmax(stack, axis=0) if stack.shape[1] else np.zeros(0, np.int64)
     best = stack.max(axis=0) if stack.shape[1] else np.zeros(0)
-    ov = cal.probability("overlooked", units["overlooked"].evidence, units["overlooked"].cls)
+    ov = cal.overlooked_probabilities(s, units)
     # how unusual a box's agreement with the model is for its class (no prediction near: IoU 0)
     iou = np.where(s.bad_pred >= 0, s.bad_iou, 0.0)
     rank = np.zeros(len(iou))

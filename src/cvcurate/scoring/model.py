@@ -244,7 +244,7 @@ class _Booster:
                   "feature_fraction": 0.8,
                   "num_threads": 1, "verbosity": -1, "seed": self.cfg.seed, "deterministic": True,
                   "force_row_wise": True}
-        cat = [FEATURES.index("cls")] if x.shape[1] == len(FEATURES) else []
+        cat = [x.shape[1] - 1]  # the class: the last feature of both feature sets
         data = lgb.Dataset(x, remap, weight=sample_weight, categorical_feature=cat, free_raw_data=True)
         self.booster = lgb.train(params, data, num_boost_round=self.cfg.max_iter)
         return self
@@ -370,3 +370,162 @@ def style_cap(s: Any, box: dict[str, np.ndarray], share: float = STYLE_SHARE) ->
                                  f"{'multi-box ' if key == 'pieces' else ''}images: a habit, not an error: {t} "
                                  f"kept below the queues (p < 0.5) until a convention is adopted"))
     return notes
+
+
+# ----------------------------------------------------------------------------------------------
+# overlooked: a prediction that marks a box the labels miss
+
+
+PRED_FEATURES = ("conf", "prob", "ev_overlooked", "strongest", "cover", "iou_any", "iou_same", "iou_other",
+                 "inside_same", "overlooked_signal", "cleanlab_overlooked", "log_area_rel", "log_aspect_rel",
+                 "area_share", "cx", "cy", "n_boxes", "n_same", "class_multi", "cls")
+MIN_PROB = 0.05  # predictions below this calibrated probability are no units (signals.USABLE_PROBABILITY)
+
+
+def pred_units(s: Any) -> np.ndarray:
+    """The prediction rows that are units of ``overlooked``: usable predictions (calibrated
+    probability >= :data:`MIN_PROB`), the most probable of each region (IoU >= 0.5, any class)."""
+    from .batch import pair_iou, pairs_within
+
+    pred = s.pred
+    if not len(pred):
+        return np.zeros(0, np.int64)
+    prob = s.thresholds.probability(pred.conf)
+    rows = np.flatnonzero(prob >= MIN_PROB)
+    if len(rows) > 1:
+        sub = pred.take(rows)
+        a, b = pairs_within(sub)
+        close = pair_iou(sub.xyxy, a, sub.xyxy, b) >= 0.5
+        a, b = rows[a[close]], rows[b[close]]
+        weaker = np.where((prob[a] > prob[b]) | ((prob[a] == prob[b]) & (a < b)), b, a)
+        keep = np.ones(len(pred), bool)
+        keep[weaker] = False
+        rows = rows[keep[rows]]
+    return rows
+
+
+def pred_features(s: Any, rows: np.ndarray, stats: dict[int, tuple[float, float, float]] | None = None) -> np.ndarray:
+    """(R, F) features of the prediction rows ``rows`` of signals ``s`` (:data:`PRED_FEATURES`)."""
+    pred, g, b = s.pred, s.given, s.batch
+    r = len(rows)
+    if not r:
+        return np.zeros((0, len(PRED_FEATURES)))
+    stats = stats if stats is not None else class_stats(s)
+    xy = pred.xyxy[rows]
+    cls = pred.cls[rows]
+    img = pred.image[rows]
+    w = np.maximum(xy[:, 2] - xy[:, 0], 1e-3)
+    h = np.maximum(xy[:, 3] - xy[:, 1], 1e-3)
+    iw = b.width[img].astype(np.float64)
+    ih = b.height[img].astype(np.float64)
+    conf = pred.conf[rows]
+    prob = s.thresholds.probability(conf)
+    iou_any, iou_same, iou_other, inside_same = np.zeros(r), np.zeros(r), np.zeros(r), np.zeros(r)
+    n_boxes, n_same = np.zeros(r), np.zeros(r)
+    g_order = np.argsort(g.image, kind="stable")
+    g_start = np.searchsorted(g.image[g_order], np.arange(b.width.shape[0]))
+    g_end = np.searchsorted(g.image[g_order], np.arange(b.width.shape[0]), side="right")
+    r_order = np.argsort(img, kind="stable")
+    r_img = img[r_order]
+    for i in np.unique(img).tolist():
+        mine = r_order[np.searchsorted(r_img, i):np.searchsorted(r_img, i, side="right")]
+        gr = g_order[g_start[i]:g_end[i]]
+        n_boxes[mine] = len(gr)
+        if not len(gr):
+            continue
+        iou = box_iou(xy[mine], g.xyxy[gr])
+        same = cls[mine][:, None] == g.cls[gr][None, :]
+        n_same[mine] = same.sum(axis=1)
+        iou_any[mine] = iou.max(axis=1)
+        iou_same[mine] = np.where(same, iou, 0).max(axis=1)
+        iou_other[mine] = np.where(~same, iou, 0).max(axis=1)
+        ix = np.clip(np.minimum(xy[mine][:, None, 2], g.xyxy[gr][None, :, 2])
+                     - np.maximum(xy[mine][:, None, 0], g.xyxy[gr][None, :, 0]), 0, None)
+        iy = np.clip(np.minimum(xy[mine][:, None, 3], g.xyxy[gr][None, :, 3])
+                     - np.maximum(xy[mine][:, None, 1], g.xyxy[gr][None, :, 1]), 0, None)
+        share = ix * iy / (w[mine] * h[mine])[:, None]
+        inside_same[mine] = np.where(same, share, 0).max(axis=1)
+    area_rel, aspect_rel, multi = np.zeros(r), np.zeros(r), np.zeros(r)
+    for c in np.unique(cls).tolist():
+        m = cls == c
+        med_a, med_r, mu = stats.get(int(c), (float(np.median(np.log(w[m] * h[m]))),
+                                               float(np.median(np.log(w[m] / h[m]))), 0.0))
+        area_rel[m] = np.log(w[m] * h[m]) - med_a
+        aspect_rel[m] = np.log(w[m] / h[m]) - med_r
+        multi[m] = mu
+    cols = [conf, prob, s.ev_overlooked[rows], (s.ev_overlooked[rows] > 0).astype(float), s.cover[rows], iou_any,
+            iou_same, iou_other, inside_same, s.overlooked_signal[rows], s.overlooked[rows], area_rel, aspect_rel,
+            (w * h) / (iw * ih), (xy[:, 0] + xy[:, 2]) / 2 / iw, (xy[:, 1] + xy[:, 3]) / 2 / ih, n_boxes, n_same,
+            multi, cls.astype(np.float64)]
+    return np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
+
+
+@dataclass
+class OverlookedModel:
+    """The fitted fold models of ``overlooked`` and what turns their odds into ``p``."""
+
+    models: list[Any]
+    stats: dict[int, tuple[float, float, float]]
+    n_units: int
+    n_injected: int
+    natural: float
+    natural_sd: float
+    oof_rows: np.ndarray | None = None  # the unit rows of the signals it was fitted on...
+    oof: np.ndarray | None = None  # ...and their cross-fitted p
+    seconds: float = 0.0
+
+    def p(self, s: Any) -> np.ndarray:
+        """``p`` of every prediction of ``s`` (0 for predictions that are no unit)."""
+        out = np.zeros(len(s.pred))
+        rows = pred_units(s)
+        if len(rows):
+            pr = np.mean([m.predict_proba(pred_features(s, rows, self.stats)) for m in self.models], axis=0)
+            out[rows] = probability(pr[:, 0], pr[:, -1], self.natural, self.n_units)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"units": self.n_units, "injected": self.n_injected, "natural": round(self.natural, 3),
+                "natural_sd": round(self.natural_sd, 3), "seconds": round(self.seconds, 3)}
+
+
+def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray, img_e: np.ndarray,
+                   cfg: ModelConfig, stats: dict, max_rate: float = 0.3) -> OverlookedModel | None:
+    """The binary version of :func:`fit` for ``overlooked``: the units are predictions."""
+    t0 = time.perf_counter()
+    if len(x_e) < max(20, cfg.min_injected // 3) or len(x_u) < 2 * cfg.folds:
+        return None
+    img_u = s.pred.image[rows_u]
+    rng = np.random.default_rng(cfg.seed)
+    fu, fe = fold_of(img_u, cfg.folds, cfg.seed), fold_of(img_e, cfg.folds, cfg.seed)
+    train_u = np.ones(len(x_u), bool)
+    if len(x_u) > cfg.max_units:
+        train_u[:] = False
+        train_u[rng.choice(len(x_u), cfg.max_units, replace=False)] = True
+    g_u, g_e = np.zeros((len(x_u), 2)), np.zeros((len(x_e), 2))
+    models = []
+    for k in range(cfg.folds):
+        tu, te = train_u & (fu != k), fe != k
+        if not te.any() or not tu.any():
+            continue
+        x = np.concatenate([x_u[tu], x_e[te]])
+        y = np.r_[np.zeros(int(tu.sum()), np.int64), np.ones(int(te.sum()), np.int64)]
+        sw = np.where(y == 1, tu.sum() / max(te.sum(), 1), 1.0)
+        m = _Booster(cfg).fit(x, y, sample_weight=sw)
+        models.append(m)
+        if (fu == k).any():
+            g_u[fu == k] = m.predict_proba(x_u[fu == k])
+        if (fe == k).any():
+            g_e[fe == k] = m.predict_proba(x_e[fe == k])
+    if not models:
+        return None
+    r_u = g_u[:, 1] / np.maximum(g_u.sum(axis=1), 1e-12)
+    r_e = g_e[:, 1] / np.maximum(g_e.sum(axis=1), 1e-12)
+    edges = np.linspace(0.0, 1.0, 26)
+    h_u = np.histogram(r_u, edges)[0].astype(float)
+    q_e = np.histogram(r_e, edges)[0] / max(len(r_e), 1)
+    natural, sd = natural_count(h_u, q_e, len(x_u), max_rate, cfg.prior_rate, cfg.prior_weight)
+    om = OverlookedModel(models, stats, len(x_u), len(x_e), natural, sd)
+    om.oof_rows = rows_u
+    om.oof = probability(g_u[:, 0], g_u[:, 1], natural, len(x_u))
+    om.seconds = time.perf_counter() - t0
+    return om
