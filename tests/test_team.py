@@ -76,7 +76,7 @@ def _dump(name: str) -> dict:
 
 
 def role_setup(folder: str, out: str) -> None:
-    _build(Path(folder) / REVIEW, REVIEW, 90)
+    _build(Path(folder) / REVIEW, REVIEW, 110)  # enough proposed fixes (> 30 confirmed) for the race
     _build(Path(folder) / APPLY, APPLY, 50)
     Path(out).write_text(json.dumps({REVIEW: _dump(REVIEW), APPLY: _dump(APPLY)}))
 

@@ -175,6 +175,14 @@ class Calibration:
                 box = {t: np.zeros(0) for t in BOX_TYPES}
         else:
             box = {t: self.probability(t, units[t].evidence, units[t].cls) for t in BOX_TYPES}
+        # a reason must never contradict the evidence: a type is only probable where the signal
+        # its reason quotes exists (a swap needs the model's best class on the box to be another,
+        # a badloc a prediction of its class that stands for it, a split the object it is a piece
+        # of, a merged box the objects it spans)
+        present = {"swap": (s.swap_pred >= 0) & (s.ev_swap > 0), "badloc": s.bad_pred >= 0,
+                   "split": (s.split_match >= 0) & (s.split > 0), "merged": s.merged > 0}
+        for t, m in present.items():
+            box[t] = np.where(m, box[t], 0.0)
         self.style_notes = style_cap(s, box)
         return box
 
@@ -559,8 +567,10 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
         stats = class_stats(signals)
         rows_u = pred_units(signals)
         inj_rows, inj_img = injected_pred_rows(sc, errors, origin_arr)
+        cur = cal.curves.get(("overlooked", None))
+        count = cur.natural if cur is not None and cur.how.startswith("data") else None
         om = fit_overlooked(signals, pred_features(signals, rows_u, stats), rows_u, pred_features(sc, inj_rows, stats),
-                            inj_img, cfg.model, stats, cfg.max_rate)
+                            inj_img, cfg.model, stats, cfg.max_rate, count)
         if om is not None:
             cal.overlooked_model, cal.fitted_on = om, signals
             cal.notes.append(f"overlooked: learned error model ({len(rows_u)} candidate predictions, {om.n_injected} "

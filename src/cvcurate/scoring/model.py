@@ -162,6 +162,7 @@ class ErrorModel:
     n_injected: dict[str, int]  # injected errors per box type
     natural: dict[str, float]  # expected natural count per type (posterior mean)
     natural_sd: dict[str, float]
+    scale: dict[str, float] = field(default_factory=dict)  # per type: the odds' factor (default N / n_U)
     seconds: float = 0.0
     folds: int = 0
     trained_on: int = 0  # rows (sampled units + injected errors) per fit
@@ -173,7 +174,7 @@ class ErrorModel:
         return np.mean([m.predict_proba(x) for m in self.models], axis=0)
 
     def p_from_proba(self, proba: np.ndarray) -> dict[str, np.ndarray]:
-        return {t: probability(proba[:, 0], proba[:, j + 1], self.natural[t], self.n_units)
+        return {t: probability(proba[:, 0], proba[:, j + 1], self.natural[t], self.n_units, self.scale.get(t))
                 for j, t in enumerate(BOX_TYPES)}
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,13 +186,37 @@ class ErrorModel:
                 "natural_sd": {t: round(v, 3) for t, v in self.natural_sd.items()}, "notes": self.notes}
 
 
-def probability(g0: np.ndarray, gt: np.ndarray, natural: float, n_units: int) -> np.ndarray:
+def probability(g0: np.ndarray, gt: np.ndarray, natural: float, n_units: int, scale: float | None = None
+                ) -> np.ndarray:
     """``p_t = N_t / n_U * g_t / g_0`` (the PU correction; the classifier was trained with every
     class weighted to the units' total, so its odds ``g_t / g_0`` estimate ``f_Et / f_U``),
     saturated smoothly below 1: ``x / (1 + x^4)^(1/4)`` is ``x`` where ``x`` is small and strictly
-    increasing everywhere."""
+    increasing everywhere. ``scale``: the factor of the odds (default ``N / n_U``; see :func:`matched`)."""
     odds = np.asarray(gt, np.float64) / np.maximum(np.asarray(g0, np.float64), 1e-12)
-    x = max(natural, 0.0) / max(n_units, 1) * odds
+    return _sat(scale * odds) if scale is not None else _sat(max(natural, 0.0) / max(n_units, 1) * odds)
+
+
+def matched(odds: np.ndarray, natural: float, n_units: int) -> float:
+    """The scale ``c`` of ``p = sat(c * odds)`` that makes the units' probabilities add up to the
+    natural count, ``sum p = N`` (the identity the PU model gives; trees trained with strong class
+    weights under-predict the rare class out of fold, so ``N / n_U`` alone undercounts). Never
+    below ``N / n_U``."""
+    odds = np.asarray(odds, np.float64)
+    lo = max(natural, 0.0) / max(n_units, 1)
+    if natural <= 0 or not len(odds) or _sat(lo * odds).sum() >= natural:
+        return lo
+    hi = lo
+    for _ in range(60):
+        hi *= 2
+        if _sat(hi * odds).sum() >= natural:
+            break
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _sat(mid * odds).sum() < natural else (lo, mid)
+    return hi
+
+
+def _sat(x: np.ndarray) -> np.ndarray:
     return x / np.power(1.0 + np.power(x, 4), 1.0 / 4)
 
 
@@ -470,6 +495,7 @@ class OverlookedModel:
     n_injected: int
     natural: float
     natural_sd: float
+    scale: float | None = None  # the odds' factor (sum of p = N)
     oof_rows: np.ndarray | None = None  # the unit rows of the signals it was fitted on...
     oof: np.ndarray | None = None  # ...and their cross-fitted p
     seconds: float = 0.0
@@ -480,7 +506,7 @@ class OverlookedModel:
         rows = pred_units(s)
         if len(rows):
             pr = np.mean([m.predict_proba(pred_features(s, rows, self.stats)) for m in self.models], axis=0)
-            out[rows] = probability(pr[:, 0], pr[:, -1], self.natural, self.n_units)
+            out[rows] = probability(pr[:, 0], pr[:, -1], self.natural, self.n_units, self.scale)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -489,8 +515,12 @@ class OverlookedModel:
 
 
 def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray, img_e: np.ndarray,
-                   cfg: ModelConfig, stats: dict, max_rate: float = 0.3) -> OverlookedModel | None:
-    """The binary version of :func:`fit` for ``overlooked``: the units are predictions."""
+                   cfg: ModelConfig, stats: dict, max_rate: float = 0.3, count: float | None = None
+                   ) -> OverlookedModel | None:
+    """The binary version of :func:`fit` for ``overlooked``: the units are predictions.
+    ``count``: the natural count to use (the per-type curve's, fitted on the evidence the
+    overlooked check has always used: many predictions are no box at all, and the model's own
+    score mixes them less cleanly); None: estimated from the model's score."""
     t0 = time.perf_counter()
     if len(x_e) < max(20, cfg.min_injected // 3) or len(x_u) < 2 * cfg.folds:
         return None
@@ -524,8 +554,11 @@ def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray,
     h_u = np.histogram(r_u, edges)[0].astype(float)
     q_e = np.histogram(r_e, edges)[0] / max(len(r_e), 1)
     natural, sd = natural_count(h_u, q_e, len(x_u), max_rate, cfg.prior_rate, cfg.prior_weight)
+    if count is not None:
+        natural = float(count)
     om = OverlookedModel(models, stats, len(x_u), len(x_e), natural, sd)
+    om.scale = matched(g_u[:, 1] / np.maximum(g_u[:, 0], 1e-12), natural, len(x_u))
     om.oof_rows = rows_u
-    om.oof = probability(g_u[:, 0], g_u[:, 1], natural, len(x_u))
+    om.oof = probability(g_u[:, 0], g_u[:, 1], natural, len(x_u), om.scale)
     om.seconds = time.perf_counter() - t0
     return om
