@@ -569,7 +569,8 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
         inj_rows, inj_img = injected_pred_rows(sc, errors, origin_arr)
         cur = cal.curves.get(("overlooked", None))
         count = cur.natural if cur is not None and cur.how.startswith("data") else None
-        om = fit_overlooked(signals, pred_features(signals, rows_u, stats), rows_u, pred_features(sc, inj_rows, stats),
+        # small data (the curve itself fell back to the shipped prior): the curve, not a model
+        om = None if count is None else fit_overlooked(signals, pred_features(signals, rows_u, stats), rows_u, pred_features(sc, inj_rows, stats),
                             inj_img, cfg.model, stats, cfg.max_rate, count)
         if om is not None:
             cal.overlooked_model, cal.fitted_on = om, signals

@@ -522,7 +522,7 @@ def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray,
     overlooked check has always used: many predictions are no box at all, and the model's own
     score mixes them less cleanly); None: estimated from the model's score."""
     t0 = time.perf_counter()
-    if len(x_e) < max(20, cfg.min_injected // 3) or len(x_u) < 2 * cfg.folds:
+    if len(x_e) < cfg.min_injected or len(x_u) < 2 * cfg.folds:
         return None
     img_u = s.pred.image[rows_u]
     rng = np.random.default_rng(cfg.seed)
