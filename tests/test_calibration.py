@@ -119,7 +119,10 @@ def test_spurious_p_rises_as_the_model_support_under_a_box_falls(noisy):
         pr[i] = Annotations(p.xyxy[keep], p.class_id[keep], confidence=c[keep])
         r = _rescore(noisy, res.labels, pr)
         ps.append(_probs(r, i, int(match))["spurious"])
-    assert ps[0] < ps[1] < ps[2] or (ps[0] <= ps[1] <= ps[2] and ps[2] > ps[0])
+    # p never falls as the support falls, to 1e-4 (the learned model is not monotone at p ~ 1e-6,
+    # where the scores file rounds to 0 anyway), and rises to a flag when nothing supports the box
+    tol = 1e-4
+    assert ps[0] <= ps[1] + tol and ps[1] <= ps[2] + tol and ps[2] > ps[0] + 0.4, ps
     assert ps[2] >= 0.5
 
 

@@ -150,3 +150,19 @@ def test_overlooked_model_ranks_a_dropped_box_first():
     s = SimpleNamespace(pred=SimpleNamespace(image=np.repeat(np.arange(300), 5)))
     om = em.fit_overlooked(s, x_u, np.arange(n), x_e, rng.integers(0, 300, 300), ModelConfig(), {})
     assert om is not None and np.argmax(om.oof) == 0 and om.oof[0] > 0.5 > np.median(om.oof)
+
+
+def test_the_same_labels_under_other_file_names_score_the_same():
+    """The calibration's seeded draws go by the images' content, not their order or names."""
+    from cvcurate.scoring import score
+    from cvcurate.types import LabelSet
+    from tests.test_calibration import make_data
+
+    labels, preds = make_data()
+    a = score(labels, predictions=preds)
+    order = np.random.default_rng(9).permutation(len(labels.records))
+    shuffled = LabelSet(labels.classes, [labels.records[i] for i in order])
+    b = score(shuffled, predictions=[preds[i] for i in order])
+    sa = dict(zip((r.filepath for r in labels.records), a.image_score))
+    sb = dict(zip((r.filepath for r in shuffled.records), b.image_score))
+    assert all(abs(sa[k] - sb[k]) < 1e-9 for k in sa)

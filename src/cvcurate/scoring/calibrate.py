@@ -306,6 +306,32 @@ def injected_box_rows(s: Signals, errors: list[tuple[int, Any]]) -> tuple[np.nda
     return np.asarray(rows, np.int64), np.asarray(types, np.int64), np.asarray(copies, np.int64)
 
 
+def content_rank(labels: LabelSet, preds: Sequence[Annotations] | None = None) -> np.ndarray:
+    """Each image's rank in an order given by its content (size, boxes, classes, predictions),
+    not by its position or file name: every seeded draw of the calibration (which images get
+    injected copies, which are held out, which fold an image is in) goes by this order, so that the
+    same labels under other file names (another import order) score the same."""
+    import hashlib
+
+    keys = []
+    for i, r in enumerate(labels.records):
+        h = hashlib.blake2b(digest_size=8)
+        h.update(np.asarray([r.width, r.height], np.int64).tobytes())
+        h.update(np.round(np.asarray(r.gt.xyxy, np.float64), 2).tobytes())
+        h.update(np.asarray(r.gt.class_id, np.int64).tobytes())
+        if preds is not None and preds[i] is not None and len(preds[i]):
+            p = preds[i]
+            h.update(np.round(np.asarray(p.xyxy, np.float64), 2).tobytes())
+            h.update(np.asarray(p.class_id, np.int64).tobytes())
+            if p.confidence is not None:
+                h.update(np.round(np.asarray(p.confidence, np.float64), 4).tobytes())
+        keys.append(h.digest())
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    rank = np.empty(len(keys), np.int64)
+    rank[order] = np.arange(len(keys))
+    return rank
+
+
 def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: CalibrationConfig
                   ) -> tuple[LabelSet, list[Annotations], list[int], list[tuple[int, Any]]]:
     """``cfg.copies`` copies of randomly drawn images (up to ``max_images`` each), each with one
@@ -317,11 +343,13 @@ def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: Calibrati
     recs = labels.records
     all_wh = np.concatenate([r.gt.wh for r in recs]) if recs else np.zeros((0, 2))
     sizes = all_wh[(all_wh > 1).all(axis=1)]
+    sizes = sizes[np.lexsort((sizes[:, 1], sizes[:, 0]))] if len(sizes) else sizes  # an order of their own
     kinds = [INJECTED_AS[t] for t in CALIBRATED_TYPES]
     out_recs, out_preds, origin, errors = [], [], [], []
     k = int(rng.integers(len(kinds)))
+    by_content = np.argsort(content_rank(labels, preds), kind="stable")  # position of the r-th image in content order
     for _ in range(cfg.copies):
-        for idx in rng.permutation(len(recs))[:cfg.max_images]:
+        for idx in by_content[rng.permutation(len(recs))[:cfg.max_images]]:
             rec = copy.copy(recs[int(idx)])
             for attempt in range(len(kinds)):
                 err = apply_error(kinds[(k + attempt) % len(kinds)], rec, rng, len(labels.classes), sizes)
@@ -519,7 +547,8 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
         cal.seconds = time.perf_counter() - t0
         return cal
     n = len(labels.records)
-    hold = np.random.default_rng(cfg.seed + 1).random(n) < cfg.holdout
+    rank = content_rank(labels, preds)
+    hold = (np.random.default_rng(cfg.seed + 1).random(n) < cfg.holdout)[rank]
     copies, cpreds, origin, errors = inject_copies(labels, preds, cfg)
     sc = measure(Batch.of(copies, cpreds), ol_cfg, thresholds)
     inj = _injected_units(sc, errors)
@@ -553,8 +582,8 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
     if cfg.model.enabled and len(signals.given):
         rows, types, cps = injected_box_rows(sc, errors)
         stats = class_stats(signals)  # the copies are described against the original's classes
-        em = fit_model(box_features(signals, stats), signals.given.image, box_features(sc, stats)[rows], types,
-                       origin_arr[cps], cfg.model, cfg.max_rate, stats) if len(rows) else None
+        em = fit_model(box_features(signals, stats), rank[signals.given.image], box_features(sc, stats)[rows], types,
+                       rank[origin_arr[cps]], cfg.model, cfg.max_rate, stats) if len(rows) else None
         if em is None:
             cal.notes.append(f"error model: too few injected box errors ({len(rows)}, needs {cfg.model.min_injected}) "
                              f"or boxes: the per-type curves give p")
@@ -566,12 +595,12 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
     if cfg.model.enabled and len(signals.pred) and len(signals.given):
         stats = class_stats(signals)
         rows_u = pred_units(signals)
-        inj_rows, inj_img = injected_pred_rows(sc, errors, origin_arr)
+        inj_rows, inj_img = injected_pred_rows(sc, errors, rank[origin_arr] if len(origin_arr) else origin_arr)
         cur = cal.curves.get(("overlooked", None))
         count = cur.natural if cur is not None and cur.how.startswith("data") else None
         # small data (the curve itself fell back to the shipped prior): the curve, not a model
         om = None if count is None else fit_overlooked(signals, pred_features(signals, rows_u, stats), rows_u, pred_features(sc, inj_rows, stats),
-                            inj_img, cfg.model, stats, cfg.max_rate, count)
+                            inj_img, cfg.model, stats, cfg.max_rate, count, rank)
         if om is not None:
             cal.overlooked_model, cal.fitted_on = om, signals
             cal.notes.append(f"overlooked: learned error model ({len(rows_u)} candidate predictions, {om.n_injected} "

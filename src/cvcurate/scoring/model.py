@@ -301,9 +301,9 @@ def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray,
     fu, fe = fold_of(img_u, cfg.folds, cfg.seed), fold_of(img_e, cfg.folds, cfg.seed)
     # units trained on: a bounded random sample (every unit is still scored)
     train_u = np.ones(len(x_u), bool)
-    if len(x_u) > cfg.max_units:
+    if len(x_u) > cfg.max_units:  # drawn in image-key order: the same sample whatever the files' order
         train_u[:] = False
-        train_u[rng.choice(len(x_u), cfg.max_units, replace=False)] = True
+        train_u[np.argsort(img_u, kind="stable")[rng.choice(len(x_u), cfg.max_units, replace=False)]] = True
     proba_u = np.zeros((len(x_u), len(BOX_TYPES) + 1))
     proba_e = np.zeros((len(x_e), len(BOX_TYPES) + 1))
     models, rows = [], 0
@@ -311,8 +311,10 @@ def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray,
     # class weights: every class as much weight as the units (a rare type is still learned)
     for k in range(cfg.folds):
         tu, te = train_u & (fu != k), fe != k
-        x = np.concatenate([x_u[tu], x_e[te]])
-        y = np.concatenate([np.zeros(int(tu.sum()), np.int64), type_e[te] + 1])
+        su = np.flatnonzero(tu)[np.argsort(img_u[tu], kind="stable")]  # rows in image-key order
+        se = np.flatnonzero(te)[np.argsort(img_e[te], kind="stable")]
+        x = np.concatenate([x_u[su], x_e[se]])
+        y = np.concatenate([np.zeros(len(su), np.int64), type_e[se] + 1])
         present = np.unique(y)
         if len(present) < 2:
             continue
@@ -515,30 +517,33 @@ class OverlookedModel:
 
 
 def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray, img_e: np.ndarray,
-                   cfg: ModelConfig, stats: dict, max_rate: float = 0.3, count: float | None = None
-                   ) -> OverlookedModel | None:
-    """The binary version of :func:`fit` for ``overlooked``: the units are predictions.
+                   cfg: ModelConfig, stats: dict, max_rate: float = 0.3, count: float | None = None,
+                   image_key: np.ndarray | None = None) -> OverlookedModel | None:
+    """The binary version of :func:`fit` for ``overlooked``: the units are predictions
+    (``image_key``: the key of each image the folds are dealt by; ``img_e`` in the same keys).
     ``count``: the natural count to use (the per-type curve's, fitted on the evidence the
     overlooked check has always used: many predictions are no box at all, and the model's own
     score mixes them less cleanly); None: estimated from the model's score."""
     t0 = time.perf_counter()
     if len(x_e) < cfg.min_injected or len(x_u) < 2 * cfg.folds:
         return None
-    img_u = s.pred.image[rows_u]
+    img_u = s.pred.image[rows_u] if image_key is None else image_key[s.pred.image[rows_u]]
     rng = np.random.default_rng(cfg.seed)
     fu, fe = fold_of(img_u, cfg.folds, cfg.seed), fold_of(img_e, cfg.folds, cfg.seed)
     train_u = np.ones(len(x_u), bool)
-    if len(x_u) > cfg.max_units:
+    if len(x_u) > cfg.max_units:  # drawn in image-key order: the same sample whatever the files' order
         train_u[:] = False
-        train_u[rng.choice(len(x_u), cfg.max_units, replace=False)] = True
+        train_u[np.argsort(img_u, kind="stable")[rng.choice(len(x_u), cfg.max_units, replace=False)]] = True
     g_u, g_e = np.zeros((len(x_u), 2)), np.zeros((len(x_e), 2))
     models = []
     for k in range(cfg.folds):
         tu, te = train_u & (fu != k), fe != k
         if not te.any() or not tu.any():
             continue
-        x = np.concatenate([x_u[tu], x_e[te]])
-        y = np.r_[np.zeros(int(tu.sum()), np.int64), np.ones(int(te.sum()), np.int64)]
+        su = np.flatnonzero(tu)[np.argsort(img_u[tu], kind="stable")]  # rows in image-key order
+        se = np.flatnonzero(te)[np.argsort(img_e[te], kind="stable")]
+        x = np.concatenate([x_u[su], x_e[se]])
+        y = np.r_[np.zeros(len(su), np.int64), np.ones(len(se), np.int64)]
         sw = np.where(y == 1, tu.sum() / max(te.sum(), 1), 1.0)
         m = _Booster(cfg).fit(x, y, sample_weight=sw)
         models.append(m)
