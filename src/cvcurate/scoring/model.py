@@ -289,6 +289,24 @@ def fold_of(image: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return deal[image] if len(image) else np.zeros(0, np.int64)
 
 
+def _cross_folds(img_u: np.ndarray, img_e: np.ndarray, cfg: ModelConfig) -> Any:
+    """Per fold ``k``: the rows of the units and of the injected errors a model trains on (the
+    other folds; a bounded random sample of the units, drawn in image-key order so that it is the
+    same whatever the files' order; rows in image-key order), and the masks of the rows it scores
+    (fold ``k``). The images are dealt by :func:`fold_of`: a copy of an image goes with it."""
+    rng = np.random.default_rng(cfg.seed)
+    fu, fe = fold_of(img_u, cfg.folds, cfg.seed), fold_of(img_e, cfg.folds, cfg.seed)
+    train_u = np.ones(len(img_u), bool)  # every unit is still scored
+    if len(img_u) > cfg.max_units:
+        train_u[:] = False
+        train_u[np.argsort(img_u, kind="stable")[rng.choice(len(img_u), cfg.max_units, replace=False)]] = True
+    for k in range(cfg.folds):
+        tu, te = train_u & (fu != k), fe != k
+        su = np.flatnonzero(tu)[np.argsort(img_u[tu], kind="stable")]
+        se = np.flatnonzero(te)[np.argsort(img_e[te], kind="stable")]
+        yield su, se, fu == k, fe == k
+
+
 def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray, img_e: np.ndarray,
         cfg: ModelConfig, max_rate: float = 0.3, stats: dict | None = None) -> ErrorModel | None:
     """Fit the cross-fitted model: ``x_u`` the boxes as given (image ``img_u``), ``x_e`` the
@@ -297,22 +315,12 @@ def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray,
     t0 = time.perf_counter()
     if len(x_e) < cfg.min_injected or len(x_u) < 2 * cfg.folds:
         return None
-    rng = np.random.default_rng(cfg.seed)
-    fu, fe = fold_of(img_u, cfg.folds, cfg.seed), fold_of(img_e, cfg.folds, cfg.seed)
-    # units trained on: a bounded random sample (every unit is still scored)
-    train_u = np.ones(len(x_u), bool)
-    if len(x_u) > cfg.max_units:  # drawn in image-key order: the same sample whatever the files' order
-        train_u[:] = False
-        train_u[np.argsort(img_u, kind="stable")[rng.choice(len(x_u), cfg.max_units, replace=False)]] = True
     proba_u = np.zeros((len(x_u), len(BOX_TYPES) + 1))
     proba_e = np.zeros((len(x_e), len(BOX_TYPES) + 1))
     models, rows = [], 0
     n_e = {t: int((type_e == j).sum()) for j, t in enumerate(BOX_TYPES)}
     # class weights: every class as much weight as the units (a rare type is still learned)
-    for k in range(cfg.folds):
-        tu, te = train_u & (fu != k), fe != k
-        su = np.flatnonzero(tu)[np.argsort(img_u[tu], kind="stable")]  # rows in image-key order
-        se = np.flatnonzero(te)[np.argsort(img_e[te], kind="stable")]
+    for su, se, mu, me in _cross_folds(img_u, img_e, cfg):
         x = np.concatenate([x_u[su], x_e[se]])
         y = np.concatenate([np.zeros(len(su), np.int64), type_e[se] + 1])
         present = np.unique(y)
@@ -330,10 +338,10 @@ def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray,
             out[:, cols] = pr
             return out
 
-        if (fu == k).any():
-            proba_u[fu == k] = full(m.predict_proba(x_u[fu == k]))
-        if (fe == k).any():
-            proba_e[fe == k] = full(m.predict_proba(x_e[fe == k]))
+        if mu.any():
+            proba_u[mu] = full(m.predict_proba(x_u[mu]))
+        if me.any():
+            proba_e[me] = full(m.predict_proba(x_e[me]))
     if not models:
         return None
     n_u = len(x_u)
@@ -528,29 +536,20 @@ def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray,
     if len(x_e) < cfg.min_injected or len(x_u) < 2 * cfg.folds:
         return None
     img_u = s.pred.image[rows_u] if image_key is None else image_key[s.pred.image[rows_u]]
-    rng = np.random.default_rng(cfg.seed)
-    fu, fe = fold_of(img_u, cfg.folds, cfg.seed), fold_of(img_e, cfg.folds, cfg.seed)
-    train_u = np.ones(len(x_u), bool)
-    if len(x_u) > cfg.max_units:  # drawn in image-key order: the same sample whatever the files' order
-        train_u[:] = False
-        train_u[np.argsort(img_u, kind="stable")[rng.choice(len(x_u), cfg.max_units, replace=False)]] = True
     g_u, g_e = np.zeros((len(x_u), 2)), np.zeros((len(x_e), 2))
     models = []
-    for k in range(cfg.folds):
-        tu, te = train_u & (fu != k), fe != k
-        if not te.any() or not tu.any():
+    for su, se, mu, me in _cross_folds(img_u, img_e, cfg):
+        if not len(se) or not len(su):
             continue
-        su = np.flatnonzero(tu)[np.argsort(img_u[tu], kind="stable")]  # rows in image-key order
-        se = np.flatnonzero(te)[np.argsort(img_e[te], kind="stable")]
         x = np.concatenate([x_u[su], x_e[se]])
         y = np.r_[np.zeros(len(su), np.int64), np.ones(len(se), np.int64)]
-        sw = np.where(y == 1, tu.sum() / max(te.sum(), 1), 1.0)
+        sw = np.where(y == 1, len(su) / max(len(se), 1), 1.0)
         m = _Booster(cfg).fit(x, y, sample_weight=sw)
         models.append(m)
-        if (fu == k).any():
-            g_u[fu == k] = m.predict_proba(x_u[fu == k])
-        if (fe == k).any():
-            g_e[fe == k] = m.predict_proba(x_e[fe == k])
+        if mu.any():
+            g_u[mu] = m.predict_proba(x_u[mu])
+        if me.any():
+            g_e[me] = m.predict_proba(x_e[me])
     if not models:
         return None
     r_u = g_u[:, 1] / np.maximum(g_u.sum(axis=1), 1e-12)
