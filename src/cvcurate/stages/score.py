@@ -253,19 +253,14 @@ def write_score_run(name: str, rows: Sequence[SampleScores], queues: Sequence[st
         _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p, earlier, keep_unscored,
                          sizes, now_decided, decided, expect, old_labels, entry)
     except BaseException:
-        if entry is not None and not _WROTE:  # nothing written yet: the record has nothing to finish
+        if entry is not None and not entry.get("writing"):  # nothing written yet: nothing to finish
             with store.shielded():
                 store.journal.finish(name, entry, store.journal.ROLLED_BACK)
         raise
-    finally:
-        _WROTE.clear()
     if entry is not None:
         for e in earlier_entries:
             store.journal.finish(name, e, store.journal.DONE, superseded_by=entry["_id"])
         store.journal.finish(name, entry)
-
-
-_WROTE: list[bool] = []  # set once write_score_run's first field write starts
 
 
 def _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p, earlier, keep_unscored,  # type: ignore[no-untyped-def]
@@ -292,7 +287,6 @@ def _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p,
     redo = f"run 'cvcurate score {shell_arg(name)}' again (the review decisions are kept in its journal)"
     if entry is not None:  # from here on the fields may be partly written: only a score finishes it
         store.journal.update(name, entry, writing=True)
-    _WROTE.append(True)
     missed = store.write_run(name, spec, run_rows, run, view_filter=pred_filter, redo=redo, register=False)
     with interrupt_leaves(f"the score fields of dataset {name!r} may be partly written: {redo}"):
         for _ in range(_CAS_ROUNDS):  # samples a reviewer tagged while this ran: read, carry, write again
