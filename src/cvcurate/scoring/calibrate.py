@@ -313,18 +313,32 @@ def content_rank(labels: LabelSet, preds: Sequence[Annotations] | None = None) -
     same labels under other file names (another import order) score the same."""
     import hashlib
 
+    from .batch import FlatBoxes
+
+    # rounded once for all images (the same bytes per image as rounding each image's own arrays)
+    g = FlatBoxes.concat([r.gt for r in labels.records])
+    g_xy, g_cls = np.round(g.xyxy, 2), g.cls
+    has_p = preds is not None
+    if has_p:
+        p = FlatBoxes.concat([Annotations.empty(True) if a is None else a if a.confidence is not None else
+                              Annotations(a.xyxy, a.class_id, confidence=np.zeros(len(a))) for a in preds],
+                             with_confidence=True)
+        p_xy, p_cls, p_conf = np.round(p.xyxy, 2), p.cls, np.round(p.conf, 4)
+        p_has_conf = [a is not None and a.confidence is not None for a in preds]
+    sizes = np.array([(r.width, r.height) for r in labels.records], np.int64).reshape(-1, 2)
     keys = []
-    for i, r in enumerate(labels.records):
+    for i in range(len(labels.records)):
         h = hashlib.blake2b(digest_size=8)
-        h.update(np.asarray([r.width, r.height], np.int64).tobytes())
-        h.update(np.round(np.asarray(r.gt.xyxy, np.float64), 2).tobytes())
-        h.update(np.asarray(r.gt.class_id, np.int64).tobytes())
-        if preds is not None and preds[i] is not None and len(preds[i]):
-            p = preds[i]
-            h.update(np.round(np.asarray(p.xyxy, np.float64), 2).tobytes())
-            h.update(np.asarray(p.class_id, np.int64).tobytes())
-            if p.confidence is not None:
-                h.update(np.round(np.asarray(p.confidence, np.float64), 4).tobytes())
+        h.update(sizes[i].tobytes())
+        a, b = int(g.start[i]), int(g.start[i] + g.count[i])
+        h.update(g_xy[a:b].tobytes())
+        h.update(g_cls[a:b].tobytes())
+        if has_p and p.count[i]:
+            a, b = int(p.start[i]), int(p.start[i] + p.count[i])
+            h.update(p_xy[a:b].tobytes())
+            h.update(p_cls[a:b].tobytes())
+            if p_has_conf[i]:
+                h.update(p_conf[a:b].tobytes())
         keys.append(h.digest())
     order = sorted(range(len(keys)), key=lambda i: keys[i])
     rank = np.empty(len(keys), np.int64)
@@ -332,11 +346,12 @@ def content_rank(labels: LabelSet, preds: Sequence[Annotations] | None = None) -
     return rank
 
 
-def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: CalibrationConfig
-                  ) -> tuple[LabelSet, list[Annotations], list[int], list[tuple[int, Any]]]:
+def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: CalibrationConfig,
+                  rank: np.ndarray | None = None) -> tuple[LabelSet, list[Annotations], list[int], list[tuple[int, Any]]]:
     """``cfg.copies`` copies of randomly drawn images (up to ``max_images`` each), each with one
     injected error, types dealt round-robin. Returns the copied records as one label set, their
-    predictions, the original image of each copy, and (copy index, error) pairs."""
+    predictions, the original image of each copy, and (copy index, error) pairs. ``rank``: the
+    images' :func:`content_rank` (computed when not given)."""
     from ..corrupt import apply_error
 
     rng = np.random.default_rng(cfg.seed)
@@ -347,7 +362,8 @@ def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: Calibrati
     kinds = [INJECTED_AS[t] for t in CALIBRATED_TYPES]
     out_recs, out_preds, origin, errors = [], [], [], []
     k = int(rng.integers(len(kinds)))
-    by_content = np.argsort(content_rank(labels, preds), kind="stable")  # position of the r-th image in content order
+    rank = content_rank(labels, preds) if rank is None else rank
+    by_content = np.argsort(rank, kind="stable")  # position of the r-th image in content order
     for _ in range(cfg.copies):
         for idx in by_content[rng.permutation(len(recs))[:cfg.max_images]]:
             rec = copy.copy(recs[int(idx)])
@@ -402,6 +418,35 @@ def pava(y: np.ndarray, w: np.ndarray, increasing: bool = True) -> np.ndarray:
     return np.repeat(vals, lens)
 
 
+def pava_rows(y: np.ndarray, w: np.ndarray, increasing: bool = True) -> np.ndarray:
+    """:func:`pava` of every row of ``y`` (G, L) at once, with the same weights ``w`` (L,) > 0: the
+    min-max form of weighted isotonic regression, ``f_i = max_{j<=i} min_{k>=i} mean_w(y[j..k])``,
+    in one (G, L, L) array (the sequences are short: the evidence bins)."""
+    y = np.atleast_2d(np.asarray(y, np.float64))
+    if not increasing:
+        return -pava_rows(-y, w, True)
+    n = y.shape[1]
+    w = np.asarray(w, np.float64)
+    cw = np.r_[0.0, np.cumsum(w)]
+    cy = np.concatenate([np.zeros((len(y), 1)), np.cumsum(y * w, axis=1)], axis=1)
+    j, k = np.arange(n)[:, None], np.arange(n)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = (cy[:, None, 1:] - cy[:, :-1, None]) / (cw[None, 1:] - cw[:-1, None])  # [g, j, k]: y[j..k]
+    mean = np.where(k >= j, mean, np.inf)
+    low = np.minimum.accumulate(mean[:, :, ::-1], axis=2)[:, :, ::-1]  # [g, j, i]: min over k >= i
+    return np.where(k >= j, low, -np.inf).max(axis=1)
+
+
+def _profile(hu: np.ndarray, qe: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each ``N`` of ``grid``: the clean counts (non-increasing, >= 0) that fit ``hu - N qe``
+    best, and the Poisson negative log-likelihood of ``hu`` under ``c + N qe`` (the mixture model of
+    :func:`mixture_fit`), all ``N`` at once."""
+    w = 1.0 / np.maximum(hu, 1.0)
+    c = np.maximum(pava_rows(hu[None, :] - grid[:, None] * qe[None, :], w, increasing=False), 0.0)
+    lam = np.maximum(c + grid[:, None] * qe[None, :], 1e-6)
+    return c, np.sum(lam - hu[None, :] * np.log(lam), axis=1)
+
+
 def mixture_fit(h_u: np.ndarray, q_e: np.ndarray, max_count: float) -> tuple[float, np.ndarray]:
     """Fit ``h_u ~ c + N q_e`` per bin: ``h_u`` the original units' counts, ``q_e`` the injected
     errors' shares, ``c`` the clean units' counts, non-increasing from the bin where ``h_u`` peaks
@@ -411,17 +456,14 @@ def mixture_fit(h_u: np.ndarray, q_e: np.ndarray, max_count: float) -> tuple[flo
     own errors could not be told from clean units that look like them (see docs/scoring.md)."""
     b0 = int(np.argmax(h_u)) if h_u.any() else 0
     hu, qe = h_u[b0:].astype(float), q_e[b0:]
-    w = 1.0 / np.maximum(hu, 1.0)
     top = min(max_count, float(hu.sum() / max(qe.sum(), 1e-12)))
     best = (np.inf, 0.0, np.maximum(hu, 0))
+    # geometric: a few errors among many thousand units must be found too
     grid = np.unique(np.r_[0.0, np.geomspace(0.25, max(top, 0.25), 100)]) if top > 0 else np.zeros(1)
-    for n in grid:  # geometric: a few errors among many thousand units must be found too
-        r = hu - n * qe
-        c = np.maximum(pava(r, w, increasing=False), 0.0)
-        lam = np.maximum(c + n * qe, 1e-6)
-        cost = float(np.sum(lam - hu * np.log(lam)))  # Poisson negative log-likelihood of the counts
+    clean, costs = _profile(hu, qe, grid)
+    for i, cost in enumerate(costs.tolist()):  # the first N of the lowest cost (ties: the smaller N)
         if cost < best[0] - 1e-9:
-            best = (cost, float(n), c)
+            best = (cost, float(grid[i]), clean[i])
     c_full = h_u.astype(float).copy()
     c_full[b0:] = best[2]
     if b0:  # below the peak every unit is taken as clean, except the errors' own share there
@@ -549,7 +591,7 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
     n = len(labels.records)
     rank = content_rank(labels, preds)
     hold = (np.random.default_rng(cfg.seed + 1).random(n) < cfg.holdout)[rank]
-    copies, cpreds, origin, errors = inject_copies(labels, preds, cfg)
+    copies, cpreds, origin, errors = inject_copies(labels, preds, cfg, rank)
     sc = measure(Batch.of(copies, cpreds), ol_cfg, thresholds)
     inj = _injected_units(sc, errors)
     origin_arr = np.asarray(origin, np.int64)

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .batch import box_iou
+from .batch import image_chunks, pair_iou, pairs_between, pairs_within, seg_max, seg_reduce
+from .signals import MAX_PAIRS
 
 BOX_TYPES = ("swap", "badloc", "spurious", "split", "merged")
 
@@ -48,10 +49,10 @@ FEATURES = ("swap", "badloc", "swap_signal", "unsupported", "best_iou", "anythin
 class ModelConfig:
     enabled: bool = True  # false: the per-type curves only
     folds: int = 3  # cross-fitting folds (by image)
-    max_units: int = 20000  # boxes as given the model trains on at most (a random sample; all are scored)
+    max_units: int = 8000  # boxes as given the model trains on at most (a random sample; all are scored)
     min_injected: int = 60  # injected box errors it needs (else: the curves)
-    max_iter: int = 100
-    learning_rate: float = 0.1
+    max_iter: int = 60  # boosting rounds
+    learning_rate: float = 0.15
     max_leaf_nodes: int = 7
     min_leaf: int = 40  # rows a leaf needs at least: the model must learn densities, not memorise units
     prior_rate: float = 0.02  # the natural rate of each type the estimate is shrunk toward...
@@ -122,27 +123,7 @@ def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = N
     cx = (g.xyxy[:, 0] + g.xyxy[:, 2]) / 2 / iw
     cy = (g.xyxy[:, 1] + g.xyxy[:, 3]) / 2 / ih
     border = ((g.xyxy[:, 0] <= 1) | (g.xyxy[:, 1] <= 1) | (g.xyxy[:, 2] >= iw - 1) | (g.xyxy[:, 3] >= ih - 1))
-    max_same, max_other, gap_same = np.zeros(k), np.zeros(k), np.full(k, 1.0)
-    order = np.argsort(g.image, kind="stable")
-    starts = np.searchsorted(g.image[order], np.arange(b.width.shape[0]))
-    ends = np.searchsorted(g.image[order], np.arange(b.width.shape[0]), side="right")
-    for i0, i1 in zip(starts, ends):
-        if i1 - i0 < 2:
-            continue
-        rows = order[i0:i1]
-        xy = g.xyxy[rows]
-        iou = box_iou(xy, xy)
-        np.fill_diagonal(iou, 0.0)
-        same = g.cls[rows][:, None] == g.cls[rows][None, :]
-        max_same[rows] = np.where(same, iou, 0).max(axis=1)
-        max_other[rows] = np.where(~same, iou, 0).max(axis=1)
-        # the gap to the nearest box of its class, relative to the image side (pieces touch)
-        dx = np.maximum(0, np.maximum(xy[:, None, 0] - xy[None, :, 2], xy[None, :, 0] - xy[:, None, 2]))
-        dy = np.maximum(0, np.maximum(xy[:, None, 1] - xy[None, :, 3], xy[None, :, 1] - xy[:, None, 3]))
-        gap = np.hypot(dx, dy) / max(float(iw[rows[0]]), float(ih[rows[0]]), 1.0)
-        np.fill_diagonal(gap, np.inf)
-        gap = np.where(same, gap, np.inf).min(axis=1)
-        gap_same[rows] = np.where(np.isfinite(gap), np.minimum(gap, 1.0), 1.0)
+    max_same, max_other, gap_same = _neighbours(g, np.maximum(iw, ih))
     has_bad = (s.bad_pred >= 0).astype(np.float64)
     cols = [s.swap, s.badloc, s.swap_signal, s.unsupported, s.best_iou, s.anything, s.split, s.merged,
             s.n_inside, s.ev_swap, s.ev_badloc, s.ev_spurious, s.p_other, s.p_same, np.where(has_bad > 0, s.bad_iou, 0.0),
@@ -150,6 +131,29 @@ def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = N
             max_same, max_other, gap_same, class_multi, g.cls.astype(np.float64)]
     x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
     return x
+
+
+def _neighbours(g: Any, side: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per given box of ``g`` (flat boxes), over the other boxes of its image (every pair at once,
+    :func:`~.batch.pairs_within`): the largest IoU with a box of its class and with a box of
+    another class (0 when none), and the gap to the nearest box of its class relative to its
+    image's longer side ``side`` (pieces touch; 1 when none, at most 1)."""
+    k = len(g)
+    max_same, max_other, gap_same = np.zeros(k), np.zeros(k), np.full(k, 1.0)
+    i, j = pairs_within(g)
+    if not len(i):
+        return max_same, max_other, gap_same
+    iou = pair_iou(g.xyxy, i, g.xyxy, j)
+    same = g.cls[i] == g.cls[j]
+    a, b = g.xyxy[i], g.xyxy[j]
+    dx = np.maximum(0, np.maximum(a[:, 0] - b[:, 2], b[:, 0] - a[:, 2]))
+    dy = np.maximum(0, np.maximum(a[:, 1] - b[:, 3], b[:, 1] - a[:, 3]))
+    gap = np.minimum(np.hypot(dx, dy) / np.maximum(side[i], 1.0), 1.0)
+    both = np.r_[i, j]
+    np.maximum.at(max_same, both, np.tile(np.where(same, iou, 0.0), 2))
+    np.maximum.at(max_other, both, np.tile(np.where(same, 0.0, iou), 2))
+    np.minimum.at(gap_same, both, np.tile(np.where(same, gap, 1.0), 2))
+    return max_same, max_other, gap_same
 
 
 @dataclass
@@ -227,18 +231,13 @@ def natural_count(h_u: np.ndarray, q_e: np.ndarray, n_u: int, max_rate: float, p
     shares; :func:`~.calibrate.mixture_fit`'s model, profiled over the clean counts) on a grid of
     ``N``, times a beta prior on the rate ``N / n_u`` with mean ``prior_rate`` worth
     ``prior_weight`` units."""
-    from .calibrate import pava
+    from .calibrate import _profile
 
     b0 = int(np.argmax(h_u)) if h_u.any() else 0
     hu, qe = h_u[b0:].astype(float), q_e[b0:]
-    w = 1.0 / np.maximum(hu, 1.0)
     top = max(1.0, max_rate * n_u)
     grid = np.unique(np.r_[0.0, np.geomspace(0.25, top, 120)])
-    loglik = np.empty(len(grid))
-    for i, n in enumerate(grid):
-        c = np.maximum(pava(hu - n * qe, w, increasing=False), 0.0)
-        lam = np.maximum(c + n * qe, 1e-6)
-        loglik[i] = -float(np.sum(lam - hu * np.log(lam)))
+    loglik = -_profile(hu, qe, grid)[1]
     a = max(prior_rate * prior_weight, 1e-3) + 1.0
     bb = max((1 - prior_rate) * prior_weight, 1e-3) + 1.0
     rate = np.clip(grid / max(n_u, 1), 1e-9, 1 - 1e-9)
@@ -307,6 +306,24 @@ def _cross_folds(img_u: np.ndarray, img_e: np.ndarray, cfg: ModelConfig) -> Any:
         yield su, se, fu == k, fe == k
 
 
+def _fit_folds(cfg: ModelConfig, jobs: list[tuple]) -> list[Any]:
+    """One booster per fold job ``(x, y, sample_weight, ...)``; the folds are independent and each
+    booster uses one thread, so they train side by side on the cores (LightGBM releases the GIL)
+    with the same result as one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .images import _cores
+
+    def one(job: tuple) -> Any:
+        return _classifier(cfg, job[0].shape[1]).fit(job[0], job[1], sample_weight=job[2])
+
+    workers = max(1, min(len(jobs), _cores()))
+    if workers == 1:
+        return [one(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, jobs))
+
+
 def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray, img_e: np.ndarray,
         cfg: ModelConfig, max_rate: float = 0.3, stats: dict | None = None) -> ErrorModel | None:
     """Fit the cross-fitted model: ``x_u`` the boxes as given (image ``img_u``), ``x_e`` the
@@ -320,15 +337,14 @@ def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray,
     models, rows = [], 0
     n_e = {t: int((type_e == j).sum()) for j, t in enumerate(BOX_TYPES)}
     # class weights: every class as much weight as the units (a rare type is still learned)
+    jobs = []
     for su, se, mu, me in _cross_folds(img_u, img_e, cfg):
-        x = np.concatenate([x_u[su], x_e[se]])
         y = np.concatenate([np.zeros(len(su), np.int64), type_e[se] + 1])
-        present = np.unique(y)
-        if len(present) < 2:
+        if len(np.unique(y)) < 2:
             continue
         counts = np.bincount(y, minlength=len(BOX_TYPES) + 1).astype(float)
-        sw = (counts[0] / np.maximum(counts, 1.0))[y]
-        m = _classifier(cfg, x.shape[1]).fit(x, y, sample_weight=sw)
+        jobs.append((np.concatenate([x_u[su], x_e[se]]), y, (counts[0] / np.maximum(counts, 1.0))[y], mu, me))
+    for (x, y, _, mu, me), m in zip(jobs, _fit_folds(cfg, jobs)):
         models.append(m)
         rows = max(rows, len(y))
         cols = list(m.classes_)
@@ -420,8 +436,6 @@ MIN_PROB = 0.05  # predictions below this calibrated probability are no units (s
 def pred_units(s: Any) -> np.ndarray:
     """The prediction rows that are units of ``overlooked``: usable predictions (calibrated
     probability >= :data:`MIN_PROB`), the most probable of each region (IoU >= 0.5, any class)."""
-    from .batch import pair_iou, pairs_within
-
     pred = s.pred
     if not len(pred):
         return np.zeros(0, np.int64)
@@ -455,31 +469,32 @@ def pred_features(s: Any, rows: np.ndarray, stats: dict[int, tuple[float, float,
     ih = b.height[img].astype(np.float64)
     conf = pred.conf[rows]
     prob = s.thresholds.probability(conf)
-    iou_any, iou_same, iou_other, inside_same = np.zeros(r), np.zeros(r), np.zeros(r), np.zeros(r)
-    n_boxes, n_same = np.zeros(r), np.zeros(r)
-    g_order = np.argsort(g.image, kind="stable")
-    g_start = np.searchsorted(g.image[g_order], np.arange(b.width.shape[0]))
-    g_end = np.searchsorted(g.image[g_order], np.arange(b.width.shape[0]), side="right")
-    r_order = np.argsort(img, kind="stable")
-    r_img = img[r_order]
-    for i in np.unique(img).tolist():
-        mine = r_order[np.searchsorted(r_img, i):np.searchsorted(r_img, i, side="right")]
-        gr = g_order[g_start[i]:g_end[i]]
-        n_boxes[mine] = len(gr)
-        if not len(gr):
+    # every (prediction, given box) pair of an image at once: the distinct rows, in order
+    uniq, back = np.unique(rows, return_inverse=True)
+    sub = pred.take(uniq)
+    n_boxes = g.count[sub.image].astype(np.float64)
+    iou_any, iou_same, iou_other, inside_same = (np.zeros(len(uniq)) for _ in range(4))
+    n_same = np.zeros(len(uniq))
+    for first, stop in image_chunks(sub.count * g.count, MAX_PAIRS):
+        a, gi = pairs_between(sub, g, first, stop)
+        if not len(a):
             continue
-        iou = box_iou(xy[mine], g.xyxy[gr])
-        same = cls[mine][:, None] == g.cls[gr][None, :]
-        n_same[mine] = same.sum(axis=1)
-        iou_any[mine] = iou.max(axis=1)
-        iou_same[mine] = np.where(same, iou, 0).max(axis=1)
-        iou_other[mine] = np.where(~same, iou, 0).max(axis=1)
-        ix = np.clip(np.minimum(xy[mine][:, None, 2], g.xyxy[gr][None, :, 2])
-                     - np.maximum(xy[mine][:, None, 0], g.xyxy[gr][None, :, 0]), 0, None)
-        iy = np.clip(np.minimum(xy[mine][:, None, 3], g.xyxy[gr][None, :, 3])
-                     - np.maximum(xy[mine][:, None, 1], g.xyxy[gr][None, :, 1]), 0, None)
-        share = ix * iy / (w[mine] * h[mine])[:, None]
-        inside_same[mine] = np.where(same, share, 0).max(axis=1)
+        iou = pair_iou(sub.xyxy, a, g.xyxy, gi)
+        same = sub.cls[a] == g.cls[gi]
+        pa, ga = sub.xyxy[a], g.xyxy[gi]
+        ix = np.clip(np.minimum(pa[:, 2], ga[:, 2]) - np.maximum(pa[:, 0], ga[:, 0]), 0, None)
+        iy = np.clip(np.minimum(pa[:, 3], ga[:, 3]) - np.maximum(pa[:, 1], ga[:, 1]), 0, None)
+        pw = np.maximum(pa[:, 2] - pa[:, 0], 1e-3)
+        ph = np.maximum(pa[:, 3] - pa[:, 1], 1e-3)
+        share = ix * iy / (pw * ph)
+        m = len(uniq)
+        iou_any = np.maximum(iou_any, seg_reduce(np.maximum, iou, a, m, 0.0))
+        iou_same = np.maximum(iou_same, seg_max(iou, a, same, m, 0.0))
+        iou_other = np.maximum(iou_other, seg_max(iou, a, ~same, m, 0.0))
+        inside_same = np.maximum(inside_same, seg_max(share, a, same, m, 0.0))
+        n_same += np.bincount(a[same], minlength=m)
+    iou_any, iou_same, iou_other, inside_same, n_boxes, n_same = (
+        v[back] for v in (iou_any, iou_same, iou_other, inside_same, n_boxes, n_same))
     area_rel, aspect_rel, multi = np.zeros(r), np.zeros(r), np.zeros(r)
     for c in np.unique(cls).tolist():
         m = cls == c
@@ -538,13 +553,13 @@ def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray,
     img_u = s.pred.image[rows_u] if image_key is None else image_key[s.pred.image[rows_u]]
     g_u, g_e = np.zeros((len(x_u), 2)), np.zeros((len(x_e), 2))
     models = []
+    jobs = []
     for su, se, mu, me in _cross_folds(img_u, img_e, cfg):
         if not len(se) or not len(su):
             continue
-        x = np.concatenate([x_u[su], x_e[se]])
         y = np.r_[np.zeros(len(su), np.int64), np.ones(len(se), np.int64)]
-        sw = np.where(y == 1, len(su) / max(len(se), 1), 1.0)
-        m = _Booster(cfg).fit(x, y, sample_weight=sw)
+        jobs.append((np.concatenate([x_u[su], x_e[se]]), y, np.where(y == 1, len(su) / max(len(se), 1), 1.0), mu, me))
+    for (_, _, _, mu, me), m in zip(jobs, _fit_folds(cfg, jobs)):
         models.append(m)
         if mu.any():
             g_u[mu] = m.predict_proba(x_u[mu])

@@ -101,10 +101,13 @@ def _shown(xyxy: np.ndarray, wh: tuple[int, int] | None, grow: float) -> np.ndar
     under the same outline."""
     w, h = wh or (0, 0)
     pad = max(3.0, 0.05 * max(w or 0, h or 0)) * grow
-    b = np.asarray(xyxy, dtype=np.float64) + np.array([-pad, -pad, pad, pad])
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(xyxy, dtype=np.float64).reshape(4))  # plain floats: called per box
+    b = [x1 - pad, y1 - pad, x2 + pad, y2 + pad]
     if grow < 0 and (b[2] <= b[0] or b[3] <= b[1]):
-        return np.asarray(xyxy, dtype=np.float64)
-    return np.clip(b, 0, [w, h, w, h]) if w and h else b
+        return np.array([x1, y1, x2, y2])
+    if w and h:
+        b = [min(max(v, 0.0), float(side)) for v, side in zip(b, (w, h, w, h))]
+    return np.array(b)
 
 
 def decided_in_store(name: str, sizes: dict[str, tuple[int, int]], only: Sequence[str] | None = None

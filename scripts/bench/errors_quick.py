@@ -1,0 +1,164 @@
+"""In-process companion of ``bench_errors.py`` for fast iteration: the same data and the same
+independent error generator (imported from ``bench_errors``), scored by ``cvcurate.scoring.score``
+in this process under several configurations at once, the predictions and pixel features made
+once per dataset and cached.
+
+It skips what makes ``bench_errors`` slow and tree-agnostic (writing VOC copies, three CLI calls per
+copy, the store), so it measures only the scoring of the tree it runs from (``PYTHONPATH``), on the
+labels as this script builds them (floats, no importer). Headline figures come from
+``bench_errors.py``; this is for comparing settings and code changes in minutes.
+
+    python scripts/bench/errors_quick.py --seeds 5 --variant base --variant rounds60:model.max_iter=60
+
+``--variant NAME[:KEY=VALUE,...]``: a configuration; keys are ``ScoreConfig`` paths below
+``calibration`` (``copies``, ``model.max_iter``, ...). Prints per variant and dataset the mean AP,
+recall@K per type, share of corrupted images in the queues, share of the labels as given flagged,
+expected - given, truth ECE (synthetic), and the scoring seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("CVCURATE_PROGRESS", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_errors as be  # noqa: E402
+import numpy as np  # noqa: E402
+
+CACHE = Path(tempfile.gettempdir()) / "cvcurate-errors-quick"
+
+
+def labelset(images: list, classes: list[str]):
+    from cvcurate.types import Annotations, ImageRecord, LabelSet
+
+    idx = {c: i for i, c in enumerate(classes)}
+    recs = [ImageRecord(filepath=str(im.src), width=im.w, height=im.h,
+                        gt=Annotations(np.asarray(im.boxes, np.float64).reshape(-1, 4),
+                                       np.array([idx[c] for c in im.cls], np.int64)))
+            for im in images]
+    return LabelSet(list(classes), recs)
+
+
+def dataset(ds: str, args) -> tuple[list, list[str]]:
+    if ds == "neu":
+        return be.load_neu(args.data)
+    folder = CACHE / f"synth-{args.synth_seed}-{args.synth_images}"
+    if not (folder / "coco" / "labels.json").is_file():
+        subprocess.run([sys.executable, "-c", "from cvcurate.cli import main; main()", "synth", str(folder),
+                        "--images", str(args.synth_images), "--seed", str(args.synth_seed)], check=True,
+                       stdout=subprocess.DEVNULL)
+    return be.load_synth(folder)
+
+
+def predictions(ds: str, labels) -> list:
+    from cvcurate.types import Annotations
+
+    key = hashlib.sha256("".join(r.filepath for r in labels.records).encode()).hexdigest()[:12]
+    path = CACHE / f"preds-{ds}-{key}.npz"
+    if path.is_file():
+        z = np.load(path, allow_pickle=True)
+        return [Annotations(x, c, confidence=s) for x, c, s in zip(z["xyxy"], z["cls"], z["conf"])]
+    from cvcurate.detector.checkpoint import load_checkpoint
+    from cvcurate.detector.predict import predict
+
+    ckpt = load_checkpoint(be.MODEL[ds])
+    mapping = ckpt.class_map(labels.classes)
+    preds = [Annotations(p.xyxy, mapping[p.class_id], confidence=p.confidence)
+             for p in predict(ckpt, labels.records, batch_size=16)]
+    np.savez(path, xyxy=np.array([p.xyxy for p in preds] + [None], dtype=object)[:-1],
+             cls=np.array([p.class_id for p in preds] + [None], dtype=object)[:-1],
+             conf=np.array([p.confidence for p in preds] + [None], dtype=object)[:-1])
+    return preds
+
+
+def config(spec: str):
+    from cvcurate.scoring import ScoreConfig
+
+    cfg = ScoreConfig()
+    for kv in filter(None, spec.split(",")):
+        k, v = kv.split("=", 1)
+        obj = cfg.calibration
+        *parents, leaf = k.split(".")
+        for p in parents:
+            obj = getattr(obj, p)
+        cur = getattr(obj, leaf)
+        setattr(obj, leaf, (v.lower() in ("1", "true", "yes")) if isinstance(cur, bool) else type(cur)(v))
+    cfg.check()
+    return cfg
+
+
+def run_doc(result) -> tuple[dict[str, float], dict]:
+    from cvcurate.stages.score import run_summary
+
+    ids = [Path(r.filepath).stem for r in result.labels.records]
+    scores = dict(zip(ids, result.image_score.tolist()))
+    issues = [{"filepath": i.filepath, "box": i.box, "score": i.score, "type": i.type,
+               "data": {"pred_box": list(map(float, i.data["pred_box"]))} if "pred_box" in i.data else {}}
+              for i in result.issues]
+    summ = run_summary(result)
+    return scores, {"issues": issues, "queue_min_p": result.queue_min_p,
+                    "expected_label_errors": summ["expected_label_errors"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", choices=["neu", "synth"], default=["neu", "synth"])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--rate", type=float, default=0.1)
+    ap.add_argument("--data", type=Path, default=be.NEU_DET)
+    ap.add_argument("--synth-images", type=int, default=300)
+    ap.add_argument("--synth-seed", type=int, default=31)
+    ap.add_argument("--no-pixels", action="store_true")
+    ap.add_argument("--variant", action="append", default=[], help="NAME[:KEY=VALUE,...] (repeatable)")
+    args = ap.parse_args()
+    from cvcurate.scoring import score
+    from cvcurate.scoring.images import image_features
+
+    CACHE.mkdir(exist_ok=True)
+    variants = [(v.split(":", 1)[0], config(v.split(":", 1)[1] if ":" in v else "")) for v in (args.variant or ["base"])]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for ds in args.datasets:
+        images, classes = dataset(ds, args)
+        given_ls = labelset(images, classes)
+        preds = predictions(ds, given_ls)
+        feats = None if args.no_pixels else image_features([r.filepath for r in given_ls.records])
+        copies = [be.inject(images, classes, args.rate, s) for s in seeds]
+        print(f"\n{ds}: {len(images)} images, seeds {list(seeds)}")
+        print("| variant | AP | recall@K swap/badloc/dropped/spurious/merged/degen | in queues | given flagged "
+              "| exp - given (inj) | truth ECE | s/copy |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, cfg in variants:
+            t = time.perf_counter()
+            g_scores, g_doc = run_doc(score(given_ls, predictions=preds, features=feats, cfg=cfg))
+            fl = be.flagged_images(g_doc)
+            ms = []
+            for imgs, errors in copies:
+                sc, doc = run_doc(score(labelset(imgs, classes), predictions=preds, features=feats, cfg=cfg))
+                ids = [Path(im.src).stem for im in imgs]
+                ms.append(be.copy_metrics(sc, doc, g_doc, errors, ids, ds == "synth"))
+            secs = (time.perf_counter() - t) / (len(copies) + 1)
+
+            def mean(f):
+                v = [f(m) for m in ms]
+                v = [x for x in v if x is not None and x == x]
+                return float(np.mean(v)) if v else float("nan")
+
+            rec = "/".join(f"{mean(lambda m, t=t: m['types'][t]['recall_at_k']):.2f}" for t in be.TYPES)
+            inj = mean(lambda m: m["injected"])
+            print(f"| {name} | {mean(lambda m: m['ap']):.3f} | {rec} | {mean(lambda m: m['in_queues']):.2f} "
+                  f"| {len(fl) / len(images):.3f} | {mean(lambda m: m['expected_minus_given']):+.1f} ({inj:.0f}) "
+                  f"| {mean(lambda m: m['truth_ece']):.3f} | {secs:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
