@@ -93,7 +93,7 @@ def test_cross_fitting_never_scores_a_unit_with_a_model_that_saw_its_image(monke
             assert imgs and not imgs & self.seen, "scored a unit with a model that trained on its image"
             return self.inner.predict_proba(x)
 
-    monkeypatch.setattr(em, "_classifier", lambda cfg, n: Spy(real(cfg, n)))
+    monkeypatch.setattr(em, "_classifier", lambda *a: Spy(real(*a)))
     m = em.fit(x_u, img_u, x_e, types, img_e, ModelConfig(max_iter=20))
     assert np.isfinite(m.oof["swap"]).all()
     assert m is not None and len(seen) == 3

