@@ -187,20 +187,14 @@ class Calibration:
                 box = {t: np.zeros(0) for t in BOX_TYPES}
         else:
             box = {t: self.probability(t, units[t].evidence, units[t].cls) for t in BOX_TYPES}
-        # a reason must never contradict the evidence: a type is only probable where the signal
-        # its reason quotes exists (a swap needs the model's best class on the box to be another,
-        # a badloc a prediction of its class that stands for it, a split the object it is a piece
-        # of, a merged box the objects it spans)
-        present = {"swap": (s.swap_pred >= 0) & (s.ev_swap > 0), "badloc": s.bad_pred >= 0,
-                   "split": (s.split_match >= 0) & (s.split > 0), "merged": s.merged > 0}
-        import os
+        # the fixes need what a swap and a split are made of: a swap is relabelled to the model's best
+        # class on the box (it must be another), a split's pieces are merged into the object the
+        # model sees; badloc and merged are probable from any evidence, and their reasons say which
+        # (a badloc the model sees no box of its class for, a merged box with no object inside)
+        present = {"swap": (s.swap_pred >= 0) & (s.ev_swap > 0), "split": (s.split_match >= 0) & (s.split > 0)}
         for t, m in present.items():
-            if t not in os.environ.get("NOMASK", "").split(","):
-                box[t] = np.where(m, box[t], 0.0)
-        if os.environ.get("NOSTYLE"):
-            self.style_notes = []
-        else:
-            self.style_notes = style_cap(s, box)
+            box[t] = np.where(m, box[t], 0.0)
+        self.style_notes = style_cap(s, box)
         return box
 
     def overlooked_probabilities(self, s: Signals, units: dict[str, "Units"]) -> np.ndarray:
@@ -639,11 +633,13 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
     if cfg.model.enabled and len(signals.given):
         rows, types, cps = injected_box_rows(sc, errors)
         stats = class_stats(signals)  # the copies are described against the original's classes
+        # a model needs the boxes of many images (it is cross-fitted by image), not only many copies
+        enough = len(signals.given) >= cfg.min_units and len(rows)
         em = fit_model(box_features(signals, stats), rank[signals.given.image], box_features(sc, stats)[rows], types,
-                       rank[origin_arr[cps]], cfg.model, cfg.max_rate, stats) if len(rows) else None
+                       rank[origin_arr[cps]], cfg.model, cfg.max_rate, stats) if enough else None
         if em is None:
-            cal.notes.append(f"error model: too few injected box errors ({len(rows)}, needs {cfg.model.min_injected}) "
-                             f"or boxes: the per-type curves give p")
+            cal.notes.append(f"error model: too few boxes ({len(signals.given)}, needs {cfg.min_units}) or injected box "
+                             f"errors ({len(rows)}, needs {cfg.model.min_injected}): the per-type curves give p")
         else:
             cal.model, cal.fitted_on = em, signals
             cal.notes.append(f"box types: learned error model ({em.folds} folds by image, {em.trained_on} rows a fit, "

@@ -12,8 +12,10 @@ strongest candidate of a region has evidence). ``Issue.score`` is that probabili
 
 Reasons quote the evidence and never contradict it: a swap names the strongest prediction on the
 box (always of another class, by construction of its evidence), a badloc says how its IoU with the
-model ranks among the boxes of its class in this dataset, an overlooked region says how much of it
-a given box covers.
+model ranks among the boxes of its class in this dataset (or, where no prediction of its class
+stands for it, its best IoU, its support and its size against its class), a merged box names the
+objects the model sees inside it (or, where it sees them not apart, its size and what it sees
+inside), an overlooked region says how much of it a given box covers.
 
 Issues come image by image: its overlooked predictions, then its boxes in order.
 """
@@ -40,6 +42,7 @@ class Probabilities:
     overlooked: np.ndarray  # (M,)
     iou_rank: np.ndarray  # (K,) share of the boxes of its class whose IoU with the model is <= its own
     evidence: dict[str, np.ndarray]  # type -> (K,) the box types' evidence (:func:`~.calibrate.box_evidence`)
+    area_ratio: np.ndarray  # (K,) area over the median area of its class's boxes in this dataset
 
 
 def probabilities(s: Signals, cal: Calibration) -> Probabilities:
@@ -56,7 +59,21 @@ def probabilities(s: Signals, cal: Calibration) -> Probabilities:
         m = s.given.cls == c
         v = np.sort(iou[m])
         rank[m] = np.searchsorted(v, iou[m], side="right") / len(v)
-    return Probabilities(box, best_type, best, ov, rank, {t: units[t].evidence for t in BOX_TYPES})
+    area = np.maximum(s.given.xyxy[:, 2] - s.given.xyxy[:, 0], 1e-3) * np.maximum(s.given.xyxy[:, 3] - s.given.xyxy[:, 1], 1e-3)
+    ratio = np.ones(len(area))
+    for c in np.unique(s.given.cls):
+        m = s.given.cls == c
+        ratio[m] = area[m] / np.median(area[m])
+    return Probabilities(box, best_type, best, ov, rank, {t: units[t].evidence for t in BOX_TYPES}, ratio)
+
+
+def _size_words(ratio: float, lab: str) -> str:
+    """How a box's area compares with its class's median, in words."""
+    if ratio >= 1.5:
+        return f"{ratio:.1f}x the area of the median {lab} box"
+    if ratio <= 1 / 1.5:
+        return f"{1 / max(ratio, 1e-9):.1f}x smaller than the median {lab} box"
+    return f"about the size of the median {lab} box"
 
 
 def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: float) -> tuple[list[Issue], Probabilities]:
@@ -89,13 +106,17 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
                     f"{names[pred.cls[q]]} (confidence {pred.conf[q]:.2f}; its {lab} at most p {s.p_same[k]:.2f})")
             data.update({"pred_class": int(pred.cls[q]), "pred_box": pred.xyxy[q].tolist(),
                          "confidence": float(pred.conf[q])})
-        elif t == "badloc":
+        elif t == "badloc" and s.bad_pred[k] >= 0:
             q = int(s.bad_pred[k])
             iou, pct = float(s.bad_iou[k]), max(1, int(np.ceil(100 * pr.iou_rank[k])))
             text = (f"box {j} ({lab}): the model's {lab} (confidence {pred.conf[q]:.2f}) overlaps it at IoU {iou:.2f}, "
                     f"lowest {pct} % of {lab} boxes in this dataset")
             data.update({"pred_box": pred.xyxy[q].tolist(), "confidence": float(pred.conf[q]), "iou": iou,
                          "class_rank": round(float(pr.iou_rank[k]), 4)})
+        elif t == "badloc":  # no prediction of its class stands for it: what else the model sees there
+            text = (f"box {j} ({lab}): no {lab} the model sees stands for it (best IoU with one "
+                    f"{float(s.best_iou[k]):.2f}, support of any class {float(s.anything[k]):.2f}); "
+                    f"{_size_words(pr.area_ratio[k], lab)}")
         elif t == "spurious":
             text = (f"box {j} ({lab}): the model sees no {lab} here (best support {1 - s.unsupported[k]:.2f}, "
                     f"of any class {s.anything[k]:.2f})")
@@ -106,8 +127,12 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
                     f"[{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] (confidence {pred.conf[q]:.2f}): "
                     "one defect boxed in pieces?")
             data.update({"pred_box": box.tolist(), "confidence": float(pred.conf[q])})
-        else:
+        elif s.merged[k] > 0:
             text = f"box {j} ({lab}) spans {s.n_inside[k]} {lab} the model sees separately: several defects in one box?"
+        else:  # the model does not see the defects apart: the box's size and what lies inside it
+            inside = {0: f"sees no {lab} inside it", 1: f"sees one {lab} inside it"}.get(
+                int(s.n_inside[k]), f"sees {s.n_inside[k]} {lab} inside it, not apart")
+            text = f"box {j} ({lab}): {_size_words(pr.area_ratio[k], lab)}; the model {inside}: several defects in one box?"
         items.append((i, 1, k, Issue(rec.filepath, t, float(pr.best[k]), text, box=j, sample_id=rec.sample_id,
                                      data=data)))
     items.sort(key=lambda x: x[:3])

@@ -101,7 +101,7 @@ def _shown(xyxy: np.ndarray, wh: tuple[int, int] | None, grow: float) -> np.ndar
     under the same outline."""
     w, h = wh or (0, 0)
     pad = max(3.0, 0.05 * max(w or 0, h or 0)) * grow
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(xyxy, dtype=np.float64).reshape(4))  # plain floats: called per box
+    x1, y1, x2, y2 = map(float, xyxy.tolist() if isinstance(xyxy, np.ndarray) else xyxy)  # plain floats: called per box
     b = [x1 - pad, y1 - pad, x2 + pad, y2 + pad]
     if grow < 0 and (b[2] <= b[0] or b[3] <= b[1]):
         return np.array([x1, y1, x2, y2])
