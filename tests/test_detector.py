@@ -166,8 +166,11 @@ def test_kfold_predicts_every_image_once_with_a_model_that_never_saw_it(tiny, mo
     predicted: list[tuple[int, list[str]]] = []
     real_train, real_predict = T.train, P.predict
 
+    alive = []  # keep every checkpoint: a freed one's id() can be taken by the next fold's
+
     def spy_train(labels, cfg, **kw):
         ck = real_train(labels, cfg, **kw)
+        alive.append(ck)
         trained_on[id(ck)] = {r.filepath for r in labels.records}
         return ck
 
