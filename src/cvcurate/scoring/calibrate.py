@@ -407,30 +407,11 @@ def _bin(s: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(s) < CANDIDATE_EVIDENCE, -1, b)
 
 
-def pava(y: np.ndarray, w: np.ndarray, increasing: bool = True) -> np.ndarray:
-    """Weighted isotonic regression of a short sequence (pool adjacent violators): the
-    non-decreasing (or non-increasing) sequence closest to ``y`` in weighted least squares."""
-    y = np.asarray(y, np.float64)
-    if not increasing:
-        return -pava(-y, w, True)
-    vals, wts, lens = [], [], []
-    for v, ww in zip(y.tolist(), np.asarray(w, np.float64).tolist()):
-        vals.append(v)
-        wts.append(ww)
-        lens.append(1)
-        while len(vals) > 1 and vals[-2] > vals[-1]:
-            tw = wts[-2] + wts[-1]
-            vals[-2] = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / tw
-            wts[-2] = tw
-            lens[-2] += lens[-1]
-            vals.pop(), wts.pop(), lens.pop()
-    return np.repeat(vals, lens)
-
-
 def pava_rows(y: np.ndarray, w: np.ndarray, increasing: bool = True) -> np.ndarray:
-    """:func:`pava` of every row of ``y`` (G, L) at once, with the same weights ``w`` (L,) > 0: the
-    min-max form of weighted isotonic regression, ``f_i = max_{j<=i} min_{k>=i} mean_w(y[j..k])``,
-    in one (G, L, L) array (the sequences are short: the evidence bins)."""
+    """Weighted isotonic regression of every row of ``y`` (G, L) at once, with the same weights
+    ``w`` (L,) > 0: the non-decreasing (or non-increasing) sequence closest to each row in weighted
+    least squares, by its min-max form ``f_i = max_{j<=i} min_{k>=i} mean_w(y[j..k])`` in one
+    (G, L, L) array (the sequences are short: the evidence bins)."""
     y = np.atleast_2d(np.asarray(y, np.float64))
     if not increasing:
         return -pava_rows(-y, w, True)
@@ -630,9 +611,10 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
             ys_all.append(y)
     if qs_all:
         cal.ece["all"], cal.reliability["all"] = _reliability(np.concatenate(qs_all), np.concatenate(ys_all))
+    # the copies are described against the original's class statistics (both models)
+    stats = class_stats(signals) if cfg.model.enabled and len(signals.given) else {}
     if cfg.model.enabled and len(signals.given):
         rows, types, cps = injected_box_rows(sc, errors)
-        stats = class_stats(signals)  # the copies are described against the original's classes
         # a model needs the boxes of many images (it is cross-fitted by image), not only many copies
         enough = len(signals.given) >= cfg.min_units and len(rows)
         em = fit_model(box_features(signals, stats), rank[signals.given.image], box_features(sc, stats)[rows], types,
@@ -645,14 +627,13 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
             cal.notes.append(f"box types: learned error model ({em.folds} folds by image, {em.trained_on} rows a fit, "
                              f"{em.seconds:.1f} s); natural counts "
                              + ", ".join(f"{t} {em.natural[t]:.1f} +- {em.natural_sd[t]:.1f}" for t in BOX_TYPES))
-    if cfg.model.enabled and len(signals.pred) and len(signals.given):
-        stats = class_stats(signals)
+    cur = cal.curves.get(("overlooked", None))
+    # small data (the curve itself fell back to the shipped prior): the curve, not a model
+    count = cur.natural if cur is not None and cur.how.startswith("data") else None
+    if cfg.model.enabled and len(signals.pred) and len(signals.given) and count is not None:
         rows_u = pred_units(signals)
         inj_rows, inj_img = injected_pred_rows(sc, errors, rank[origin_arr] if len(origin_arr) else origin_arr)
-        cur = cal.curves.get(("overlooked", None))
-        count = cur.natural if cur is not None and cur.how.startswith("data") else None
-        # small data (the curve itself fell back to the shipped prior): the curve, not a model
-        om = None if count is None else fit_overlooked(signals, pred_features(signals, rows_u, stats), rows_u, pred_features(sc, inj_rows, stats),
+        om = fit_overlooked(signals, pred_features(signals, rows_u, stats), rows_u, pred_features(sc, inj_rows, stats),
                             inj_img, cfg.model, stats, cfg.max_rate, count, rank)
         if om is not None:
             cal.overlooked_model, cal.fitted_on = om, signals

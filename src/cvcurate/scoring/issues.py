@@ -28,6 +28,7 @@ import numpy as np
 
 from ..types import Issue, LabelSet
 from .calibrate import BOX_TYPES, Calibration, units_of
+from .model import _sizes
 from .signals import Signals
 
 
@@ -59,7 +60,8 @@ def probabilities(s: Signals, cal: Calibration) -> Probabilities:
         m = s.given.cls == c
         v = np.sort(iou[m])
         rank[m] = np.searchsorted(v, iou[m], side="right") / len(v)
-    area = np.maximum(s.given.xyxy[:, 2] - s.given.xyxy[:, 0], 1e-3) * np.maximum(s.given.xyxy[:, 3] - s.given.xyxy[:, 1], 1e-3)
+    w, h, _ = _sizes(s)
+    area = w * h
     ratio = np.ones(len(area))
     for c in np.unique(s.given.cls):
         m = s.given.cls == c

@@ -252,10 +252,9 @@ def natural_count(h_u: np.ndarray, q_e: np.ndarray, n_u: int, max_rate: float, p
 
 
 class _Booster:
-    """One LightGBM booster, fitted and asked like a scikit-learn classifier (one thread: the same
-    result on every machine, and no oversubscription beside other work). ``monotone``: per
-    feature, +1 where the odds may only rise with it (binary only: LightGBM's multi-class
-    objective does not keep such constraints)."""
+    """One binary LightGBM booster (labels 0 / 1), fitted and asked like a scikit-learn classifier
+    (one thread: the same result on every machine, and no oversubscription beside other work).
+    ``monotone``: per feature, +1 where the odds may only rise with it."""
 
     def __init__(self, cfg: ModelConfig, monotone: list[int] | None = None) -> None:
         self.cfg = cfg
@@ -264,35 +263,29 @@ class _Booster:
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "_Booster":
         import lightgbm as lgb
 
-        self.classes_ = np.unique(y)
-        remap = np.searchsorted(self.classes_, y)
-        binary = len(self.classes_) == 2
-        params = {"objective": "binary" if binary else "multiclass", "learning_rate": self.cfg.learning_rate,
+        params = {"objective": "binary", "learning_rate": self.cfg.learning_rate,
                   "num_leaves": self.cfg.max_leaf_nodes, "min_data_in_leaf": self.cfg.min_leaf, "lambda_l2": 1.0,
                   "feature_fraction": 0.8,
                   "num_threads": 1, "verbosity": -1, "seed": self.cfg.seed, "deterministic": True,
                   "force_row_wise": True}
-        if not binary:
-            params["num_class"] = len(self.classes_)
-        elif self.monotone is not None:
+        if self.monotone is not None:
             params["monotone_constraints"] = list(self.monotone)
             params["monotone_constraints_method"] = "intermediate"  # "basic" blunts every split near them
         cat = [x.shape[1] - 1]  # the class: the last feature of both feature sets
-        data = lgb.Dataset(x, remap, weight=sample_weight, categorical_feature=cat, free_raw_data=True)
+        data = lgb.Dataset(x, y, weight=sample_weight, categorical_feature=cat, free_raw_data=True)
         self.booster = lgb.train(params, data, num_boost_round=self.cfg.max_iter)
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         out = np.asarray(self.booster.predict(x))
-        if len(self.classes_) == 2:
-            return np.column_stack([1.0 - out, out])
-        return out.reshape(len(x), len(self.classes_))
+        return np.column_stack([1.0 - out, out])
 
 
 class _PerType:
     """One binary booster per error type against the units as given (label 0), each kept
     monotone in its type's own evidence: ``p`` of a type never falls where its evidence rises and
-    nothing else changes. Asked like a classifier over labels ``0..T``: its "probabilities" are
+    nothing else changes (LightGBM keeps no monotone constraint for a multi-class objective).
+    Asked like a classifier over labels ``0..T``: its "probabilities" are
     the per-type odds ``o_t``, normalised (``o_t / (1 + sum o)``; label 0 ``1 / (1 + sum o)``), so
     that ``g_t / g_0`` is type ``t``'s odds."""
 
