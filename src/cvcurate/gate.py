@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import load_config
 from .scoring import LABEL_ERROR_TYPES
-from .types import Issue, LabelSet
+from .types import Issue, LabelSet, RunRecord
 
 SCHEMA_VERSION = 1
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -104,7 +104,7 @@ class GateInput:
     scored: list[list[ScoredIssue]] | None = None  # per image, from the last score run (None: never scored)
     score_method: str = ""  # how the score run was made (model, predictions field, date)
     source: str = ""
-    run: dict | None = None  # the score run's record (its one count: issues, flagged, expected errors)
+    run: RunRecord | None = None  # the score run's record (its one count: issues, flagged, expected errors)
     unfinished: list[str] = field(default_factory=list)  # writes a killed command left unfinished (the journal)
 
 
@@ -240,21 +240,22 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
                                    "no score run: run 'cvcurate score' first for this check"))
     else:
         flat = [s for per in data.scored for s in per]
-        run = data.run or {}
-        if "expected_label_errors" in run:
-            expected, sd = float(run["expected_label_errors"]), float(run.get("expected_label_errors_sd", 0.0))
-        else:  # a run of an older version: its scores read as probabilities
+        run = data.run
+        summary = run.summary if run is not None else {}
+        if "expected_label_errors" in summary:
+            expected, sd = float(summary["expected_label_errors"]), float(summary.get("expected_label_errors_sd", 0.0))
+        else:  # no run record with the scores: their sum and spread
             expected = float(sum(s.score for s in flat if s.type in LABEL_ERROR_TYPES))
             sd = float(sum(s.score * (1 - s.score) for s in flat if s.type in LABEL_ERROR_TYPES)) ** 0.5
         rate = expected / n_boxes if n_boxes else 0.0
         lo, hi = max(0.0, expected - 1.96 * sd), expected + 1.96 * sd
-        reviewed = run.get("reviewed") or {}
-        cal = (run.get("calibration") or {})
+        reviewed = (run.info.get("reviewed") if run is not None else None) or {}
+        cal = (summary.get("calibration") or {})
         how = ("calibrated on this data by injected errors" if cal.get("curves") else "shipped priors")
         out.append(_check(
             "label_error_rate", round(rate, 6), cfg.label_error_rate_above, True,
             f"expected {expected:.1f} real label errors (95 % interval {lo:.1f}-{hi:.1f}) per {n_boxes} boxes: the "
-            f"sum of p over {run.get('issues', len(flat))} issues"
+            f"sum of p over {summary.get('issues', len(flat))} issues"
             + (f", after review: {reviewed.get('applied', 0)} fixed, {reviewed.get('rejected', 0)} rejected, "
                f"{reviewed.get('confirmed', 0)} confirmed and not applied yet" if reviewed else "")
             + f" ({data.score_method})",
@@ -265,12 +266,12 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
         open_ = sum(1 for s in flat if s.score >= cfg.unreviewed_min_score and not s.decided)
         out.append(_check("unreviewed_issues", open_, cfg.unreviewed_issues_above, True,
                           f"{open_} issue(s) scored >= {cfg.unreviewed_min_score:g} have no review decision"))
-        inside = run.get("in_sample_images") if data.run else None
+        inside = run.in_sample_images if run is not None else None
         out.append(_check("in_sample_predictions", int(inside or 0), cfg.in_sample_images_above, True,
                           (f"{inside} image(s) were scored with predictions of a model trained on them: in-sample, "
                            "they hide label errors there; use out-of-fold predictions (cvcurate train NAME --folds 5)")
                           if inside else "the score run's predictions are out-of-sample (or their model is unknown)"))
-        min_p = float(run.get("queue_min_p", 0.5))
+        min_p = run.queue_min_p if run is not None else 0.5
         with_issues = sum(1 for per in data.scored if any(s.score >= min_p for s in per))
         out.append(_check("images_with_issues", round(with_issues / n_images, 6) if n_images else 0.0,
                           cfg.images_with_issues_above, True,

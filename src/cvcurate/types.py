@@ -245,3 +245,54 @@ class Fix:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float64).reshape(4)
         if self.action != "add" and self.target is None:
             raise ValueError(f"a {self.action} fix needs the target box id")
+
+
+RUN_SCHEMA = 1  # the version of the stored score-run record; an older one asks for a new score run
+
+
+@dataclass
+class RunRecord:
+    """One score run as every stage reads it: what it was run on, its one count, and its issues
+    with their exact ``p`` (``Issue.score``), box and evidence, each with its id in
+    ``data["id"]``. Written by the score stage with the dataset (:func:`cvcurate.store.write_record`),
+    read back as this type by review, gate, report, export and the demo; no reader parses issue
+    text or needs a file.
+
+    ``summary``: the run's counts (issues, flagged, flagged_images, images, boxes, counts per type,
+    expected per type, expected_label_errors and its sd, per-queue counts, calibration), as
+    :func:`cvcurate.stages.score.run_summary` makes them; ``info``: the rest of the run (config,
+    pred_field, pixels, in-sample images, the decisions carried)."""
+
+    at: str
+    issues: list[Issue]
+    summary: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+    schema: int = RUN_SCHEMA
+    version: str = ""
+
+    @property
+    def queue_min_p(self) -> float:
+        return float(self.summary.get("queue_min_p", 0.5))
+
+    @property
+    def pred_field(self) -> str | None:
+        return self.info.get("pred_field")
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return self.summary.get("calibration")
+
+    @property
+    def in_sample_images(self) -> int | None:
+        return self.info.get("in_sample_images")
+
+    def flagged(self, min_p: float | None = None) -> list[Issue]:
+        """The issues at ``p >= min_p`` (default: the run's queue threshold), exact ``p``."""
+        at = self.queue_min_p if min_p is None else min_p
+        return [i for i in self.issues if i.score >= at]
+
+    def by_sample(self) -> dict[str | None, list[Issue]]:
+        out: dict[str | None, list[Issue]] = {}
+        for i in self.issues:
+            out.setdefault(i.sample_id, []).append(i)
+        return out

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..types import Issue, LabelSet
+from ..types import Issue, LabelSet, RunRecord
 from . import plots
 from .slices import (SLICE_COLUMNS, SLICE_KINDS, SliceResult, class_balance, class_balance_markdown,
                      compute_slices, slice_row, slice_table_markdown)
@@ -63,7 +63,7 @@ class ReportInput:
     why_no_issues: str = "the dataset was never scored (run 'cvcurate score NAME')"
     why_no_evaluation: str = "no evaluation of predictions was given (run 'cvcurate predict' and 'cvcurate evaluate')"
     min_p: float = 0.0  # issues count (slices, queues) from this probability up: the run's queue threshold
-    run: Mapping[str, Any] | None = None  # the score run's record: its one count of issues and expected errors
+    run: RunRecord | None = None  # the score run's record: its one count of issues and expected errors
 
 
 @dataclass
@@ -149,10 +149,11 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
         "splits": dict(sorted({s: sum(1 for r in labels.records if (r.split or "(no split)") == s)
                                for s in {r.split or "(no split)" for r in labels.records}}.items())),
         "issues": None if inp.issues is None else len(inp.issues)}
-    if inp.run and "flagged" in inp.run:  # the run's own count, the same score, review and gate print
-        summary.update(issues=inp.run["issues"], flagged=inp.run["flagged"], flagged_min_p=inp.run.get("queue_min_p"),
-                       expected_label_errors=inp.run.get("expected_label_errors"),
-                       expected_label_errors_sd=inp.run.get("expected_label_errors_sd"))
+    if inp.run is not None and "flagged" in inp.run.summary:  # the run's own count, as score, review and gate print
+        rs = inp.run.summary
+        summary.update(issues=rs["issues"], flagged=rs["flagged"], flagged_min_p=inp.run.queue_min_p,
+                       expected_label_errors=rs.get("expected_label_errors"),
+                       expected_label_errors_sd=rs.get("expected_label_errors_sd"))
 
     slices = None
     queues: dict[str, int] = {}

@@ -12,6 +12,7 @@ The checks and reports are pure (:mod:`cvcurate.gate`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from .. import formats, gate as g, store
 from ..errors import InputError
 from ..scoring import score
 from ..scoring.images import image_features
-from .score import ISSUE_TEXT, load_score_config
+from ..types import RunRecord
+from .score import load_score_config
 
 from ..decisions import APPLIED, CONFIRMED, REJECTED, decision
 
@@ -32,40 +34,36 @@ def _fresh_issues(labels: Any, progress: bool) -> tuple[list, int]:
     return [i for i in result.issues if i.type != "unreadable"], unreadable
 
 
-def _scored_from_store(name: str, labels: Any) -> tuple[list[list[g.ScoredIssue]] | None, str]:
-    runs = store.get_runs(name)
-    if "score" not in runs:
+def _scored_from_store(name: str, labels: Any, rec: RunRecord | None) -> tuple[list[list[g.ScoredIssue]] | None, str]:
+    """Per record of ``labels``: the score run's issues (type and exact p, from its record
+    ``rec``) and whether a reviewer decided on the sample or any of its fix or suspect boxes."""
+    if rec is None:
         return None, ""
-    run = runs["score"]
-    vals = store.sample_values(name, ["tags", "cvc_issues", "cvc_fixes.detections.tags", "cvc_suspects.detections.tags"])
-    by_id = {sid: (set(t or []), iss or [], list(ft or []) + list(st or []))
-             for sid, t, iss, ft, st in zip(vals["id"], vals["tags"], vals["cvc_issues"],
-                                            vals["cvc_fixes.detections.tags"], vals["cvc_suspects.detections.tags"])}
-    out = []
-    for rec in labels.records:
-        tags, issues, fix_tags = by_id.get(rec.sample_id, (set(), [], []))
+    vals = store.sample_values(name, ["tags", "cvc_fixes.detections.tags", "cvc_suspects.detections.tags"])
+    decided_ids = set()
+    for sid, t, ft, st in zip(vals["id"], vals["tags"], vals["cvc_fixes.detections.tags"],
+                              vals["cvc_suspects.detections.tags"]):
         # a decision on the sample or on any of its fix or suspect boxes counts for the sample's issues
-        decided = bool(tags & {CONFIRMED, REJECTED}) or any(set(t or []) & {CONFIRMED, REJECTED} for t in fix_tags)
-        per = []
-        for text in issues:
-            m = ISSUE_TEXT.match(text)
-            if m:
-                per.append(g.ScoredIssue(m["type"], float(m["score"]), decided))
-        out.append(per)
-    how = (f"score run of {run.get('at')}, predictions {run.get('pred_field') or 'none (model-free)'}, "
-           f"pixels {'yes' if run.get('pixels') else 'no'}")
+        if set(t or []) & {CONFIRMED, REJECTED} or any(set(x or []) & {CONFIRMED, REJECTED}
+                                                       for x in list(ft or []) + list(st or [])):
+            decided_ids.add(sid)
+    by_sample = rec.by_sample()
+    out = [[g.ScoredIssue(i.type, i.score, r.sample_id in decided_ids) for i in by_sample.get(r.sample_id, [])]
+           for r in labels.records]
+    how = (f"score run of {rec.at}, predictions {rec.pred_field or 'none (model-free)'}, "
+           f"pixels {'yes' if rec.info.get('pixels') else 'no'}")
     return out, how
 
 
-def _reviewed_run(name: str) -> dict | None:
-    """The score run's record, its expected label errors brought up to date with the review since:
-    an issue whose fix was applied, or that a reviewer rejected, is no longer an expected error
-    (its p comes off); one confirmed and not applied yet is a known error (counts 1)."""
+def _reviewed_run(name: str, run: RunRecord | None) -> RunRecord | None:
+    """The score run's record ``run``, its expected
+    label errors brought up to date with the review since: an issue whose fix was applied, or
+    that a reviewer rejected, is no longer an expected error (its p comes off); one confirmed and
+    not applied yet is a known error (counts 1). ``info["reviewed"]`` counts them."""
     from ..scoring import LABEL_ERROR_TYPES
     from .score import FIX_FIELD
 
-    run = store.get_runs(name).get("score")
-    if not run or "expected_label_errors" not in run or FIX_FIELD not in store.field_names(name):
+    if run is None or "expected_label_errors" not in run.summary or FIX_FIELD not in store.field_names(name):
         return run
     info = store.sample_info(name, ["tags"])
     sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
@@ -86,12 +84,10 @@ def _reviewed_run(name: str) -> dict | None:
                 seen[iid] = (1.0 - p, "confirmed")
     if not seen:
         return run
-    run = dict(run)
     delta = sum(v for v, _ in seen.values())
     counts = {k: sum(1 for _, w in seen.values() if w == k) for k in ("applied", "rejected", "confirmed")}
-    run["expected_label_errors"] = max(0.0, float(run["expected_label_errors"]) + delta)
-    run["reviewed"] = counts
-    return run
+    return replace(run, summary={**run.summary, "expected_label_errors": max(
+        0.0, float(run.summary["expected_label_errors"]) + delta)}, info={**run.info, "reviewed": counts})
 
 
 def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
@@ -103,11 +99,12 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
 
         mark_augmented(text, labels)
         issues, unreadable = _fresh_issues(labels, progress)
-        scored, how = _scored_from_store(text, labels)
+        rec = store.read_record(text, "score")
+        scored, how = _scored_from_store(text, labels, rec)
         from .recovery import warn_unfinished
 
         return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, scored=scored,
-                           score_method=how, source=f"dataset {text}", run=_reviewed_run(text),
+                           score_method=how, source=f"dataset {text}", run=_reviewed_run(text, rec),
                            unfinished=[ln.split(": ", 1)[1] for ln in warn_unfinished(text)])
     path = Path(target)
     if not path.exists():
@@ -126,13 +123,13 @@ def run_gate(target: str | Path, *, config: str | Path | None = None, progress: 
     cfg = g.load_gate_config(config)  # validated before any work
     data = gather(target, progress=progress)
     result = g.run_checks(data, cfg)
-    if data.scored is not None:  # a dataset with a score run: where its labels are worst
+    if data.run is not None:  # a dataset with a score run: where its labels are worst
         from ..analysis import compute_slices, slice_table_markdown
-        from .score import load_run_issues
 
-        issues, _ = load_run_issues(str(target), data.labels)
+        fp = {r.sample_id: r.filepath for r in data.labels.records}
+        issues = [replace(i, filepath=fp[i.sample_id]) for i in data.run.issues if i.sample_id in fp]
         if issues:
-            min_p = float((data.run or {}).get("queue_min_p", 0.0))
+            min_p = data.run.queue_min_p
             table = slice_table_markdown(compute_slices(data.labels, issues, min_p=min_p), top=5)
             result.extra["markdown_sections"] = ["### Where the labels are worst (label issues per slice)\n\n" + table]
     return result

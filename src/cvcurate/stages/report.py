@@ -1,6 +1,6 @@
 """The report stage: gather what the error-analysis report needs from the store, then render it.
 
-Labels and splits from the store; the last score run's issues (:func:`.score.load_run_issues`);
+Labels and splits from the store; the last score run's issues (its typed record, :func:`cvcurate.store.read_record`);
 per-image brightness from the pixels (the same features the score stage reads); the import source
 of each image (the import in the history whose folder holds it); and, when a predictions field is
 there, an evaluation with precision/recall curves. Rendering is pure (:mod:`cvcurate.analysis`).
@@ -8,7 +8,7 @@ there, an evaluation with precision/recall curves. Rendering is pure (:mod:`cvcu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -19,7 +19,7 @@ from ..analysis import ReportInput, make_report, pr_curves
 from ..errors import InputError, shell_arg
 from ..scoring.images import image_features
 from ..types import Annotations, LabelSet
-from .score import load_run_issues, load_score_config
+from .score import load_score_config
 
 
 @dataclass
@@ -75,7 +75,12 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
     labels = store.read(name, pred_field=pred_field)
     if not labels.records:
         raise InputError(f"dataset {name!r} has no images to report on")
-    issues, how = load_run_issues(name, labels)
+    run = store.read_record(name, "score")
+    issues, how = None, ""
+    if run is not None:
+        fp = {r.sample_id: r.filepath for r in labels.records}
+        issues = [replace(i, filepath=fp[i.sample_id]) for i in run.issues if i.sample_id in fp]
+        how = f"score run of {run.at}"
     brightness = None
     if pixels:
         feats = image_features([r.filepath for r in labels.records], load_score_config().images, progress=progress)
@@ -86,9 +91,8 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
         evaluation = _evaluation(labels, pred_field, name)
     subtitle = f"dataset {name} ({len(labels.records)} images)" + (f", predictions {pred_field}" if pred_field else "") \
         + (f", {how}" if how else "")
-    run = store.get_runs(name).get("score") or {}
     inp = ReportInput(labels=labels, issues=issues, brightness=brightness, sources=image_sources(name, labels),
-                      min_p=float(run.get("queue_min_p", 0.0)), run=run or None,
+                      min_p=run.queue_min_p if run is not None else 0.0, run=run,
                       evaluation=evaluation, title=f"cvcurate report: {name}", subtitle=subtitle,
                       why_no_issues=f"dataset {name!r} was never scored (run 'cvcurate score {shell_arg(name)}')",
                       why_no_evaluation=why_eval)

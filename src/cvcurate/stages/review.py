@@ -100,16 +100,21 @@ class QueueProgress:
 
 
 def summary(name: str) -> list[QueueProgress]:
-    """Per queue: its samples, and its fixes confirmed, rejected, open and applied (a fix belongs
-    to the queue of the issue that proposed it; a sample-level tag decides each of its fixes)."""
+    """Per queue: its samples (an issue of the queue at p >= the run's threshold, as its view
+    holds them), and every fix the run proposes for the queue's issues (those below the
+    threshold too: a decision on one is a decision), confirmed, rejected, open and applied (a fix
+    belongs to the queue of the issue that proposed it; a sample-level tag decides each of its
+    fixes)."""
     check_scored(name)
     recovery.warn_unfinished(name)
+    run = store.read_record(name, "score", issues=False)
+    min_p = run.queue_min_p if run is not None else 0.5
     type_to_queue = {t: q for q, types in QUEUES.items() for t in types}
     queue_fields = [score_stage.queue_field(q) for q in QUEUES]
     info = store.sample_info(name, ["tags", *queue_fields])
     out = {q: QueueProgress(q) for q in QUEUES}
-    for q, qf in zip(QUEUES, queue_fields):
-        out[q].samples = sum(v is not None for v in info[qf])
+    for q, qf in zip(QUEUES, queue_fields):  # the queue as its view holds it: an issue of p >= the run's threshold
+        out[q].samples = sum(v is not None and v >= min_p for v in info[qf])
     sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
     for sid, dets in store.get_detections(name, FIX_FIELD).items():
         for d in dets:
@@ -467,7 +472,8 @@ def overview(name: str, min_score: float | None = None, everything: bool = False
     mean), from the score run's record."""
     check_scored(name)
     recovery.warn_unfinished(name)
-    run = store.get_runs(name).get("score") or {}
+    rec = store.read_record(name, "score", issues=False)
+    run = rec.summary if rec is not None else {}
     per_queue = run.get("queues") or {}
     flagged_all = run.get("flagged")
     out = []

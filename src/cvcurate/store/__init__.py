@@ -12,6 +12,7 @@ fields declares them (:class:`~cvcurate.store.runs.RunSpec`), the store writes a
 * :mod:`.runs`      the generic run writer (fields, box attributes, saved views) and its removal
 * :mod:`.app`       the FiftyOne App and saved views
 * :mod:`.journal`   the writers' intent records (write-ahead journal) and chunked payloads
+* :mod:`.records`   a run's typed record (:class:`~cvcurate.types.RunRecord`): its issues kept with the dataset
 * :mod:`.database`  where the database is, what losing it becomes (:func:`lost_database`), and a
                     private MongoDB for tests and benchmarks (by URI, never the user's)
 """
@@ -29,6 +30,7 @@ from .meta import (DatasetBusyError, DatasetLock, GuardedWrite, append_history, 
                    get_changes, get_history, get_runs, guarded_write, lock_holder, record_change, tag_labels)
 from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, register_run, rewrite_rows, write_run
 from . import journal
+from .records import drop_old_records, put_record, read_record
 from .meta import load_change_body, save_change_body, forget_change_body
 
 
@@ -46,5 +48,5 @@ __all__ = [
     "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",
     "start_private_database", "write", "write_detections", "write_run", "xyxy_to_rel_xywh",
     "delete_samples_by_path", "journal", "load_change_body", "save_change_body", "forget_change_body", "new_id", "register_run",
-    "rewrite_rows",
+    "rewrite_rows", "drop_old_records", "put_record", "read_record",
 ]

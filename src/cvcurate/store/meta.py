@@ -157,16 +157,18 @@ def forget_change_body(target: Any, change_id: str) -> None:
 
 
 def forget_dataset(ds: Any) -> None:
-    """Remove what cvcurate keeps beside a dataset (change bodies, journal, lock), when it is deleted."""
+    """Remove what cvcurate keeps beside a dataset (change bodies, journal, run records, lock), when it is deleted."""
     import re
 
     from .journal import BLOBS, forget_dataset as forget_journal
+    from .records import forget_records
 
     db = ds._sample_collection.database
     did = str(ds._doc.id)
     db[BLOBS].delete_many({"key": {"$regex": f"^change:{re.escape(did)}:"}})
     db[CHANGES_COLLECTION].delete_many({"_id": {"$regex": f"^{re.escape(did)}:"}})
     forget_journal(db, did)
+    forget_records(db, did)
     db[LOCKS_COLLECTION].delete_many({"_id": f"dataset:{did}"})
 
 

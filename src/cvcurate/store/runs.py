@@ -34,6 +34,7 @@ class ViewSpec:
     where: str = "exists"
     at_least: float | None = None  # and, when given, only samples whose field is at least this
     set_fields: dict[str, str] = field(default_factory=dict)  # shown field -> the field whose value it shows
+    at_least_field: str | None = None  # the field ``at_least`` applies to (default: ``field``)
 
 
 @dataclass
@@ -357,7 +358,7 @@ def _save_views(ds: Any, spec: RunSpec, run: dict[str, Any], view_filter: tuple[
     for vs in spec.views:
         picked = base.match(F(vs.field) > 0) if vs.where == "positive" else base.exists(vs.field)
         if vs.at_least is not None:
-            picked = picked.match(F(vs.field) >= vs.at_least)
+            picked = picked.match(F(vs.at_least_field or vs.field) >= vs.at_least)
         for shown, src in vs.set_fields.items():
             picked = picked.set_field(shown, F(src))
         ds.save_view(vs.name, picked.sort_by([(vs.field, -1), ("filepath", 1)]), overwrite=True)
