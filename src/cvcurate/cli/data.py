@@ -93,16 +93,23 @@ def import_cmd(
 
 @app.command("datasets")
 def datasets_cmd() -> None:
-    """List the datasets in the store.
+    """List the datasets in the store: images, boxes and the last score run of each.
 
     Example: cvcurate datasets
     """
-    names = datasets.list_datasets()
-    if not names:
+    lines = datasets.overview()
+    if not lines:
         console.print("no datasets yet: create one with 'cvcurate import PATH --name NAME'")
         return
-    for n in names:
-        console.print(escape(n))
+    for d in lines:
+        if d.stale:
+            last = "scored by an older cvcurate (score again)"
+        elif d.scored_at is None:
+            last = "not scored"
+        else:
+            exp = f", {d.expected_label_errors:.1f} expected label errors" if d.expected_label_errors is not None else ""
+            last = f"last score {d.scored_at}: {d.flagged_images} image(s) with an issue{exp}"
+        console.print(f"[bold]{escape(d.name)}[/]: {d.images} images, {d.boxes} boxes; {escape(last)}")
 
 
 @app.command("info")

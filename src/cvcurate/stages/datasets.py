@@ -6,6 +6,7 @@ A small facade, so that the CLI never touches the store itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,38 @@ def validate_dataset_name(name: str, option: str = "--name") -> str:
 
 def list_datasets() -> list[str]:
     return store.list_datasets()
+
+
+@dataclass
+class DatasetLine:
+    """One dataset as ``cvcurate datasets`` lists it."""
+
+    name: str
+    images: int
+    boxes: int
+    scored_at: str | None = None  # the last score run (None: never scored)
+    flagged_images: int | None = None  # its images with an issue at p >= the queue threshold
+    expected_label_errors: float | None = None
+    stale: bool = False  # the last run was written by an older cvcurate: score again
+
+
+def overview() -> list[DatasetLine]:
+    """Every dataset with its images, boxes and last score run."""
+    out = []
+    for name in store.list_datasets():
+        images, boxes = store.counts(name)
+        line = DatasetLine(name, images, boxes)
+        try:
+            rec = store.read_record(name, "score", issues=False)
+        except InputError:
+            line.stale = True
+            rec = None
+        if rec is not None:
+            line.scored_at = rec.at
+            line.flagged_images = rec.summary.get("flagged_images")
+            line.expected_label_errors = rec.summary.get("expected_label_errors")
+        out.append(line)
+    return out
 
 
 def exists(name: str) -> bool:

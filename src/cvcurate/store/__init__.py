@@ -24,7 +24,7 @@ from ._core import (GT_FIELD, INFO_KEY, PRED_FIELD, _TMP_PREFIX, _fo, shielded, 
 from .app import configure_app, count_view, launch_app, list_saved_views
 from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
 from .database import database_location, lost_database, private_database, start_private_database
-from .io import (WriteResult, delete_samples, delete_samples_by_path, get_detections, read, sample_info, sample_values, set_detections,
+from .io import (WriteResult, counts, delete_samples, delete_samples_by_path, get_detections, read, sample_info, sample_values, set_detections,
                  set_dict_field, tag_samples, write, write_detections)
 from .meta import (DatasetBusyError, DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
                    get_changes, get_history, get_runs, guarded_write, lock_holder, record_change, tag_labels)
@@ -48,5 +48,5 @@ __all__ = [
     "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",
     "start_private_database", "write", "write_detections", "write_run", "xyxy_to_rel_xywh",
     "delete_samples_by_path", "journal", "load_change_body", "save_change_body", "forget_change_body", "new_id", "register_run",
-    "rewrite_rows", "drop_old_records", "put_record", "read_record",
+    "rewrite_rows", "counts", "drop_old_records", "put_record", "read_record",
 ]

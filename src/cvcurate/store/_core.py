@@ -38,12 +38,26 @@ def _safe_mode() -> bool:
 
 
 def list_datasets() -> list[str]:
+    from . import direct
+
+    if direct.usable():
+        return direct.list_datasets(_TMP_PREFIX)
     fo = _fo()
     return [n for n in fo.list_datasets() if not n.startswith(_TMP_PREFIX)]
 
 
 def exists(name: str) -> bool:
     return name in list_datasets()
+
+
+def open_read(name: str) -> Any:
+    """Dataset ``name`` for reading: without importing FiftyOne when the database allows it (a
+    :class:`~cvcurate.store.direct.Handle`), else the FiftyOne dataset."""
+    from . import direct
+
+    if direct.usable():
+        return direct.load(name, _TMP_PREFIX)
+    return load(name)
 
 
 def load(name: str) -> Any:
@@ -101,4 +115,7 @@ def shielded() -> Iterator[None]:
 
 def field_names(name: str) -> list[str]:
     """The sample fields of dataset ``name``, in schema order."""
-    return list(load(name).get_field_schema())
+    from .direct import Handle
+
+    ds = open_read(name)
+    return ds.field_names() if isinstance(ds, Handle) else list(ds.get_field_schema())

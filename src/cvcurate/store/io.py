@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import StoreError, interrupt_leaves, kept
 from ..types import Annotations, ImageRecord, LabelSet
 from . import meta
-from ._core import (GT_FIELD, PRED_FIELD, _TMP_PREFIX, _fo, _merge_classes, _safe_mode, shielded, exists,
+from ._core import (GT_FIELD, PRED_FIELD, _TMP_PREFIX, _fo, _merge_classes, _safe_mode, shielded, exists, open_read,
                     get_classes, load)
 from .convert import (_annotations_from_values, _detections_doc, _fo_sample, _from_plain_detection,
                       _sample_doc, _to_plain)
@@ -250,25 +250,35 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
     """Read a dataset (or a view of it) into a :class:`LabelSet`, in bulk.
 
     Ground-truth boxes carry the store's detection ids in ``gt.data["id"]``."""
-    ds = load(name)
+    from .direct import Handle
+
+    ds = open_read(name) if view is None else load(name)
     coll = view if view is not None else ds
     classes = get_classes(ds)
     index = {c: i for i, c in enumerate(classes)}
-    schema = ds.get_field_schema()
+    schema = ds.field_names() if isinstance(ds, Handle) else ds.get_field_schema()
     has_split = "split" in schema
-    ids, paths, widths, heights = coll.values(["id", "filepath", "metadata.width", "metadata.height"])
-    splits = coll.values("split") if has_split else [None] * len(ids)
+    want = ["id", "filepath", "metadata.width", "metadata.height"] + (["split"] if has_split else [])
+    dets = [f for f in (gt_field, pred_field) if f is not None and f in schema]
+    for f in dets:
+        want += [f"{f}.detections.label", f"{f}.detections.bounding_box"]
+    if gt_field in schema:
+        want.append(f"{gt_field}.detections.id")
+    if pred_field in dets:
+        want.append(f"{pred_field}.detections.confidence")
+    got = dict(zip(want, coll.values(want)))  # one pass over the samples
+    ids, paths, widths, heights = (got[k] for k in want[:4])
     n = len(ids)
+    splits = got["split"] if has_split else [None] * n
 
     def det_values(field: str | None, conf: bool) -> tuple[list, list, list | None]:
         if field is None or field not in schema:
             return [None] * n, [None] * n, None
-        lb, bb = coll.values([f"{field}.detections.label", f"{field}.detections.bounding_box"])
-        cf = coll.values(f"{field}.detections.confidence") if conf else None
-        return lb, bb, cf
+        cf = got[f"{field}.detections.confidence"] if conf else None
+        return got[f"{field}.detections.label"], got[f"{field}.detections.bounding_box"], cf
 
     g_lb, g_bb, _ = det_values(gt_field, False)
-    g_id = coll.values(f"{gt_field}.detections.id") if gt_field in schema else [None] * n
+    g_id = got[f"{gt_field}.detections.id"] if gt_field in schema else [None] * n
     p_lb, p_bb, p_cf = det_values(pred_field, True)
     records = []
     for i in range(n):
@@ -299,11 +309,19 @@ def write_detections(name: str, field: str, records: Sequence[ImageRecord],
     kept(f"field {field!r} of dataset {name!r} written")
 
 
+def counts(name: str, gt_field: str = GT_FIELD) -> tuple[int, int]:
+    """The images and ground-truth boxes of dataset ``name``, counted in the database."""
+    ds = open_read(name)
+    got = list(ds._sample_collection.aggregate([{"$group": {"_id": None, "n": {"$sum": 1}, "boxes": {
+        "$sum": {"$size": {"$ifNull": [f"${gt_field}.detections", []]}}}}}]))
+    return (int(got[0]["n"]), int(got[0]["boxes"])) if got else (0, 0)
+
+
 def get_detections(name: str, field: str, sample_ids: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The raw detections of ``field`` per sample id (ids as strings, all attributes kept)."""
     from bson import ObjectId
 
-    ds = load(name)
+    ds = open_read(name)
     query: dict[str, Any] = {}
     if sample_ids is not None:
         query = {"_id": {"$in": [ObjectId(s) for s in sample_ids]}}
@@ -323,15 +341,17 @@ def set_detections(name: str, field: str, by_sample: dict[str, list[dict[str, An
 
 def sample_info(name: str, fields: Sequence[str]) -> dict[str, list[Any]]:
     """Plain ``values()`` of several fields, with the sample ids under "id"."""
-    ds = load(name)
+    ds = open_read(name)
     vals = ds.values(["id", *fields])
     return dict(zip(["id", *fields], vals))
 
 
 def sample_values(name: str, fields: Sequence[str]) -> dict[str, list[Any]]:
     """Like :func:`sample_info`, but a field the dataset does not have gives ``None`` per sample."""
-    ds = load(name)
-    flat = ds.get_field_schema(flat=True)
+    from .direct import Handle
+
+    ds = open_read(name)
+    flat = ds.flat_fields() if isinstance(ds, Handle) else ds.get_field_schema(flat=True)
     have = [f for f in fields if f in flat]
     vals = dict(zip(["id", *have], ds.values(["id", *have])))
     n = len(vals["id"])

@@ -25,7 +25,7 @@ import socket
 import uuid
 from typing import Any
 
-from ._core import load
+from ._core import open_read
 
 JOURNAL = "cvcurate_journal"
 BLOBS = "cvcurate_blobs"
@@ -35,7 +35,7 @@ PENDING, DONE, ROLLED_BACK = "pending", "done", "rolled_back"
 
 
 def _db(target: Any) -> Any:
-    ds = load(target) if isinstance(target, str) else target
+    ds = open_read(target) if isinstance(target, str) else target
     return ds, ds._sample_collection.database
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import DatasetBusyError, StoreError, pause_point  # noqa: F401  (DatasetBusyError: store.DatasetBusyError)
-from ._core import INFO_KEY, load
+from ._core import INFO_KEY, load, open_read
 
 
 def _dataset(target: Any) -> Any:
@@ -43,7 +43,7 @@ def _raw_info(ds: Any) -> Any:
 
 def get_meta(target: Any, key: str, default: Any = None) -> Any:
     """A copy of ``info["cvcurate"][key]`` of a dataset (given by name or as a dataset), as stored now."""
-    meta = (_raw_info(_dataset(target)) or {}).get(INFO_KEY) or {}
+    meta = (_raw_info(open_read(target) if isinstance(target, str) else target) or {}).get(INFO_KEY) or {}
     return copy.deepcopy(meta.get(key, default))
 
 
@@ -336,7 +336,7 @@ def _take_lock(target: Any, purpose: str, *, user: str | None = None, ttl_s: flo
 
 def lock_holder(target: Any) -> dict[str, Any] | None:
     """The lock document of a dataset (who holds it, until when), or None when it is free."""
-    ds = _dataset(target)
+    ds = open_read(target) if isinstance(target, str) else target
     return ds._sample_collection.database[LOCKS_COLLECTION].find_one({"_id": f"dataset:{ds._doc.id}"})
 
 

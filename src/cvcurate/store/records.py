@@ -19,7 +19,7 @@ from typing import Any
 from .. import __version__
 from ..errors import InputError
 from ..types import RUN_SCHEMA, Issue, RunRecord
-from ._core import load
+from ._core import load, open_read
 from .journal import BLOBS, get_blob, put_blob
 from .meta import get_runs
 
@@ -71,7 +71,7 @@ def read_record(name: str, key: str = "score", *, issues: bool = True) -> RunRec
     loading the issues (a summary is all some readers need). A run without a record of this
     schema (written by an older cvcurate, or its record lost) raises :class:`InputError` with
     the one thing to do: score again."""
-    ds = load(name)
+    ds = open_read(name)
     run = get_runs(ds).get(key)
     if not run:
         return None

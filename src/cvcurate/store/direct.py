@@ -1,0 +1,179 @@
+"""Reading the store without importing FiftyOne, for the commands that only read.
+
+``import fiftyone`` takes 3-4 s (it loads its ODM, plugins and App config), so ``datasets``,
+``info``, ``review --summary`` paid more for the import than for their work. With a database given
+by ``FIFTYONE_DATABASE_URI`` (a server that is already running: without one, FiftyOne starts its
+own on import, and only FiftyOne knows where), read-only store functions open a dataset here
+instead: a :class:`Handle` over the same MongoDB documents FiftyOne reads (the ``datasets``
+collection and the dataset's sample collection), through pymongo. The layout they rely on (field
+declarations in ``sample_fields``, ``_id`` for ids, ``default_classes``, labels as embedded
+documents) is pinned against the installed FiftyOne by ``tests/test_direct_reads.py``, which
+compares every reader's result both ways on the same dataset.
+
+Once FiftyOne is imported in the process (any writer, the App, tests), reads go through it again:
+its connection is there, and one process then sees one connection's view of the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+from ..errors import DatasetNotFoundError
+
+FORCE: bool | None = None  # tests: True / False decides instead of the environment
+
+_client: Any = None
+
+
+def usable() -> bool:
+    """Whether reads may skip FiftyOne now: a database URI is given and FiftyOne is not loaded."""
+    if FORCE is not None:
+        return FORCE
+    return bool(os.environ.get("FIFTYONE_DATABASE_URI")) and "fiftyone" not in sys.modules
+
+
+def _database_name() -> str:
+    """FiftyOne's database name: ``FIFTYONE_DATABASE_NAME``, else its config file, else "fiftyone"."""
+    name = os.environ.get("FIFTYONE_DATABASE_NAME")
+    if name:
+        return name
+    cfg = Path(os.environ.get("FIFTYONE_CONFIG_PATH") or Path.home() / ".fiftyone" / "config.json")
+    try:
+        value = json.loads(cfg.read_text()).get("database_name")
+    except (OSError, ValueError, AttributeError):
+        value = None
+    return str(value) if value else "fiftyone"
+
+
+def database() -> Any:
+    """The pymongo database FiftyOne keeps its datasets in (FiftyOne's own connection when it is
+    loaded)."""
+    global _client
+    if "fiftyone" in sys.modules:
+        import fiftyone.core.odm as foo
+
+        return foo.get_db_conn()
+    if _client is None:
+        from pymongo import MongoClient
+
+        # as FiftyOne connects: the URI's own options (a server selection timeout, say) hold
+        _client = MongoClient(host=os.environ["FIFTYONE_DATABASE_URI"], appname="cvcurate")
+        _close_at_exit()
+    return _client[_database_name()]
+
+
+def _close_at_exit() -> None:
+    """Close the client at exit instead of letting pymongo join its monitor threads: they sleep
+    in steps of 0.5 s and notice a close only after one, so every command that read through here
+    ended 0.5 s late (a third of ``cvcurate datasets``). Closed first, the (daemon) threads have
+    nothing left to do; nothing is written through this client."""
+    import atexit
+
+    try:
+        from pymongo.synchronous import monitor
+
+        atexit.unregister(monitor._shutdown_resources)
+    except (ImportError, AttributeError):  # another pymongo layout: keep its own shutdown
+        pass
+
+    def close() -> None:
+        if _client is not None:
+            _client.close()
+
+    atexit.register(close)
+
+
+def _listed(db: Any) -> list[str]:
+    """Dataset names as ``fiftyone.list_datasets()`` gives them (its query: sample collections
+    named ``samples.*``; patches and frames datasets are private)."""
+    return sorted(n for n in db.datasets.find({"sample_collection_name": {"$regex": r"^samples\."}}).distinct("name")
+                  if n is not None)
+
+
+def list_datasets(tmp_prefix: str) -> list[str]:
+    return [n for n in _listed(database()) if not n.startswith(tmp_prefix)]
+
+
+class Handle:
+    """A dataset opened for reading: what the store's readers use of a FiftyOne dataset."""
+
+    def __init__(self, doc: dict[str, Any], db: Any) -> None:
+        self.name = doc["name"]
+        self._doc = SimpleNamespace(id=doc["_id"])
+        self._sample_collection = db[doc["sample_collection_name"]]
+        self.default_classes = list(doc.get("default_classes") or [])
+        self._fields = list(doc.get("sample_fields") or [])
+
+    def _reload(self) -> None:  # nothing cached beyond the declarations
+        pass
+
+    def field_names(self) -> list[str]:
+        """The public sample fields in FiftyOne's schema order (its defaults first, then the
+        declared order)."""
+        names = [f["name"] for f in self._fields if not f["name"].startswith("_")]
+        first = [n for n in ("id", "filepath", "tags", "metadata", "created_at", "last_modified_at") if n in names]
+        return first + [n for n in names if n not in first]
+
+    def flat_fields(self) -> set[str]:
+        """Every declared path (``a``, ``a.b``, ...), as ``get_field_schema(flat=True)`` names them."""
+        out: set[str] = set()
+
+        def walk(prefix: str, docs: Sequence[dict[str, Any]]) -> None:
+            for f in docs:
+                if f["name"].startswith("_"):
+                    continue
+                path = f"{prefix}{f['name']}"
+                out.add(path)
+                walk(path + ".", f.get("fields") or [])
+
+        walk("", self._fields)
+        return out
+
+    def _db_path(self, path: str) -> list[str]:
+        """A public path's segments as stored (``id`` -> ``_id`` where declared so)."""
+        docs: Sequence[dict[str, Any]] = self._fields
+        out = []
+        for seg in path.split("."):
+            f = next((d for d in docs if d["name"] == seg), None)
+            out.append(f.get("db_field") or seg if f is not None else ("_id" if seg == "id" else seg))
+            docs = (f.get("fields") or []) if f is not None else []
+        return out
+
+    def values(self, paths: Sequence[str]) -> list[list[Any]]:
+        """``values()`` of several paths in one pass over the samples: lists of embedded documents
+        are mapped over (``f.detections.tags`` gives one list per sample), ids come as strings."""
+        segs = [self._db_path(p) for p in paths]
+        tops = sorted({s[0] for s in segs})
+        out: list[list[Any]] = [[] for _ in paths]
+        for doc in self._sample_collection.find({}, {t: 1 for t in tops}):
+            for k, s in enumerate(segs):
+                out[k].append(_get(doc, s))
+        return out
+
+
+def _plain(v: Any) -> Any:
+    return str(v) if type(v).__name__ == "ObjectId" else v  # bson's, without importing it per value
+
+
+def _get(doc: Any, segs: Sequence[str]) -> Any:
+    if not segs:
+        return _plain(doc)
+    if isinstance(doc, list):
+        return [_get(d, segs) for d in doc]
+    if not isinstance(doc, dict):
+        return None
+    return _get(doc.get(segs[0]), segs[1:]) if segs[0] in doc else None
+
+
+def load(name: str, tmp_prefix: str) -> Handle:
+    db = database()
+    doc = db.datasets.find_one({"name": name, "sample_collection_name": {"$regex": r"^samples\."}})
+    if doc is None:
+        known = ", ".join(n for n in _listed(db) if not n.startswith(tmp_prefix)) or "none"
+        raise DatasetNotFoundError(f"no dataset named {name!r} (datasets: {known})")
+    return Handle(doc, db)
