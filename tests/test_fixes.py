@@ -107,6 +107,14 @@ def test_summary_counts_fixes_per_queue_and_dry_run_lists_changes(tmp_path, data
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("  ")]
     assert len(lines) == 1 and "relabel (swap)" in lines[0] and " -> " in lines[0] and "box " in lines[0]
+    # in pixels, with the box's number among the image's boxes: the old box and the relabelled one
+    rec = next(r for r in store.read(dataset_name).records if r.sample_id == sid)
+    k = list(rec.gt.data["id"]).index(fx["cvc_target"])
+    x1, y1, x2, y2 = rec.gt.xyxy[k]
+    old = f"{store.read(dataset_name).classes[rec.gt.class_id[k]]} " \
+          f"[{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}] px"
+    new = f"{fx['cvc_class']} [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}] px"
+    assert f"box {k}: relabel (swap) {old} -> {new}" in lines[0], lines[0]
     assert store.get_detections(dataset_name, store.GT_FIELD) == gt_before  # nothing written
     n = tag_fixes(dataset_name, "add", review.REJECTED)
     rows = {p.queue: p for p in review.summary(dataset_name)}

@@ -200,7 +200,13 @@ def main() -> int:
 
     result = score(stored, predictions=big_preds, features=f_big)
     t_compute = time.perf_counter() - t
-    write_score_run(name, _sample_rows(result), list(QUEUES), stored.classes, {"bench": True})
+    rows = _sample_rows(result)
+    run = {"bench": True}
+    if hasattr(store, "put_record"):  # the run's typed record (commits before it had none)
+        run.update(store.put_record(name, "score", result.issues))
+    write_score_run(name, rows, list(QUEUES), stored.classes, run)
+    if hasattr(store, "drop_old_records"):
+        store.drop_old_records(name, "score")
     t_ours = time.perf_counter() - t
     print(f"cvcurate at {n} images: pixels + scoring {t_compute:.1f} s (calibration {result.calibration.seconds:.1f} s), "
           f"store writes {t_ours - t_compute:.1f} s")

@@ -22,6 +22,15 @@ console = Console(highlight=False, soft_wrap=True, emoji=False)
 MAX_LINES = 20
 
 
+def read_pred_field_option(what: str = "Field holding the predictions", short: bool = False) -> Any:
+    """--pred-field for every command that reads predictions: one default rule for all of them
+    (:func:`cvcurate.names.default_pred_field`)."""
+    import typer
+
+    return typer.Option(None, "--pred-field", *(["-p"] if short else []),
+                        help=f"{what} [default: predictions_oof, else predictions].")
+
+
 def wait_option() -> Any:
     """--wait SECONDS, for every command that writes to a dataset (one lock per dataset)."""
     import typer

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import InputError
 from . import app
-from .common import say
+from .common import read_pred_field_option, say
 
 DEVICE_HELP = "cpu or cuda (cuda without a GPU falls back to the CPU with a warning)."
 
@@ -103,7 +103,7 @@ def predict_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     name: str = typer.Argument(..., help="Dataset name."),
-    pred_field: str = typer.Option("predictions", "--pred-field", help="Field holding the predictions."),
+    pred_field: Optional[str] = read_pred_field_option(),
     split: Optional[str] = typer.Option(None, "--split", help="Evaluate one split only (e.g. val)."),
     conf: float = typer.Option(0.25, "--conf", min=0.0, max=1.0, help="Confidence threshold for the confusion matrix."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON path [default: NAME_eval_FIELD.json]."),

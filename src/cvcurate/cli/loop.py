@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import console, esc, say, serve_app
+from .common import console, esc, read_pred_field_option, say, serve_app
 
 
 @app.command("export")
@@ -146,8 +146,8 @@ def gate_cmd(
 def report_cmd(
     name: str = typer.Argument(..., help="Dataset name."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html, report.md, report.json and the images."),
-    pred_field: Optional[str] = typer.Option(None, "--pred-field", help="Predictions field for the detector's "
-                                             "quality [default: predictions_oof, else predictions, else none]."),
+    pred_field: Optional[str] = read_pred_field_option("Predictions field for the detector's quality (none: "
+                                                       "no evaluation section)"),
     top: int = typer.Option(6, "--top", min=0, help="Thumbnails of the top issues per queue."),
     pixels: bool = typer.Option(True, "--pixels/--no-pixels", help="Read the images for the brightness slices."),
 ) -> None:

@@ -84,7 +84,7 @@ def review_cmd(
                                   min_score=min_score, everything=everything)
     host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
     cut = "".join([f", top {top}" if top else "", f", score >= {min_score:g}" if min_score is not None else ""])
-    view = f"cvc-{queue}-all" if everything or min_score is not None else f"cvc-{queue}"
+    view = review_lib.view_name(queue, everything or min_score is not None)
     serve_app(session, f"http://{host}:{port}/", f"queue {queue!r} of {name} (view {view}{cut})")
 
 

@@ -11,15 +11,14 @@ from ..scoring import QUEUES
 from ..stages.score import run_score
 from . import app
 from ..errors import shell_arg
-from .common import console, esc, say, wait_option
+from .common import console, esc, read_pred_field_option, say, wait_option
 
 
 @app.command("score")
 def score_cmd(
     name: str = typer.Argument(..., help="Dataset name."),
-    pred_field: Optional[str] = typer.Option(
-        None, "--pred-field", "-p", help="Field holding predictions [default: predictions_oof, else "
-        "predictions, else model-free checks only]."),
+    pred_field: Optional[str] = read_pred_field_option(
+        "Field holding predictions (none: model-free checks only)", short=True),
     predictions_alias: Optional[str] = typer.Option(None, "--predictions", hidden=True,
                                                     help="Old name of --pred-field."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Score config [default: configs/score.yaml]."),

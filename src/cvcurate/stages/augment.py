@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from .. import store
 from ..errors import NOTHING_WRITTEN, InputError, interrupt_leaves, pause_point, settle
+from ..names import PRED_FIELDS
 from . import recovery
 from ..progress import Counter
 from ..types import LabelSet
@@ -115,7 +116,7 @@ def _add_locked(name: str, base: LabelSet, recs: list, run: Any, pipe: Any, seed
             store.journal.finish(name, entry, store.journal.ROLLED_BACK)
             settle(f"the augmented samples were removed again: {NOTHING_WRITTEN} (the images stay in {out_dir})")
         raise
-    preds = [f for f in ("predictions_oof", "predictions") if f in store.field_names(name)]
+    preds = [f for f in PRED_FIELDS if f in store.field_names(name)]
     if preds:
         res.notes.append(f"the new samples have no {preds[0]!r} yet: predict again before scoring "
                          f"(cvcurate predict {name} ... or train --folds K)")

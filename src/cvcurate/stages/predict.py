@@ -165,11 +165,18 @@ class EvalRun:
     path: Path
 
 
-def evaluate(name: str, *, pred_field: str = "predictions", split: str | None = None, conf: float = 0.25,
+def evaluate(name: str, *, pred_field: str | None = None, split: str | None = None, conf: float = 0.25,
              out: str | Path | None = None) -> EvalRun:
-    """mAP per class and a confusion matrix of ``pred_field`` against the ground truth, saved as JSON."""
+    """mAP per class and a confusion matrix of ``pred_field`` (default: out-of-fold predictions,
+    else the model's) against the ground truth, saved as JSON."""
     from ..detector.evaluate import evaluate as run_evaluate
+    from ..names import default_pred_field
 
+    if pred_field is None:
+        pred_field = default_pred_field(store.field_names(name))
+        if pred_field is None:
+            raise InputError(f"dataset {name!r} has no predictions: run 'cvcurate predict {shell_arg(name)}' "
+                             f"or 'cvcurate train {shell_arg(name)} --folds 5' first")
     if pred_field not in store.field_names(name):
         raise InputError(f"dataset {name!r} has no field {pred_field!r}: "
                          f"run 'cvcurate predict {shell_arg(name)}' first")

@@ -17,6 +17,7 @@ import numpy as np
 from .. import store
 from ..analysis import ReportInput, make_report, pr_curves
 from ..errors import InputError, shell_arg
+from ..names import default_pred_field
 from ..scoring.images import image_features
 from ..types import Annotations, LabelSet
 from .score import load_score_config
@@ -68,7 +69,7 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
         raise InputError(f"dataset {name!r} has no field {pred_field!r}: run 'cvcurate predict {shell_arg(name)}' "
                          "first, or leave out --pred-field")
     if pred_field is None:
-        pred_field = next((f for f in ("predictions_oof", "predictions") if f in fields), None)
+        pred_field = default_pred_field(fields)
     from .recovery import warn_unfinished
 
     warn_unfinished(name)

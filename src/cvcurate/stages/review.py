@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from .. import decisions, store
 from ..decisions import APPLIED, CONFIRMED, REJECTED
 from ..errors import NOTHING_WRITTEN, InputError, interrupt_leaves, kept, pause_point, settle, shell_arg
+from ..names import view_name
 from ..scoring import QUEUES
 from . import recovery
 from . import score as score_stage
@@ -434,7 +435,7 @@ def _undo_locked(name: str, change_id: str | None, lock: Any, force: bool = Fals
 def _queue_view(name: str, queue: str, everything: bool = False) -> tuple[str, str]:
     """The saved view of a queue: its issues with p >= the run's queue threshold, or with
     ``everything`` all of its listed issues; and the field it is sorted by."""
-    view = f"cvc-{queue}-all" if everything else f"cvc-{queue}"
+    view = view_name(queue, everything)
     if view not in store.list_saved_views(name):
         raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
     field = score_stage.SCORE_FIELD if queue == "all" else score_stage.queue_field(queue)
@@ -508,29 +509,41 @@ def confirm_fixes(name: str, fix_ids: list[str], tag: str = CONFIRMED) -> int:
 
 
 def _box_text(det: dict[str, Any] | None, wh: tuple[int, int] | None = None) -> str:
+    """``label [x1, y1, x2, y2]``: in pixels of the image when its size ``wh`` is known, else relative."""
     if det is None:
         return "-"
     x, y, w, h = det["bounding_box"]
-    return f"{det.get('label')} [{x:.3f}, {y:.3f}, {x + w:.3f}, {y + h:.3f}]"
+    if wh and wh[0] and wh[1]:
+        W, H = wh
+        return f"{det.get('label')} [{x * W:.1f}, {y * H:.1f}, {(x + w) * W:.1f}, {(y + h) * H:.1f}] px"
+    return f"{det.get('label')} [{x:.3f}, {y:.3f}, {x + w:.3f}, {y + h:.3f}] (relative)"
 
 
 def describe_changes(cs: ChangeSet) -> list[str]:
-    """One line per fix of a change set: sample, box, before -> after (relative xyxy)."""
+    """One line per fix of a change set: image, box number (its index among the image's boxes
+    before the change), before -> after in pixels, and the boxes a merge removes by number."""
+    info = store.sample_info(cs.dataset, ["metadata.width", "metadata.height"]) if cs.changes else {"id": []}
+    sizes = {sid: (w, h) for sid, w, h in zip(info["id"], info.get("metadata.width", []),
+                                                info.get("metadata.height", []))}
     lines = []
     for c in cs.changes:
         before = {d.get("id"): d for d in c["before"]}
+        order = list(before)
+        wh = sizes.get(c.get("sample_id"))
         name = Path(c["filepath"] or "?").name
         for f in c["fixes"]:
             old = before.get(f.get("cvc_target"))
-            idx = list(before).index(f["cvc_target"]) if f.get("cvc_target") in before else None
+            idx = order.index(f["cvc_target"]) if f.get("cvc_target") in before else None
             box = f"box {idx}" if idx is not None else "new box"
             new = {"label": f.get("cvc_class") if f["cvc_action"] != "remove" else None,
                    "bounding_box": f["bounding_box"]}
             if f["cvc_action"] == "relabel" and old is not None:
                 new["bounding_box"] = old["bounding_box"]
-            after = "removed" if f["cvc_action"] == "remove" else _box_text(new)
-            extra = f" (and removes {f['cvc_others']})" if f.get("cvc_others") else ""
-            lines.append(f"{name} {box}: {f['cvc_action']} ({f['cvc_type']}) {_box_text(old)} -> {after}{extra}")
+            after = "removed" if f["cvc_action"] == "remove" else _box_text(new, wh)
+            others = [o for o in str(f.get("cvc_others") or "").split(",") if o]
+            extra = (" (and removes " + ", ".join(f"box {order.index(o)}" if o in before else "a box no longer there"
+                                                  for o in others) + ")") if others else ""
+            lines.append(f"{name} {box}: {f['cvc_action']} ({f['cvc_type']}) {_box_text(old, wh)} -> {after}{extra}")
     return lines
 
 

