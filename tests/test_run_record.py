@@ -111,3 +111,32 @@ def test_records_go_with_rescores_and_with_the_dataset(tmp_path, dataset_name):
     assert db[store.journal.BLOBS].count_documents({"key": {"$regex": f"^run:{did}:"}}) >= 1
     store.delete(dataset_name)
     assert db[store.journal.BLOBS].count_documents({"key": {"$regex": f"^run:{did}:"}}) == 0
+
+
+def test_the_gate_takes_the_pixel_checks_from_the_run_and_reads_no_image(tmp_path, dataset_name, monkeypatch):
+    from cvcurate.stages.score import mark_augmented
+
+    import shutil
+
+    scored_dataset(tmp_path, dataset_name)
+    recs = store.read(dataset_name).records
+    shutil.copyfile(recs[0].filepath, recs[1].filepath)  # a duplicate image: a pixel issue
+    run_score(dataset_name, pred_field="predictions", pixels=True, out_dir=tmp_path / "s2")
+    labels = store.read(dataset_name)
+    mark_augmented(dataset_name, labels)
+    rec = store.read_record(dataset_name, "score")
+    fresh, unreadable = gate_stage._fresh_issues(labels, False, None)  # the pixels read now
+    assert any(i.type in gate_stage.PIXEL_TYPES for i in rec.issues)
+    key = lambda issues: sorted((i.filepath, i.type, round(i.score, 9), i.box) for i in issues)  # noqa: E731
+
+    def no_pixels(*a, **k):
+        raise AssertionError("the gate read the images")
+
+    monkeypatch.setattr(gate_stage, "image_features", no_pixels)
+    kept, unreadable2 = gate_stage._fresh_issues(labels, False, rec)
+    assert key(kept) == key(fresh) and unreadable2 == unreadable
+    assert gate_stage.run_gate(dataset_name).status in ("pass", "warn", "fail")
+    # an image more than the run saw (an import or augment since): the pixels are read again
+    fewer = type(labels)(labels.classes, labels.records[:-1])
+    with pytest.raises(AssertionError, match="read the images"):
+        gate_stage._fresh_issues(fewer, False, rec)

@@ -1,7 +1,10 @@
 """The gate stage: gather what the quality gate needs, from the store or straight from a folder.
 
-* A dataset in the store: its labels, the model-free checks computed now (boxes and pixels), and
-  the last score run (issue types and scores per sample, review decisions from the tags).
+* A dataset in the store: its labels, the model-free box checks computed now (the labels may have
+  changed since the last score: apply), the pixel checks (blur, exposure, near-duplicates,
+  leakage) from the last score run's record when it read the pixels of these images (else
+  computed now), and the last score run (issue types and exact p per sample, review decisions
+  from the tags). Reading no image keeps a gate on a scored dataset short.
 * A folder (or file) in any importable format: read with the same parsers as ``cvcurate import``
   (rejected images count as unreadable), model-free checks computed now. Nothing is written to the
   store: the import a gate would do is only read, never stored, so a CI job leaves no dataset
@@ -26,12 +29,34 @@ from .score import load_score_config
 from ..decisions import APPLIED, CONFIRMED, REJECTED, decision
 
 
-def _fresh_issues(labels: Any, progress: bool) -> tuple[list, int]:
+PIXEL_TYPES = ("unreadable", "blur", "underexposed", "overexposed", "near_duplicate", "leakage")
+
+
+def _pixels_of(run: RunRecord | None, labels: Any) -> list | None:
+    """The pixel checks' issues of the score run ``run`` when they still describe ``labels``: the
+    run read the pixels of exactly as many images as there are now (an augment or import since
+    adds images: then None, and the pixels are read again); the labels may have changed since
+    (apply), the pixels and the images' splits have not."""
+    if run is None or not run.info.get("pixels") or run.info.get("only_out_of_sample") \
+            or run.summary.get("images") != len(labels.records):
+        return None
+    fp = {r.sample_id: r.filepath for r in labels.records}
+    if any(i.sample_id not in fp for i in run.issues):
+        return None
+    return [replace(i, filepath=fp[i.sample_id]) for i in run.issues if i.type in PIXEL_TYPES]
+
+
+def _fresh_issues(labels: Any, progress: bool, run: RunRecord | None = None) -> tuple[list, int]:
+    """The model-free checks on the labels as they are now; the pixel checks from the score run
+    ``run`` when it read them for these images (:func:`_pixels_of`: a gate on a scored dataset
+    reads no image), else computed now."""
     cfg = load_score_config()
-    feats = image_features([r.filepath for r in labels.records], cfg.images, progress=progress)
-    result = score(labels, features=feats, cfg=cfg)
-    unreadable = sum(1 for i in result.issues if i.type == "unreadable")
-    return [i for i in result.issues if i.type != "unreadable"], unreadable
+    kept = _pixels_of(run, labels)
+    feats = None if kept is not None else image_features([r.filepath for r in labels.records], cfg.images,
+                                                         progress=progress)
+    issues = score(labels, features=feats, cfg=cfg).issues + (kept or [])
+    unreadable = sum(1 for i in issues if i.type == "unreadable")
+    return [i for i in issues if i.type != "unreadable"], unreadable
 
 
 def _scored_from_store(name: str, labels: Any, rec: RunRecord | None) -> tuple[list[list[g.ScoredIssue]] | None, str]:
@@ -98,8 +123,8 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
         from .score import mark_augmented
 
         mark_augmented(text, labels)
-        issues, unreadable = _fresh_issues(labels, progress)
         rec = store.read_record(text, "score")
+        issues, unreadable = _fresh_issues(labels, progress, rec)
         scored, how = _scored_from_store(text, labels, rec)
         from .recovery import warn_unfinished
 
