@@ -30,7 +30,8 @@ from .export import diff, export
 from .gate import run_gate, write_reports
 from .imports import import_dataset
 from .predict import predict
-from .score import FIX_FIELD, run_score
+from ..names import FIX_FIELD
+from .score import run_score
 
 # which proposed fix repairs which injected error (merge and split have no fix yet)
 FIX_FOR = {"swap": ("relabel",), "overlooked": ("add",), "spurious": ("remove",), "degenerate": ("remove", "clip"),

@@ -86,7 +86,7 @@ def _reviewed_run(name: str, run: RunRecord | None) -> RunRecord | None:
     that a reviewer rejected, is no longer an expected error (its p comes off); one confirmed and
     not applied yet is a known error (counts 1). ``info["reviewed"]`` counts them."""
     from ..scoring import LABEL_ERROR_TYPES
-    from .score import FIX_FIELD
+    from ..names import FIX_FIELD
 
     if run is None or "expected_label_errors" not in run.summary or FIX_FIELD not in store.field_names(name):
         return run

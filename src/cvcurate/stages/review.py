@@ -28,13 +28,11 @@ from typing import Any, Sequence
 from .. import decisions, store
 from ..decisions import APPLIED, CONFIRMED, REJECTED
 from ..errors import NOTHING_WRITTEN, InputError, interrupt_leaves, kept, pause_point, settle, shell_arg
-from ..names import view_name
+from ..names import FIX_FIELD, SCORE_FIELD, SUSPECTS_FIELD, queue_field, view_name
 from ..scoring import QUEUES
 from . import recovery
 from . import score as score_stage
 
-FIX_FIELD = score_stage.FIX_FIELD
-SUSPECTS_FIELD = score_stage.SUSPECTS_FIELD
 GT_FIELD = store.GT_FIELD
 
 
@@ -111,7 +109,7 @@ def summary(name: str) -> list[QueueProgress]:
     run = store.read_record(name, "score", issues=False)
     min_p = run.queue_min_p if run is not None else 0.5
     type_to_queue = {t: q for q, types in QUEUES.items() for t in types}
-    queue_fields = [score_stage.queue_field(q) for q in QUEUES]
+    queue_fields = [queue_field(q) for q in QUEUES]
     info = store.sample_info(name, ["tags", *queue_fields])
     out = {q: QueueProgress(q) for q in QUEUES}
     for q, qf in zip(QUEUES, queue_fields):  # the queue as its view holds it: an issue of p >= the run's threshold
@@ -438,7 +436,7 @@ def _queue_view(name: str, queue: str, everything: bool = False) -> tuple[str, s
     view = view_name(queue, everything)
     if view not in store.list_saved_views(name):
         raise InputError(f"dataset {name!r} has no view {view!r}: run 'cvcurate score {shell_arg(name)}' again")
-    field = score_stage.SCORE_FIELD if queue == "all" else score_stage.queue_field(queue)
+    field = SCORE_FIELD if queue == "all" else queue_field(queue)
     return view, field
 
 
