@@ -3,6 +3,8 @@ run, applying a fix, what undo compares."""
 
 from __future__ import annotations
 
+import pytest
+
 from cvcurate import decisions as d
 from cvcurate.decisions import APPLIED, CONFIRMED, REJECTED, Candidate, Decided
 
@@ -84,3 +86,21 @@ def test_duplicate_pairs():
     box = {"label": "pit", "bounding_box": [0.1, 0.1, 0.2, 0.2]}
     assert d.duplicate_pairs([box, dict(box)], 0.5) == 1
     assert d.duplicate_pairs([box, dict(box, label="crack")], 0.5) == 0
+
+
+def test_expected_errors_after_review():
+    from cvcurate.decisions import APPLIED, CONFIRMED, REJECTED, expected_after_review
+
+    def fx(iid, p, tags=(), t="swap"):
+        return {"cvc_issue": iid, "cvc_type": t, "confidence": p, "tags": list(tags)}
+
+    fixes = [(set(), fx("a", 0.8, [APPLIED])),          # applied: its p comes off
+             (set(), fx("b", 0.3, [REJECTED])),         # rejected: off
+             (set(), fx("c", 0.6, [CONFIRMED])),        # confirmed, not applied: counts 1
+             ({CONFIRMED}, fx("d", 0.25)),              # the sample's tag decides it
+             (set(), fx("e", 0.9)),                     # undecided: unchanged
+             (set(), fx("c", 0.6, [CONFIRMED])),        # a second piece of issue c: counted once
+             (set(), fx("f", 0.7, [REJECTED], t="blur"))]  # not a label-error type
+    delta, counts = expected_after_review(fixes, ("swap",))
+    assert delta == pytest.approx(-0.8 - 0.3 + 0.4 + 0.75)
+    assert counts == {"applied": 1, "rejected": 1, "confirmed": 2}

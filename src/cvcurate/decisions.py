@@ -15,6 +15,8 @@ tags from the store, call these functions, and write back what they return.
   same change (same sample, action, class, target box; the result box within IoU 0.5), so that no
   decision is lost by scoring again.
 * :func:`apply_fix`, :func:`duplicate_pairs`: a fix applied to a list of plain detections.
+* :func:`expected_after_review`: a run's expected number of label errors brought up to date with
+  the review since it ran.
 """
 
 from __future__ import annotations
@@ -264,6 +266,32 @@ def duplicate_pairs(dets: list[dict[str, Any]], min_iou: float) -> int:
             iou = box_iou(a, a)
             n += int((np.triu(iou, 1) > min_iou).sum())
     return n
+
+
+def expected_after_review(fixes: Sequence[tuple[set[str], dict[str, Any]]], error_types: Sequence[str]
+                          ) -> tuple[float, dict[str, int]]:
+    """How a run's expected label errors (the sum of p) change with the review since: ``fixes``
+    are (its sample's tags, a plain ``cvc_fixes`` detection with ``cvc_issue``, ``cvc_type``,
+    ``confidence`` = p and its tags). An issue whose fix was applied, or that a reviewer rejected,
+    is no longer an expected error (its p comes off); one confirmed and not applied yet is a known
+    error (it counts 1, so 1 - p is added). Each issue counts once (the pieces of a split share
+    one). Returns (the change, how many issues were applied, rejected and confirmed)."""
+    seen: dict[str, tuple[float, str]] = {}
+    for sample_tags, d in fixes:
+        iid, t = d.get("cvc_issue"), d.get("cvc_type")
+        if not iid or t not in error_types or iid in seen:
+            continue
+        tags = set(d.get("tags") or [])
+        p = float(d.get("confidence") or 0.0)
+        dec = decision(sample_tags, tags)
+        if APPLIED in tags:
+            seen[iid] = (-p, "applied")
+        elif dec == "rejected":
+            seen[iid] = (-p, "rejected")
+        elif dec == "confirmed":
+            seen[iid] = (1.0 - p, "confirmed")
+    counts = {k: sum(1 for _, w in seen.values() if w == k) for k in ("applied", "rejected", "confirmed")}
+    return float(sum(v for v, _ in seen.values())), counts
 
 
 def labels_of(dets: Sequence[dict[str, Any]]) -> list[tuple]:

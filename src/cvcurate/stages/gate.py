@@ -26,7 +26,7 @@ from ..scoring.images import image_features
 from ..types import RunRecord
 from .score import load_score_config
 
-from ..decisions import APPLIED, CONFIRMED, REJECTED, decision
+from ..decisions import CONFIRMED, REJECTED, expected_after_review
 
 
 PIXEL_TYPES = ("unreadable", "blur", "underexposed", "overexposed", "near_duplicate", "leakage")
@@ -81,10 +81,9 @@ def _scored_from_store(name: str, labels: Any, rec: RunRecord | None) -> tuple[l
 
 
 def _reviewed_run(name: str, run: RunRecord | None) -> RunRecord | None:
-    """The score run's record ``run``, its expected
-    label errors brought up to date with the review since: an issue whose fix was applied, or
-    that a reviewer rejected, is no longer an expected error (its p comes off); one confirmed and
-    not applied yet is a known error (counts 1). ``info["reviewed"]`` counts them."""
+    """The score run's record ``run``, its expected label errors brought up to date with the
+    review since (:func:`cvcurate.decisions.expected_after_review`); ``info["reviewed"]`` counts
+    the issues applied, rejected and confirmed."""
     from ..scoring import LABEL_ERROR_TYPES
     from ..names import FIX_FIELD
 
@@ -92,25 +91,11 @@ def _reviewed_run(name: str, run: RunRecord | None) -> RunRecord | None:
         return run
     info = store.sample_info(name, ["tags"])
     sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
-    seen: dict[str, tuple[float, str]] = {}
-    for sid, dets in store.get_detections(name, FIX_FIELD).items():
-        for d in dets:
-            iid, t = d.get("cvc_issue"), d.get("cvc_type")
-            if not iid or t not in LABEL_ERROR_TYPES or iid in seen:
-                continue
-            tags = set(d.get("tags") or [])
-            p = float(d.get("confidence") or 0.0)
-            dec = decision(sample_tags.get(sid, set()), tags)
-            if APPLIED in tags:
-                seen[iid] = (-p, "applied")
-            elif dec == "rejected":
-                seen[iid] = (-p, "rejected")
-            elif dec == "confirmed":
-                seen[iid] = (1.0 - p, "confirmed")
-    if not seen:
+    delta, counts = expected_after_review(
+        [(sample_tags.get(sid, set()), d) for sid, dets in store.get_detections(name, FIX_FIELD).items() for d in dets],
+        LABEL_ERROR_TYPES)
+    if not any(counts.values()):
         return run
-    delta = sum(v for v, _ in seen.values())
-    counts = {k: sum(1 for _, w in seen.values() if w == k) for k in ("applied", "rejected", "confirmed")}
     return replace(run, summary={**run.summary, "expected_label_errors": max(
         0.0, float(run.summary["expected_label_errors"]) + delta)}, info={**run.info, "reviewed": counts})
 
