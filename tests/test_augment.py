@@ -152,12 +152,22 @@ def test_pipeline_without_bbox_params_is_refused():
 
 
 def test_apply_is_deterministic_for_a_seed():
+    """The same seed gives the same image and boxes (whatever ran between), another seed another one:
+    a pipeline that ignored its seed would give one output for every seed."""
     pipe = load_pipeline("steel")
     img = rect_image(BOXES)
-    a = apply(pipe, img, BOXES, 7)
-    apply(pipe, img, BOXES, 8)
-    b = apply(pipe, img, BOXES, 7)
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+    seeds = range(7, 15)
+    out = {s: apply(pipe, img, BOXES, s) for s in seeds}
+    for s in reversed(seeds):  # again, in another order: nothing depends on the earlier calls
+        again = apply(pipe, img, BOXES, s)
+        assert all(np.array_equal(x, y) for x, y in zip(out[s], again)), s
+    # every seed its own image (noise alone differs between seeds), and the random flips and affine
+    # put the boxes elsewhere for most of them
+    images = {out[s][0].tobytes() for s in seeds}
+    assert len(images) == len(seeds)
+    boxes = {np.round(out[s][1], 3).tobytes() for s in seeds}
+    assert len(boxes) >= len(seeds) // 2, len(boxes)
+    assert not np.array_equal(out[7][0], img)  # and it did something
 
 
 def _variants():

@@ -108,7 +108,11 @@ def test_augmented_samples_are_not_leakage_of_their_source(steel, tmp_path):
     assert bad == []
 
 
-def test_bad_input_is_one_line_exit_2(steel, tmp_path, dataset_name):
+def test_bad_input_is_one_line_exit_2(steel, tmp_path, dataset_name, monkeypatch):
+    import torch
+
+    # whether this machine has a GPU or not: --device cuda is refused where CUDA is not available
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     (tmp_path / "bad.yaml").write_text("transform:\n  __class_fullname__: Compose\n  transforms:\n"
                                        "  - __class_fullname__: NoSuchTransform\n    p: 1.0\n")
     big = 10**6
@@ -116,13 +120,19 @@ def test_bad_input_is_one_line_exit_2(steel, tmp_path, dataset_name):
         (["augment", steel, "--config", tmp_path / "bad.yaml"], "NoSuchTransform"),
         (["augment", steel, "--target", 1], "below"),
         (["augment", steel, "--classes", "no_such_class"], "no_such_class"),
-        (["augment", steel, "--device", "cuda"], "CUDA"),
+        (["augment", steel, "--device", "cuda", "--out", tmp_path / "aug"], "CUDA is not available on this machine"),
         (["augment", steel, "--target", big, "--balance"], "not both"),
     ]
     for args, expected in cases:
         r = run(*args)
         assert r.exit_code == 2, (args, r.output)
         assert expected in r.output and "Traceback" not in r.output, (args, r.output)
+    # and where it is, a device number beyond the GPUs there are is refused too, before any work
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    r = run("augment", steel, "--device", "cuda:1", "--out", tmp_path / "aug")
+    assert r.exit_code == 2 and "this machine has 1 CUDA device(s)" in r.output, r.output
+    assert counts(steel, augmented=True)[1] == [] and not (tmp_path / "aug").exists()
     empty = dataset_name + "_empty"
     labels = generate(tmp_path / "e", 4, 1)
     for rec in labels.records:

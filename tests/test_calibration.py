@@ -171,7 +171,14 @@ def test_calibrated_on_known_errors(noisy):
     ps, real = np.array(ps), np.array(real, float)
     b = np.minimum((ps * 5).astype(int), 4)
     ece = sum((b == k).mean() * abs(ps[b == k].mean() - real[b == k].mean()) for k in range(5) if (b == k).any())
-    assert ece <= 0.3, ece  # measured 0.29 here: under-confident (fragments get a shipped prior)
+    # 64 label issues here, ECE measured 0.209 (0.18-0.22 with the errors of corrupt seeds 1, 2, 4, 5
+    # instead of 3); at this size its bootstrap standard error is 0.045 (95 % interval 0.12-0.30). The
+    # bound is the measured value plus two standard errors, so that a change that moves a few issues
+    # does not flip it, while scores a good deal less calibrated do. Under-confident: issues with p in
+    # 0.2-0.6 are real errors 86-100 % of the time (fragments get a shipped prior). No direction is
+    # asserted against uncalibrated scores: on these issues the raw evidence (0.15) and the shipped
+    # priors alone (0.15) measure no worse.
+    assert ece <= 0.209 + 2 * 0.045, ece
     flagged = ps >= 0.5
     assert real[flagged].mean() >= 0.6  # most flags are real errors
     n_err = len(res.errors)
@@ -293,8 +300,11 @@ def test_gate_label_error_rate_is_the_expected_count_per_box_with_an_interval():
 
     labels, _ = make_data(n=100, seed=4)
     scored = [[ScoredIssue("swap", 0.9, False)] if i < 5 else [] for i in range(len(labels))]
-    run = {"expected_label_errors": 12.0, "expected_label_errors_sd": 1.5, "issues": 40, "queue_min_p": 0.5,
-           "calibration": {"curves": [1]}}
+    from cvcurate.types import RunRecord
+
+    run = RunRecord(at="2026-01-01T00:00:00", issues=[], summary={
+        "expected_label_errors": 12.0, "expected_label_errors_sd": 1.5, "issues": 40, "queue_min_p": 0.5,
+        "calibration": {"curves": [1]}})
     r = gate.run_checks(GateInput(labels=labels, issues=[], scored=scored, run=run), gate.GateConfig())
     c = next(c for c in r.checks if c.name == "label_error_rate")
     assert c.value == pytest.approx(12.0 / labels.num_boxes, abs=1e-6)

@@ -43,19 +43,42 @@ def test_decisions_survive_a_rescore_with_another_config(tmp_path, dataset_name)
 
 
 def test_applied_fixes_stay_applied_and_are_not_proposed_again(tmp_path, dataset_name):
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+    def adds(tag):  # (sample, class, box as relative xyxy) of the add fixes tagged ``tag``
+        return [(sid, d["cvc_class"], [x, y, x + w, y + h])
+                for sid, dets in store.get_detections(dataset_name, FIX_FIELD).items() for d in dets
+                if d["cvc_action"] == "add" and tag in (d.get("tags") or []) for x, y, w, h in [d["bounding_box"]]]
+
     scored_dataset(tmp_path, dataset_name)
-    tag_fixes(dataset_name, "relabel", "error:confirmed")
+    n_relabel = tag_fixes(dataset_name, "relabel", "error:confirmed")
+    n_add = tag_fixes(dataset_name, "add", "error:rejected")
+    assert n_relabel > 0 and n_add > 0
+    rejected = adds("error:rejected")
     cs = review.apply(dataset_name, log_dir=tmp_path / "changes")
-    assert cs.applied > 0
+    assert cs.applied == n_relabel  # every confirmed relabel, none of the rejected adds
     labels_after = {r.sample_id: r.gt.class_id.tolist() for r in store.read(dataset_name).records}
     run_score(dataset_name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s3")
-    # the labels still hold the applied fixes, and no pending relabel repeats one of them
+    # the labels still hold the applied fixes, and the new run proposes none of them again: each is
+    # counted as applied (in the labels now), none carried to a new relabel, none lost
     assert {r.sample_id: r.gt.class_id.tolist() for r in store.read(dataset_name).records} == labels_after
+    dec = store.get_runs(dataset_name)["score"]["decisions"]
+    assert dec["applied_not_proposed"] == cs.applied and dec["no_longer_apply"] == 0
     applied = {(c["sample_id"], f["cvc_target"]) for c in cs.changes for f in c["fixes"]}
-    for sid, dets in store.get_detections(dataset_name, FIX_FIELD).items():
-        for d in dets:
-            if d["cvc_action"] == "relabel" and (sid, d.get("cvc_target")) in applied:
-                assert "fix:applied" in (d.get("tags") or []), d
+    assert len(applied) == cs.applied
+    relabels = [(sid, d.get("cvc_target")) for sid, dets in store.get_detections(dataset_name, FIX_FIELD).items()
+                for d in dets if d["cvc_action"] == "relabel"]
+    assert not applied & set(relabels), applied & set(relabels)
+    # the rejected adds are proposed again, and each rejection is carried to the add of its sample and
+    # class at the same place
+    assert dec["carried"] == len(rejected) == n_add
+    again = adds("error:rejected")
+    assert len(again) == len(rejected)
+    for sid, cls, box in rejected:
+        assert any(s == sid and c == cls and iou(b, box) >= 0.5 for s, c, b in again), (sid, cls, box, again)
     assert review.apply(dataset_name, log_dir=tmp_path / "changes").applied == 0  # nothing applied twice
 
 

@@ -34,6 +34,11 @@ def test_in_sample_predictions_warn_and_are_recorded(tmp_path, dataset_name):
 
     checks = {c["name"]: c for c in json.loads((tmp_path / "g.json").read_text())["checks"]}
     assert checks["in_sample_predictions"]["status"] == "warn" and checks["in_sample_predictions"]["value"] == 5
+    # a warning only: the gate fails (exit 1) here because of this small synthetic set itself (12 images:
+    # patches and scratches have none, under 10 per class) and its label-error rate, not the in-sample check
+    fails = sorted(n for n, c in checks.items() if c["status"] == "fail")
+    assert r.exit_code == 1 and "gate FAIL" in r.output, r.output
+    assert fails == ["class_imbalance", "images_per_class", "instances_per_class", "label_error_rate"], fails
     for f in ("g.md", "g.xml"):
         assert "in_sample_predictions" in (tmp_path / f).read_text() and "5 image(s)" in (tmp_path / f).read_text()
     # only the images the model did not train on: scored and queued, the in-sample ones left out

@@ -71,7 +71,15 @@ def test_export_import_round_trip_is_lossless(tmp_path, dataset_name, fmt):
 
 
 def test_manifest_is_byte_identical_relative_and_hashes_images(tmp_path, dataset_name):
+    from cvcurate.stages.imports import import_dataset
+
     stored_labels(tmp_path, dataset_name)
+    # three more images through the import stage, which records its source (an absolute path)
+    md.write_voc(tmp_path / "src" / "steel-v1", n=3, width=64, height=48)
+    imp = import_dataset(tmp_path / "src" / "steel-v1", dataset_name, split="val")
+    assert imp.write.added == 3
+    (hist,) = [h for h in store.get_history(dataset_name) if h.get("action") == "import"]
+    assert hist["source"] == str(tmp_path / "src" / "steel-v1")
     export(dataset_name, tmp_path / "e1", format="yolo")
     export(dataset_name, tmp_path / "e2", format="yolo")
     m1, m2 = (tmp_path / "e1" / "manifest.json").read_bytes(), (tmp_path / "e2" / "manifest.json").read_bytes()
@@ -80,7 +88,12 @@ def test_manifest_is_byte_identical_relative_and_hashes_images(tmp_path, dataset
     assert str(tmp_path) not in text and '"/' not in text  # no absolute path inside
     doc = json.loads(text)
     assert doc["schema_version"] == 1 and doc["cvcurate_version"]
-    assert doc["lineage"]["imports"] == [] or all("/" not in i["source"] for i in doc["lineage"]["imports"])
+    # lineage: the one import, its source by folder name only, as the history holds it; no change set
+    (entry,) = doc["lineage"]["imports"]
+    assert {k: entry[k] for k in ("source", "format", "split", "at", "summary")} == {
+        "source": "steel-v1", "format": "voc", "split": "val", "at": hist["at"], "summary": imp.report.summary()}
+    assert entry["voc_origin"] == hist["settings"]["voc_origin"] in (0, 1)  # how its boxes were read
+    assert doc["lineage"]["changes"] == []
     import hashlib
 
     first = doc["images"][0]
@@ -140,10 +153,27 @@ def test_gate_passes_clean_and_fails_broken_with_reports(tmp_path, dataset_name)
 
 
 def test_gate_on_a_folder_reads_it_without_storing(tmp_path):
-    md.write_voc(tmp_path / "d", n=6)
+    md.write_voc(tmp_path / "d", n=6)  # 6 images, 2 boxes of each of 3 classes
     before = store.list_datasets()
-    r = run("gate", tmp_path / "d")
-    assert r.exit_code in (0, 1) and "no score run" in r.output, r.output
+    r = run("gate", tmp_path / "d", "--json", tmp_path / "g.json")
+    # under the default 10 images / 10 instances per class: those two checks fail, so exit 1; the
+    # score-run checks warn (a folder is never scored), everything else passes
+    assert r.exit_code == 1 and "gate FAIL" in r.output, r.output
+    doc = json.loads((tmp_path / "g.json").read_text())
+    status = {c["name"]: c["status"] for c in doc["checks"]}
+    assert sorted(n for n, s in status.items() if s == "fail") == ["images_per_class", "instances_per_class"]
+    no_run = ["images_with_issues", "in_sample_predictions", "label_error_rate", "unreviewed_issues"]
+    assert sorted(n for n, s in status.items() if s == "warn") == no_run
+    assert all("no score run" in c["message"] for c in doc["checks"] if c["name"] in no_run)
+    assert doc["passed"] is False and doc["status"] == "fail"
+    # the same folder with those thresholds lowered: warnings only, which pass (exit 0)
+    cfg = tmp_path / "gate.yaml"
+    cfg.write_text("images_per_class_below: {warn: null, fail: 2}\ninstances_per_class_below: {warn: null, fail: 2}\n")
+    r = run("gate", tmp_path / "d", "--config", cfg, "--json", tmp_path / "g2.json")
+    assert r.exit_code == 0 and "gate WARN" in r.output, r.output
+    doc = json.loads((tmp_path / "g2.json").read_text())
+    assert doc["passed"] is True and doc["status"] == "warn"
+    assert sorted(c["name"] for c in doc["checks"] if c["status"] != "pass") == no_run
     assert store.list_datasets() == before
 
 
@@ -183,16 +213,42 @@ def test_bad_input_is_one_line_exit_2_and_nothing_half_written(tmp_path, dataset
 
 
 def test_demo_runs_the_whole_loop(tmp_path):
-    r = run("demo", "--no-app", "--out", tmp_path / "demo", "--images", 60)
-    assert r.exit_code == 0, r.output
-    for step in ("synth:", "corrupt:", "predict:", "score:", "review:", "apply:", "augment:", "gate", "diff v1 -> v2"):
-        assert step in r.output, (step, r.output)
-    assert "stands in for a reviewer" in r.output
-    for f in ("gate-before.md", "gate-after.md", "gate-after.json", "export-v1/manifest.json",
-              "export-v2/manifest.json", "truth.json"):
-        assert (tmp_path / "demo" / f).is_file(), f
-    after = json.loads((tmp_path / "demo" / "gate-after.json").read_text())
-    assert after["schema_version"] == 1 and len(after["checks"]) == 12
-    for n in ("demo", "demo_noisy"):
-        if store.exists(n):
-            store.delete(n)
+    import re
+
+    try:
+        r = run("demo", "--no-app", "--out", tmp_path / "demo", "--images", 60)
+        assert r.exit_code == 0, r.output
+        for step in ("synth:", "corrupt:", "predict:", "score:", "review:", "apply:", "augment:", "gate",
+                     "diff v1 -> v2"):
+            assert step in r.output, (step, r.output)
+        assert "stands in for a reviewer" in r.output
+        for f in ("gate-before.md", "gate-after.md", "gate-after.json", "export-v1/manifest.json",
+                  "export-v2/manifest.json", "truth.json"):
+            assert (tmp_path / "demo" / f).is_file(), f
+        after = json.loads((tmp_path / "demo" / "gate-after.json").read_text())
+        assert after["schema_version"] == 1 and len(after["checks"]) == 12
+        # fixes were really confirmed and applied (not 0), and the labels changed by exactly those fixes
+        confirmed = int(re.search(r"review: (\d+) proposed fixes confirmed", r.output).group(1))
+        applied, images = map(int, re.search(r"apply: (\d+) fixes applied to (\d+) images", r.output).groups())
+        assert 0 < applied <= confirmed and 0 < images <= applied, r.output
+        assert f"({applied} fixed)" in r.output
+        v1 = json.loads((tmp_path / "demo" / "export-v1" / "manifest.json").read_text())
+        (change,) = json.loads((tmp_path / "demo" / "export-v2" / "manifest.json").read_text())["lineage"]["changes"]
+        assert v1["lineage"]["changes"] == []
+        assert change["fixes"] == applied and change["samples"] == images and len(change["what"]) == applied
+        # every applied fix is in an image the truth file injected an error into (the demo's "reviewer")
+        truth = json.loads((tmp_path / "demo" / "truth.json").read_text())
+        injected = {e["filepath"].rsplit("/", 1)[1] for e in truth["errors"]}
+        assert {w["file"].rsplit("/", 1)[1] for w in change["what"]} <= injected
+        # v1 -> v2: exactly the images the fixes touched changed, each relabel / removal / move as such
+        d = json.loads(run("diff", tmp_path / "demo" / "export-v1", tmp_path / "demo" / "export-v2", "--json").output)
+        assert sorted(d["images"]["changed"]) == sorted({w["file"] for w in change["what"]})
+        kinds = {"relabel": "relabelled", "remove": "removed", "move": "moved"}
+        for w in change["what"]:
+            if w["action"] in kinds:
+                assert any(b["file"] == w["file"] and b["change"] == kinds[w["action"]]
+                           and (w["action"] != "relabel" or b["new"][0] == w["class"]) for b in d["boxes"]), (w, d["boxes"])
+    finally:
+        for n in ("demo", "demo_noisy"):
+            if store.exists(n):
+                store.delete(n)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from cvcurate import store
@@ -30,11 +31,32 @@ def test_report_of_a_scored_dataset_with_predictions(tmp_path, dataset_name):
     assert doc["top_slices"] and doc["evaluation"] is not None and doc["top_issues"]
     kinds = {s["kind"] for s in doc["top_slices"]} | {k for k in doc["slices"]["kinds"]}
     assert {"class", "box_size", "brightness", "split", "source"} <= kinds
-    # every issue of the run is counted: the overall count is the run's label issues
+    # every issue of the run is counted: the overall count equals the run's label issues with p at
+    # least the queue threshold (the run's "flagged"), its expected count the sum of p of all of them
+    from cvcurate.analysis.slices import is_label_issue
+    from cvcurate.scoring import QUEUES
+
     scores = json.loads((tmp_path / "scores" / "scores.json").read_text())
-    assert doc["slices"]["overall"]["issues"] <= len(scores["issues"])
-    r = run("gate", dataset_name, "--markdown", tmp_path / "g.md")
-    assert r.exit_code in (0, 1), r.output
+    queue_of = {t: q for q, types in QUEUES.items() for t in types}
+    label = [i for i in scores["issues"] if is_label_issue(i["type"], queue_of)]
+    flagged = [i for i in label if i["score"] >= scores["queue_min_p"]]
+    overall = doc["slices"]["overall"]
+    assert 0 < overall["issues"] == len(flagged) == scores["flagged"] < len(scores["issues"])
+    assert overall["images_with_issues"] == len({i["sample_id"] for i in flagged}) == scores["flagged_images"]
+    by_type = {}
+    for i in flagged:
+        by_type[i["type"]] = by_type.get(i["type"], 0) + 1
+    assert overall["by_type"] == by_type
+    # its expected errors are the run's (and the gate's): label errors only, split pieces once
+    assert overall["expected"] == pytest.approx(scores["expected_label_errors"], abs=1e-3)
+    assert overall["expected"] < sum(i["score"] for i in label)  # remarks (size outliers, style) add nothing
+    # the gate on this data: the corruption's degenerate and out-of-image boxes fail invalid_boxes,
+    # and the run's expected label errors (~0.28 per box) fail label_error_rate: exit 1
+    r = run("gate", dataset_name, "--markdown", tmp_path / "g.md", "--json", tmp_path / "g.json")
+    assert r.exit_code == 1 and "gate FAIL" in r.output, r.output
+    checks = {c["name"]: c for c in json.loads((tmp_path / "g.json").read_text())["checks"]}
+    assert sorted(n for n, c in checks.items() if c["status"] == "fail") == ["invalid_boxes", "label_error_rate"]
+    assert checks["invalid_boxes"]["value"] == pytest.approx(4 / 49, abs=1e-6)  # 3 degenerate, 1 outside
     assert "Where the labels are worst" in (tmp_path / "g.md").read_text()
 
 

@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 from cvcurate import corrupt, store
 from cvcurate.cli import app
 from cvcurate.scoring import QUEUES, ScoreConfig, score
-from cvcurate.scoring.batch import Batch
 from cvcurate.scoring.objectlab import ObjectLabConfig
-from cvcurate.scoring.signals import PredictionPairs, calibrate
+from cvcurate.scoring.signals import Thresholds
 from cvcurate.types import Annotations
 from tests import makedata as md
 from tests.test_corrupt import grid_labels
@@ -45,11 +44,20 @@ def scored():
 
 def test_thresholds_are_calibrated_below_cleanlab_defaults(scored):
     res, result = scored
-    # the weak model never reaches cleanlab's 0.95: the thresholds come from the data instead
-    assert result.thresholds.high < 0.95 and result.thresholds.low <= result.thresholds.high
-    th = calibrate(PredictionPairs(Batch.of(res.labels, weak_model_predictions(grid_labels(n=300, seed=4)))),
-                   ObjectLabConfig())
-    assert th.high == pytest.approx(result.thresholds.high)
+    th, cfg = result.thresholds, ObjectLabConfig()
+    # the weak model never reaches cleanlab's 0.95: the thresholds come from the data instead, each the
+    # lowest confidence at which the fitted precision reaches its target
+    assert th.how == "precision targets reached"
+    assert th.high < 0.95 and th.low <= th.high
+    for t, target in ((th.high, cfg.high_precision), (th.low, cfg.low_precision)):
+        i = int(np.searchsorted(th.grid, t))
+        assert th.grid[i] == t and th.precision[i] >= target and (i == 0 or th.precision[i - 1] < target), (t, target)
+    # the other path: a copy scored with given thresholds (``thresholds=``, as the calibration scores its
+    # copies with the original's) uses them instead of fitting its own, and they change what it finds
+    given = Thresholds(low=0.6, high=0.7, how="given")
+    other = score(res.labels, predictions=weak_model_predictions(grid_labels(n=300, seed=4)), thresholds=given)
+    assert other.thresholds is given and other.objectlab.signals.thresholds is given
+    assert other.counts() != result.counts(), other.counts()
 
 
 @pytest.mark.parametrize("kind,queue", [
@@ -165,3 +173,37 @@ def test_shipped_score_config_equals_the_defaults():
     from cvcurate.config import CONFIG_DIR, load_config
 
     assert load_config(ScoreConfig, CONFIG_DIR / "score.yaml") == ScoreConfig()
+
+
+def test_suspect_boxes_in_one_pass_equal_one_by_one():
+    """Oracle: the display boxes of all suspects at once are those of :func:`_shown` per suspect
+    (grown around a box, a frame inside the border for an image issue, clipped to the image, the
+    box itself where a frame would shrink to nothing)."""
+    from types import SimpleNamespace
+
+    from cvcurate.stages.score import _shown, _suspect_boxes
+
+    rng = np.random.default_rng(0)
+    sizes, rows = {}, []
+    for i in range(200):
+        wh = [(200, 200), (0, 0), (640, 480), None][i % 4]
+        if wh is not None:
+            sizes[f"s{i}"] = wh
+        sus = []
+        for _ in range(int(rng.integers(0, 5))):
+            x1, y1 = rng.uniform(-5, 190, 2)
+            bw, bh = rng.uniform(0, 30, 2)
+            sus.append((np.array([x1, y1, x1 + bw, y1 + bh]), [None, 0, 1][rng.integers(3)],
+                        ["overlooked", "swap", "duplicate"][rng.integers(3)], 0.5, "why", "id",
+                        [None, "x"][rng.integers(2)], int(rng.integers(0, 3))))
+        rows.append(SimpleNamespace(sample_id=f"s{i}", suspects=sus))
+    got = _suspect_boxes(rows, sizes)
+    n = 0
+    for r in rows:
+        assert len(got[r.sample_id]) == len(r.suspects)
+        for s, g in zip(r.suspects, got[r.sample_id]):
+            b, j, t, _, _, _, target, nest = s
+            grow = (1 + nest) if (j is not None or target is None and t == "overlooked") else -(1 + nest)
+            np.testing.assert_allclose(g, _shown(b, sizes.get(r.sample_id), grow))
+            n += 1
+    assert n > 300

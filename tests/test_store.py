@@ -1,4 +1,5 @@
-"""The FiftyOne store: bulk round trips, merge and idempotence, all-or-nothing writes."""
+"""The FiftyOne store: bulk round trips, merge and idempotence, all-or-nothing writes, and score runs
+written through the store's generic run writer (``stages.score.write_score_run``)."""
 
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def test_write_detections_bulk(tmp_path, dataset_name):
         assert r.pred.equals(p)
 
 
-def test_info_counts(tmp_path, dataset_name):
+def test_describe_counts_images_boxes_splits_and_sizes(tmp_path, dataset_name):
     md.write_yolo(tmp_path, n=9)
     importer.import_dataset(tmp_path, dataset_name)
     info = datasets.describe(dataset_name)
@@ -157,7 +158,8 @@ def test_missing_dataset_is_a_clear_error():
 
 
 def _score_rows(records, seed, drop_samples=0, short_box=False):
-    """SampleScores for stored records: scores, issues, fixes of every action (targets: box ids)."""
+    """``SampleScores`` rows for stored records: scores, queue scores, issues, box scores, and fixes of two
+    actions: ``remove`` (its target a box id) and ``add`` (no target)."""
     from cvcurate.types import Fix
 
     rng = np.random.default_rng(seed)
@@ -196,8 +198,9 @@ def _stored_state(name):
 
 
 def test_rescoring_equals_deleting_the_run_and_writing(tmp_path, monkeypatch, dataset_name):
-    """write_scores over a previous run (replaced in place, or deleted when its fields moved or
-    changed) leaves exactly what deleting the run and writing anew leaves."""
+    """``write_score_run`` over a previous score run (its fields rewritten in place, or deleted first
+    when the queues changed or a field was added after the run's) leaves exactly what deleting the
+    run (``store.delete_run``) and writing anew leaves."""
     import fiftyone as fo
 
     deleted = []
@@ -242,7 +245,7 @@ def test_rescoring_equals_deleting_the_run_and_writing(tmp_path, monkeypatch, da
             store.delete(ref)
 
 
-def test_write_scores_with_an_unknown_sample_changes_nothing(tmp_path, dataset_name):
+def test_write_score_run_with_an_unknown_sample_changes_nothing(tmp_path, dataset_name):
     import dataclasses
 
     labels = md.make_labels(tmp_path / "images", n=6, split="train")
