@@ -18,7 +18,9 @@ counted for it) and only issues that point at the slice count; for image kinds (
 source) every counted issue of the slice's images counts, image-level ones included.
 
 Each issue's score is ``p``, the probability that it is a real error: a slice's ``expected`` is the
-sum of ``p`` of its counted issues (``expected errors per 100 boxes``), and its counts and shares
+sum of ``p`` of its label errors (style remarks such as size outliers are counted as issues, not as
+errors; the pieces of one split defect are one error), as the run and the gate count them
+(``expected errors per 100 boxes``), and its counts and shares
 take the issues with ``p >= min_p`` (the run's queue threshold). Rates, each with the counts behind
 it: ``issues per 100 boxes``; ``box share`` (given boxes with
 at least one issue / boxes) and ``image share`` (images with at least one issue / images), both
@@ -73,7 +75,7 @@ class Slice:
     boxes_with_issues: int
     images_with_issues: int
     by_type: dict[str, int] = field(default_factory=dict)
-    expected: float = 0.0  # expected number of real errors: the sum of p of every counted issue, flagged or not
+    expected: float = 0.0  # expected number of real label errors: the sum of p of its label errors, flagged or not
 
     @property
     def expected_per_100_boxes(self) -> float | None:
@@ -203,9 +205,12 @@ def compute_slices(labels: LabelSet, issues: Sequence[Issue], *, brightness: np.
     source; either None leaves its slice kind out (said in ``left_out``). ``count_types``: the
     issue types that count (default: the label issues, :func:`is_label_issue`). ``min_p``: issue
     counts and shares take the issues with ``p`` (their score) at least this (the run's queue
-    threshold); every counted issue adds its ``p`` to the slice's expected number of real errors.
+    threshold); every counted label error (``LABEL_ERROR_TYPES``: not a style remark) adds its
+    ``p`` to the slice's expected number of real errors, the pieces of one split defect once
+    (:func:`cvcurate.scoring.expected_weights`: the run's and the gate's rule, so that the overall
+    slice expects what they do).
     """
-    from ..scoring import QUEUES
+    from ..scoring import LABEL_ERROR_TYPES, QUEUES, expected_weights
 
     if queue_of is None:
         queue_of = {t: q for q, types in QUEUES.items() for t in types}
@@ -217,9 +222,10 @@ def compute_slices(labels: LabelSet, issues: Sequence[Issue], *, brightness: np.
 
     # one row per counted issue: image, global box (-1), class (-1), size bucket (None)
     counted = set(count_types) if count_types is not None else None
-    rows_img, rows_box, rows_cls, rows_size, rows_type, rows_p = [], [], [], [], [], []
+    rows_img, rows_box, rows_cls, rows_size, rows_type, rows_p, rows_w = [], [], [], [], [], [], []
     not_counted = unmatched = 0
-    for iss in issues:
+    weights = expected_weights(issues)
+    for iss, weight in zip(issues, weights):
         ok = iss.type in counted if counted is not None else is_label_issue(iss.type, queue_of)
         if not ok:
             not_counted += 1
@@ -248,10 +254,12 @@ def compute_slices(labels: LabelSet, issues: Sequence[Issue], *, brightness: np.
         rows_size.append(size)
         rows_type.append(iss.type)
         rows_p.append(float(iss.score))
+        rows_w.append(weight if iss.type in LABEL_ERROR_TYPES else 0.0)
     r_img = np.array(rows_img, dtype=np.int64)
     r_box = np.array(rows_box, dtype=np.int64)
     r_type = np.array(rows_type, dtype=object)
     r_p = np.array(rows_p, dtype=np.float64)
+    r_w = np.array(rows_w, dtype=np.float64)
     r_flag = r_p >= min_p
 
     box_size = size_bucket(flat.rel)
@@ -264,7 +272,7 @@ def compute_slices(labels: LabelSet, issues: Sequence[Issue], *, brightness: np.
         imgs = set(np.unique(flat.image[box_mask]).tolist()) if image_mask is None else \
             set(np.flatnonzero(image_mask).tolist())
         hit_imgs = set(np.unique(r_img[row_mask]).tolist())
-        expected = float(r_p[row_mask].sum()) if len(r_p) else 0.0
+        expected = float(r_w[row_mask].sum()) if len(r_w) else 0.0
         row_mask = row_mask & r_flag
         hit_imgs = set(np.unique(r_img[row_mask]).tolist())
         imgs |= hit_imgs

@@ -118,16 +118,10 @@ class ScoreResult:
         """Expected number of real errors per issue type: the sum of ``p`` (all issues by default).
         The pieces of one split defect (the boxes inside the one object the model sees) are one
         error: each is listed with its own ``p``, and the group counts its largest."""
+        chosen = list(self.issues if issues is None else issues)
         out: dict[str, float] = {}
-        pieces: dict[tuple, float] = {}
-        for i in self.issues if issues is None else issues:
-            if i.type == "split" and "pred_box" in i.data:
-                key = (i.filepath, tuple(round(float(v), 3) for v in i.data["pred_box"]))
-                pieces[key] = max(pieces.get(key, 0.0), i.score)
-                continue
-            out[i.type] = out.get(i.type, 0.0) + i.score
-        for v in pieces.values():
-            out["split"] = out.get("split", 0.0) + v
+        for i, w in zip(chosen, expected_weights(chosen)):
+            out[i.type] = out.get(i.type, 0.0) + w
         return out
 
     def ranking(self) -> np.ndarray:
@@ -137,6 +131,26 @@ class ScoreResult:
 
 IMAGE_LEVEL = {"style_fragmented", "style_merged", "rare_class_mix", "near_duplicate", "leakage", "blur",
                "underexposed", "overexposed", "unreadable"}
+
+
+def expected_weights(issues: Sequence[Issue]) -> list[float]:
+    """What each issue adds to an expected number of real errors: its ``p``, except that the
+    pieces of one split defect (split issues on the same object the model sees) are one error,
+    counted once at the largest ``p`` of the group (the other pieces add 0). The one rule of the
+    run's, the gate's and the report's expected counts."""
+    out = [float(i.score) for i in issues]
+    best: dict[tuple, int] = {}
+    for k, i in enumerate(issues):
+        if i.type == "split" and "pred_box" in (i.data or {}):
+            key = (i.filepath, tuple(round(float(v), 3) for v in i.data["pred_box"]))
+            j = best.get(key)
+            if j is None or out[k] > out[j] or (out[k] == out[j] and k < j):
+                if j is not None:
+                    out[j] = 0.0
+                best[key] = k
+            else:
+                out[k] = 0.0
+    return out
 
 
 def prior_probabilities(issues: Sequence[Issue], weights: dict[str, float]) -> None:

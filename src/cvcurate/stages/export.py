@@ -261,9 +261,14 @@ def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
         if h.get("action") != "import":
             continue
         src = h.get("source") or ""
+        # the import's VOC origin is in its "settings" (older histories: at the top level); the
+        # other settings stay out (some hold absolute paths)
+        settings = dict(h.get("settings") or {})
+        if "voc_origin" in h:
+            settings.setdefault("voc_origin", h["voc_origin"])
         imports.append({"source": PurePath(src).name, "format": h.get("format"), "split": h.get("split"),
                         "at": h.get("at"), "summary": h.get("summary"),
-                        **({"voc_origin": h["voc_origin"]} if "voc_origin" in h else {})})
+                        **({"voc_origin": settings["voc_origin"]} if "voc_origin" in settings else {})})
     changes = []
     for c in store.get_changes(name):
         if c.get("undone"):

@@ -100,7 +100,7 @@ def _remove_inserted(ds: Any, ids: Sequence[str], paths: Sequence[str]) -> None:
 def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
     """``$set`` fields on many samples by id: one ``bulk_write`` per chunk, ``last_modified_at``
     stamped, the dataset reloaded. Every bulk update of this module goes through it except
-    :func:`write_scores`, which also unsets fields and sends its batches on two threads."""
+    :func:`~cvcurate.store.runs.write_run`, which also unsets fields and sends its batches on two threads."""
     from bson import ObjectId
     from pymongo import UpdateOne
 
