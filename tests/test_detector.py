@@ -283,13 +283,16 @@ def test_read_yolo_predictions_and_errors(tiny, tmp_path):
         read_predictions(d, "csv", tiny)
 
 
-def test_cuda_request_falls_back_to_cpu_with_a_warning(capsys):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    with pytest.warns(RuntimeWarning, match="CUDA was requested but is not available"):
+def test_cuda_request_falls_back_to_cpu_with_a_warning(capsys, monkeypatch):
+    """The one device policy (cvcurate.device), with the detector's fallback: whether this machine
+    has a GPU or not, CUDA reported missing runs on the CPU and says so."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="CUDA is not available on this machine"):
         dev = resolve_device("cuda")
     assert dev.type == "cpu"
-    assert "using the CPU" in capsys.readouterr().err
+    assert "running on the CPU instead" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_device("cpu").type == "cpu"

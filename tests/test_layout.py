@@ -40,34 +40,32 @@ CLI_EXCEPTIONS = {
 }
 
 
-def imported(path: Path) -> set[str]:
-    """Absolute names of the modules ``path`` imports (relative imports resolved)."""
-    pkg = path.relative_to(SRC.parent).with_suffix("").parts
-    pkg = pkg[:-1] if pkg[-1] != "__init__" else pkg[:-1]
-    out = set()
+def _imports(path: Path) -> list[tuple[str, list[str] | None]]:
+    """(module, the names imported from it) per import of ``path``; None for ``import module``
+    (relative imports resolved)."""
+    pkg = path.relative_to(SRC.parent).with_suffix("").parts[:-1]
+    out: list[tuple[str, list[str] | None]] = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
+            out += [(a.name, None) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = list(pkg[:len(pkg) - node.level + 1]) if node.level else []
-            mod = ".".join(base + ([node.module] if node.module else []))
-            out.add(mod)
-            out.update(f"{mod}.{a.name}" for a in node.names)
+            out.append((".".join(base + ([node.module] if node.module else [])), [a.name for a in node.names]))
+    return out
+
+
+def imported(path: Path) -> set[str]:
+    """Absolute names of the modules ``path`` imports (relative imports resolved)."""
+    out = set()
+    for mod, names in _imports(path):
+        out.add(mod)
+        out.update(f"{mod}.{n}" for n in names or [])
     return out
 
 
 def imported_names(path: Path) -> set[str]:
     """What ``path`` imports, one name per imported thing: ``from a import b`` gives ``a.b`` only."""
-    pkg = path.relative_to(SRC.parent).with_suffix("").parts[:-1]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = list(pkg[:len(pkg) - node.level + 1]) if node.level else []
-            mod = ".".join(base + ([node.module] if node.module else []))
-            out.update(f"{mod}.{a.name}" for a in node.names)
-    return out
+    return {mod if names is None else f"{mod}.{n}" for mod, names in _imports(path) for n in (names or [None])}
 
 
 def modules(*parts: str) -> list[Path]:

@@ -64,7 +64,7 @@ def _build(folder: Path, name: str, n: int) -> None:
 
 def _dump(name: str) -> dict:
     from cvcurate import store
-    from cvcurate.stages.review import FIX_FIELD, GT_FIELD
+    from cvcurate.names import FIX_FIELD, GT_FIELD
 
     info = store.sample_info(name, ["tags", "filepath"])
     fixes = store.get_detections(name, FIX_FIELD)

@@ -82,12 +82,7 @@ class CorruptionResult:
         return path
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+from .boxes import iou  # noqa: E402,F401  (box math has one home; corrupt.iou is used by its callers)
 
 
 def _valid(ann: Annotations) -> np.ndarray:

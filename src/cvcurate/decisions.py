@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .boxes import iou
+
 CONFIRMED = "error:confirmed"
 REJECTED = "error:rejected"
 APPLIED = "fix:applied"
@@ -140,12 +142,7 @@ class CarryResult:
 
 
 def _iou(a: Any, b: Any) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    return iou([float(v) for v in a], [float(v) for v in b])
 
 
 def _same(d: Decided, c: Candidate, min_iou: float) -> bool:
@@ -253,7 +250,7 @@ def apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any], split_started: se
 def duplicate_pairs(dets: list[dict[str, Any]], min_iou: float) -> int:
     """Pairs of boxes of one class that overlap at IoU above ``min_iou`` (relative xywh boxes; IoU
     does not change with the image's scale)."""
-    from .scoring.batch import box_iou
+    from .boxes import box_iou
 
     n = 0
     by_cls: dict[str, list[list[float]]] = {}

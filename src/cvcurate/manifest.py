@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import InputError
-from .scoring.batch import box_iou
+from .boxes import box_iou
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

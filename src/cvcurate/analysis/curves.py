@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..detector.evaluate import box_iou
+from ..boxes import box_iou
 from ..types import Annotations
 
 RECALL_LEVELS = np.linspace(0.0, 1.0, 101)

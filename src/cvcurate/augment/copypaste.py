@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..scoring.batch import box_iou as iou_matrix  # IoU of every box of a with every box of b
+from ..boxes import box_iou as iou_matrix  # IoU of every box of a with every box of b
 from .pipeline import CopyPasteConfig
 
 __all__ = ["Cut", "Donor", "Pasted", "blend", "cut_defect", "find_place", "int_rect", "iou_matrix",

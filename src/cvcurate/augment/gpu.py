@@ -41,24 +41,7 @@ GEOMETRIC = ("HorizontalFlip", "VerticalFlip", "Affine")
 PHOTOMETRIC = ("RandomBrightnessContrast", "GaussNoise", "GaussianBlur")
 
 
-def resolve_device(device: str | None, *, fallback: bool = False) -> tuple[str, str | None]:
-    """(device to use, a note or None). ``cuda`` without CUDA raises, or with ``fallback`` gives ``cpu``."""
-    device = (device or "cpu").strip()
-    if device == "cpu":
-        return "cpu", None
-    if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise ConfigError(f"unknown device {device!r}: use cpu or cuda (or cuda:N)")
-    import torch
-
-    if not torch.cuda.is_available():
-        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        msg = f"--device {device}: CUDA is not available on this machine ({why}); use --device cpu"
-        if fallback:
-            return "cpu", msg + ": running on the CPU instead"
-        raise ConfigError(msg)
-    if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device, None
+from ..device import resolve_device  # noqa: E402,F401  (the one device policy; augment refuses, no fallback)
 
 
 # ---------------------------------------------------------------------------------------------

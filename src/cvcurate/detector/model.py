@@ -128,15 +128,15 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``cuda`` without a GPU falls back to the CPU with a printed warning."""
+    """The device of :func:`cvcurate.device.resolve_device` (the one policy); the detector falls
+    back: ``cuda`` without a GPU runs on the CPU with a printed warning."""
     import sys
+    import warnings
 
-    dev = torch.device(device or "cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        print("warning: CUDA was requested but is not available; using the CPU instead", file=sys.stderr)
-        import warnings
+    from ..device import resolve_device as resolve
 
-        warnings.warn("CUDA was requested but is not available; using the CPU instead", RuntimeWarning,
-                      stacklevel=2)
-        return torch.device("cpu")
-    return dev
+    name, note = resolve(str(device) if device is not None else None, fallback=True)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
+    return torch.device(name)

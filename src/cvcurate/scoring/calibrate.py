@@ -672,7 +672,4 @@ def injected_pred_rows(s: Signals, errors: list[tuple[int, Any]], origin: np.nda
     return np.asarray(rows, np.int64), np.asarray(imgs, np.int64)
 
 
-def box_iou_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from .batch import box_iou
-
-    return box_iou(a.reshape(1, 4), b.reshape(-1, 4))[0]
+from ..boxes import iou_one as box_iou_one  # noqa: E402  (kept under its old name)

@@ -8,12 +8,10 @@ from typing import Sequence
 import numpy as np
 
 from ..types import Fix, ImageRecord, Issue
-from .batch import box_iou
+from ..boxes import iou_one
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of box ``a`` (4,) with each of ``b`` (N, 4)."""
-    return box_iou(np.asarray(a, dtype=np.float64).reshape(1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4))[0]
+_iou = iou_one
 
 
 MATCH_IOU = 0.5  # a prediction overlapping a given box of its class this much already stands for it
