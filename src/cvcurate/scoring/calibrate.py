@@ -15,15 +15,25 @@ and ``E``, the evidence of the injected errors. Assuming the data's own errors o
 like injected ones (``f_err = f_E``), the original data's density is
 ``f_U = (1 - pi) f_clean + pi f_E``, and:
 
-* the **natural count** ``N_t = pi * n_U`` is estimated by the tail ratio (the mixture-proportion
-  estimator of positive-unlabelled learning): for every threshold ``tau``,
-  ``count_U(s >= tau) >= N_t * P_E(s >= tau)`` since clean units only add to the left side, so
-  ``N_t = min_tau count_U(s >= tau) / P_E(s >= tau)`` over the thresholds that keep at least
-  ``tail`` of the injected errors (an upper bound: clean units in the tail make it larger);
-* the **probability** that a unit with evidence ``s`` is an error of type ``t`` is
-  ``p(s) = N_t f_E(s) / (n_U f_U(s))``, with the density ratio ``f_E / f_U`` from an isotonic
-  regression of injected (1) against original (0) units with balanced weights (so ``p`` rises
-  with ``s``), clipped to 1.
+* the **natural count** ``N_t = pi * n_U`` comes from a binned mixture fit
+  (:func:`mixture_fit`): per evidence bin, the original units' count is ``c + N q_E`` with ``q_E``
+  the injected errors' share of the bin and ``c`` the clean units, taken non-increasing above the
+  bin where the original units peak (clean units gather at low evidence); a Poisson likelihood
+  over ``N`` on a grid. ``N`` is not used as one point: :func:`~.model.natural_count` integrates
+  over its uncertainty and shrinks it toward the shipped prior rate (``model.prior_rate``, worth
+  ``model.prior_weight`` units), so a type the fit puts at 0 still ranks units that look like its
+  injected errors;
+* the **probability** that a unit in a bin is an error of type ``t`` is that bin's posterior
+  ``N q_E / (N q_E + c + 0.5)`` (:func:`fit_curve`; the 0.5 pseudo-clean unit keeps a bin of one
+  unit from saying 1), made non-decreasing in ``s`` by an isotonic fit and then strictly
+  increasing by a 2 % share of a straight line (:data:`STRICT`), so that no flat step loses the
+  order the evidence gives.
+
+Where there is enough data (``min_units``), one learned error model replaces these per-type
+curves for the box types and for ``overlooked`` (:mod:`.model`: gradient-boosted trees over every
+signal of a unit, cross-fitted by image, with the same positive-unlabelled correction); the curves
+are the fallback for small data, and the run's notes say which was used. The units and the
+injected copies are built in :mod:`.units`.
 
 Part of the images (``holdout``) is kept out of the fit: their injected and original units
 measure the calibration (reliability curve and expected calibration error of the predicted
@@ -36,7 +46,6 @@ says. See ``docs/scoring.md`` for what this assumes and when it is wrong.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -46,17 +55,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..types import Annotations, LabelSet
-from .batch import Batch, pair_iou
+from .batch import Batch
 from .model import (ErrorModel, ModelConfig, OverlookedModel, box_features, class_stats, fit as fit_model,
                     fit_overlooked, natural_count, pred_features, pred_units)
 from .signals import CANDIDATE_EVIDENCE, ObjectLabConfig, Signals, Thresholds, measure
 
 PRIOR_FILE = Path(__file__).resolve().parents[1] / "weights" / "priors.json"
 
-BOX_TYPES = ("swap", "badloc", "spurious", "split", "merged")  # one of them per given box at most
-CALIBRATED_TYPES = BOX_TYPES + ("overlooked",)
-INJECTED_AS = {"swap": "swap", "badloc": "badloc", "spurious": "spurious", "overlooked": "overlooked",
-               "merged": "merge", "split": "split"}  # issue type -> the error cvcurate.corrupt injects
+# the units, their evidence and the injected copies are in .units (names kept here for their callers)
+from .units import (BOX_TYPES, CALIBRATED_TYPES, INJECTED_AS, Units, _injected_units, box_evidence,  # noqa: E402,F401
+                    content_rank, inject_copies, injected_box_rows, injected_pred_rows, units_of)
+
 
 
 @dataclass
@@ -71,7 +80,6 @@ class CalibrationConfig:
     min_injected: int = 30  # injected errors a type needs (else: shipped priors)
     class_min_units: int = 100  # the same for a class of its own curve (else: the type-wide one)
     class_min_injected: int = 30
-    tail: float = 0.1  # the natural count is estimated on tails holding at least this share of E
     max_rate: float = 0.3  # never estimate more than this share of a type's units as errors
     seed: int = 0
     list_min_p: float = 0.1  # issues are listed (stored, exported) from this probability up
@@ -80,7 +88,7 @@ class CalibrationConfig:
 
     def check(self) -> None:
         self.model.check()
-        for name in ("holdout", "tail", "max_rate", "list_min_p", "queue_min_p"):
+        for name in ("holdout", "max_rate", "list_min_p", "queue_min_p"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"calibration.{name} must be in [0, 1], got {v}")
@@ -219,173 +227,6 @@ class Calibration:
                 "injected": self.injected, "ece": {k: round(v, 4) for k, v in self.ece.items()},
                 "reliability": self.reliability, "notes": self.notes,
                 "curves": [c.to_dict() for c in self.curves.values()]}
-
-
-# ----------------------------------------------------------------------------------------------
-# units and their evidence
-
-
-@dataclass
-class Units:
-    """The units of one error type: evidence, class and image of each."""
-
-    evidence: np.ndarray
-    cls: np.ndarray
-    image: np.ndarray
-
-
-def box_evidence(s: Signals) -> dict[str, np.ndarray]:
-    """The evidence of each box type (:data:`BOX_TYPES`), per kept given box of ``s``."""
-    return {"swap": s.ev_swap, "badloc": s.ev_badloc, "spurious": s.ev_spurious, "split": s.split,
-            "merged": s.merged}
-
-
-def units_of(s: Signals) -> dict[str, Units]:
-    """Every unit of every calibrated type in the signals ``s``: the kept given boxes for the box
-    types, the predictions for ``overlooked``."""
-    g, pred = s.given, s.pred
-    out = {t: Units(np.asarray(v, np.float64), g.cls, g.image) for t, v in box_evidence(s).items()}
-    out["overlooked"] = Units(np.asarray(s.ev_overlooked, np.float64), pred.cls, pred.image)
-    return out
-
-
-def _injected_units(s: Signals, errors: list[tuple[int, Any]]) -> dict[str, Units]:
-    """The evidence of each injected error in the scored copies: the error's own box(es) for the
-    box types; for a dropped box (``overlooked``) the strongest candidate prediction over it
-    (IoU >= 0.3, any class), 0 when the model sees nothing there. Vectorised over the errors."""
-    g, pred = s.given, s.pred
-    inv = np.full(len(s.batch.given), -1, np.int64)
-    inv[s.kept] = np.arange(len(s.kept))
-    ev_box = box_evidence(s)
-    by_kind = {v: k for k, v in INJECTED_AS.items()}
-    start = s.batch.given.start
-    out: dict[str, Units] = {}
-    empty = Units(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
-    # box types: one row per (error, box)
-    rows_t, rows_j, rows_b = [], [], []
-    drops_j, drops_box, drops_cls = [], [], []
-    for j, err in errors:
-        t = by_kind.get(err.type)
-        if t == "overlooked":
-            drops_j.append(j)
-            drops_box.append(err.original[0])
-            drops_cls.append(int(err.original_class[0]))
-        elif t is not None:
-            for b in err.boxes:
-                rows_t.append(t)
-                rows_j.append(j)
-                rows_b.append(b)
-    rt, rj = np.asarray(rows_t, dtype=object), np.asarray(rows_j, np.int64)
-    k = inv[start[rj] + np.asarray(rows_b, np.int64)] if len(rj) else np.zeros(0, np.int64)
-    for t in BOX_TYPES:
-        m = (rt == t) & (k >= 0)  # a degenerate result is the geometry checks' business
-        out[t] = Units(ev_box[t][k[m]].astype(np.float64), g.cls[k[m]], rj[m]) if m.any() else empty
-    if not drops_j:
-        out["overlooked"] = empty
-        return out
-    dj = np.asarray(drops_j, np.int64)
-    boxes = np.asarray(drops_box, np.float64).reshape(-1, 4)
-    cnt = pred.count[dj]
-    err_of = np.repeat(np.arange(len(dj)), cnt)  # every (dropped box, prediction of its image) pair
-    rows = np.repeat(pred.start[dj] - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))
-    iou = pair_iou(pred.xyxy, rows, boxes, err_of)
-    near = iou >= 0.3
-    ev = np.zeros(len(dj))
-    np.maximum.at(ev, err_of[near], s.ev_overlooked[rows[near]])
-    out["overlooked"] = Units(ev, np.asarray(drops_cls, np.int64), dj)
-    return out
-
-
-def injected_box_rows(s: Signals, errors: list[tuple[int, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The kept box rows of ``s`` that carry an injected box error: (rows, type index into
-    :data:`BOX_TYPES`, copy index of each)."""
-    inv = np.full(len(s.batch.given), -1, np.int64)
-    inv[s.kept] = np.arange(len(s.kept))
-    by_kind = {v: k for k, v in INJECTED_AS.items()}
-    start = s.batch.given.start
-    rows, types, copies = [], [], []
-    for j, err in errors:
-        t = by_kind.get(err.type)
-        if t is None or t == "overlooked":
-            continue
-        for b in err.boxes:
-            k = int(inv[start[j] + b])
-            if k >= 0:
-                rows.append(k)
-                types.append(BOX_TYPES.index(t))
-                copies.append(j)
-    return np.asarray(rows, np.int64), np.asarray(types, np.int64), np.asarray(copies, np.int64)
-
-
-def content_rank(labels: LabelSet, preds: Sequence[Annotations] | None = None) -> np.ndarray:
-    """Each image's rank in an order given by its content (size, boxes, classes, predictions),
-    not by its position or file name: every seeded draw of the calibration (which images get
-    injected copies, which are held out, which fold an image is in) goes by this order, so that the
-    same labels under other file names (another import order) score the same."""
-    import hashlib
-
-    from .batch import FlatBoxes
-
-    # rounded once for all images (the same bytes per image as rounding each image's own arrays)
-    g = FlatBoxes.concat([r.gt for r in labels.records])
-    g_xy, g_cls = np.round(g.xyxy, 2), g.cls
-    has_p = preds is not None
-    if has_p:
-        p = FlatBoxes.concat([Annotations.empty(True) if a is None else a if a.confidence is not None else
-                              Annotations(a.xyxy, a.class_id, confidence=np.zeros(len(a))) for a in preds],
-                             with_confidence=True)
-        p_xy, p_cls, p_conf = np.round(p.xyxy, 2), p.cls, np.round(p.conf, 4)
-        p_has_conf = [a is not None and a.confidence is not None for a in preds]
-    sizes = np.array([(r.width, r.height) for r in labels.records], np.int64).reshape(-1, 2)
-    keys = []
-    for i in range(len(labels.records)):
-        h = hashlib.blake2b(digest_size=8)
-        h.update(sizes[i].tobytes())
-        a, b = int(g.start[i]), int(g.start[i] + g.count[i])
-        h.update(g_xy[a:b].tobytes())
-        h.update(g_cls[a:b].tobytes())
-        if has_p and p.count[i]:
-            a, b = int(p.start[i]), int(p.start[i] + p.count[i])
-            h.update(p_xy[a:b].tobytes())
-            h.update(p_cls[a:b].tobytes())
-            if p_has_conf[i]:
-                h.update(p_conf[a:b].tobytes())
-        keys.append(h.digest())
-    order = sorted(range(len(keys)), key=lambda i: keys[i])
-    rank = np.empty(len(keys), np.int64)
-    rank[order] = np.arange(len(keys))
-    return rank
-
-
-def inject_copies(labels: LabelSet, preds: Sequence[Annotations], cfg: CalibrationConfig,
-                  rank: np.ndarray | None = None) -> tuple[LabelSet, list[Annotations], list[int], list[tuple[int, Any]]]:
-    """``cfg.n_copies`` copies of randomly drawn images (up to ``max_images`` each), each with one
-    injected error, types dealt round-robin. Returns the copied records as one label set, their
-    predictions, the original image of each copy, and (copy index, error) pairs. ``rank``: the
-    images' :func:`content_rank` (computed when not given)."""
-    from ..corrupt import apply_error, box_sizes
-
-    rng = np.random.default_rng(cfg.seed)
-    recs = labels.records
-    sizes = box_sizes(labels)
-    kinds = [INJECTED_AS[t] for t in CALIBRATED_TYPES]
-    out_recs, out_preds, origin, errors = [], [], [], []
-    k = int(rng.integers(len(kinds)))
-    rank = content_rank(labels, preds) if rank is None else rank
-    by_content = np.argsort(rank, kind="stable")  # position of the r-th image in content order
-    for _ in range(cfg.n_copies(len(recs))):
-        for idx in by_content[rng.permutation(len(recs))[:cfg.max_images]]:
-            rec = copy.copy(recs[int(idx)])
-            for attempt in range(len(kinds)):
-                err = apply_error(kinds[(k + attempt) % len(kinds)], rec, rng, len(labels.classes), sizes)
-                if err is not None:
-                    errors.append((len(out_recs), err))
-                    out_recs.append(rec)
-                    out_preds.append(preds[int(idx)])
-                    origin.append(int(idx))
-                    break
-            k += 1
-    return LabelSet(list(labels.classes), out_recs), out_preds, origin, errors
 
 
 # ----------------------------------------------------------------------------------------------
@@ -642,34 +483,3 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
                              f"{om.natural_sd:.1f}")
     cal.seconds = time.perf_counter() - t0
     return cal
-
-
-def injected_pred_rows(s: Signals, errors: list[tuple[int, Any]], origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each dropped box of the copies ``s``: the candidate prediction (:func:`pred_units`)
-    that overlaps it most (IoU >= 0.3), and the original image; dropped boxes the model does not
-    see there are no units."""
-    cand = pred_units(s)
-    if not len(cand):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    by_img: dict[int, np.ndarray] = {}
-    img = s.pred.image[cand]
-    order = np.argsort(img, kind="stable")
-    rows, imgs = [], []
-    for j, err in errors:
-        if INJECTED_AS.get("overlooked") != err.type:
-            continue
-        if j not in by_img:
-            lo, hi = np.searchsorted(img[order], j), np.searchsorted(img[order], j, side="right")
-            by_img[j] = cand[order[lo:hi]]
-        here = by_img[j]
-        if not len(here):
-            continue
-        iou = box_iou_one(np.asarray(err.original[0], np.float64), s.pred.xyxy[here])
-        k = int(np.argmax(iou))
-        if iou[k] >= 0.3:
-            rows.append(int(here[k]))
-            imgs.append(int(origin[j]))
-    return np.asarray(rows, np.int64), np.asarray(imgs, np.int64)
-
-
-from ..boxes import iou_one as box_iou_one  # noqa: E402  (kept under its old name)
