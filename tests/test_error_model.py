@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from cvcurate.scoring import model as em
+from cvcurate.scoring import overlooked as ov
 from cvcurate.scoring.model import BOX_TYPES, FEATURES, ModelConfig
 
 
@@ -140,17 +141,17 @@ def test_curves_strictly_increase_and_are_never_all_zero():
 def test_overlooked_model_ranks_a_dropped_box_first():
     """Predictions as units: the one over a box the labels miss ranks above those over given boxes."""
     rng = np.random.default_rng(4)
-    f = len(em.PRED_FEATURES)
+    f = len(ov.PRED_FEATURES)
     n = 1500
     x_u = rng.normal(0, 1, (n, f))
-    x_u[:, em.PRED_FEATURES.index("iou_any")] = rng.uniform(0.6, 1.0, n)  # predictions over given boxes
+    x_u[:, ov.PRED_FEATURES.index("iou_any")] = rng.uniform(0.6, 1.0, n)  # predictions over given boxes
     x_u[:, -1] = rng.integers(0, 3, n)
-    x_u[0, em.PRED_FEATURES.index("iou_any")] = 0.0  # one the labels miss
+    x_u[0, ov.PRED_FEATURES.index("iou_any")] = 0.0  # one the labels miss
     x_e = rng.normal(0, 1, (300, f))
-    x_e[:, em.PRED_FEATURES.index("iou_any")] = rng.uniform(0.0, 0.2, 300)
+    x_e[:, ov.PRED_FEATURES.index("iou_any")] = rng.uniform(0.0, 0.2, 300)
     x_e[:, -1] = rng.integers(0, 3, 300)
     s = SimpleNamespace(pred=SimpleNamespace(image=np.repeat(np.arange(300), 5)))
-    om = em.fit_overlooked(s, x_u, np.arange(n), x_e, rng.integers(0, 300, 300), ModelConfig(), {})
+    om = ov.fit_overlooked(s, x_u, np.arange(n), x_e, rng.integers(0, 300, 300), ModelConfig(), {})
     assert om is not None and np.argmax(om.oof) == 0 and om.oof[0] > 0.5 > np.median(om.oof)
 
 

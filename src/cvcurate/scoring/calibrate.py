@@ -56,8 +56,8 @@ import numpy as np
 
 from ..types import Annotations, LabelSet
 from .batch import Batch
-from .model import (ErrorModel, ModelConfig, OverlookedModel, box_features, class_stats, fit as fit_model,
-                    fit_overlooked, natural_count, pred_features, pred_units)
+from .model import ErrorModel, ModelConfig, box_features, class_stats, fit as fit_model, natural_count
+from .overlooked import OverlookedModel, fit_overlooked, pred_features, pred_units
 from .signals import CANDIDATE_EVIDENCE, ObjectLabConfig, Signals, Thresholds, measure
 
 PRIOR_FILE = Path(__file__).resolve().parents[1] / "weights" / "priors.json"

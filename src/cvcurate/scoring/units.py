@@ -15,7 +15,7 @@ import numpy as np
 from ..boxes import iou_one
 from ..types import Annotations, LabelSet
 from .batch import pair_iou
-from .model import pred_units
+from .overlooked import pred_units
 from .signals import Signals
 
 if TYPE_CHECKING:
