@@ -8,6 +8,7 @@ import pytest
 from cvcurate.scoring import signals as sig
 from cvcurate.scoring.batch import Batch, pair_iou, pairs_between
 from cvcurate.scoring.objectlab import ObjectLabConfig, Thresholds, objectlab_scores
+from cvcurate.scoring.thresholds import fit_thresholds, greedy_hits
 from cvcurate.types import Annotations, ImageRecord, LabelSet
 
 
@@ -25,7 +26,7 @@ def pairwise_iou(a, b):
 
 def calibrate_thresholds(labels, preds, cfg):
     """The thresholds objectlab_scores calibrates on ``labels``."""
-    return sig.calibrate(sig.PredictionPairs(Batch.of(labels, preds)), cfg)
+    return fit_thresholds(sig.PredictionPairs(Batch.of(labels, preds)), cfg)
 
 
 def batched_hits(labels, preds, iou_threshold=0.5):
@@ -33,7 +34,7 @@ def batched_hits(labels, preds, iou_threshold=0.5):
     pairs = sig.PredictionPairs(Batch.of(labels, preds))
     pg, pp = pairs_between(pairs.given, pairs.pred)
     iou = pair_iou(pairs.given.xyxy, pg, pairs.pred.xyxy, pp)
-    return sig.greedy_hits(pairs.given, pairs.pred, sig.Pairs(pg, pp, iou), iou_threshold)
+    return greedy_hits(pairs.given, pairs.pred, sig.Pairs(pg, pp, iou), iou_threshold)
 
 
 def match_predictions(gt, pred, iou_threshold=0.5):
