@@ -57,7 +57,7 @@ def augment(name: str, *, config: str | Path | None = None, target: int | None =
             out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
             log: Callable[[str], None] = lambda _: None, wait: float = 0.0) -> AugmentRun:
     from ..augment import check_target, load_pipeline, make_plan, run_augmentation
-    from ..augment.gpu import resolve_device
+    from ..device import resolve_device
 
     if target is not None:
         check_target(target, "--target")  # its range, before any work
