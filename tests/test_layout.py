@@ -130,3 +130,10 @@ def test_torch_is_imported_on_use():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"torch imported before use: {out.stdout.strip()}"
+
+
+def test_no_module_over_500_lines():
+    """A module a newcomer can read: split by concern before one passes 500 lines."""
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
