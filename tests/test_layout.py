@@ -35,8 +35,7 @@ CLI_EXCEPTIONS = {
     "data.py": {"cvcurate.config.load_import_limits", "cvcurate.formats.FORMATS", "cvcurate.formats.VOC_ORIGINS"},
     "loop.py": {"cvcurate.gate"},  # PASS / WARN / FAIL, for colours
     "review.py": {"cvcurate.scoring.QUEUES"},
-    "score.py": {"cvcurate.scoring.QUEUES", "cvcurate.corrupt.load_truth", "cvcurate.scoring.truth.truth_metrics"},
-    "synth.py": {"cvcurate.synth.generate", "cvcurate.synth.load_synth_config"},
+    "score.py": {"cvcurate.scoring.QUEUES"},
 }
 
 

@@ -1,8 +1,9 @@
-"""Names the stages share: stored fields, saved views, and the rule that picks the predictions.
+"""Names the stages share: stored fields, saved views, the issue taxonomy, and the rule that picks
+the predictions.
 
-One home for each name a second stage reads, so that a field written by one stage is found by
-the others under the same spelling (the review tags are in :mod:`cvcurate.decisions`, the issue
-taxonomy in :mod:`cvcurate.scoring`). Plain constants and functions: importing it costs nothing.
+One home for each name a second module reads, so that a field written by one stage is found by
+the others under the same spelling (the review tags are in :mod:`cvcurate.decisions`, with what
+they decide). Plain constants and functions: importing it costs nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,33 @@ REASON_FIELD = "cvc_reason"  # the top issue of the image, "type: reason", first
 ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first (for people: readers use the run's record)
 FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group", "cvc_issue")
 SUSPECT_ATTRS = ("cvc_type", "cvc_reason", "cvc_issue", "cvc_target")  # cvc_target: the id of the box it is about
+
+
+# what the augment stage writes on the samples it adds (export and the leakage checks read them)
+AUGMENTED_TAG = "augmented"
+AUGMENT_FIELD = "cvc_augment"  # per-sample provenance
+
+# review queues: each groups issue types a reviewer handles the same way
+QUEUES: dict[str, tuple[str, ...]] = {
+    "overlooked": ("overlooked",),
+    "swap": ("swap",),
+    "badloc": ("badloc", "spurious"),
+    "geometry": ("degenerate", "out_of_image"),
+    "inconsistent": ("split", "merged", "fragment", "style_fragmented", "style_merged", "size_outlier", "class_conflict",
+                     "rare_class_mix"),
+    "duplicates": ("duplicate", "near_duplicate", "leakage"),
+    "image": ("blur", "underexposed", "overexposed", "unreadable"),
+}
+ISSUE_TYPES = tuple(t for types in QUEUES.values() for t in types)
+
+# issue types that say "this label is wrong" (not an image or style remark): the gate's and the
+# report's expected label errors count these
+LABEL_ERROR_TYPES = ("overlooked", "swap", "badloc", "spurious", "degenerate", "out_of_image", "duplicate",
+                     "class_conflict", "split", "merged", "fragment")
+# facts, not estimates: a box without area or outside the image is wrong by definition
+CERTAIN_TYPES = ("degenerate", "out_of_image", "unreadable")
+# the box types: one of them per given box at most (the learned model's and the curves' types)
+BOX_TYPES = ("swap", "badloc", "spurious", "split", "merged")
 
 
 def default_pred_field(fields: Iterable[str]) -> str | None:

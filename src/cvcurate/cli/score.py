@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..scoring import QUEUES
-from ..stages.score import run_score
+from ..stages.score import run_score, truth_check
 from . import app
 from ..errors import shell_arg
 from .common import console, esc, read_pred_field_option, say, wait_option
@@ -72,10 +72,7 @@ def score_cmd(
         why = f"{best.type}: {best.reason}" if best else "low ObjectLab label quality"
         say(f"  p {res.image_score[k]:.3f}  {Path(rec.filepath).name}  {why}")
     if truth is not None:
-        from ..corrupt import load_truth
-        from ..scoring.truth import truth_metrics
-
-        m = truth_metrics(res, load_truth(truth))
+        m = truth_check(res, truth)
         say(f"against {truth}: {m.found_in_top_k} of {m.corrupted} corrupted images in the top "
             f"{m.corrupted}; average precision {m.average_precision:.3f}")
         for t, v in m.per_type.items():

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import InputError, interrupt_leaves, shell_arg
+from ..errors import shell_arg
 from . import app
 from .common import say
 
@@ -35,17 +35,9 @@ def synth_cmd(
 
       cvcurate synth data/synth --images 5000 --config my_synth.yaml --workers 2 --overwrite
     """
-    from ..synth import generate, load_synth_config
+    from ..stages.synth import make_synthetic
 
-    if images < 1:
-        raise InputError(f"--images must be at least 1, got {images}")
-    if seed < 0:
-        raise InputError(f"--seed must be >= 0, got {seed}")
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
-    cfg = load_synth_config(config)
-    with interrupt_leaves(f"{out} may hold part of a synthetic dataset: run the command again with --overwrite"):
-        labels = generate(out, images, seed, cfg, workers=workers, overwrite=overwrite, progress=True)
+    labels = make_synthetic(out, images, seed, config, workers=workers, overwrite=overwrite)
     splits: dict[str, int] = {}
     for rec in labels.records:
         splits[rec.split or "-"] = splits.get(rec.split or "-", 0) + 1

@@ -29,31 +29,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ..names import CERTAIN_TYPES, ISSUE_TYPES, LABEL_ERROR_TYPES, QUEUES  # noqa: F401  (the taxonomy, kept here)
 from ..types import Annotations, Issue, LabelSet
 from .geometry import GeometryConfig, box_issues, class_mix_issues, size_outliers, style_issues
 from .calibrate import Calibration, CalibrationConfig
 from .images import ImageConfig, ImageFeatures, image_issues
 from .objectlab import ObjectLabConfig, ObjectLabResult, Thresholds, objectlab_scores
 
-# review queues: each groups issue types a reviewer handles the same way
-QUEUES: dict[str, tuple[str, ...]] = {
-    "overlooked": ("overlooked",),
-    "swap": ("swap",),
-    "badloc": ("badloc", "spurious"),
-    "geometry": ("degenerate", "out_of_image"),
-    "inconsistent": ("split", "merged", "fragment", "style_fragmented", "style_merged", "size_outlier", "class_conflict",
-                     "rare_class_mix"),
-    "duplicates": ("duplicate", "near_duplicate", "leakage"),
-    "image": ("blur", "underexposed", "overexposed", "unreadable"),
-}
-ISSUE_TYPES = tuple(t for types in QUEUES.values() for t in types)
-
-# issue types that say "this label is wrong" (not an image or style remark): the gate's and the
-# report's expected label errors count these
-LABEL_ERROR_TYPES = ("overlooked", "swap", "badloc", "spurious", "degenerate", "out_of_image", "duplicate",
-                     "class_conflict", "split", "merged", "fragment")
-# facts, not estimates: a box without area or outside the image is wrong by definition
-CERTAIN_TYPES = ("degenerate", "out_of_image", "unreadable")
 # the shipped prior of each model-free type: p = weight x raw score (the calibrated types ignore it)
 DEFAULT_WEIGHTS = {
     "duplicate": 0.9, "class_conflict": 0.5, "fragment": 0.5, "style_fragmented": 0.3, "style_merged": 0.3,

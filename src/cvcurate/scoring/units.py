@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..boxes import iou_one
+from ..names import BOX_TYPES  # one of them per given box at most
 from ..types import Annotations, LabelSet
 from .batch import pair_iou
 from .overlooked import pred_units
@@ -21,7 +22,6 @@ from .signals import Signals
 if TYPE_CHECKING:
     from .calibrate import CalibrationConfig
 
-BOX_TYPES = ("swap", "badloc", "spurious", "split", "merged")  # one of them per given box at most
 CALIBRATED_TYPES = BOX_TYPES + ("overlooked",)
 INJECTED_AS = {"swap": "swap", "badloc": "badloc", "spurious": "spurious", "overlooked": "overlooked",
                "merged": "merge", "split": "split"}  # issue type -> the error cvcurate.corrupt injects

@@ -20,10 +20,8 @@ from ..errors import NOTHING_WRITTEN, InputError, interrupt_leaves, pause_point,
 from ..names import PRED_FIELDS
 from . import recovery
 from ..progress import Counter
+from ..names import AUGMENT_FIELD, AUGMENTED_TAG
 from ..types import LabelSet
-
-AUGMENTED_TAG = "augmented"
-AUGMENT_FIELD = "cvc_augment"
 
 
 @dataclass

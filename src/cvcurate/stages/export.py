@@ -29,10 +29,9 @@ from .. import __version__, manifest as mf, store
 from ..errors import InputError
 from ..formats.writers import EXPORT_FORMATS, write_export
 from ..progress import track
+from ..names import AUGMENT_FIELD, AUGMENTED_TAG  # written by the augment stage
 from ..types import LabelSet
 
-AUGMENTED_TAG = "augmented"
-AUGMENT_FIELD = "cvc_augment"  # per-sample provenance written by the augment stage
 STALE_AFTER_S = 24 * 3600  # a leftover whose writer cannot be checked (another host) is stale after a day
 
 

@@ -7,6 +7,7 @@ import datetime as _dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -199,6 +200,15 @@ def write_outputs(result: ScoreResult, out: Path, name: str, notes: list[str], s
         for rank, i in enumerate(order, start=1):
             w.writerow([rank, recs[i].filepath, f"{result.image_score[i]:.6f}", recs[i].split or "", len(recs[i].gt)])
     return json_path, csv_path, images_csv
+
+
+def truth_check(result: ScoreResult, truth: str | Path) -> Any:
+    """How well a run's ranking finds the errors of a truth file of ``cvcurate corrupt``
+    (:func:`cvcurate.scoring.truth.truth_metrics`)."""
+    from ..corrupt import load_truth
+    from ..scoring.truth import truth_metrics
+
+    return truth_metrics(result, load_truth(truth))
 
 
 def mark_augmented(name: str, labels: LabelSet) -> None:
