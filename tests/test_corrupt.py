@@ -126,6 +126,13 @@ def test_cli_corrupt(tmp_path, dataset_name):
         assert len(store.read(out)) == 12 and len(store.read(dataset_name)) == 12
         r = CliRunner().invoke(app, ["corrupt", dataset_name, "--out", out])
         assert r.exit_code == 2 and "exists" in r.output
+        # score the corrupted copy against its truth: how many of the 6 the ranking finds
+        r = CliRunner().invoke(app, ["score", out, "--no-pixels", "--out", str(tmp_path / "s"),
+                                     "--truth", str(truth)])
+        assert r.exit_code == 0, r.output
+        line = next(ln for ln in r.output.splitlines() if ln.startswith(f"against {truth}: "))
+        found = int(line.split(": ")[1].split(" of ")[0])
+        assert 0 <= found <= 6 and "of 6 corrupted images in the top 6; average precision" in line, line
     finally:
         if store.exists(out):
             store.delete(out)
