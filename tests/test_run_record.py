@@ -140,3 +140,14 @@ def test_the_gate_takes_the_pixel_checks_from_the_run_and_reads_no_image(tmp_pat
     fewer = type(labels)(labels.classes, labels.records[:-1])
     with pytest.raises(AssertionError, match="read the images"):
         gate_stage._fresh_issues(fewer, False, rec)
+
+
+def test_the_export_manifest_names_the_last_score_run(tmp_path, dataset_name):
+    scored_dataset(tmp_path, dataset_name)
+    rec = store.read_record(dataset_name, "score", issues=False)
+    r = run("export", dataset_name, "--format", "coco", "--out", tmp_path / "ex")
+    assert r.exit_code == 0, r.output
+    score = json.loads((tmp_path / "ex" / "manifest.json").read_text())["lineage"]["score"]
+    assert score["at"] == rec.at and score["pred_field"] == "predictions" and score["schema"] == RUN_SCHEMA
+    assert score["flagged_images"] == rec.summary["flagged_images"] > 0
+    assert score["expected_label_errors"] == rec.summary["expected_label_errors"]

@@ -12,7 +12,9 @@ training run can name its data and two versions can be compared without the stor
   which image changed);
 * ``counts``: images and boxes per split and per class;
 * ``lineage``: the import sources (folder names, never absolute paths), every change set applied
-  by ``cvcurate apply`` (id, when, who, what), and augmentation provenance where present.
+  by ``cvcurate apply`` (id, when, who, what), the last score run (when, on which predictions, its
+  count of flagged images and expected label errors; None when never scored), and augmentation
+  provenance where present.
 
 Deterministic: the same data gives the same bytes (sorted keys and lists, no export time, floats
 written by ``repr``), so ``dvc add`` of an export folder and a byte comparison of two manifests

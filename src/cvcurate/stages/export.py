@@ -286,7 +286,23 @@ def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
         except (OSError, KeyError, json.JSONDecodeError):
             entry["what"] = None  # the log file is gone: the counts above are all that is known
         changes.append(entry)
-    return {"imports": imports, "changes": changes}
+    return {"imports": imports, "changes": changes, "score": _last_score(name)}
+
+
+def _last_score(name: str) -> dict[str, Any] | None:
+    """The last score run as its typed record gives it (None: never scored): when, on which
+    predictions, and its one count; a run of an older cvcurate is named as such."""
+    try:
+        rec = store.read_record(name, "score", issues=False)
+    except InputError:
+        run = store.get_runs(name).get("score") or {}
+        return {"at": run.get("at"), "stale": "written by an older cvcurate: score again"}
+    if rec is None:
+        return None
+    keys = ("images", "issues", "flagged", "flagged_images", "queue_min_p", "expected_label_errors",
+            "expected_label_errors_sd")
+    return {"at": rec.at, "cvcurate_version": rec.version, "schema": rec.schema, "pred_field": rec.pred_field,
+            "in_sample_images": rec.in_sample_images, **{k: rec.summary.get(k) for k in keys}}
 
 
 def _provenance(prov: dict[str, Any] | None, exported: dict[str, str]) -> dict[str, Any] | None:
