@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .boxes import iou
+from .names import Attr
 
 CONFIRMED = "error:confirmed"
 REJECTED = "error:rejected"
@@ -53,8 +54,8 @@ def decision(sample_tags: Sequence[str] | set[str], label_tags: Sequence[str] | 
 
 def fix_boxes(fix: dict[str, Any]) -> set[str]:
     """The ids of the given boxes a fix changes: its target and the boxes it merges."""
-    out = {fix["cvc_target"]} if fix.get("cvc_target") else set()
-    out.update(o for o in (fix.get("cvc_others") or "").split(",") if o)
+    out = {fix[Attr.TARGET]} if fix.get(Attr.TARGET) else set()
+    out.update(o for o in (fix.get(Attr.OTHERS) or "").split(",") if o)
     return out
 
 
@@ -70,7 +71,7 @@ def fix_decision(fix: dict[str, Any], sample_tags: Sequence[str], suspects: Sequ
     if own == "conflict":
         return own, "the fix is tagged both error:confirmed and error:rejected"
     if own is None:
-        mine = [s for s in suspects if s.get("cvc_issue") and s.get("cvc_issue") == fix.get("cvc_issue")]
+        mine = [s for s in suspects if s.get(Attr.ISSUE) and s.get(Attr.ISSUE) == fix.get(Attr.ISSUE)]
         votes = {decision((), s.get("tags") or []) for s in mine} - {None}
         if len(votes) == 1:
             own = votes.pop()
@@ -80,9 +81,9 @@ def fix_decision(fix: dict[str, Any], sample_tags: Sequence[str], suspects: Sequ
         return own, ""
     boxes = fix_boxes(fix)
     for s in suspects:
-        if s.get("cvc_type") == fix.get("cvc_type") and s.get("cvc_target") in boxes \
+        if s.get(Attr.TYPE) == fix.get(Attr.TYPE) and s.get(Attr.TARGET) in boxes \
                 and decision((), s.get("tags") or []) == "rejected":
-            return "conflict", (f"confirmed, but the {s.get('cvc_type')} issue {s.get('cvc_issue')} on a box it "
+            return "conflict", (f"confirmed, but the {s.get(Attr.TYPE)} issue {s.get(Attr.ISSUE)} on a box it "
                                 f"changes was rejected")
     return own, ""
 
@@ -208,40 +209,40 @@ def apply_fix(dets: list[dict[str, Any]], fix: dict[str, Any], split_started: se
     False when it cannot be applied: its box (or a box it merges) is gone, edited since scoring.
     ``split_started``: targets that already took their first split piece (the next pieces are added).
     """
-    action = fix["cvc_action"]
+    action = fix[Attr.ACTION]
 
     def added(label: str) -> dict[str, Any]:
         d = {"label": label, "bounding_box": list(fix["bounding_box"]), "tags": [], "attributes": {},
-             "cvc_added_by": fix["id"]}
+             Attr.ADDED_BY: fix["id"]}
         i = new_id()
         if i is not None:
             d["id"] = i
         return d
 
     if action == "add":
-        dets.append(added(fix["cvc_class"]))
+        dets.append(added(fix[Attr.CLASS]))
         return True
-    k = next((i for i, d in enumerate(dets) if d.get("id") == fix.get("cvc_target")), None)
+    k = next((i for i, d in enumerate(dets) if d.get("id") == fix.get(Attr.TARGET)), None)
     if k is None:
         return False  # the box is gone (edited since scoring)
     if action == "remove":
         dets.pop(k)
     elif action == "relabel":
-        dets[k]["label"] = fix["cvc_class"]
+        dets[k]["label"] = fix[Attr.CLASS]
     elif action in ("move", "clip"):
         dets[k]["bounding_box"] = list(fix["bounding_box"])
     elif action == "merge":
-        others = [o for o in (fix.get("cvc_others") or "").split(",") if o]
+        others = [o for o in (fix.get(Attr.OTHERS) or "").split(",") if o]
         if not all(any(d.get("id") == o for d in dets) for o in others):
             return False
         dets[k]["bounding_box"] = list(fix["bounding_box"])
         dets[:] = [d for d in dets if d.get("id") not in others]
     elif action == "split":
-        if fix["cvc_target"] in split_started:
+        if fix[Attr.TARGET] in split_started:
             dets.append(added(dets[k]["label"]))
         else:
             dets[k]["bounding_box"] = list(fix["bounding_box"])
-            split_started.add(fix["cvc_target"])
+            split_started.add(fix[Attr.TARGET])
     else:
         return False
     return True
@@ -275,7 +276,7 @@ def expected_after_review(fixes: Sequence[tuple[set[str], dict[str, Any]]], erro
     one). Returns (the change, how many issues were applied, rejected and confirmed)."""
     seen: dict[str, tuple[float, str]] = {}
     for sample_tags, d in fixes:
-        iid, t = d.get("cvc_issue"), d.get("cvc_type")
+        iid, t = d.get(Attr.ISSUE), d.get(Attr.TYPE)
         if not iid or t not in error_types or iid in seen:
             continue
         tags = set(d.get("tags") or [])

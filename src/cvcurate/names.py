@@ -22,8 +22,24 @@ SCORE_FIELD = "cvc_score"  # an image's score: the probability that at least one
 TOP_P_FIELD = "cvc_top_p"  # the highest p of an image's issues: an image is in a queue when it is >= queue_min_p
 REASON_FIELD = "cvc_reason"  # the top issue of the image, "type: reason", first in the App's sidebar
 ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first (for people: readers use the run's record)
-FIX_ATTRS = ("cvc_action", "cvc_type", "cvc_class", "cvc_target", "cvc_reason", "cvc_others", "cvc_group", "cvc_issue")
-SUSPECT_ATTRS = ("cvc_type", "cvc_reason", "cvc_issue", "cvc_target")  # cvc_target: the id of the box it is about
+
+
+class Attr:
+    """The attributes of a stored fix or suspect box (plain detection dicts: ``d[Attr.TARGET]``)."""
+
+    ACTION = "cvc_action"  # add, relabel, move, remove, clip, merge, split
+    TYPE = "cvc_type"  # the issue type that proposes it
+    CLASS = "cvc_class"  # the class name after the fix
+    TARGET = "cvc_target"  # the id of the given box it changes (a suspect: the box it is about)
+    REASON = "cvc_reason"
+    OTHERS = "cvc_others"  # merge: the ids of the boxes merged into the target, comma-separated
+    GROUP = "cvc_group"  # split: the pieces of one box share it
+    ISSUE = "cvc_issue"  # the id of the issue (cvcurate decide takes it)
+    ADDED_BY = "cvc_added_by"  # a box an applied fix added: the fix's id
+
+
+FIX_ATTRS = (Attr.ACTION, Attr.TYPE, Attr.CLASS, Attr.TARGET, Attr.REASON, Attr.OTHERS, Attr.GROUP, Attr.ISSUE)
+SUSPECT_ATTRS = (Attr.TYPE, Attr.REASON, Attr.ISSUE, Attr.TARGET)
 
 
 # what the augment stage writes on the samples it adds (export and the leakage checks read them)

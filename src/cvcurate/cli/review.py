@@ -166,11 +166,7 @@ def apply_cmd(
     if not cs.changes:
         say(f"no confirmed fixes to apply in {name} (tag fixes or samples 'error:confirmed' in the App)")
         return
-    by_action: dict[str, int] = {}
-    for c in cs.changes:
-        for f in c["fixes"]:
-            by_action[f["cvc_action"]] = by_action.get(f["cvc_action"], 0) + 1
-    what = ", ".join(f"{k} {v}" for k, v in sorted(by_action.items()))
+    what = ", ".join(f"{k} {v}" for k, v in cs.by_action().items())
     for s in cs.skipped:
         say(f"skipped {Path(s['filepath'] or '?').name}: {s['why']}")
     if dry_run:

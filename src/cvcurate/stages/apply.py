@@ -28,7 +28,7 @@ from typing import Any
 from .. import decisions, store
 from ..decisions import APPLIED, CONFIRMED
 from ..errors import NOTHING_WRITTEN, InputError, interrupt_leaves, kept, pause_point, settle, shell_arg
-from ..names import FIX_FIELD, SUSPECTS_FIELD
+from ..names import FIX_FIELD, SUSPECTS_FIELD, Attr
 from . import recovery
 
 GT_FIELD = store.GT_FIELD
@@ -68,6 +68,14 @@ class ChangeSet:
     def applied(self) -> int:
         return sum(len(c["fixes"]) for c in self.changes)
 
+    def by_action(self) -> dict[str, int]:
+        """How many of its fixes each action applies (relabel 3, remove 1, ...)."""
+        out: dict[str, int] = {}
+        for c in self.changes:
+            for f in c["fixes"]:
+                out[f[Attr.ACTION]] = out.get(f[Attr.ACTION], 0) + 1
+        return dict(sorted(out.items()))
+
 
 _ROUNDS = 3  # compare-and-set rounds: a sample a reviewer changed while apply ran is read and decided again
 
@@ -98,7 +106,7 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
                 todo.setdefault(sid, []).append(d)
             elif dec == "conflict":
                 cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": d.get("id"), "conflict": True,
-                                   "why": f"conflicting decisions on its {d.get('cvc_action')} fix ({why}): "
+                                   "why": f"conflicting decisions on its {d.get(Attr.ACTION)} fix ({why}): "
                                           f"nothing of it applied; decide it again"})
     if not todo:
         return {}
@@ -115,13 +123,13 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
         whole = CONFIRMED in sample_tags.get(sid, [])  # a sample-level decision: all its fixes or none
         # removals last and by id, so indices never shift under another fix; the others best first,
         # so of two fixes that would box the same defect the more probable one wins
-        for fx in sorted(sample_fixes, key=lambda f: (f["cvc_action"] == "remove", -float(f.get("confidence") or 0))):
+        for fx in sorted(sample_fixes, key=lambda f: (f[Attr.ACTION] == "remove", -float(f.get("confidence") or 0))):
             trial = json.loads(json.dumps(after))
             started = set(split_started)
             ok = decisions.apply_fix(trial, fx, started, new_id=store.new_id)
             if ok and decisions.duplicate_pairs(trial, dup_iou) > decisions.duplicate_pairs(after, dup_iou):
                 cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": fx.get("id"), "conflict": True,
-                                   "why": f"the {fx['cvc_action']} fix would put a second {fx.get('cvc_class')} box on "
+                                   "why": f"the {fx[Attr.ACTION]} fix would put a second {fx.get(Attr.CLASS)} box on "
                                           f"a defect that already has one (a box there, or a more probable fix): "
                                           f"not applied, conflicting"})
                 continue
@@ -129,17 +137,17 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
                 after[:] = trial
                 split_started.clear()
                 split_started.update(started)
-                applied.append({k: fx.get(k) for k in ("id", "cvc_action", "cvc_type", "cvc_class",
-                                                        "cvc_target", "cvc_others", "bounding_box", "cvc_reason")}
+                applied.append({k: fx.get(k) for k in ("id", Attr.ACTION, Attr.TYPE, Attr.CLASS,
+                                                        Attr.TARGET, Attr.OTHERS, "bounding_box", Attr.REASON)}
                                | {"tagged_at": tagged_at.get(sid)})
             elif whole:
                 applied, after = [], before  # one of them cannot be applied: none of this sample's
                 cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid),
-                                   "why": f"its {fx['cvc_action']} fix no longer applies (boxes edited since scoring)"})
+                                   "why": f"its {fx[Attr.ACTION]} fix no longer applies (boxes edited since scoring)"})
                 break
             else:
                 cs.skipped.append({"sample_id": sid, "filepath": paths.get(sid), "fix": fx.get("id"),
-                                   "why": f"the {fx['cvc_action']} fix no longer applies (box edited since scoring)"})
+                                   "why": f"the {fx[Attr.ACTION]} fix no longer applies (box edited since scoring)"})
         if applied:
             plans[sid] = {"tags": sample_tags.get(sid, []), "fixes": fixes[sid], "suspects": suspects.get(sid, []),
                           "before": before, "after": after, "applied": applied, "filepath": paths.get(sid)}
@@ -376,16 +384,16 @@ def describe_changes(cs: ChangeSet) -> list[str]:
         wh = sizes.get(c.get("sample_id"))
         name = Path(c["filepath"] or "?").name
         for f in c["fixes"]:
-            old = before.get(f.get("cvc_target"))
-            idx = order.index(f["cvc_target"]) if f.get("cvc_target") in before else None
+            old = before.get(f.get(Attr.TARGET))
+            idx = order.index(f[Attr.TARGET]) if f.get(Attr.TARGET) in before else None
             box = f"box {idx}" if idx is not None else "new box"
-            new = {"label": f.get("cvc_class") if f["cvc_action"] != "remove" else None,
+            new = {"label": f.get(Attr.CLASS) if f[Attr.ACTION] != "remove" else None,
                    "bounding_box": f["bounding_box"]}
-            if f["cvc_action"] == "relabel" and old is not None:
+            if f[Attr.ACTION] == "relabel" and old is not None:
                 new["bounding_box"] = old["bounding_box"]
-            after = "removed" if f["cvc_action"] == "remove" else _box_text(new, wh)
-            others = [o for o in str(f.get("cvc_others") or "").split(",") if o]
+            after = "removed" if f[Attr.ACTION] == "remove" else _box_text(new, wh)
+            others = [o for o in str(f.get(Attr.OTHERS) or "").split(",") if o]
             extra = (" (and removes " + ", ".join(f"box {order.index(o)}" if o in before else "a box no longer there"
                                                   for o in others) + ")") if others else ""
-            lines.append(f"{name} {box}: {f['cvc_action']} ({f['cvc_type']}) {_box_text(old, wh)} -> {after}{extra}")
+            lines.append(f"{name} {box}: {f[Attr.ACTION]} ({f[Attr.TYPE]}) {_box_text(old, wh)} -> {after}{extra}")
     return lines

@@ -30,7 +30,7 @@ from .export import diff, export
 from .gate import run_gate, write_reports
 from .imports import import_dataset
 from .predict import predict
-from ..names import FIX_FIELD
+from ..names import FIX_FIELD, Attr
 from .score import run_score
 
 # which proposed fix repairs which injected error (merge and split have no fix yet)
@@ -72,17 +72,17 @@ def fixes_the_truth_agrees_with(name: str, truth: dict[str, Any]) -> list[str]:
         gt_ids = [str(i) for i in rec.gt.data.get("id", [])]
         for d in dets:
             for e in errors[rec.filepath]:
-                if d.get("cvc_action") not in FIX_FOR.get(e["type"], ()):
+                if d.get(Attr.ACTION) not in FIX_FOR.get(e["type"], ()):
                     continue
-                box = gt_ids.index(d["cvc_target"]) if d.get("cvc_target") in gt_ids else None
+                box = gt_ids.index(d[Attr.TARGET]) if d.get(Attr.TARGET) in gt_ids else None
                 xyxy = store.rel_xywh_to_xyxy(np.asarray([d["bounding_box"]], float), rec.width, rec.height)[0].tolist()
                 if e["type"] == "overlooked":
-                    ok = any(_iou(xyxy, o) >= 0.5 and d.get("cvc_class") == classes[c]
+                    ok = any(_iou(xyxy, o) >= 0.5 and d.get(Attr.CLASS) == classes[c]
                              for o, c in zip(e["original"], e["original_class"]))
                 elif e["type"] == "badloc":
                     ok = box in e["boxes"] and any(_iou(xyxy, o) >= 0.5 for o in e["original"])
                 elif e["type"] == "swap":
-                    ok = box in e["boxes"] and d.get("cvc_class") in [classes[c] for c in e["original_class"]]
+                    ok = box in e["boxes"] and d.get(Attr.CLASS) in [classes[c] for c in e["original_class"]]
                 else:
                     ok = box in e["boxes"]
                 if ok:

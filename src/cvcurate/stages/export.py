@@ -29,7 +29,7 @@ from .. import __version__, manifest as mf, store
 from ..errors import InputError
 from ..formats.writers import EXPORT_FORMATS, write_export
 from ..progress import track
-from ..names import AUGMENT_FIELD, AUGMENTED_TAG  # written by the augment stage
+from ..names import AUGMENT_FIELD, AUGMENTED_TAG, Attr  # the tag and field: written by the augment stage
 from ..types import LabelSet
 
 STALE_AFTER_S = 24 * 3600  # a leftover whose writer cannot be checked (another host) is stale after a day
@@ -280,8 +280,8 @@ def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
             for ch in log.get("changes", []):
                 file = exported.get(ch.get("sample_id"))
                 for fx in ch.get("fixes", []):
-                    what.append({"file": file, "action": fx.get("cvc_action"), "issue": fx.get("cvc_type"),
-                                 "class": fx.get("cvc_class"), "tagged_at": fx.get("tagged_at")})
+                    what.append({"file": file, "action": fx.get(Attr.ACTION), "issue": fx.get(Attr.TYPE),
+                                 "class": fx.get(Attr.CLASS), "tagged_at": fx.get("tagged_at")})
             entry["what"] = sorted(what, key=lambda w: (str(w["file"]), str(w["action"]), str(w["class"])))
         except (OSError, KeyError, json.JSONDecodeError):
             entry["what"] = None  # the log file is gone: the counts above are all that is known

@@ -27,9 +27,7 @@ from typing import Any
 from .. import store
 from ..decisions import APPLIED, Decided
 from ..errors import InputError, notice, shell_arg
-
-FIX_FIELD = "cvc_fixes"
-GT_FIELD = store.GT_FIELD
+from ..names import FIX_FIELD, GT_FIELD
 
 
 def _a(op: str) -> str:

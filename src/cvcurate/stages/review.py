@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from .. import decisions, store
 from ..decisions import APPLIED, CONFIRMED, REJECTED
 from ..errors import InputError, interrupt_leaves, kept, pause_point, shell_arg
-from ..names import FIX_FIELD, SCORE_FIELD, SUSPECTS_FIELD, queue_field, view_name
+from ..names import FIX_FIELD, SCORE_FIELD, SUSPECTS_FIELD, Attr, queue_field, view_name
 from ..scoring import QUEUES
 from . import recovery
 from .apply import (ChangeSet, _decision, _who, apply, check_scored, describe_changes,  # noqa: F401
@@ -82,7 +82,7 @@ def summary(name: str) -> list[QueueProgress]:
     sample_tags = {sid: set(t or []) for sid, t in zip(info["id"], info["tags"])}
     for sid, dets in store.get_detections(name, FIX_FIELD).items():
         for d in dets:
-            q = type_to_queue.get(d.get("cvc_type"))
+            q = type_to_queue.get(d.get(Attr.TYPE))
             if q is None:
                 continue
             p = out[q]
@@ -236,18 +236,18 @@ def _decide_locked(name: str, confirm: list[str], reject: list[str]) -> DecideRe
     fix_of: dict[str, list[str]] = {}
     for sid, lst in suspects.items():
         for d in lst:
-            if d.get("cvc_issue"):
-                sus_of.setdefault(d["cvc_issue"], []).append(d["id"])
+            if d.get(Attr.ISSUE):
+                sus_of.setdefault(d[Attr.ISSUE], []).append(d["id"])
                 # the fixes that change this issue's box for its type: its own, and merges that take it in
                 for f in fixes.get(sid, []):
-                    if f.get("cvc_issue") == d["cvc_issue"] or (
-                            d.get("cvc_target") and f.get("cvc_type") == d.get("cvc_type")
-                            and d["cvc_target"] in decisions.fix_boxes(f)):
-                        fix_of.setdefault(d["cvc_issue"], []).append(f["id"])
+                    if f.get(Attr.ISSUE) == d[Attr.ISSUE] or (
+                            d.get(Attr.TARGET) and f.get(Attr.TYPE) == d.get(Attr.TYPE)
+                            and d[Attr.TARGET] in decisions.fix_boxes(f)):
+                        fix_of.setdefault(d[Attr.ISSUE], []).append(f["id"])
     for lst in fixes.values():  # a run of an older version: fixes name their issue, suspects may not
         for f in lst:
-            if f.get("cvc_issue") and f["id"] not in fix_of.setdefault(f["cvc_issue"], []):
-                fix_of[f["cvc_issue"]].append(f["id"])
+            if f.get(Attr.ISSUE) and f["id"] not in fix_of.setdefault(f[Attr.ISSUE], []):
+                fix_of[f[Attr.ISSUE]].append(f["id"])
     known = set(fix_of) | set(sus_of)
     unknown = sorted({i for i in (*confirm, *reject) if i not in known})
     confirm = [i for i in confirm if i in known]

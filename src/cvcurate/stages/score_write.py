@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import decisions, store
 from ..errors import interrupt_leaves, pause_point, shell_arg
-from ..names import (FIX_ATTRS, FIX_FIELD, GT_FIELD, ISSUES_FIELD, OOF_FIELD, PRED_FIELD, PRED_FIELDS,
+from ..names import (FIX_ATTRS, Attr, FIX_FIELD, GT_FIELD, ISSUES_FIELD, OOF_FIELD, PRED_FIELD, PRED_FIELDS,
                      REASON_FIELD, SCORE_FIELD, SUSPECT_ATTRS, SUSPECTS_FIELD, TOP_P_FIELD,
                      queue_field, queue_reason_field, view_name)
 from ..scoring import QUEUES, ScoreResult
@@ -112,9 +112,9 @@ def decided_in_store(name: str, sizes: dict[str, tuple[int, int]], only: Sequenc
                 xyxy = None
                 if w and h and d.get("bounding_box"):
                     xyxy = store.rel_xywh_to_xyxy(np.asarray([d["bounding_box"]], float), w, h)[0].tolist()
-                out.append(decisions.Decided(sid, kind, tags, d.get("cvc_type"), d.get("cvc_action"),
-                                             d.get("cvc_class"), d.get("cvc_target"), d.get("cvc_others"),
-                                             d.get("cvc_issue"), d.get("cvc_reason"), xyxy))
+                out.append(decisions.Decided(sid, kind, tags, d.get(Attr.TYPE), d.get(Attr.ACTION),
+                                             d.get(Attr.CLASS), d.get(Attr.TARGET), d.get(Attr.OTHERS),
+                                             d.get(Attr.ISSUE), d.get(Attr.REASON), xyxy))
     for sid in expect:  # a sample with one of the two fields has the other as read too (empty)
         expect[sid].setdefault(FIX_FIELD, [])
         if SUSPECTS_FIELD in have:
@@ -128,9 +128,9 @@ def _run_rows(rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequ
         return [store.RunBox(_shown(f.xyxy, sizes.get(sid), -1) if f.action in ("relabel", "remove") else f.xyxy,
                              (f"#{f.box} " if f.box is not None else "+ ") + f"{f.action} {classes[f.class_id]}",
                              float(f.score),
-                             {"cvc_action": f.action, "cvc_type": f.issue_type, "cvc_class": classes[f.class_id],
-                              "cvc_target": f.target, "cvc_reason": f.reason,
-                              "cvc_others": ",".join(f.others) or None, "cvc_group": f.group, "cvc_issue": f.issue},
+                             {Attr.ACTION: f.action, Attr.TYPE: f.issue_type, Attr.CLASS: classes[f.class_id],
+                              Attr.TARGET: f.target, Attr.REASON: f.reason,
+                              Attr.OTHERS: ",".join(f.others) or None, Attr.GROUP: f.group, Attr.ISSUE: f.issue},
                              tags=list(f.tags)) for f in fixes]
 
     def suspects(r: SampleScores) -> list[store.RunBox]:
@@ -140,7 +140,7 @@ def _run_rows(rows: Sequence[SampleScores], queues: Sequence[str], classes: Sequ
             tags = list(s[8]) if len(s) > 8 else []
             label = f"#{j} {t}" if j is not None else f"+ {t}" if t == "overlooked" else f"image: {t}"
             out.append(store.RunBox(np.array(at), label, float(sc),
-                                    {"cvc_type": t, "cvc_reason": why, "cvc_issue": iid, "cvc_target": target},
+                                    {Attr.TYPE: t, Attr.REASON: why, Attr.ISSUE: iid, Attr.TARGET: target},
                                     tags=tags))
         return out
 
