@@ -18,8 +18,8 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 
 from cvcurate.scoring.batch import FlatBoxes
-from cvcurate.scoring.calibrate import (BOX_TYPES, CALIBRATED_TYPES, INJECTED_AS, CalibrationConfig,
-                                        _injected_units, _profile, inject_copies, pava_rows)
+from cvcurate.scoring.calibrate import CalibrationConfig, _profile, pava_rows
+from cvcurate.scoring.units import BOX_TYPES, CALIBRATED_TYPES, INJECTED_AS, _injected_units, inject_copies
 
 
 def sklearn_isotonic(y, w, increasing, y_min=None):

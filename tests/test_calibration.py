@@ -113,7 +113,7 @@ def test_spurious_p_rises_as_the_model_support_under_a_box_falls(noisy):
         p = pr[i]
         c = p.confidence.copy()
         match = 0
-        from cvcurate.scoring.batch import box_iou
+        from cvcurate.boxes import box_iou
         c[box_iou(p.xyxy, rec.gt.xyxy[:1])[:, 0] > 0.3] = conf  # every prediction on box 0
         keep = c > 0
         pr[i] = Annotations(p.xyxy[keep], p.class_id[keep], confidence=c[keep])
@@ -136,7 +136,7 @@ def test_swap_p_rises_with_the_other_class_confidence(noisy):
         pr = [copy.copy(p) for p in preds]
         p = pr[i]
         c = p.confidence.copy()
-        from cvcurate.scoring.batch import box_iou
+        from cvcurate.boxes import box_iou
         c[box_iou(p.xyxy, rec.gt.xyxy[:1])[:, 0] > 0.3] = 0.05  # the model hardly sees anything else there
         pr[i] = Annotations(np.vstack([p.xyxy, rec.gt.xyxy[:1] + 2]), np.r_[p.class_id, other],
                             confidence=np.r_[c, conf])

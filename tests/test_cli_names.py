@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cvcurate import store
-from cvcurate.stages.score import FIX_FIELD
+from cvcurate.names import FIX_FIELD
 from cvcurate.stages import review
 from cvcurate.cli import app
 from cvcurate.synth import CLASSES as SYNTH_CLASSES

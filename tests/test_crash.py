@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from cvcurate import decisions, store
 from cvcurate.cli import app
 from cvcurate.stages import review
-from cvcurate.stages.score import FIX_FIELD, SUSPECTS_FIELD, run_score
+from cvcurate.names import FIX_FIELD, SUSPECTS_FIELD
+from cvcurate.stages.score import run_score
 from tests.test_review import scored_dataset
 
 REPO = Path(__file__).resolve().parents[1]

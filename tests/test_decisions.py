@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from cvcurate import store
 from cvcurate.stages import review
-from cvcurate.stages.score import FIX_FIELD, run_score
+from cvcurate.names import FIX_FIELD
+from cvcurate.stages.score import run_score
 from tests.test_review import scored_dataset, tag_fixes
 
 
@@ -214,7 +215,7 @@ def test_random_confirmations_never_add_duplicate_boxes(tmp_path, dataset_name):
 def test_fix_labels_name_their_box_and_badloc_says_why_it_has_no_fix(tmp_path, dataset_name):
     import numpy as np
 
-    from cvcurate.stages.score import proposed_fixes
+    from cvcurate.scoring.fixes import proposed_fixes
     from cvcurate.types import Annotations, ImageRecord, Issue
 
     scored_dataset(tmp_path, dataset_name)

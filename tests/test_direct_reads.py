@@ -14,7 +14,7 @@ import pytest
 from cvcurate import store
 from cvcurate.stages import datasets as datasets_stage
 from cvcurate.stages import review
-from cvcurate.stages.score import FIX_FIELD, SUSPECTS_FIELD, queue_field
+from cvcurate.names import FIX_FIELD, SUSPECTS_FIELD, queue_field
 from cvcurate.store import direct
 from tests import makedata as md
 from tests.conftest import REPO

@@ -9,7 +9,8 @@ import numpy as np
 
 from cvcurate import decisions, store
 from cvcurate.stages import review
-from cvcurate.stages.score import FIX_FIELD, proposed_fixes
+from cvcurate.names import FIX_FIELD
+from cvcurate.scoring.fixes import proposed_fixes
 from cvcurate.types import Annotations, ImageRecord, Issue
 from tests.test_review import scored_dataset
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cvcurate import errors, store
-from cvcurate.stages.score import FIX_FIELD
+from cvcurate.names import FIX_FIELD
 from cvcurate.cli import app
 from tests import makedata as md
 

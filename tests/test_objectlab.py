@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cvcurate.scoring import signals as sig
-from cvcurate.scoring.batch import Batch, pair_iou, pairs_between
+from cvcurate.boxes import pair_iou
+from cvcurate.scoring.batch import Batch, pairs_between
 from cvcurate.scoring.objectlab import ObjectLabConfig, Thresholds, objectlab_scores
 from cvcurate.scoring.thresholds import fit_thresholds, greedy_hits
 from cvcurate.types import Annotations, ImageRecord, LabelSet

@@ -8,7 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from cvcurate import corrupt, store
-from cvcurate.stages.score import FIX_FIELD
+from cvcurate.names import FIX_FIELD
 from cvcurate.stages import review
 from cvcurate.cli import app
 from cvcurate.stages.score import run_score

@@ -181,7 +181,7 @@ def test_suspect_boxes_in_one_pass_equal_one_by_one():
     box itself where a frame would shrink to nothing)."""
     from types import SimpleNamespace
 
-    from cvcurate.stages.score import _shown, _suspect_boxes
+    from cvcurate.stages.score_write import _shown, _suspect_boxes
 
     rng = np.random.default_rng(0)
     sizes, rows = {}, []

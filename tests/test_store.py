@@ -9,7 +9,7 @@ import pytest
 from cvcurate import store
 from cvcurate.stages import datasets
 from cvcurate.stages import imports as importer
-from cvcurate.stages import score as score_stage
+from cvcurate.stages import score_write as score_stage
 from cvcurate.errors import DatasetNotFoundError
 from cvcurate.types import Annotations, LabelSet
 from tests import makedata as md

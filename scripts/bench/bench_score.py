@@ -124,7 +124,10 @@ def main() -> int:
     from cvcurate.detector.predict import predict
     from cvcurate.scoring import QUEUES
     from cvcurate.scoring.images import image_features
-    from cvcurate.stages.score import _sample_rows, write_score_run
+    try:  # the run writer: stages/score_write.py since session 30
+        from cvcurate.stages.score_write import _sample_rows, write_score_run
+    except ImportError:  # an older tree (--tree / PYTHONPATH before/after measures)
+        from cvcurate.stages.score import _sample_rows, write_score_run
     from cvcurate.types import Annotations
 
     labels, _ = formats.load(args.data, voc_origin="1")  # NEU-DET is 1-based (README)

@@ -209,7 +209,7 @@ SAME_IOU = 0.99  # ... at least this much (and another class): the same box rela
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`~cvcurate.scoring.batch.box_iou`, where two equal boxes (zero-area ones too) are the same box."""
+    """:func:`~cvcurate.boxes.box_iou`, where two equal boxes (zero-area ones too) are the same box."""
     iou = box_iou(a, b)
     if not iou.size:
         return iou

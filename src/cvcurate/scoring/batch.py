@@ -13,7 +13,7 @@ Every check of :mod:`~cvcurate.scoring.geometry` and of the prediction-based sco
 * segment reductions (:func:`seg_reduce`, :func:`seg_max`, :func:`seg_argmax`) turn per-pair
   values into per-box or per-image ones, and :func:`per_image` splits a flat array back into
   per-image views;
-* box math on rows of those arrays: :func:`box_area`, :func:`pair_iou`.
+* box math on rows of those arrays: :mod:`cvcurate.boxes` (``box_area``, ``pair_iou``).
 
 Python then builds an :class:`~cvcurate.types.Issue` only for a flagged box.
 """
@@ -164,10 +164,3 @@ def per_image(flat: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
     """Per-image views of a flat array (``np.split`` is ten times slower for many small pieces)."""
     ends = np.cumsum(counts).tolist()
     return [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
-
-
-# ----------------------------------------------------------------------------------------------
-# box math
-
-
-from ..boxes import box_area, box_iou, pair_iou  # noqa: E402,F401  (the one home of box math; names kept here)

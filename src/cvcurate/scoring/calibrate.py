@@ -62,9 +62,8 @@ from .signals import CANDIDATE_EVIDENCE, ObjectLabConfig, Signals, Thresholds, m
 
 PRIOR_FILE = Path(__file__).resolve().parents[1] / "weights" / "priors.json"
 
-# the units, their evidence and the injected copies are in .units (names kept here for their callers)
-from .units import (BOX_TYPES, CALIBRATED_TYPES, INJECTED_AS, Units, _injected_units, box_evidence,  # noqa: E402,F401
-                    content_rank, inject_copies, injected_box_rows, injected_pred_rows, units_of)
+from .units import (CALIBRATED_TYPES, BOX_TYPES, Units, _injected_units, content_rank,  # noqa: E402  (units: .units)
+                    inject_copies, injected_box_rows, injected_pred_rows, units_of)
 
 
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..types import Issue, LabelSet
-from .batch import Batch, pair_iou, pairs_within
+from ..boxes import pair_iou
+from .batch import Batch, pairs_within
 
 
 @dataclass

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..types import Issue, LabelSet
-from .calibrate import BOX_TYPES, Calibration, units_of
+from ..names import BOX_TYPES
+from .calibrate import Calibration
+from .units import units_of
 from .model import _sizes
 from .signals import Signals
 
@@ -42,7 +44,7 @@ class Probabilities:
     best: np.ndarray  # (K,) its probability
     overlooked: np.ndarray  # (M,)
     iou_rank: np.ndarray  # (K,) share of the boxes of its class whose IoU with the model is <= its own
-    evidence: dict[str, np.ndarray]  # type -> (K,) the box types' evidence (:func:`~.calibrate.box_evidence`)
+    evidence: dict[str, np.ndarray]  # type -> (K,) the box types' evidence (:func:`~.units.box_evidence`)
     area_ratio: np.ndarray  # (K,) area over the median area of its class's boxes in this dataset
 
 

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from ..names import BOX_TYPES
-from .batch import pair_iou, pairs_within
+from ..boxes import pair_iou
+from .batch import pairs_within
 
 FEATURES = ("swap", "badloc", "swap_signal", "unsupported", "best_iou", "anything", "split", "merged", "n_inside",
             "ev_swap", "ev_badloc", "ev_spurious", "p_other", "p_same", "bad_iou", "has_bad_pred",

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .batch import image_chunks, pair_iou, pairs_between, pairs_within, seg_max, seg_reduce
+from ..boxes import pair_iou
+from .batch import image_chunks, pairs_between, pairs_within, seg_max, seg_reduce
 from .model import ModelConfig, _cross_folds, _fit_folds, class_stats, matched, natural_count, probability
 from .signals import MAX_PAIRS
 

@@ -26,7 +26,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .batch import (Batch, FlatBoxes, box_area, image_chunks, pair_iou, pairs_between, pairs_within, seg_argmax,
+from ..boxes import box_area, pair_iou
+from .batch import (Batch, FlatBoxes, image_chunks, pairs_between, pairs_within, seg_argmax,
                     seg_max, seg_reduce)
 
 # cleanlab.internal.constants used by the rules reproduced below

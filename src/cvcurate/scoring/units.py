@@ -15,7 +15,7 @@ import numpy as np
 from ..boxes import iou_one
 from ..names import BOX_TYPES  # one of them per given box at most
 from ..types import Annotations, LabelSet
-from .batch import pair_iou
+from ..boxes import pair_iou
 from .overlooked import pred_units
 from .signals import Signals
 

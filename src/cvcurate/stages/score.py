@@ -21,11 +21,6 @@ from ..scoring.summary import run_summary
 from ..types import Annotations, LabelSet
 from .score_write import _sample_rows, write_score_run
 
-# the score stage's face as tests and scripts know it: the names it writes (cvcurate.names), the
-# run writer (.score_write), fixes and the run's summary (cvcurate.scoring)
-from ..names import FIX_FIELD, SCORE_FIELD, SUSPECTS_FIELD, TOP_P_FIELD, queue_field  # noqa: E402,F401
-from ..scoring.fixes import proposed_fixes  # noqa: E402,F401
-from .score_write import SampleScores, _shown, _suspect_boxes, decided_in_store, score_run_spec  # noqa: E402,F401
 
 
 @dataclass
