@@ -37,6 +37,9 @@ def test_the_record_holds_every_issue_exactly_as_scored(tmp_path, dataset_name):
         assert (i.type, i.box, i.sample_id, i.reason) == (d["type"], d["box"], d["sample_id"], d["reason"])
         assert abs(i.score - d["score"]) <= 5e-7
     assert rec.pred_field == "predictions" and rec.queue_min_p == doc["queue_min_p"]
+    from cvcurate.types import RUN_SUMMARY_KEYS  # the record splits the run by the keys run_summary makes
+
+    assert set(rec.summary) == set(RUN_SUMMARY_KEYS) and not set(rec.info) & set(RUN_SUMMARY_KEYS)
     assert len(rec.flagged()) == rec.summary["flagged"] == doc["flagged"]
     # without the files the score wrote, every reader still has the run
     (tmp_path / "scores" / "scores.json").unlink()

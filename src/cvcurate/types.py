@@ -15,7 +15,7 @@ and reports them, and the scoring stage flags them; nothing is fixed silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -248,6 +248,10 @@ class Fix:
 
 
 RUN_SCHEMA = 1  # the version of the stored score-run record; an older one asks for a new score run
+# the run's one count, as cvcurate.scoring.summary.run_summary makes it: RunRecord.summary holds
+# these keys of the registered run, RunRecord.info the rest
+RUN_SUMMARY_KEYS = ("counts", "issues", "flagged", "flagged_images", "images", "boxes", "queue_min_p", "expected",
+                    "expected_label_errors", "expected_label_errors_sd", "queues", "calibration")
 
 
 @dataclass
@@ -290,6 +294,12 @@ class RunRecord:
         """The issues at ``p >= min_p`` (default: the run's queue threshold), exact ``p``."""
         at = self.queue_min_p if min_p is None else min_p
         return [i for i in self.issues if i.score >= at]
+
+    def issues_of(self, labels: LabelSet) -> list[Issue]:
+        """The issues of the records of ``labels``, each with its record's file path as read now
+        (the run stored the paths it saw; the sample id is what ties an issue to its image)."""
+        fp = {r.sample_id: r.filepath for r in labels.records}
+        return [replace(i, filepath=fp[i.sample_id]) for i in self.issues if i.sample_id in fp]
 
     def by_sample(self) -> dict[str | None, list[Issue]]:
         out: dict[str | None, list[Issue]] = {}

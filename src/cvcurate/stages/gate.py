@@ -40,10 +40,10 @@ def _pixels_of(run: RunRecord | None, labels: Any) -> list | None:
     if run is None or not run.info.get("pixels") or run.info.get("only_out_of_sample") \
             or run.summary.get("images") != len(labels.records):
         return None
-    fp = {r.sample_id: r.filepath for r in labels.records}
-    if any(i.sample_id not in fp for i in run.issues):
+    mine = run.issues_of(labels)
+    if len(mine) != len(run.issues):  # an issue of an image that is gone
         return None
-    return [replace(i, filepath=fp[i.sample_id]) for i in run.issues if i.type in PIXEL_TYPES]
+    return [i for i in mine if i.type in PIXEL_TYPES]
 
 
 def _fresh_issues(labels: Any, progress: bool, run: RunRecord | None = None) -> tuple[list, int]:
@@ -136,8 +136,7 @@ def run_gate(target: str | Path, *, config: str | Path | None = None, progress: 
     if data.run is not None:  # a dataset with a score run: where its labels are worst
         from ..analysis import compute_slices, slice_table_markdown
 
-        fp = {r.sample_id: r.filepath for r in data.labels.records}
-        issues = [replace(i, filepath=fp[i.sample_id]) for i in data.run.issues if i.sample_id in fp]
+        issues = data.run.issues_of(data.labels)
         if issues:
             min_p = data.run.queue_min_p
             table = slice_table_markdown(compute_slices(data.labels, issues, min_p=min_p), top=5)

@@ -8,7 +8,7 @@ there, an evaluation with precision/recall curves. Rendering is pure (:mod:`cvcu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -79,8 +79,7 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
     run = store.read_record(name, "score")
     issues, how = None, ""
     if run is not None:
-        fp = {r.sample_id: r.filepath for r in labels.records}
-        issues = [replace(i, filepath=fp[i.sample_id]) for i in run.issues if i.sample_id in fp]
+        issues = run.issues_of(labels)
         how = f"score run of {run.at}"
     brightness = None
     if pixels:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import InputError
-from ..types import RUN_SCHEMA, Issue, RunRecord
+from ..types import RUN_SCHEMA, RUN_SUMMARY_KEYS, Issue, RunRecord
 from ._core import load, open_read
 from .journal import BLOBS, get_blob, put_blob
 from .meta import get_runs
@@ -79,10 +79,8 @@ def read_record(name: str, key: str = "score", *, issues: bool = True) -> RunRec
                        f"gone: run 'cvcurate {key} {name}' again")
     if run.get("schema") != RUN_SCHEMA or not run.get("record"):
         raise stale
-    summary_keys = ("counts", "issues", "flagged", "flagged_images", "images", "boxes", "queue_min_p", "expected",
-                    "expected_label_errors", "expected_label_errors_sd", "queues", "calibration")
-    summary = {k: run[k] for k in summary_keys if k in run}
-    info = {k: v for k, v in run.items() if k not in summary_keys and k not in ("record", "schema", "version")}
+    summary = {k: run[k] for k in RUN_SUMMARY_KEYS if k in run}
+    info = {k: v for k, v in run.items() if k not in RUN_SUMMARY_KEYS and k not in ("record", "schema", "version")}
     out: list[Issue] = []
     if issues:
         doc = get_blob(ds, run["record"])
