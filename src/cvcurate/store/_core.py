@@ -115,7 +115,4 @@ def shielded() -> Iterator[None]:
 
 def field_names(name: str) -> list[str]:
     """The sample fields of dataset ``name``, in schema order."""
-    from .direct import Handle
-
-    ds = open_read(name)
-    return ds.field_names() if isinstance(ds, Handle) else list(ds.get_field_schema())
+    return list(open_read(name).get_field_schema())

@@ -112,26 +112,23 @@ class Handle:
     def _reload(self) -> None:  # nothing cached beyond the declarations
         pass
 
-    def field_names(self) -> list[str]:
-        """The public sample fields in FiftyOne's schema order (its defaults first, then the
-        declared order)."""
+    def get_field_schema(self, flat: bool = False) -> dict[str, None]:
+        """The declared sample fields, keyed as FiftyOne's ``get_field_schema`` keys them (in its
+        order: its defaults first, then the declared order); ``flat``: every declared path
+        (``a``, ``a.b``, ...) too. The readers use the keys only."""
         names = [f["name"] for f in self._fields if not f["name"].startswith("_")]
         first = [n for n in ("id", "filepath", "tags", "metadata", "created_at", "last_modified_at") if n in names]
-        return first + [n for n in names if n not in first]
+        out = dict.fromkeys(first + [n for n in names if n not in first])
+        if flat:
 
-    def flat_fields(self) -> set[str]:
-        """Every declared path (``a``, ``a.b``, ...), as ``get_field_schema(flat=True)`` names them."""
-        out: set[str] = set()
+            def walk(prefix: str, docs: Sequence[dict[str, Any]]) -> None:
+                for f in docs:
+                    if not f["name"].startswith("_"):
+                        path = f"{prefix}{f['name']}"
+                        out[path] = None
+                        walk(path + ".", f.get("fields") or [])
 
-        def walk(prefix: str, docs: Sequence[dict[str, Any]]) -> None:
-            for f in docs:
-                if f["name"].startswith("_"):
-                    continue
-                path = f"{prefix}{f['name']}"
-                out.add(path)
-                walk(path + ".", f.get("fields") or [])
-
-        walk("", self._fields)
+            walk("", self._fields)
         return out
 
     def _db_path(self, path: str) -> list[str]:

@@ -250,13 +250,11 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
     """Read a dataset (or a view of it) into a :class:`LabelSet`, in bulk.
 
     Ground-truth boxes carry the store's detection ids in ``gt.data["id"]``."""
-    from .direct import Handle
-
     ds = open_read(name) if view is None else load(name)
     coll = view if view is not None else ds
     classes = get_classes(ds)
     index = {c: i for i, c in enumerate(classes)}
-    schema = ds.field_names() if isinstance(ds, Handle) else ds.get_field_schema()
+    schema = ds.get_field_schema()
     has_split = "split" in schema
     want = ["id", "filepath", "metadata.width", "metadata.height"] + (["split"] if has_split else [])
     dets = [f for f in (gt_field, pred_field) if f is not None and f in schema]
@@ -348,10 +346,8 @@ def sample_info(name: str, fields: Sequence[str]) -> dict[str, list[Any]]:
 
 def sample_values(name: str, fields: Sequence[str]) -> dict[str, list[Any]]:
     """Like :func:`sample_info`, but a field the dataset does not have gives ``None`` per sample."""
-    from .direct import Handle
-
     ds = open_read(name)
-    flat = ds.flat_fields() if isinstance(ds, Handle) else ds.get_field_schema(flat=True)
+    flat = ds.get_field_schema(flat=True)
     have = [f for f in fields if f in flat]
     vals = dict(zip(["id", *have], ds.values(["id", *have])))
     n = len(vals["id"])
