@@ -474,20 +474,22 @@ def test_database_lost_in_process_is_one_line_and_the_store_is_kept(stored, tmp_
 
     import cvcurate.store.runs as runs
 
+    import cvcurate.store.io as store_io
+
     uri = os.environ["FIFTYONE_DATABASE_URI"]
     before = (store.field_names(stored), store.get_runs(stored), store.get_history(stored))
-    real_read = store.read
+    real_open = store_io.open_read
 
     def gone(*a, **kw):
         raise ServerSelectionTimeoutError("127.0.0.1:1: [Errno 111] Connection refused (configured timeouts: "
                                           "socketTimeoutMS: 20000.0ms), Timeout: 30s, Topology Description: <...>")
 
-    monkeypatch.setattr(store, "read", gone)
+    monkeypatch.setattr(store_io, "open_read", gone)  # inside the store: its boundary says it
     line = one_error_line(run("score", stored, "--no-pixels", "--out", tmp_path / "s"))
     assert line == (f"error: lost the connection to the database at {uri} (FIFTYONE_DATABASE_URI): 127.0.0.1:1: "
                     "[Errno 111] Connection refused; the store was left as it was before this command; check that "
                     "the database is running and reachable, then run the command again"), line
-    monkeypatch.setattr(store, "read", real_read)
+    monkeypatch.setattr(store_io, "open_read", real_open)
 
     def lost(*a, **kw):
         raise AutoReconnect("connection closed")
@@ -507,10 +509,43 @@ def test_database_lost_in_process_is_one_line_and_the_store_is_kept(stored, tmp_
 
 
 def test_other_errors_keep_their_traceback(stored, monkeypatch):
-    """Only a lost database becomes a line: a bug stays a bug."""
+    """Only a lost database becomes a line: a bug stays a bug, also through the store's boundary."""
+    import cvcurate.store.io as store_io
+
     def bug(*a, **kw):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(store, "read", bug)
+    monkeypatch.setattr(store_io, "open_read", bug)
     r = run("score", stored, "--no-pixels")
     assert r.exit_code == 1 and isinstance(r.exception, ZeroDivisionError)
+
+
+def test_every_store_function_translates_a_lost_database():
+    """The boundary covers the whole store: every function it exports and the journal's go through
+    ``database.boundary`` (so nothing above the store sees pymongo's errors), and a context manager
+    it returns translates on entry too."""
+    import contextlib
+
+    from pymongo.errors import AutoReconnect
+
+    from cvcurate.errors import StoreError
+    from cvcurate.store.database import boundary
+
+    funcs = {n: getattr(store, n) for n in store.__all__
+             if callable(getattr(store, n)) and not isinstance(getattr(store, n), type)}
+    funcs.update({f"journal.{n}": getattr(store.journal, n) for n in store.journal.__all__})
+    unwrapped = [n for n, f in funcs.items() if n != "lost_database" and not getattr(f, "__cvc_boundary__", False)]
+    assert unwrapped == [] and len(funcs) > 50, unwrapped
+    assert getattr(store.DatasetLock.check, "__cvc_boundary__", False)
+
+    @contextlib.contextmanager
+    def takes_a_lock():
+        raise AutoReconnect("connection closed")
+        yield
+
+    with pytest.raises(StoreError, match="lost the connection to the database at .*: connection closed"):
+        with boundary(takes_a_lock)():
+            pass
+    with pytest.raises(ZeroDivisionError):  # the block's own errors pass through as they are
+        with boundary(contextlib.nullcontext)():
+            raise ZeroDivisionError

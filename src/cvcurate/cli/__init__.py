@@ -3,9 +3,9 @@
 Every command parses its options, makes one or two library calls and prints. A
 :class:`~cvcurate.errors.CvcurateError` becomes one line on stderr and its exit code
 (2 for bad input or usage, 1 for a failed quality gate); users never see a traceback for those.
-A lost or unreachable database (pymongo's connection errors) is one line too, saying which
-database, what was written and how to retry (:func:`cvcurate.stages.datasets.lost_database`),
-exit code 2.
+A lost or unreachable database is one of them: the store raises it as a StoreError at its boundary
+(:func:`cvcurate.store.database.boundary`), saying which database, what was written and how to
+retry, exit code 2.
 Ctrl-C becomes one line saying what was kept or rolled back (see
 :func:`cvcurate.errors.interrupt_message`) and exit code 130.
 
@@ -15,7 +15,6 @@ contain ``[`` and ``]``.
 
 from __future__ import annotations
 
-import sys
 
 import typer
 from typer.core import TyperGroup
@@ -62,16 +61,6 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             typer.secho(errors.interrupt_message(), err=True, fg=typer.colors.YELLOW)
             raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
-        except Exception as exc:  # a lost database is the environment's fault, not a bug
-            if "pymongo" not in sys.modules:  # no database was used (typer.Exit and bugs go on up)
-                raise
-            from ..stages.datasets import lost_database
-
-            err = lost_database(exc)
-            if err is None:
-                raise
-            typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(err.exit_code) from None
         finally:
             errors.set_notice_sink(None)
             if old_term is not None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..errors import CvcurateError, InputError
+from ..errors import InputError
 
 NAME_RULE = ("a dataset name is 1 to 100 characters, not '.' or '..', without path separators (/ \\), "
              "control characters or the glob characters * and ?")
@@ -85,13 +85,6 @@ def overview() -> list[DatasetLine]:
 
 def exists(name: str) -> bool:
     return store.exists(name)
-
-
-def lost_database(exc: BaseException) -> CvcurateError | None:
-    """The one-line error for ``exc`` when it says the database was lost or cannot be reached
-    (which database, what the command leaves written, how to retry), else None: for the CLI's
-    error handler (:func:`cvcurate.store.lost_database`)."""
-    return store.lost_database(exc)
 
 
 def delete(name: str) -> int:

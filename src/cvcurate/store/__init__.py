@@ -23,7 +23,7 @@ from ._core import (GT_FIELD, INFO_KEY, PRED_FIELD, _TMP_PREFIX, _fo, shielded, 
                     get_classes, list_datasets, load)
 from .app import configure_app, count_view, launch_app, list_saved_views
 from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
-from .database import database_location, lost_database, private_database, start_private_database
+from .database import boundary, database_location, lost_database, private_database, start_private_database
 from .io import (WriteResult, counts, delete_samples, delete_samples_by_path, get_detections, read, sample_info, sample_values, set_detections,
                  set_dict_field, tag_samples, write, write_detections)
 from .meta import (DatasetBusyError, DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
@@ -50,3 +50,14 @@ __all__ = [
     "delete_samples_by_path", "journal", "load_change_body", "save_change_body", "forget_change_body", "new_id", "register_run",
     "rewrite_rows", "counts", "drop_old_records", "put_record", "read_record",
 ]
+
+# The boundary: every function the store exports, and the journal's, raises a lost database as
+# StoreError (database.boundary); the callers above never see pymongo. Internal calls between the
+# store's modules stay direct (they are inside). tests/test_faults.py checks that all are wrapped.
+for _name in __all__:
+    _obj = globals()[_name]
+    if callable(_obj) and not isinstance(_obj, type) and _obj is not lost_database:
+        globals()[_name] = boundary(_obj)
+for _name in journal.__all__:
+    setattr(journal, _name, boundary(getattr(journal, _name)))
+del _name, _obj

@@ -3,12 +3,16 @@ database for tests and benchmarks, reached by URI (never the user's)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
-from ..errors import StoreError, left_behind
+from ..errors import CvcurateError, StoreError, left_behind
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def database_location() -> str:
@@ -79,6 +83,60 @@ def lost_database(exc: BaseException) -> StoreError | None:
     return StoreError(f"lost the connection to the database at {database_location()}: {_reason(found)}; "
                       f"{left_behind()}; check that the database is running and reachable, then run the "
                       "command again")
+
+
+@contextlib.contextmanager
+def _translating() -> Iterator[None]:
+    try:
+        yield
+    except CvcurateError:
+        raise
+    except Exception as exc:
+        err = lost_database(exc)
+        if err is None:
+            raise
+        raise err from exc
+
+
+class _TranslatedContext(contextlib.AbstractContextManager):
+    """A context manager of the store whose entry and exit translate a lost database too (the
+    block's own errors pass through as they are)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __enter__(self) -> Any:
+        with _translating():
+            return self._inner.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        with _translating():
+            return self._inner.__exit__(*exc)
+
+
+def boundary(fn: F) -> F:
+    """The store's boundary: ``fn`` raises a lost or unreachable database as the
+    :class:`StoreError` of :func:`lost_database` (what was written, how to retry), never as
+    pymongo's exception; the context of a ``@contextlib.contextmanager`` function does the same on
+    entry and exit. Every
+    function the store exports goes through it (``cvcurate.store.__init__``; a test checks), so the
+    CLI and the stages see one error type, and nothing above the store knows pymongo."""
+    if getattr(fn, "__cvc_boundary__", False):
+        return fn
+
+    import inspect
+
+    # a @contextlib.contextmanager function: its context translates too (other results as they are)
+    context = inspect.isgeneratorfunction(getattr(fn, "__wrapped__", None))
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _translating():
+            out = fn(*args, **kwargs)
+        return _TranslatedContext(out) if context else out
+
+    call.__cvc_boundary__ = True  # type: ignore[attr-defined]
+    return call  # type: ignore[return-value]
 
 
 def _drop_client() -> None:

@@ -34,6 +34,9 @@ PIECE = 4 * 1024 * 1024  # characters of JSON per blob document (well under Mong
 PENDING, DONE, ROLLED_BACK = "pending", "done", "rolled_back"
 
 
+__all__ = ["put_blob", "get_blob", "delete_blob", "who", "begin", "set_payload", "payload", "update", "finish",
+           "pending", "history", "forget_dataset"]
+
 def _db(target: Any) -> Any:
     ds = open_read(target) if isinstance(target, str) else target
     return ds, ds._sample_collection.database

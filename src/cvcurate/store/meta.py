@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import DatasetBusyError, StoreError, pause_point  # noqa: F401  (DatasetBusyError: store.DatasetBusyError)
 from ._core import INFO_KEY, load, open_read
+from .database import boundary
 
 
 def _dataset(target: Any) -> Any:
@@ -240,6 +241,7 @@ class DatasetLock:
             except Exception:  # noqa: BLE001 - the database is away for a moment: try again
                 continue
 
+    @boundary
     def check(self) -> None:
         if self.lost or self.coll.count_documents({"_id": self.key, "token": self.token}) != 1:
             self.lost = True
