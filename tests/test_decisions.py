@@ -3,7 +3,9 @@ the ones that no longer apply kept in the history; applied fixes are not propose
 
 from __future__ import annotations
 
-from cvcurate import store
+import pytest
+
+from cvcurate import decisions, store
 from cvcurate.stages import review
 from cvcurate.names import FIX_FIELD
 from cvcurate.stages.score import run_score
@@ -281,3 +283,19 @@ def test_a_queue_view_shows_that_queue_s_issue_as_the_reason(tmp_path, dataset_n
         from cvcurate.scoring import QUEUES
 
         assert all(r.split(":", 1)[0] in QUEUES[q] for r in reasons), (q, reasons[:3])
+
+
+def test_decided_from_a_stored_label():
+    """A stored fix label becomes its Decided (pixels from FiftyOne's relative box); a label with
+    no decision tag (only other tags) is no decision."""
+    from cvcurate.names import Attr
+
+    label = {"tags": ["mine", decisions.CONFIRMED], "bounding_box": [0.1, 0.2, 0.5, 0.25],
+             Attr.TYPE: "badloc", Attr.ACTION: "move", Attr.CLASS: "crack", Attr.TARGET: "abc"}
+    d = decisions.Decided.from_label("s1", "fix", label, (200, 100))
+    assert d is not None and d.tags == [decisions.CONFIRMED] and d.kind == "fix"
+    assert (d.type, d.action, d.cls, d.target) == ("badloc", "move", "crack", "abc")
+    assert d.xyxy == pytest.approx([20.0, 20.0, 120.0, 45.0])
+    assert decisions.Decided.from_label("s1", "fix", label, None).xyxy is None  # size unknown
+    assert decisions.Decided.from_label("s1", "suspect", {"tags": ["mine"], "bounding_box": [0, 0, 1, 1]},
+                                        (10, 10)) is None

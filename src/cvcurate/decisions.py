@@ -117,6 +117,25 @@ class Decided:
         return cls(d["sample_id"], d.get("kind") or "fix", list(d.get("tags") or []), d.get("type"), d.get("action"),
                    d.get("class"), d.get("target"), d.get("others"), d.get("issue"), d.get("reason"), d.get("xyxy"))
 
+    @classmethod
+    def from_label(cls, sample_id: str, kind: str, label: dict[str, Any], size: tuple[int, int] | None
+                   ) -> "Decided | None":
+        """The decision a stored label of a score run holds (a proposed fix or a suspect box, as
+        the store reads it: its tags, the fix attributes, FiftyOne's relative ``bounding_box``),
+        with its box in pixels for an image of ``size`` (w, h); None when it holds no decision."""
+        tags = [t for t in (label.get("tags") or []) if t in DECISION_TAGS]
+        if not tags:
+            return None
+        w, h = size or (0, 0)
+        box = label.get("bounding_box")
+        xyxy = None
+        if w and h and box:
+            x, y, bw, bh = (float(v) for v in box)
+            xyxy = [x * w, y * h, (x + bw) * w, (y + bh) * h]
+        return cls(sample_id, kind, tags, label.get(Attr.TYPE), label.get(Attr.ACTION), label.get(Attr.CLASS),
+                   label.get(Attr.TARGET), label.get(Attr.OTHERS), label.get(Attr.ISSUE), label.get(Attr.REASON),
+                   xyxy)
+
     def key(self) -> tuple:
         return (self.sample_id, self.kind, self.type, self.action, self.cls, self.target, self.others,
                 None if self.xyxy is None else tuple(round(v, 1) for v in self.xyxy))

@@ -104,17 +104,10 @@ def decided_in_store(name: str, sizes: dict[str, tuple[int, int]], only: Sequenc
             if dets:
                 expect.setdefault(sid, {})[fld] = [list(d.get("tags") or []) for d in dets]
                 labels.setdefault(sid, {})[fld] = dets
-            w, h = sizes.get(sid, (0, 0)) or (0, 0)
             for d in dets:
-                tags = [t for t in (d.get("tags") or []) if t in decisions.DECISION_TAGS]
-                if not tags:
-                    continue
-                xyxy = None
-                if w and h and d.get("bounding_box"):
-                    xyxy = store.rel_xywh_to_xyxy(np.asarray([d["bounding_box"]], float), w, h)[0].tolist()
-                out.append(decisions.Decided(sid, kind, tags, d.get(Attr.TYPE), d.get(Attr.ACTION),
-                                             d.get(Attr.CLASS), d.get(Attr.TARGET), d.get(Attr.OTHERS),
-                                             d.get(Attr.ISSUE), d.get(Attr.REASON), xyxy))
+                got = decisions.Decided.from_label(sid, kind, d, sizes.get(sid))
+                if got is not None:
+                    out.append(got)
     for sid in expect:  # a sample with one of the two fields has the other as read too (empty)
         expect[sid].setdefault(FIX_FIELD, [])
         if SUSPECTS_FIELD in have:
