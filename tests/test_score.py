@@ -175,13 +175,30 @@ def test_shipped_score_config_equals_the_defaults():
     assert load_config(ScoreConfig, CONFIG_DIR / "score.yaml") == ScoreConfig()
 
 
-def test_suspect_boxes_in_one_pass_equal_one_by_one():
-    """Oracle: the display boxes of all suspects at once are those of :func:`_shown` per suspect
-    (grown around a box, a frame inside the border for an image issue, clipped to the image, the
-    box itself where a frame would shrink to nothing)."""
+def _shown(xyxy: np.ndarray, wh: tuple[int, int] | None, grow: float) -> np.ndarray:
+    """For display: a box grown (or shrunk) by 5 % of the image side (at least 3 px) ``grow``
+    times, so that a suspect drawn around its ground-truth box, a second suspect around the first,
+    or a relabel / remove fix drawn inside it, and their labels stay visible instead of hiding
+    under the same outline."""
+    w, h = wh or (0, 0)
+    pad = max(3.0, 0.05 * max(w or 0, h or 0)) * grow
+    x1, y1, x2, y2 = map(float, xyxy.tolist() if isinstance(xyxy, np.ndarray) else xyxy)  # plain floats: called per box
+    b = [x1 - pad, y1 - pad, x2 + pad, y2 + pad]
+    if grow < 0 and (b[2] <= b[0] or b[3] <= b[1]):
+        return np.array([x1, y1, x2, y2])
+    if w and h:
+        b = [min(max(v, 0.0), float(side)) for v, side in zip(b, (w, h, w, h))]
+    return np.array(b)
+
+
+def test_display_boxes_in_one_pass_equal_one_by_one():
+    """Oracle: the display boxes of all suspects (and fixes) at once are those of :func:`_shown`
+    one by one (grown around a box, a frame inside the border for an image issue, clipped to the
+    image, the box itself where a frame would shrink to nothing; a relabel or remove fix shrunk one
+    step inside its box, other fixes where they are)."""
     from types import SimpleNamespace
 
-    from cvcurate.stages.score_write import _shown, _suspect_boxes
+    from cvcurate.stages.score_write import _fix_boxes, _suspect_boxes
 
     rng = np.random.default_rng(0)
     sizes, rows = {}, []
@@ -196,7 +213,19 @@ def test_suspect_boxes_in_one_pass_equal_one_by_one():
             sus.append((np.array([x1, y1, x1 + bw, y1 + bh]), [None, 0, 1][rng.integers(3)],
                         ["overlooked", "swap", "duplicate"][rng.integers(3)], 0.5, "why", "id",
                         [None, "x"][rng.integers(2)], int(rng.integers(0, 3))))
-        rows.append(SimpleNamespace(sample_id=f"s{i}", suspects=sus))
+        fixes = [SimpleNamespace(xyxy=np.array([x1, y1, x1 + rng.uniform(0, 30), y1 + rng.uniform(0, 30)]),
+                                 action=["relabel", "remove", "move", "add"][rng.integers(4)])
+                 for x1, y1 in rng.uniform(-5, 190, (int(rng.integers(0, 4)), 2))]
+        rows.append(SimpleNamespace(sample_id=f"s{i}", suspects=sus, fixes=fixes))
+    drawn = _fix_boxes(rows, sizes)
+    m = 0
+    for r in rows:
+        assert len(drawn[r.sample_id]) == len(r.fixes)
+        for f, g in zip(r.fixes, drawn[r.sample_id]):
+            want = _shown(f.xyxy, sizes.get(r.sample_id), -1) if f.action in ("relabel", "remove") else f.xyxy
+            np.testing.assert_allclose(g, want)
+            m += f.action in ("relabel", "remove")
+    assert m > 100
     got = _suspect_boxes(rows, sizes)
     n = 0
     for r in rows:
