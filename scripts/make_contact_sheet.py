@@ -76,7 +76,7 @@ def main() -> int:
     if (args.real / "images").is_dir():
         from cvcurate import formats
 
-        real, _ = formats.load(args.real, voc_origin="1")
+        real, _ = formats.load(args.real, formats.ImportOptions(voc_origin="1"))
     else:
         print(f"{args.real} is absent: the sheet shows synthetic samples only", file=sys.stderr)
 

@@ -31,7 +31,8 @@ def load_data(args):
     if args.data == "neu-det":
         from cvcurate import formats
 
-        labels, _ = formats.load(args.data_dir or NEU_DIR, voc_origin="1")  # NEU-DET is 1-based (README)
+        # NEU-DET is 1-based (README)
+        labels, _ = formats.load(args.data_dir or NEU_DIR, formats.ImportOptions(voc_origin="1"))
         return labels, {"source": "neu-det", "path": str(args.data_dir or NEU_DIR)}
     try:
         from cvcurate.synth import generate

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cvcurate import corrupt, formats, store
 from cvcurate.cli import app
 from cvcurate.errors import InputError
-from cvcurate.formats import voc
+from cvcurate.formats import ImportOptions, voc
 from cvcurate.types import Annotations, ImageRecord, LabelSet
 
 
@@ -100,7 +100,7 @@ def test_corrupted_dataset_round_trips_through_import(tmp_path):
     labels = md.make_labels(tmp_path / "images", n=30, width=96, height=80)
     res = corrupt.corrupt(labels, rate=0.6, seed=1)
     voc.write(res.labels, tmp_path / "annotations")
-    back, report = formats.load(tmp_path, classes=labels.classes)
+    back, report = formats.load(tmp_path, ImportOptions(classes=labels.classes))
     assert report.rejected == 0
     got = {r.filepath: r for r in back.records}
     for r in res.labels.records:

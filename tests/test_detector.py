@@ -381,7 +381,7 @@ def test_shipped_weights_load_offline_and_predict_neu_det(neu_det, name):
 
     if not NAMED[name].is_file():
         pytest.skip(f"shipped weights {NAMED[name]} not built")
-    labels, _ = formats.load(neu_det, voc_origin="1")
+    labels, _ = formats.load(neu_det, formats.ImportOptions(voc_origin="1"))
     ck = load_checkpoint(name, arch="fcos_tiny", classes=labels.classes)
     assert ck.seed == 0 and len(ck.data_sha256) == 64 and "heldout" in ck.metrics
     recs = [labels.records[i] for i in (0, 600)]

@@ -10,7 +10,7 @@ import pytest
 
 from cvcurate import formats
 from cvcurate.errors import InputError
-from cvcurate.formats import severstal, voc
+from cvcurate.formats import ImportOptions, severstal, voc
 from tests import makedata as md
 
 
@@ -57,7 +57,7 @@ def test_yolo_splits_from_folders(tmp_path):
 
 def test_split_option_overrides(tmp_path):
     md.write_voc(tmp_path, n=3)
-    labels, _ = formats.load(tmp_path, split="val")
+    labels, _ = formats.load(tmp_path, ImportOptions(split="val"))
     assert {r.split for r in labels.records} == {"val"}
 
 
@@ -100,7 +100,7 @@ def test_voc_broken_inputs(tmp_path):
     (ann / "img_005.xml").write_text(voc.to_xml_text("img_005.jpg", 64, 48, ["crack", "crack", "crack"],
                                                      [(5, 5, 5, 20), (50, 10, 90, 30), (1, 1, 10, 10)]))
     (ann / "orphan.xml").write_text(voc.to_xml_text("orphan.jpg", 64, 48, [], []))
-    labels, report = formats.load(tmp_path, classes=md.CLASSES)
+    labels, report = formats.load(tmp_path, ImportOptions(classes=md.CLASSES))
     s = invariant(report)
     assert s["images_read"] == 8
     assert s["rejected"] == 5
@@ -116,7 +116,7 @@ def test_voc_broken_inputs(tmp_path):
     rec5 = by_name(labels)["img_005.jpg"]
     assert len(rec5.gt) == 3  # kept, flagged: scoring and the gate deal with them
     # the unlabeled image can be kept on request
-    labels2, report2 = formats.load(tmp_path, keep_unlabeled=True)
+    labels2, report2 = formats.load(tmp_path, ImportOptions(keep_unlabeled=True))
     assert invariant(report2)["rejected"] == 4
     assert len(by_name(labels2)["img_004.jpg"].gt) == 0
 
@@ -125,7 +125,7 @@ def test_unknown_class_with_fixed_class_list(tmp_path):
     md.write_voc(tmp_path, n=3)
     (tmp_path / "annotations" / "img_000.xml").write_text(
         voc.to_xml_text("img_000.jpg", 64, 48, ["crack", "banana"], [(1, 1, 10, 10), (2, 2, 20, 20)]))
-    labels, report = formats.load(tmp_path, classes=md.CLASSES)
+    labels, report = formats.load(tmp_path, ImportOptions(classes=md.CLASSES))
     rec = by_name(labels)["img_000.jpg"]
     assert len(rec.gt) == 1
     assert any("unknown class: 'banana'" in m for m in report.entries[0].messages)
@@ -159,7 +159,7 @@ def test_coco_malformed_json(tmp_path):
     md.write_coco(tmp_path, n=2)
     (tmp_path / "annotations.json").write_text('{"images": [')
     with pytest.raises(InputError, match="malformed JSON"):
-        formats.load(tmp_path, format="coco")
+        formats.load(tmp_path, ImportOptions(format="coco"))
 
 
 def test_yolo_broken_inputs(tmp_path):
@@ -224,7 +224,7 @@ def test_severstal_broken_rows(tmp_path):
 def test_severstal_bad_header(tmp_path):
     (tmp_path / "train.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="header"):
-        formats.load(tmp_path, format="severstal")
+        formats.load(tmp_path, ImportOptions(format="severstal"))
 
 
 def test_gc10_quirks(tmp_path):
@@ -250,9 +250,9 @@ def test_empty_folder_and_wrong_format(tmp_path):
         formats.load(tmp_path / "empty")
     md.write_voc(tmp_path / "v", n=2)
     with pytest.raises(InputError, match="unknown format 'vocx'"):
-        formats.load(tmp_path / "v", format="vocx")
+        formats.load(tmp_path / "v", ImportOptions(format="vocx"))
     with pytest.raises(InputError, match="no YOLO data.yaml"):
-        formats.load(tmp_path / "v", format="yolo")
+        formats.load(tmp_path / "v", ImportOptions(format="yolo"))
     with pytest.raises(InputError, match="does not exist"):
         formats.load(tmp_path / "nope")
     (tmp_path / "imgs").mkdir()

@@ -25,6 +25,7 @@ from cvcurate import formats, store
 from cvcurate.cli import app
 from cvcurate.config import CONFIG_DIR, ImportLimits, load_config, load_import_limits
 from cvcurate.errors import ConfigError, InputError
+from cvcurate.formats import ImportOptions
 from cvcurate.formats.base import json_depth_over
 from tests import layouts as L
 from tests import makedata as md
@@ -162,7 +163,7 @@ def test_other_formats_reject_an_image_over_the_box_cap(tmp_path, fmt):
         root = tmp_path
         md.write_severstal(root)  # s0 has 3 boxes, s1 2, s2 none
         over, n = "s0.jpg", 3
-    labels, report = formats.load(root, format=fmt, limits=ImportLimits(max_boxes_per_image=2))
+    labels, report = formats.load(root, ImportOptions(format=fmt, limits=ImportLimits(max_boxes_per_image=2)))
     rej = rejected(report)
     assert list(rej) == [over], rej
     assert f"too many boxes: {n}" in rej[over] and "more than max_boxes_per_image 2" in rej[over]
@@ -266,7 +267,7 @@ def test_30000x30000_png_is_rejected_the_rest_imported(tmp_path, dataset_name, p
     assert sorted(Path(r.filepath).name for r in store.read(dataset_name).records) == ["a.png", "b.png", "c.png"]
     assert Image.MAX_IMAGE_PIXELS == before  # PIL's own guard is back for everyone else
     # the cap is configurable: 64x48 images are over 1000 pixels
-    labels, report = formats.load(png_bomb_folder, limits=ImportLimits(max_image_pixels=1000))
+    labels, report = formats.load(png_bomb_folder, ImportOptions(limits=ImportLimits(max_image_pixels=1000)))
     assert len(labels) == 0 and len(rejected(report)) == 4
 
 

@@ -16,6 +16,7 @@ from cvcurate import formats, store
 from cvcurate.stages import datasets
 from cvcurate.cli import app
 from cvcurate.errors import InputError
+from cvcurate.formats import ImportOptions
 from tests import layouts as L
 from tests import makedata as md
 
@@ -58,12 +59,12 @@ def test_class_names_stripped_and_case_merged_by_default(tmp_path):
 
 def test_keep_case_and_class_map(tmp_path):
     root = _voc_with_names(tmp_path / "v", [[" Scratches ", "scratches"], ["scratches", "pit"]])
-    labels, report = formats.load(root, merge_case=False)
+    labels, report = formats.load(root, ImportOptions(merge_case=False))
     assert labels.classes == ["Scratches", "pit", "scratches"]  # stripped, never merged
     # a YAML class map: explicit control; names it mentions are never case-merged
     cmap = tmp_path / "map.yaml"
     cmap.write_text(yaml.safe_dump({"Scratches": "scratch_big", "pit": "pitted", "nosuch": "x"}))
-    labels, report = formats.load(root, class_map=cmap)
+    labels, report = formats.load(root, ImportOptions(class_map=cmap))
     assert labels.classes == ["pitted", "scratch_big", "scratches"]
     notes = " | ".join(report.notes)
     assert "class map: renamed 'Scratches' -> 'scratch_big', 'pit' -> 'pitted'" in notes
@@ -72,19 +73,19 @@ def test_keep_case_and_class_map(tmp_path):
     # JSON works too; mapping each spelling to itself keeps them apart
     jmap = tmp_path / "map.json"
     jmap.write_text(json.dumps({"Scratches": "Scratches", "scratches": "scratches"}))
-    labels, _ = formats.load(root, class_map=jmap)
+    labels, _ = formats.load(root, ImportOptions(class_map=jmap))
     assert labels.classes == ["Scratches", "pit", "scratches"]
     # a bad map is one clear error
     (tmp_path / "bad.yaml").write_text("- a\n- b\n")
     with pytest.raises(InputError, match="expected a mapping"):
-        formats.load(root, class_map=tmp_path / "bad.yaml")
+        formats.load(root, ImportOptions(class_map=tmp_path / "bad.yaml"))
     with pytest.raises(InputError, match="does not exist"):
-        formats.load(root, class_map=tmp_path / "none.yaml")
+        formats.load(root, ImportOptions(class_map=tmp_path / "none.yaml"))
 
 
 def test_fixed_class_list_takes_its_spelling(tmp_path):
     root = _voc_with_names(tmp_path, [["Scratches ", "PIT"]])
-    labels, report = formats.load(root, classes=["pit", "scratches"])
+    labels, report = formats.load(root, ImportOptions(classes=["pit", "scratches"]))
     assert names_of(labels, labels.records[0]) == ["scratches", "pit"]
     assert any("the --classes spelling" in n for n in report.notes)
 
@@ -151,7 +152,7 @@ def test_looping_and_broken_symlinks_are_rejected_images(tmp_path, fmt):
         folder = tmp_path / "train_images"
     os.symlink("loop.jpg", folder / "loop.jpg")  # points to itself
     os.symlink("gone.jpg", folder / "dangling.jpg")
-    labels, report = formats.load(tmp_path, format=fmt)
+    labels, report = formats.load(tmp_path, ImportOptions(format=fmt))
     s = invariant(report)
     assert s["images_read"] == 5 and s["rejected"] == 2
     msgs = {Path(e.path).name: " | ".join(e.messages) for e in report.entries if e.status == "rejected"}
@@ -168,7 +169,7 @@ def test_one_pixel_boxes_in_the_file_frame_are_degenerate(tmp_path):
         ("crack", (20, 20, 60, 20)),   # one row high
         ("crack", (30, 30, 80, 80)),   # fine
     ]))
-    labels, report = formats.load(tmp_path, voc_origin="1")
+    labels, report = formats.load(tmp_path, ImportOptions(voc_origin="1"))
     wh = labels.records[0].gt.wh
     # the thin side is stored as zero, whatever the rescale (2.08 px at 416), so geometry and the gate see it
     np.testing.assert_allclose(wh[:, 0], [0, 41 * 2.08, 51 * 2.08])
@@ -177,7 +178,7 @@ def test_one_pixel_boxes_in_the_file_frame_are_degenerate(tmp_path):
     assert len(msgs) == 2
     assert "1 px width in the file's 200x200 frame" in msgs[0] and "kept with zero width" in msgs[0]
     # origin 0: xmin == xmax is zero wide already
-    labels, report = formats.load(tmp_path, voc_origin="0")
+    labels, report = formats.load(tmp_path, ImportOptions(voc_origin="0"))
     assert labels.records[0].gt.wh[0, 0] == 0 and report.message_counts()["degenerate box"] == 2
 
 
@@ -203,7 +204,7 @@ def test_degenerate_box_survives_the_store(tmp_path, dataset_name):
     md.make_image(tmp_path / "images" / "a.jpg", 416, 416)
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "a.xml").write_text(L.voc_xml("a.jpg", 200, 200, [("crack", (10, 10, 10, 50))]))
-    importer.import_dataset(tmp_path, dataset_name, voc_origin="1")
+    importer.import_dataset(tmp_path, dataset_name, ImportOptions(voc_origin="1"))
     rec = store.read(dataset_name).records[0]
     assert rec.gt.wh[0, 0] == 0
 
@@ -259,6 +260,6 @@ def test_zero_width_voc_box_is_flagged_by_score(tmp_path):
     (tmp_path / "annotations" / "a.xml").write_text(L.voc_xml("a.jpg", 200, 200, [
         ("crack", (10, 10, 10, 50)), ("crack", (30, 30, 80, 80))]))
     for origin in ("0", "1", "auto"):
-        labels, _ = formats.load(tmp_path, voc_origin=origin)
+        labels, _ = formats.load(tmp_path, ImportOptions(voc_origin=origin))
         found = [i for i in score(labels).issues if i.type == "degenerate"]
         assert [i.box for i in found] == [0], origin

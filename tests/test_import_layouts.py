@@ -17,6 +17,7 @@ from cvcurate.stages import imports as importer
 from cvcurate.stages import datasets
 from cvcurate.cli import app
 from cvcurate.errors import InputError
+from cvcurate.formats import ImportOptions
 from tests import layouts as L
 
 
@@ -111,7 +112,7 @@ def test_coco_crowd_boxes_left_out_and_counted(tmp_path):
     assert any(n.startswith("3 crowd box(es) (iscrowd: 1) left out of the ground truth") for n in report.notes)
     assert report.message_counts()["crowd box"] == 3
     assert report.settings["include_crowd"] is False
-    labels, report = formats.load(tmp_path, include_crowd=True)
+    labels, report = formats.load(tmp_path, ImportOptions(include_crowd=True))
     assert labels.num_boxes == sum(len(it.boxes) for it in items) + 3
     assert any("imported as ordinary boxes" in n for n in report.notes)
 
@@ -184,7 +185,7 @@ def test_darknet_obj_data_layout(tmp_path):
         formats.load(root)
     # labels beside the images with only a names file: accepted, no split
     (root / "obj_train_data" / "classes.txt").write_text("\n".join(L.CLASSES))
-    labels, report = formats.load(root / "obj_train_data", format="yolo")
+    labels, report = formats.load(root / "obj_train_data", ImportOptions(format="yolo"))
     assert boxes_by_image(labels) == expected_boxes(items, splits=False)
 
 
@@ -192,7 +193,7 @@ def test_darknet_obj_data_layout(tmp_path):
 def test_voc_devkit_splits_from_imagesets(tmp_path):
     items = L.small_dataset()
     root = L.voc_devkit(tmp_path / "VOC2007", items, origin=1)
-    labels, report = formats.load(root, voc_origin="1")
+    labels, report = formats.load(root, ImportOptions(voc_origin="1"))
     assert invariant(report)["rejected"] == 0
     assert boxes_by_image(labels) == expected_boxes(items)  # trainval.txt and crack_train.txt ignored
     assert any(n.startswith("VOC splits from ImageSets/Main") for n in report.notes)
@@ -200,7 +201,7 @@ def test_voc_devkit_splits_from_imagesets(tmp_path):
     main = root / "ImageSets" / "Main"
     (main / "val.txt").write_text((main / "val.txt").read_text() + "ghost\n")
     (main / "test.txt").write_text("")
-    labels, report = formats.load(tmp_path, voc_origin="auto")
+    labels, report = formats.load(tmp_path, ImportOptions(voc_origin="auto"))
     assert invariant(report)["rejected"] == 0
     got = boxes_by_image(labels)
     assert got == {k: (None if v[0] == "test" else v[0], v[1]) for k, v in expected_boxes(items).items()}
@@ -213,11 +214,11 @@ def test_voc_origin_choices(tmp_path):
     root = L.fiftyone_voc(tmp_path / "zero", items)  # 0-based: a box starts at 0
     exp = expected_boxes(items, splits=False)
     for origin in ("0", "auto"):
-        labels, report = formats.load(root, voc_origin=origin)
+        labels, report = formats.load(root, ImportOptions(voc_origin=origin))
         assert boxes_by_image(labels) == exp
         assert "box outside image" not in report.message_counts()  # 0 is never "outside"
         assert report.settings["voc_origin"] == 0 and report.settings["voc_origin_requested"] == origin
-    labels, report = formats.load(root, voc_origin="1")
+    labels, report = formats.load(root, ImportOptions(voc_origin="1"))
     assert report.message_counts()["box outside image"] == 3
     assert any("--voc-origin 0 or auto reads them as written" in n for n in report.notes)
     # a 1-based file (the devkit's, NEU-DET's): auto reads it as 1, the default as written and says so
@@ -227,13 +228,13 @@ def test_voc_origin_choices(tmp_path):
         (one / "annotations").mkdir(parents=True, exist_ok=True)
         (one / "annotations" / f"{it.stem}.xml").write_text(
             L.voc_xml(f"{it.stem}.jpg", it.width, it.height, it.boxes, origin=1))
-    labels, report = formats.load(one, voc_origin="auto")
+    labels, report = formats.load(one, ImportOptions(voc_origin="auto"))
     assert boxes_by_image(labels) == exp and report.settings["voc_origin"] == 1
     labels, report = formats.load(one)
     assert report.settings["voc_origin"] == 0
     assert any("--voc-origin 1 (or auto)" in n for n in report.notes)
     with pytest.raises(InputError, match="--voc-origin must be one of"):
-        formats.load(one, voc_origin="2")
+        formats.load(one, ImportOptions(voc_origin="2"))
 
 
 def test_voc_writer_round_trips_in_either_origin(tmp_path):
@@ -243,14 +244,14 @@ def test_voc_writer_round_trips_in_either_origin(tmp_path):
     labels = md.make_labels(tmp_path / "images", n=6)
     for origin in (0, 1):
         voc.write(labels, tmp_path / "annotations", origin=origin)
-        back, _ = formats.load(tmp_path, voc_origin=str(origin))
+        back, _ = formats.load(tmp_path, ImportOptions(voc_origin=str(origin)))
         for a, b in zip(sorted(labels.records, key=lambda r: r.filepath), sorted(back.records, key=lambda r: r.filepath)):
             np.testing.assert_array_equal(a.gt.xyxy, b.gt.xyxy)
 
 
 @pytest.mark.realdata
 def test_neu_det_origin_auto_is_one(neu_det):
-    labels, report = formats.load(neu_det, voc_origin="auto")
+    labels, report = formats.load(neu_det, ImportOptions(voc_origin="auto"))
     assert report.settings["voc_origin"] == 1
     assert labels.num_boxes == 2795 and (labels.records[0].gt.xyxy >= 0).all()
 
@@ -297,7 +298,7 @@ def test_cvcurate_import_agrees_with_fiftyone_voc_and_coco_importers(tmp_path, d
 
 def test_import_history_records_the_settings(tmp_path, dataset_name):
     root = L.fiftyone_voc(tmp_path / "v", L.small_dataset()[:2])
-    importer.import_dataset(root, dataset_name, voc_origin="auto")
+    importer.import_dataset(root, dataset_name, ImportOptions(voc_origin="auto"))
     entry = datasets.describe(dataset_name)["history"][-1]
     assert entry["settings"]["voc_origin"] == 0 and entry["settings"]["voc_origin_requested"] == "auto"
 

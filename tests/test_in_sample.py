@@ -75,7 +75,7 @@ def test_shipped_neu_det_knows_its_training_images(neu_det):
 
     if not NAMED["neu-det"].is_file():
         pytest.skip("shipped weights not built")
-    labels, _ = formats.load(neu_det, voc_origin="1")
+    labels, _ = formats.load(neu_det, formats.ImportOptions(voc_origin="1"))
     ck = load_checkpoint("neu-det")
     assert in_sample(ck, labels) == 960
     _, held = holdout_split(labels, 0.2, 0)

@@ -71,12 +71,12 @@ def test_export_import_round_trip_is_lossless(tmp_path, dataset_name, fmt):
 
 
 def test_manifest_is_byte_identical_relative_and_hashes_images(tmp_path, dataset_name):
-    from cvcurate.stages.imports import import_dataset
+    from cvcurate.stages.imports import ImportOptions, import_dataset
 
     stored_labels(tmp_path, dataset_name)
     # three more images through the import stage, which records its source (an absolute path)
     md.write_voc(tmp_path / "src" / "steel-v1", n=3, width=64, height=48)
-    imp = import_dataset(tmp_path / "src" / "steel-v1", dataset_name, split="val")
+    imp = import_dataset(tmp_path / "src" / "steel-v1", dataset_name, ImportOptions(split="val"))
     assert imp.write.added == 3
     (hist,) = [h for h in store.get_history(dataset_name) if h.get("action") == "import"]
     assert hist["source"] == str(tmp_path / "src" / "steel-v1")

@@ -13,6 +13,7 @@ from cvcurate import formats
 from cvcurate.cli import app
 from cvcurate.config import from_dict
 from cvcurate.errors import ConfigError, InputError
+from cvcurate.formats import ImportOptions
 from cvcurate.synth import (
     CLASSES, SynthConfig, TextureConfig, generate, image_rng, load_synth_config, mask_box, render_image,
 )
@@ -172,7 +173,7 @@ def test_written_dataset_imports_as_voc_and_coco(tmp_path):
         assert (r.width, r.height) == (200, 200)
     assert formats.detect_format(out) == "voc"
     for path, fmt in ((out, None), (out / "coco" / "labels.json", "coco")):
-        got, report = formats.load(path, format=fmt)
+        got, report = formats.load(path, ImportOptions(format=fmt))
         s = report.summary()
         assert s["rejected"] == 0 and s["imported_with_warnings"] == 0 and s["images_read"] == 40, fmt
         assert s["boxes_imported"] == labels.num_boxes

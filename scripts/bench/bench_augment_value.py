@@ -55,7 +55,7 @@ def main() -> int:
     from cvcurate.types import LabelSet
 
     torch.set_num_threads(args.threads)
-    labels, _ = formats.load(args.data, voc_origin="1")  # NEU-DET's XMLs are 1-based
+    labels, _ = formats.load(args.data, formats.ImportOptions(voc_origin="1"))  # NEU-DET's XMLs are 1-based
     c = labels.classes.index(args.cls)
     tr, ho = holdout_split(labels, 0.2, seed=0)
     dev, held = subset(labels, tr), subset(labels, ho)

@@ -101,7 +101,7 @@ def main() -> int:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     if (args.data / "images").is_dir():
-        labels, _ = formats.load(args.data, voc_origin="1")
+        labels, _ = formats.load(args.data, formats.ImportOptions(voc_origin="1"))
         _, held_idx = holdout_split(labels, 0.2, 0)
         held = subset(labels, held_idx)
         preds = predict(load_checkpoint("neu-det", classes=labels.classes), held.records, batch_size=16)

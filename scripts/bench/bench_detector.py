@@ -52,7 +52,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
-    labels, _ = formats.load(args.data_dir, voc_origin="1")  # NEU-DET is 1-based (README)
+    labels, _ = formats.load(args.data_dir, formats.ImportOptions(voc_origin="1"))  # NEU-DET is 1-based (README)
     ckpt.check_classes(labels.classes, "NEU-DET")
     seed = int(ckpt.extra.get("split_seed", 0))
     frac = float(ckpt.extra.get("holdout_fraction", 0.2))

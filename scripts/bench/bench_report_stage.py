@@ -29,7 +29,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="cvcurate-report-bench-"))
     with private_database():
-        from cvcurate.stages.imports import import_dataset
+        from cvcurate.stages.imports import ImportOptions, import_dataset
         from cvcurate.stages.report import report
         from cvcurate.stages.score import run_score
         from cvcurate.synth import generate
@@ -37,7 +37,7 @@ def main() -> int:
         t0 = time.perf_counter()
         generate(tmp / "data", args.images, 11, workers=2)
         t1 = time.perf_counter()
-        import_dataset(tmp / "data", "bench", format="voc")
+        import_dataset(tmp / "data", "bench", ImportOptions(format="voc"))
         t2 = time.perf_counter()
         run_score("bench", pixels=True, out_dir=tmp / "scores")
         t3 = time.perf_counter()

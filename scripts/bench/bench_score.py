@@ -130,7 +130,7 @@ def main() -> int:
         from cvcurate.stages.score import _sample_rows, write_score_run
     from cvcurate.types import Annotations
 
-    labels, _ = formats.load(args.data, voc_origin="1")  # NEU-DET is 1-based (README)
+    labels, _ = formats.load(args.data, formats.ImportOptions(voc_origin="1"))  # NEU-DET is 1-based (README)
     train_idx, held_idx = holdout_split(labels, 0.2, 0)
     ckpt = load_checkpoint("neu-det", classes=labels.classes)
     if ckpt.data_sha256 != data_fingerprint(labels, [labels.records[i] for i in train_idx]):

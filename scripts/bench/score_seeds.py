@@ -35,7 +35,7 @@ def load(dataset: str, data: Path, n_synth: int, tmp: Path):
     from cvcurate.detector.predict import predict
 
     if dataset == "neu":
-        labels, _ = formats.load(data, voc_origin="1")  # NEU-DET is 1-based (README)
+        labels, _ = formats.load(data, formats.ImportOptions(voc_origin="1"))  # NEU-DET is 1-based (README)
         _, held = holdout_split(labels, 0.2, 0)
         labels, model = subset(labels, held), "neu-det"
     else:

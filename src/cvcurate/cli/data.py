@@ -80,11 +80,12 @@ def import_cmd(
     limits = load_import_limits(config)
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     report_path = report if report is not None else Path(f"{name}_import_report.json")
-    result = importer.import_dataset(
-        path, name, format=format, split=split, classes=class_list, keep_unlabeled=keep_unlabeled,
-        overwrite=overwrite, report_path=report_path, voc_origin=voc_origin, include_crowd=include_crowd,
-        class_map=class_map, merge_case=merge_case, progress=True, limits=limits,
+    options = importer.ImportOptions(
+        format=format, split=split, classes=class_list, keep_unlabeled=keep_unlabeled, voc_origin=voc_origin,
+        include_crowd=include_crowd, class_map=class_map, merge_case=merge_case, limits=limits,
     )
+    result = importer.import_dataset(path, name, options, overwrite=overwrite, report_path=report_path,
+                                     progress=True)
     print_report(result.report)
     w = result.write
     console.print(f"dataset [bold]{escape(name)}[/]: {w.added} added, {w.updated} updated, {w.unchanged} unchanged; "

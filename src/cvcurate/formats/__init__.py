@@ -7,18 +7,19 @@ one place (:func:`~cvcurate.formats.base.finalize`) and fills the import report.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
-from ..config import ImportLimits, load_import_limits
+from ..config import load_import_limits
 from ..errors import InputError
 from ..report import ImportReport
 from ..types import LabelSet
 from . import coco, gc10, severstal, voc, yolo
-from .base import IMAGE_EXTENSIONS, VOC_ORIGINS, ParseOptions, ParseResult, finalize
+from .base import IMAGE_EXTENSIONS, VOC_ORIGINS, ImportOptions, ParseResult, finalize
 from .classes import read_class_map
 
-FORMATS: dict[str, Callable[[Path, ParseOptions], ParseResult]] = {
+FORMATS: dict[str, Callable[[Path, ImportOptions], ParseResult]] = {
     "voc": voc.parse,
     "coco": coco.parse,
     "yolo": yolo.parse,
@@ -76,49 +77,43 @@ def detect_format(path: Path) -> str:
 
 def load(
     path: str | Path,
+    options: ImportOptions | None = None,
     *,
-    format: str | None = None,
-    split: str | None = None,
-    classes: Sequence[str] | None = None,
-    keep_unlabeled: bool = False,
-    voc_origin: str | int = "0",
-    include_crowd: bool = False,
-    class_map: Mapping[str, str] | str | Path | None = None,
-    merge_case: bool = True,
     progress: bool = False,
-    limits: ImportLimits | None = None,
 ) -> tuple[LabelSet, ImportReport]:
     """Read a dataset from disk: the labels and a report of every problem found.
 
     Nothing is written anywhere. Images that cannot be used are in the report, never dropped
     silently: ``report.images_read == imported + imported_with_warnings + rejected``.
 
-    ``voc_origin`` (VOC and GC10): ``"0"`` (default, FiftyOne's reading), ``"1"`` or ``"auto"``;
-    ``include_crowd`` (COCO): import ``iscrowd: 1`` boxes; ``class_map`` (a mapping or a YAML/JSON
-    file) and ``merge_case``: the class-name policy of :mod:`cvcurate.formats.classes`.
-    ``limits``: the caps on one file (:class:`~cvcurate.config.ImportLimits`; default:
-    ``configs/import.yaml``, else the built-in defaults): an image over a cap is rejected.
+    ``options``: the choices of :class:`~cvcurate.formats.base.ImportOptions` (default: all its
+    defaults); ``options.limits`` None reads ``configs/import.yaml``, else the built-in defaults.
     """
     path = Path(path).expanduser()
-    limits = limits if limits is not None else load_import_limits()
-    opts = ParseOptions(voc_origin=str(voc_origin), include_crowd=include_crowd, limits=limits)
+    options = options if options is not None else ImportOptions()
+    if options.limits is None:
+        options = dataclasses.replace(options, limits=load_import_limits())
+    limits = options.caps
+    class_map = options.class_map
     if class_map is not None and not isinstance(class_map, Mapping):
         class_map = read_class_map(class_map, limits)
+    format = options.format
     if format is None:
         format = detect_format(path)
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
     if not path.exists():
         raise InputError(f"{path} does not exist")
-    parsed = FORMATS[format](path, opts)
+    parsed = FORMATS[format](path, options)
     report = ImportReport(source=str(path.resolve()), format=format)
     if not parsed.images:
         raise InputError(f"no images found in {path} as {format}"
                          + (f" ({len(parsed.problems)} problem(s), first: {parsed.problems[0][1]})"
                             if parsed.problems else ""))
-    labels = finalize(parsed, report, classes=classes, split=split, keep_unlabeled=keep_unlabeled,
-                      class_map=class_map, merge_case=merge_case, progress=progress, limits=limits)
+    labels = finalize(parsed, report, classes=options.classes, split=options.split,
+                      keep_unlabeled=options.keep_unlabeled, class_map=class_map,
+                      merge_case=options.merge_case, progress=progress, limits=limits)
     return labels, report
 
 
-__all__ = ["FORMATS", "VOC_ORIGINS", "ParseOptions", "detect_format", "load"]
+__all__ = ["FORMATS", "VOC_ORIGINS", "ImportOptions", "detect_format", "load"]

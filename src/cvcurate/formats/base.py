@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..config import ImportLimits
+from ..errors import InputError
 from ..progress import track
 from ..report import ImportReport
 from ..types import Annotations, ImageRecord, LabelSet
@@ -59,28 +60,47 @@ class ParseResult:
 VOC_ORIGINS = ("0", "1", "auto")
 
 
-@dataclass
-class ParseOptions:
-    """Choices a format parser needs besides the path.
+@dataclass(frozen=True)
+class ImportOptions:
+    """The choices of one import besides the path (``cvcurate import``'s options).
 
-    ``voc_origin``: how VOC ``xmin..xmax`` are read: ``"0"`` as written (``x1=xmin, x2=xmax``,
-    like FiftyOne's and Datumaro's VOC readers, Roboflow and CVAT exports), ``"1"`` the VOC
-    devkit's 1-based inclusive pixels (``x1=xmin-1, x2=xmax``, like detectron2), ``"auto"`` decided
-    from the data (see :func:`cvcurate.formats.voc.resolve_origin`).
-    ``include_crowd``: import COCO ``iscrowd: 1`` boxes as ordinary boxes (default: left out).
-    ``limits``: the caps of :class:`~cvcurate.config.ImportLimits` (``configs/import.yaml``).
+    ``format``: a key of :data:`cvcurate.formats.FORMATS`; None: detected. ``split``: the split of
+    every image; None: the one the files or folders say. ``classes``: the only accepted class names,
+    in id order (a box of another class is left out and reported); None: the format's declared
+    classes, then new names, sorted. ``keep_unlabeled``: import images without an annotation file
+    as negatives (with a warning). ``voc_origin`` (VOC, GC10): how ``xmin..xmax`` are read: ``"0"``
+    as written (``x1=xmin, x2=xmax``, like FiftyOne's and Datumaro's VOC readers, Roboflow and CVAT
+    exports), ``"1"`` the VOC devkit's 1-based inclusive pixels (``x1=xmin-1, x2=xmax``, like
+    detectron2), ``"auto"`` decided from the data (:func:`cvcurate.formats.voc.resolve_origin`).
+    ``include_crowd`` (COCO): import ``iscrowd: 1`` boxes as ordinary boxes (default: left out).
+    ``class_map`` (a mapping or a YAML/JSON file) and ``merge_case``: the class-name policy of
+    :mod:`cvcurate.formats.classes`. ``limits``: the caps on one file
+    (:class:`~cvcurate.config.ImportLimits`; an image over a cap is rejected); None:
+    ``configs/import.yaml`` in :func:`cvcurate.formats.load`, else the built-in defaults (:attr:`caps`).
     """
 
+    format: str | None = None
+    split: str | None = None
+    classes: tuple[str, ...] | None = None
+    keep_unlabeled: bool = False
     voc_origin: str = "0"
     include_crowd: bool = False
-    limits: ImportLimits = field(default_factory=ImportLimits)
+    class_map: Mapping[str, str] | str | Path | None = None
+    merge_case: bool = True
+    limits: ImportLimits | None = None
 
     def __post_init__(self) -> None:
-        self.voc_origin = str(self.voc_origin)
-        if self.voc_origin not in VOC_ORIGINS:
-            from ..errors import InputError
+        voc_origin = str(self.voc_origin)
+        if voc_origin not in VOC_ORIGINS:
+            raise InputError(f"--voc-origin must be one of {', '.join(VOC_ORIGINS)}, got {voc_origin!r}")
+        object.__setattr__(self, "voc_origin", voc_origin)
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
 
-            raise InputError(f"--voc-origin must be one of {', '.join(VOC_ORIGINS)}, got {self.voc_origin!r}")
+    @property
+    def caps(self) -> ImportLimits:
+        """The caps the parsers apply: ``limits``, or the built-in defaults when it is None."""
+        return self.limits if self.limits is not None else ImportLimits()
 
 
 # split names that folders and file names spell in several ways
@@ -161,8 +181,6 @@ def load_json_text(data: bytes | str, source: str, max_depth: int, object_hook: 
     Pass the bytes without keeping a reference (``load_json_text(path.read_bytes(), ...)``): they
     are freed once decoded, so that a large file is in memory once, not twice."""
     import json
-
-    from ..errors import InputError
 
     if json_depth_over(data, max_depth):
         raise InputError(f"{source}: JSON nested deeper than {max_depth} levels (max_json_depth); not read: "
@@ -322,13 +340,8 @@ def finalize(
 ) -> LabelSet:
     """Probe every image, rescale and check boxes, map class names, fill the report.
 
-    ``keep_unlabeled``: import images that have no annotation file as negatives (with a
-    warning) instead of rejecting them.
-    ``classes``: when given, the only accepted class names (in id order); a box of another
-    class is left out and reported. Otherwise the format's declared classes are used, then any
-    new names found are appended in sorted order.
-    ``class_map`` / ``merge_case``: the class-name policy of :mod:`cvcurate.formats.classes`
-    (whitespace stripped always; names equal up to case merged unless ``merge_case`` is False).
+    ``classes``, ``split``, ``keep_unlabeled``, ``class_map`` (a mapping here) and ``merge_case``: as
+    in :class:`ImportOptions` (whitespace is always stripped from class names).
 
     A box with a side of at most 1 px in the file's own frame (``xmin == xmax`` in a 1-based
     VOC file, a zero-width COCO box, ...) is degenerate: it is kept and reported, and a side of

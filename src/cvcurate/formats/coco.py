@@ -29,7 +29,7 @@ from typing import Any
 from ..config import ImportLimits
 from ..errors import InputError
 from ..types import LabelSet
-from .base import (ParseOptions, ParseResult, RawImage, list_images, load_json_text, safe_resolve, split_name,
+from .base import (ImportOptions, ParseResult, RawImage, list_images, load_json_text, safe_resolve, split_name,
                    too_many_boxes)
 
 
@@ -219,8 +219,8 @@ def _is_crowd(a: dict) -> bool:
     return v in (1, True, "1", "true", "True")
 
 
-def parse(root: Path, opts: ParseOptions | None = None, images_dir: Path | None = None) -> ParseResult:
-    opts = opts or ParseOptions()
+def parse(root: Path, opts: ImportOptions | None = None, images_dir: Path | None = None) -> ParseResult:
+    opts = opts or ImportOptions()
     jsons, notes = find_jsons(root)
     result = ParseResult(images=[], classes=[], closed=True, notes=notes)
     crowd = 0
@@ -236,9 +236,10 @@ def parse(root: Path, opts: ParseOptions | None = None, images_dir: Path | None 
     return result
 
 
-def _parse_json(json_path: Path, root: Path, images_dir: Path | None, opts: ParseOptions,
+def _parse_json(json_path: Path, root: Path, images_dir: Path | None, opts: ImportOptions,
                 result: ParseResult, split: str | None) -> int:
-    doc, totals = read_document(json_path, opts.limits)
+    caps = opts.caps
+    doc, totals = read_document(json_path, caps)
     source = str(json_path)
     images, by_image, cats, problems = parse_document(doc, source, totals)
     result.problems += problems
@@ -276,8 +277,8 @@ def _parse_json(json_path: Path, root: Path, images_dir: Path | None, opts: Pars
         except (TypeError, ValueError):
             image_id = None
         n_anns = max(totals.get(image_id, 0), len(by_image.get(image_id, []))) if image_id is not None else 0
-        if n_anns > opts.limits.max_boxes_per_image:
-            raw.errors.append(too_many_boxes(n_anns, opts.limits))
+        if n_anns > caps.max_boxes_per_image:
+            raw.errors.append(too_many_boxes(n_anns, caps))
             result.images.append(raw)
             continue
         for a in by_image.get(image_id, []) if image_id is not None else []:

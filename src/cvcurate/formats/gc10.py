@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from . import voc
-from .base import ParseOptions, ParseResult, looks_like_image
+from .base import ImportOptions, ParseResult, looks_like_image
 
 # pinyin name in the XMLs -> English class name, in GC10's own class order 1..10
 PINYIN = {
@@ -63,12 +63,12 @@ def map_name(name: str) -> tuple[str, str | None]:
     return key, warning
 
 
-def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
-    opts = opts or ParseOptions()
+def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
+    opts = opts or ImportOptions()
     ann_dir, img_dir = find_dirs(root)
     xmls = sorted(ann_dir.glob("*.xml"))
     images = sorted(p for p in img_dir.rglob("*") if looks_like_image(p) and ann_dir not in p.parents)
-    result = voc.apply_origin(voc.match_xmls(xmls, images, opts.limits), opts.voc_origin)
+    result = voc.apply_origin(voc.match_xmls(xmls, images, opts.caps), opts.voc_origin)
     for im in result.images:
         for i, label in enumerate(im.labels):
             im.labels[i], warning = map_name(label)

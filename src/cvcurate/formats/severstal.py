@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .base import ParseOptions, ParseResult, RawImage, list_images, over_cap
+from .base import ImportOptions, ParseResult, RawImage, list_images, over_cap
 
 WIDTH, HEIGHT = 1600, 256
 CLASSES = ["1", "2", "3", "4"]
@@ -95,9 +95,9 @@ def find_files(root: Path) -> tuple[Path, Path]:
     return csv_path, img_dir
 
 
-def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
-    opts = opts or ParseOptions()
-    cap = opts.limits.max_boxes_per_image
+def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
+    opts = opts or ImportOptions()
+    cap = opts.caps.max_boxes_per_image
     csv_path, img_dir = find_files(root)
     try:
         with open(csv_path, newline="") as fh:

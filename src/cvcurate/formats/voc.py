@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..types import LabelSet
 from ..config import ImportLimits
-from .base import ParseOptions, ParseResult, RawImage, list_images, split_name, too_many_boxes
+from .base import ImportOptions, ParseResult, RawImage, list_images, split_name, too_many_boxes
 
 ANNOTATION_DIRS = ("annotations", "Annotations", "labels", "xml", "lable", "label")
 IMAGE_DIRS = ("images", "JPEGImages", "data", "imgs")
@@ -174,16 +174,16 @@ def sub_roots(root: Path) -> list[Path]:
                   and _xml_dir(d) is not None)
 
 
-def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
-    opts = opts or ParseOptions()
+def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
+    opts = opts or ImportOptions()
     subs = sub_roots(root)
     if not subs:
-        return apply_origin(_parse_one(root, split=None, limits=opts.limits), opts.voc_origin)
+        return apply_origin(_parse_one(root, split=None, limits=opts.caps), opts.voc_origin)
     merged = ParseResult(images=[])
     for sub in subs:
         name = split_name(sub.name)
         is_split = name != sub.name or name.lower() in ("train", "val", "test", "trainval")
-        part = _parse_one(sub, split=name if is_split else None, limits=opts.limits)
+        part = _parse_one(sub, split=name if is_split else None, limits=opts.caps)
         merged.images += part.images
         merged.problems += part.problems
         merged.notes += part.notes

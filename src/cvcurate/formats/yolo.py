@@ -35,7 +35,7 @@ import yaml
 from ..config import ImportLimits, UnsafeYAMLError, safe_load_yaml
 from ..errors import InputError
 from ..types import LabelSet
-from .base import (ParseOptions, ParseResult, RawImage, list_images, looks_like_image, over_cap, safe_resolve,
+from .base import (ImportOptions, ParseResult, RawImage, list_images, looks_like_image, over_cap, safe_resolve,
                    split_name, too_many_boxes, yaml_error_line)
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
@@ -299,8 +299,8 @@ def read_label_file(lp: Path, limits: ImportLimits) -> str:
     return text
 
 
-def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
-    opts = opts or ParseOptions()
+def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
+    caps = (opts or ImportOptions()).caps
     names, doc, base, names_file, notes = _read_names(root)
     problems: list[tuple[str, str]] = []
     list_files: set[Path] = {names_file.resolve()} if names_file is not None else set()
@@ -356,7 +356,7 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
         if lp is not None:
             used_by.setdefault(lp, img)
             try:
-                text = read_label_file(lp, opts.limits)
+                text = read_label_file(lp, caps)
             except (OSError, UnicodeDecodeError) as exc:
                 raw.errors.append(f"unreadable annotation: {lp.name}: {exc}")
                 out.append(raw)
@@ -366,8 +366,8 @@ def parse(root: Path, opts: ParseOptions | None = None) -> ParseResult:
                 out.append(raw)
                 continue
             raw.boxes, raw.labels, raw.warnings = parse_label_text(text, len(names), names)
-            if len(raw.boxes) > opts.limits.max_boxes_per_image:
-                raw.errors.append(too_many_boxes(len(raw.boxes), opts.limits))
+            if len(raw.boxes) > caps.max_boxes_per_image:
+                raw.errors.append(too_many_boxes(len(raw.boxes), caps))
                 raw.boxes, raw.labels, raw.warnings = [], [], []
             if used_by[lp] != img:
                 raw.warnings.insert(0, f"shared label file: {lp.name} is also the label of {used_by[lp].name} "

@@ -28,7 +28,7 @@ from . import review
 from .corrupt import corrupt
 from .export import diff, export
 from .gate import run_gate, write_reports
-from .imports import import_dataset
+from .imports import ImportOptions, import_dataset
 from .predict import predict
 from ..names import FIX_FIELD, Attr
 from .score import run_score
@@ -109,7 +109,8 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
 
     labels = generate(out / "data", images, seed, workers=2, overwrite=True, progress=progress)
     say(f"synth: {len(labels)} synthetic steel images, {labels.num_boxes} exact boxes in {out / 'data'}")
-    imp = import_dataset(out / "data", name, format="voc", overwrite=True, report_path=out / "import_report.json")
+    imp = import_dataset(out / "data", name, ImportOptions(format="voc"), overwrite=True,
+                         report_path=out / "import_report.json")
     say(f"import: dataset {name!r}, {imp.write.added} images")
     run = corrupt(name, noisy, rate=0.1, seed=0, truth=out / "truth.json", overwrite=True)
     say(f"corrupt: {len(run.result.errors)} known label errors injected into {noisy!r} "

@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from .. import formats, store
-from ..config import ImportLimits
 from ..errors import InputError
+from ..formats import ImportOptions
 from ..report import REJECTED, ImportReport
 from ..types import LabelSet
 from .datasets import validate_dataset_name
@@ -26,19 +25,11 @@ class ImportResult:
 def import_dataset(
     path: str | Path,
     name: str,
+    options: ImportOptions | None = None,
     *,
-    format: str | None = None,
-    split: str | None = None,
-    classes: Sequence[str] | None = None,
-    keep_unlabeled: bool = False,
     overwrite: bool = False,
     report_path: str | Path | None = None,
-    voc_origin: str | int = "0",
-    include_crowd: bool = False,
-    class_map: Mapping[str, str] | str | Path | None = None,
-    merge_case: bool = True,
     progress: bool = False,
-    limits: ImportLimits | None = None,
 ) -> ImportResult:
     """Import ``path`` into the persistent dataset ``name``.
 
@@ -48,14 +39,14 @@ def import_dataset(
     store (the report is still written). The report is written to ``report_path`` (JSON) when
     given. The choices the import made (``report.settings``: VOC origin, crowd policy, class map)
     are recorded in the dataset's import history. ``name`` is checked first
-    (:func:`~cvcurate.stages.datasets.validate_dataset_name`); ``limits``: the caps on one file
-    (default: ``configs/import.yaml``): an image over a cap is rejected and reported.
+    (:func:`~cvcurate.stages.datasets.validate_dataset_name`). ``options``: the choices of
+    :class:`~cvcurate.formats.base.ImportOptions` (format, split, classes, VOC origin, ...); its
+    ``limits`` (default: ``configs/import.yaml``) are the caps on one file: an image over a cap is
+    rejected and reported.
     """
     validate_dataset_name(name)
-    labels, report = formats.load(path, format=format, split=split, classes=classes,
-                                  keep_unlabeled=keep_unlabeled, voc_origin=voc_origin,
-                                  include_crowd=include_crowd, class_map=class_map,
-                                  merge_case=merge_case, progress=progress, limits=limits)
+    options = options if options is not None else ImportOptions()
+    labels, report = formats.load(path, options, progress=progress)
     report.dataset = name
     if not labels.records:
         written = report.write_json(report_path) if report_path is not None else None
@@ -70,7 +61,7 @@ def import_dataset(
         "action": "import",
         "source": report.source,
         "format": report.format,
-        "split": split,
+        "split": options.split,
         "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "summary": report.summary(),
         "settings": dict(report.settings),
