@@ -32,6 +32,8 @@ from cvcurate.augment import (
 )
 from cvcurate.augment.copypaste import iou_matrix
 from cvcurate.augment.pipeline import AUGMENT_CONFIG_DIR, apply_compose
+from cvcurate.augment.sample_geometry import Geometry, cpu_geometry, geometry_matrix, reference_boxes
+from cvcurate.device import resolve_device
 from cvcurate.errors import ConfigError, InputError
 from cvcurate.synth import SynthConfig, generate
 from cvcurate.types import Annotations, ImageRecord, LabelSet
@@ -363,9 +365,9 @@ def _random_geoms(n, seed=0):
     out = []
     for _ in range(n):
         s = float(rng.uniform(0.8, 1.3))
-        out.append(gpu.Geometry(hflip=bool(rng.random() < 0.5), vflip=bool(rng.random() < 0.5), sx=s, sy=s,
-                                angle=float(rng.uniform(-20, 20)), tx=int(rng.integers(-20, 21)),
-                                ty=int(rng.integers(-20, 21))))
+        out.append(Geometry(hflip=bool(rng.random() < 0.5), vflip=bool(rng.random() < 0.5), sx=s, sy=s,
+                            angle=float(rng.uniform(-20, 20)), tx=int(rng.integers(-20, 21)),
+                            ty=int(rng.integers(-20, 21))))
     return out
 
 
@@ -373,16 +375,16 @@ def test_batched_geometry_agrees_with_the_cpu_path_and_torchvision():
     aug = gpu.BatchAugment.from_pipeline(load_pipeline("steel"), "cpu")
     aug.spec.min_area = aug.spec.min_width = aug.spec.min_height = 0.0
     img = rect_image(BOXES)
-    geoms = _random_geoms(16) + [gpu.Geometry(hflip=True), gpu.Geometry(vflip=True), gpu.Geometry()]
+    geoms = _random_geoms(16) + [Geometry(hflip=True), Geometry(vflip=True), Geometry()]
     out, boxes, kept = aug.apply_geometry(np.stack([img] * len(geoms)), [BOXES] * len(geoms), geoms)
     for k, g in enumerate(geoms):
-        ci, cb, ck = gpu.cpu_geometry(img, BOXES, g)
+        ci, cb, ck = cpu_geometry(img, BOXES, g)
         assert np.array_equal(ck, kept[k].numpy())
         assert np.allclose(cb, boxes[k].numpy(), atol=1e-3), (g, cb, boxes[k])
         # torchvision clamps the moved corners' box: equal where nothing was cut by the border,
         # looser where a rotated box was (ours is the box of its visible part)
-        ref = gpu.reference_boxes(BOXES, g, SIZE, SIZE).numpy()[ck]
-        m = gpu.geometry_matrix(g, SIZE, SIZE)
+        ref = reference_boxes(BOXES, g, SIZE, SIZE).numpy()[ck]
+        m = geometry_matrix(g, SIZE, SIZE)
         corners = gpu_corners(BOXES[ck], m)
         uncut = (corners[:, :2] >= 0).all(1) & (corners[:, 2:] <= SIZE).all(1)
         assert np.allclose(ref[uncut], cb[uncut], atol=1e-3)
@@ -439,8 +441,8 @@ def test_batched_variable_box_counts_under_flips():
     keep = [s.copy() for s in sets]
     imgs = np.stack([rect_image(s) for s in sets])
     imgs_before = imgs.copy()
-    geoms = [gpu.Geometry(hflip=True), gpu.Geometry(vflip=True), gpu.Geometry(hflip=True, vflip=True),
-             gpu.Geometry(hflip=True), gpu.Geometry()]
+    geoms = [Geometry(hflip=True), Geometry(vflip=True), Geometry(hflip=True, vflip=True),
+             Geometry(hflip=True), Geometry()]
     out, boxes, _ = aug.apply_geometry(imgs, sets, geoms)
     for k, (s, g) in enumerate(zip(sets, geoms)):
         one = aug.apply_geometry(imgs[k:k + 1], [s], [g])
@@ -492,13 +494,13 @@ def test_cuda_without_cuda_is_one_clear_error(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="CUDA is not available on this machine.*--device cpu") as e:
-        gpu.resolve_device("cuda")
+        resolve_device("cuda")
     assert "\n" not in str(e.value)
-    dev, note = gpu.resolve_device("cuda", fallback=True)
+    dev, note = resolve_device("cuda", fallback=True)
     assert dev == "cpu" and "running on the CPU instead" in note
-    assert gpu.resolve_device("cpu") == ("cpu", None)
+    assert resolve_device("cpu") == ("cpu", None)
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
-        gpu.resolve_device("tpu")
+        resolve_device("tpu")
 
 
 # ------------------------------------------------------------------------------------ runs

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cvcurate import corrupt
+from cvcurate.boxes import iou
 from cvcurate.scoring import LABEL_ERROR_TYPES, ScoreConfig, score
 from cvcurate.scoring.calibrate import CalibrationConfig, fit_curve, mixture_fit
 from cvcurate.types import Annotations, ImageRecord, LabelSet
@@ -165,7 +166,7 @@ def test_calibrated_on_known_errors(noisy):
             if iss.box is not None and iss.box in e.boxes:
                 hit = True
             if iss.type == "overlooked" and e.type == "overlooked":
-                hit |= corrupt.iou(np.asarray(iss.data["pred_box"]), np.asarray(e.original[0])) >= 0.3
+                hit |= iou(np.asarray(iss.data["pred_box"]), np.asarray(e.original[0])) >= 0.3
         ps.append(iss.score)
         real.append(hit)
     ps, real = np.array(ps), np.array(real, float)
@@ -273,8 +274,6 @@ def test_small_datasets_fall_back_to_shipped_priors_and_say_so():
 
 
 def test_calibration_config_is_validated():
-    from cvcurate.config import load_config  # noqa: F401  (the one loader)
-
     cfg = ScoreConfig(calibration=CalibrationConfig(queue_min_p=1.5))
     with pytest.raises(ValueError, match="queue_min_p"):
         cfg.check()

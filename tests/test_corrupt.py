@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cvcurate import corrupt, formats, store
+from cvcurate.boxes import iou
 from cvcurate.cli import app
 from cvcurate.errors import InputError
 from cvcurate.formats import ImportOptions, voc
@@ -51,7 +52,7 @@ def test_every_type_appears_and_is_recorded_exactly():
         if e.type == "swap":
             assert e.new_class[0] != e.original_class[0]
         if e.type == "badloc":
-            assert 0.2 <= corrupt.iou(np.array(e.new[0]), np.array(e.original[0])) <= 0.5
+            assert 0.2 <= iou(np.array(e.new[0]), np.array(e.original[0])) <= 0.5
         if e.type == "overlooked":  # the dropped box is no longer there
             assert not any(np.allclose(b, e.original[0]) for b in c.xyxy)
         if e.type == "degenerate":
@@ -62,14 +63,14 @@ def test_every_type_appears_and_is_recorded_exactly():
             exact = np.r_[ob[:, :2].min(axis=0), ob[:, 2:].max(axis=0)]
             side = np.tile(exact[2:] - exact[:2], 2)
             assert (np.abs(u - exact) <= corrupt.MERGE_JITTER * side + 0.5 + 1e-9).all()  # rounded to pixels
-            assert corrupt.iou(u, exact) >= 0.7
+            assert iou(u, exact) >= 0.7
         if e.type == "split":
             assert 2 <= len(e.boxes) <= 3
             frags = np.array(e.new)
             ob = np.array(e.original[0])
             assert (frags[:, :2] >= ob[:2] - 1e-9).all() and (frags[:, 2:] <= ob[2:] + 1e-9).all()
         if e.type == "spurious":  # away from every box, the size and class of a real box
-            assert all(corrupt.iou(np.array(e.new[0]), b) < 0.05 for b in o.xyxy)
+            assert all(iou(np.array(e.new[0]), b) < 0.05 for b in o.xyxy)
             wh = np.array(e.new[0])[2:] - np.array(e.new[0])[:2]
             real = corrupt.box_sizes(labels)
             assert (np.abs(real[:, :2] - wh).max(axis=1) <= 1.0)[real[:, 2] == e.new_class[0]].any()

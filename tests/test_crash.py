@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from cvcurate import decisions, store
 from cvcurate.cli import app
+from cvcurate.stages import apply as apply_stage
 from cvcurate.stages import review
 from cvcurate.names import FIX_FIELD, SUSPECTS_FIELD
 from cvcurate.stages.score import run_score
@@ -133,16 +134,16 @@ def test_apply_killed_after_its_writes_keeps_the_change(reviewed, tmp_path):
     wait_paused(proc, flag)
     kill(proc)
     assert [e["op"] for e in store.journal.pending(name)] == ["apply"]
-    cs = review.apply(name, log_dir=tmp_path / "log")  # recovery: rolled back (not committed), then applied anew
+    cs = apply_stage.apply(name, log_dir=tmp_path / "log")  # recovery: rolled back (not committed), then applied anew
     assert cs.applied >= 5 and not store.journal.pending(name)
-    review.undo(name)
+    apply_stage.undo(name)
     assert labels(name) == before
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_undo_killed_mid_write_is_rolled_back_then_undone(reviewed, tmp_path, sig):
     name, before, _ = reviewed
-    review.apply(name, log_dir=tmp_path / "log")
+    apply_stage.apply(name, log_dir=tmp_path / "log")
     applied = labels(name)
     proc, flag = start(["apply", name, "--undo"], tmp_path, pause="guarded_write#2")
     wait_paused(proc, flag)
@@ -252,7 +253,7 @@ def test_reject_of_one_issue_of_a_merge_stops_the_merge(tmp_path, dataset_name):
     store.tag_labels(dataset_name, FIX_FIELD, [fx["id"]], add=[decisions.CONFIRMED])
     store.tag_labels(dataset_name, SUSPECTS_FIELD, [mine[0]["id"]], add=[decisions.REJECTED])
     before = labels(dataset_name)[sid]
-    cs = review.apply(dataset_name, log_dir=tmp_path / "log")
+    cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "log")
     assert any(s.get("conflict") and "conflicting decisions" in s["why"] for s in cs.skipped), cs.skipped
     assert labels(dataset_name)[sid] == before
 
@@ -303,14 +304,14 @@ def test_decisions_without_a_fix_and_out_of_sample_survive_rescore(tmp_path, dat
 
 def test_undo_after_rescore_and_force(reviewed, tmp_path):
     name, before, _ = reviewed
-    review.apply(name, log_dir=tmp_path / "log")
+    apply_stage.apply(name, log_dir=tmp_path / "log")
     run_score(name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s2")  # a re-score between
-    review.undo(name)  # score touches no label: undo works
+    apply_stage.undo(name)  # score touches no label: undo works
     assert labels(name) == before
     # a box moved after apply: undo names it and refuses; --force restores anyway
     run_score(name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s3")
     confirm_all(name)
-    review.apply(name, log_dir=tmp_path / "log2")
+    apply_stage.apply(name, log_dir=tmp_path / "log2")
     gt = store.get_detections(name, store.GT_FIELD)
     sid = next(s for s, c in gt.items() if c and decisions.labels_of(c) != before[s])
     gt[sid][0]["bounding_box"] = [0.01, 0.01, 0.1, 0.1]
@@ -351,13 +352,13 @@ def test_random_decisions_rescores_applies_and_undos(tmp_path, dataset_name):
                 for d in dets:
                     if decisions.REJECTED in (d.get("tags") or []):
                         rejected_boxes.add(d["id"])
-            cs = review.apply(dataset_name, log_dir=tmp_path / "log")
+            cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "log")
             assert not {f["id"] for c in cs.changes for f in c["fixes"]} & rejected_boxes
         elif op == "undo":
             if [c for c in store.get_changes(dataset_name) if not c.get("undone")]:
-                review.undo(dataset_name, force=True)
+                apply_stage.undo(dataset_name, force=True)
     while [c for c in store.get_changes(dataset_name) if not c.get("undone")]:
-        review.undo(dataset_name, force=True)
+        apply_stage.undo(dataset_name, force=True)
     assert labels(dataset_name) == original
 
 
@@ -399,7 +400,7 @@ def test_score_while_apply_runs_is_refused_and_waits_with_wait(reviewed, tmp_pat
     assert waiter.returncode == 0, (out, err)
     gt = store.get_detections(name, store.GT_FIELD)
     assert all(d.get("label") and d.get("bounding_box") and d.get("id") for dets in gt.values() for d in dets)
-    review.undo(name)
+    apply_stage.undo(name)
     assert labels(name) == before
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cvcurate import decisions, store
+from cvcurate.stages import apply as apply_stage
 from cvcurate.stages import review
 from cvcurate.names import FIX_FIELD
 from cvcurate.stages.score import run_score
@@ -61,7 +62,7 @@ def test_applied_fixes_stay_applied_and_are_not_proposed_again(tmp_path, dataset
     n_add = tag_fixes(dataset_name, "add", "error:rejected")
     assert n_relabel > 0 and n_add > 0
     rejected = adds("error:rejected")
-    cs = review.apply(dataset_name, log_dir=tmp_path / "changes")
+    cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "changes")
     assert cs.applied == n_relabel  # every confirmed relabel, none of the rejected adds
     labels_after = {r.sample_id: r.gt.class_id.tolist() for r in store.read(dataset_name).records}
     run_score(dataset_name, pred_field="predictions", pixels=False, out_dir=tmp_path / "s3")
@@ -82,7 +83,7 @@ def test_applied_fixes_stay_applied_and_are_not_proposed_again(tmp_path, dataset
     assert len(again) == len(rejected)
     for sid, cls, box in rejected:
         assert any(s == sid and c == cls and iou(b, box) >= 0.5 for s, c, b in again), (sid, cls, box, again)
-    assert review.apply(dataset_name, log_dir=tmp_path / "changes").applied == 0  # nothing applied twice
+    assert apply_stage.apply(dataset_name, log_dir=tmp_path / "changes").applied == 0  # nothing applied twice
 
 
 def test_decide_from_the_command_line_and_from_the_csv(tmp_path, dataset_name):
@@ -105,7 +106,7 @@ def test_decide_from_the_command_line_and_from_the_csv(tmp_path, dataset_name):
             for d in dets if d.get("cvc_issue")}
     assert "error:confirmed" in tags[with_fix[0]] and "error:rejected" in tags[with_fix[1]]
     # the same tags the App writes: apply takes the confirmed one
-    assert review.apply(dataset_name, log_dir=tmp_path / "c", dry_run=True).applied >= 1
+    assert apply_stage.apply(dataset_name, log_dir=tmp_path / "c", dry_run=True).applied >= 1
     # in bulk from the CSV: reject the rest
     out = tmp_path / "decisions.csv"
     with open(out, "w", newline="") as fh:
@@ -153,10 +154,10 @@ def test_two_moves_onto_one_prediction_apply_once_and_report_the_conflict(tmp_pa
     target = [0.1, 0.1, 0.3, 0.3]
     store.set_detections(dataset_name, FIX_FIELD, {sid: [_fix("move", a["label"], target, a["id"], 0.9),
                                                          _fix("move", a["label"], target, b["id"], 0.7)]})
-    dry = review.apply(dataset_name, log_dir=tmp_path / "c", dry_run=True)
+    dry = apply_stage.apply(dataset_name, log_dir=tmp_path / "c", dry_run=True)
     conflicts = [s for s in dry.skipped if s.get("conflict")]
     assert dry.applied == 1 and len(conflicts) == 1 and "conflicting" in conflicts[0]["why"]
-    cs = review.apply(dataset_name, log_dir=tmp_path / "c")
+    cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "c")
     assert cs.applied == 1 and [f["cvc_target"] for c in cs.changes for f in c["fixes"]] == [a["id"]]
     assert _dups(store.get_detections(dataset_name, store.GT_FIELD)[sid]) == 0
 
@@ -174,7 +175,7 @@ def test_split_and_two_adds_on_one_defect_make_one_box_each(tmp_path, dataset_na
              _fix("add", cls, [right[0], right[1] + 0.002, right[2], right[3]], None, 0.5)]
     store.set_detections(dataset_name, FIX_FIELD, {sid: fixes})
     store.set_detections(dataset_name, store.GT_FIELD, {sid: gt[:1]})
-    cs = review.apply(dataset_name, log_dir=tmp_path / "c")
+    cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "c")
     assert sorted(f["cvc_action"] for c in cs.changes for f in c["fixes"]) == ["split", "split"]
     assert sum(1 for s in cs.skipped if s.get("conflict")) == 2
     after = store.get_detections(dataset_name, store.GT_FIELD)[sid]
@@ -207,7 +208,7 @@ def test_random_confirmations_never_add_duplicate_boxes(tmp_path, dataset_name):
         for d in dets:
             d["tags"] = ["error:confirmed"] if rng.random() < 0.7 else []
     store.set_detections(dataset_name, FIX_FIELD, {**fixes, **extra})
-    cs = review.apply(dataset_name, log_dir=tmp_path / "c")
+    cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "c")
     assert cs.applied and any(s.get("conflict") for s in cs.skipped)
     after = store.get_detections(dataset_name, store.GT_FIELD)
     for sid, dets in after.items():
@@ -245,10 +246,10 @@ def test_undo_works_without_the_local_change_log(tmp_path, dataset_name):
     scored_dataset(tmp_path, dataset_name)
     before = store.get_detections(dataset_name, store.GT_FIELD)
     tag_fixes(dataset_name, "relabel", "error:confirmed")
-    cs = review.apply(dataset_name, log_dir=tmp_path / "changes")
+    cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "changes")
     assert cs.applied and cs.log_path.is_file()
     cs.log_path.unlink()  # as on a machine that did not apply
-    undone = review.undo(dataset_name)
+    undone = apply_stage.undo(dataset_name)
     assert undone.change_id == cs.change_id
     assert store.get_detections(dataset_name, store.GT_FIELD) == before
 
@@ -265,7 +266,7 @@ def test_the_gate_counts_applied_and_rejected_fixes_without_a_rescore(tmp_path, 
     assert tag_fixes(dataset_name, "relabel", "error:confirmed")
     v1, m1 = rate()
     assert v1 > v0 and "confirmed and not applied yet" in m1  # known errors now count 1 each
-    review.apply(dataset_name, log_dir=tmp_path / "c")
+    apply_stage.apply(dataset_name, log_dir=tmp_path / "c")
     v2, m2 = rate()
     assert v2 < v0 and "fixed" in m2
     tag_fixes(dataset_name, "add", "error:rejected")

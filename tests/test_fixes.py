@@ -8,6 +8,7 @@ import pytest
 import numpy as np
 
 from cvcurate import decisions, store
+from cvcurate.stages import apply as apply_stage
 from cvcurate.stages import review
 from cvcurate.names import FIX_FIELD
 from cvcurate.scoring.fixes import proposed_fixes
@@ -78,7 +79,7 @@ def test_sample_confirmation_applies_all_of_its_fixes_or_none(tmp_path, dataset_
     gt = store.get_detections(dataset_name, store.GT_FIELD, [broken])
     gone = next(d["cvc_target"] for d in fixes[broken] if d.get("cvc_target"))
     store.set_detections(dataset_name, store.GT_FIELD, {broken: [d for d in gt[broken] if d["id"] != gone]})
-    cs = review.apply(dataset_name, log_dir=tmp_path / "log")
+    cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "log")
     changed = {c["sample_id"] for c in cs.changes}
     assert fine in changed and broken not in changed
     assert [s["sample_id"] for s in cs.skipped] == [broken]

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from cvcurate import corrupt, store
 from cvcurate.names import FIX_FIELD
+from cvcurate.stages import apply as apply_stage
 from cvcurate.stages import review
 from cvcurate.cli import app
 from cvcurate.stages.score import run_score
@@ -101,7 +102,7 @@ def test_sample_tag_confirms_its_fixes_and_adds_boxes(tmp_path, dataset_name):
     target = overlooked[0].filepath
     ds.select_by("filepath", [target]).tag_samples(review.CONFIRMED)
     n_before = len(gt_of(dataset_name)[target].gt)
-    cs = review.apply(dataset_name, log_dir=tmp_path / "log")
+    cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "log")
     after = gt_of(dataset_name)[target].gt
     assert len(after) == n_before + 1
     dropped = np.array(overlooked[0].original[0])

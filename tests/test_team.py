@@ -106,7 +106,7 @@ def role_apply_loop(name: str, log_dir: str, ready: str, stop: str, out: str) ->
     """Apply again and again while the reviewers tag, then once more after they finished; then
     undo the last change set."""
     from cvcurate import store
-    from cvcurate.stages import review
+    from cvcurate.stages import apply as apply_stage
 
     # widen the window between apply's read of the decisions and its write (where an update
     # based on a stale read would lose a reviewer's tag), and count the samples whose
@@ -130,7 +130,7 @@ def role_apply_loop(name: str, log_dir: str, ready: str, stop: str, out: str) ->
         if runs == 1:
             Path(ready).write_text("")
         last = Path(stop).exists()
-        cs = review.apply(name, log_dir=log_dir)
+        cs = apply_stage.apply(name, log_dir=log_dir)
         runs += 1
         applied += cs.applied
         if last:
@@ -203,12 +203,13 @@ def role_hold_lock(name: str, plan: str, ready: str) -> None:
     """Confirm the fixes of ``plan``, take the dataset's lock and sleep (killed by the test: an
     apply that crashed). A dry run still works meanwhile: it takes no lock."""
     from cvcurate import store
+    from cvcurate.stages import apply as apply_stage
     from cvcurate.stages import review
 
     fids = [st["fid"] for st in json.loads(Path(plan).read_text())]
     assert store.tag_labels(name, review.FIX_FIELD, fids, add=[review.CONFIRMED]) == len(fids)
     with store.dataset_lock(name, "apply", user="crashed-reviewer"):
-        assert review.apply(name, dry_run=True).applied > 0
+        assert apply_stage.apply(name, dry_run=True).applied > 0
         Path(ready).write_text("held")
         time.sleep(600)
 

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 def truth_ece(res, errors):
     """ECE (10 bins) of the label-error issues' p against whether they point at an injected error."""
-    from cvcurate.corrupt import iou
+    from cvcurate.boxes import iou
     from cvcurate.scoring import LABEL_ERROR_TYPES
 
     by: dict[str, list] = {}
@@ -57,7 +57,7 @@ def run(name, labels, preds, feats, seeds, rate, exact):
     from cvcurate import corrupt
     from cvcurate.scoring import score
     from cvcurate.scoring.truth import truth_metrics
-    from cvcurate.stages.score import run_summary
+    from cvcurate.scoring.summary import run_summary
 
     t = time.perf_counter()
     r0 = score(labels, predictions=preds, features=feats)

@@ -96,7 +96,7 @@ def config(spec: str):
 
 
 def run_doc(result) -> tuple[dict[str, float], dict]:
-    from cvcurate.stages.score import run_summary
+    from cvcurate.scoring.summary import run_summary
 
     ids = [Path(r.filepath).stem for r in result.labels.records]
     scores = dict(zip(ids, result.image_score.tolist()))

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .boxes import iou
 from .errors import InputError
 from .types import Annotations, ImageRecord, LabelSet
 
@@ -80,9 +81,6 @@ class CorruptionResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(source), indent=1))
         return path
-
-
-from .boxes import iou  # noqa: E402,F401  (box math has one home; corrupt.iou is used by its callers)
 
 
 def _valid(ann: Annotations) -> np.ndarray:

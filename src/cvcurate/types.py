@@ -264,7 +264,7 @@ class RunRecord:
 
     ``summary``: the run's counts (issues, flagged, flagged_images, images, boxes, counts per type,
     expected per type, expected_label_errors and its sd, per-queue counts, calibration), as
-    :func:`cvcurate.stages.score.run_summary` makes them; ``info``: the rest of the run (config,
+    :func:`cvcurate.scoring.summary.run_summary` makes them; ``info``: the rest of the run (config,
     pred_field, pixels, in-sample images, the decisions carried)."""
 
     at: str

@@ -48,9 +48,9 @@ from .run import (
     read_samples,
     remove_run,
     run_augmentation,
-    sample_rng,
     written_indices,
 )
+from .workers import sample_rng
 
 __all__ = [
     "BALANCE",

@@ -13,8 +13,8 @@ Why not kornia, and why this shape:
   warped by one ``grid_sample`` and re-lit by broadcasting; boxes are a padded (B, N, 4) tensor
   with a validity mask, transformed through their corners like albumentations' ``largest_box``.
   Boxes come back as ``torchvision.tv_tensors.BoundingBoxes`` (XYXY, the image's canvas size),
-  and :func:`reference_boxes` computes the same geometry with ``transforms.v2.functional`` one
-  sample at a time, which the tests compare against (and against albumentations).
+  and :func:`.sample_geometry.reference_boxes` computes the same geometry with ``transforms.v2.functional``
+  one sample at a time, which the tests compare against (and against albumentations).
 
 Coordinates: boxes use pixel edges at integers (cvcurate's convention, albumentations'
 ``pascal_voc``); ``grid_sample(align_corners=False)`` normalises the same edge coordinates, so
@@ -35,13 +35,10 @@ import numpy as np
 
 from ..errors import ConfigError
 from .pipeline import _A, Pipeline
+from .sample_geometry import Geometry, geometry_matrix
 
 GEOMETRIC = ("HorizontalFlip", "VerticalFlip", "Affine")
 PHOTOMETRIC = ("RandomBrightnessContrast", "GaussNoise", "GaussianBlur")
-
-
-from ..device import resolve_device  # noqa: E402,F401  (the one device policy; augment refuses, no fallback)
-from .sample_geometry import Geometry, cpu_geometry, geometry_matrix, reference_boxes  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +366,7 @@ class BatchAugment:
     # -- public ---------------------------------------------------------------------------
 
     def apply_geometry(self, images: Any, boxes: Sequence[Any], geoms: Sequence[Geometry]):
-        """Only the geometry, with given parameters: the counterpart of :func:`cpu_geometry`."""
+        """Only the geometry, with given parameters: the counterpart of :func:`.sample_geometry.cpu_geometry`."""
         import torch
 
         x, squeeze = self._to_float(images)

@@ -38,8 +38,8 @@ from . import workers as _workers  # its process state (_CTX, caches)
 from .copypaste import Donor
 from .pipeline import Pipeline
 from .plan import Job, Plan, count_matrix, extend_plan
-from .workers import (IMAGES, LABELS, RUN_FILE, _Context, _Rec, _atomic_write, _init, _init_worker,  # noqa: F401
-                      _make_batch, _make_chunk, sample_name, sample_rng)
+from .workers import (IMAGES, LABELS, RUN_FILE, _Context, _Rec, _atomic_write, _init, _init_worker,
+                      _make_batch, _make_chunk)
 
 Progress = Callable[[int, int], None]
 

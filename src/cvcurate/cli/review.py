@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError, shell_arg
+from ..stages import apply as apply_stage
 from ..stages import review as review_lib
 from ..scoring import QUEUES
 from . import app
@@ -157,12 +158,12 @@ def apply_cmd(
       cvcurate apply neu --undo
     """
     if undo or change:
-        cs = review_lib.undo(name, change, force=force, wait=wait)
+        cs = apply_stage.undo(name, change, force=force, wait=wait)
         say(f"undone {cs.change_id}: {len(cs.changes)} sample(s) of {name} restored")
         return
     if force:
         raise InputError("--force goes with --undo")
-    cs = review_lib.apply(name, log_dir=log_dir, dry_run=dry_run, wait=wait)
+    cs = apply_stage.apply(name, log_dir=log_dir, dry_run=dry_run, wait=wait)
     if not cs.changes:
         say(f"no confirmed fixes to apply in {name} (tag fixes or samples 'error:confirmed' in the App)")
         return
@@ -171,7 +172,7 @@ def apply_cmd(
         say(f"skipped {Path(s['filepath'] or '?').name}: {s['why']}")
     if dry_run:
         say(f"would apply {cs.applied} fix(es) to {len(cs.changes)} sample(s) of {name}: {what}")
-        for line in review_lib.describe_changes(cs):
+        for line in apply_stage.describe_changes(cs):
             say(f"  {line}")
         return
     say(f"applied {cs.applied} fix(es) to {len(cs.changes)} sample(s) of {name}: {what}; "

@@ -21,9 +21,10 @@ import numpy as np
 
 from .. import gate as g
 from .. import store
-from ..corrupt import iou as _iou
+from ..boxes import iou as _iou
 from ..corrupt import load_truth
 from ..scoring.truth import truth_metrics
+from . import apply as apply_stage
 from . import review
 from .corrupt import corrupt
 from .export import diff, export
@@ -142,7 +143,7 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
     confirmed = review.confirm_fixes(noisy, agree)
     say(f"review: {confirmed} proposed fixes confirmed automatically where the truth file agrees "
         f"(this stands in for a reviewer in the App)")
-    cs = review.apply(noisy, log_dir=out / "changes")
+    cs = apply_stage.apply(noisy, log_dir=out / "changes")
     say(f"apply: {cs.applied} fixes applied to {len(cs.changes)} images (undo: cvcurate apply {noisy} --undo)")
     sc2 = run_score(noisy, pred_field="predictions", out_dir=out / "scores-after")
     left = len(truth["errors"]) - cs.applied

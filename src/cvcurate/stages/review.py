@@ -13,8 +13,7 @@ from ..errors import InputError, interrupt_leaves, kept, pause_point, shell_arg
 from ..names import FIX_FIELD, SCORE_FIELD, SUSPECTS_FIELD, Attr, queue_field, view_name
 from ..scoring import QUEUES
 from . import recovery
-from .apply import (ChangeSet, _decision, _who, apply, check_scored, describe_changes,  # noqa: F401
-                    undo)
+from .apply import _decision, _who, check_scored
 
 
 def check_port(address: str, port: int) -> None:

@@ -50,7 +50,7 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
     writes."""
     from . import recovery
 
-    cfg = load_score_config(config)  # a bad config is one line before any wait for the lock
+    load_score_config(config)  # a bad config is one line before any wait for the lock
     store.load(name)
     with store.dataset_lock(name, "score", user=store.journal.who(), wait_s=wait):
         earlier = recovery.recover(name, "score")
