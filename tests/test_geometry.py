@@ -63,6 +63,19 @@ def test_size_outlier_and_style():
     assert [(i.filepath, i.type) for i in style] == [("many.jpg", "style_fragmented")]
 
 
+def test_a_degenerate_box_is_not_also_a_size_outlier():
+    """A box with a side <= 1 px is a degenerate issue (certain); listing it again as a size
+    outlier would be a second, weaker issue for the same fault: only the degenerate one is listed;
+    a thin but real box (2 px) stays a size outlier."""
+    labels = grid_labels(n=100, seed=2)
+    rec = labels.records[5]
+    rec.gt = Annotations(np.vstack([rec.gt.xyxy, [[10, 10, 60, 11], [0, 0, 200, 2.5]]]), np.append(rec.gt.class_id, [0, 0]))
+    thin, flat = len(rec.gt) - 2, len(rec.gt) - 1
+    assert [(i.type, i.box) for i in g.box_issues(labels) if i.filepath == rec.filepath] == [("degenerate", thin)]
+    out = {(i.filepath, i.box) for i in g.size_outliers(labels)}
+    assert (rec.filepath, flat) in out and (rec.filepath, thin) not in out
+
+
 def random_labels(n=400, seed=0):
     """Overlapping, inverted, degenerate and outside boxes, pieces and copies, empty images."""
     rng = np.random.default_rng(seed)

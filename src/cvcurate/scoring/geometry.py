@@ -210,7 +210,9 @@ def size_outliers(labels: LabelSet, cfg: GeometryConfig | None = None) -> list[I
     cid = f.cls
     wh = f.xyxy[:, 2:] - f.xyxy[:, :2]
     img = (batch.width * batch.height).astype(float)[f.image]
-    valid = (wh > 0).all(axis=1)
+    # a degenerate box (a side <= min_box_size) is already an issue of its own (box_issues): it is
+    # neither listed again as a size outlier nor counted in its class's statistics
+    valid = (wh > cfg.min_box_size).all(axis=1)
     out = []
     for c in np.unique(cid):
         m = (cid == c) & valid
