@@ -30,7 +30,7 @@ from cvcurate.augment import (
     save_pipeline,
     written_indices,
 )
-from cvcurate.augment.copypaste import iou_matrix
+from cvcurate.boxes import box_iou as iou_matrix
 from cvcurate.augment.pipeline import AUGMENT_CONFIG_DIR, apply_compose
 from cvcurate.augment.sample_geometry import Geometry, cpu_geometry, geometry_matrix, reference_boxes
 from cvcurate.device import resolve_device

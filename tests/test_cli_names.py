@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cvcurate import store
 from cvcurate.names import FIX_FIELD
-from cvcurate.stages import review
+from cvcurate import decisions
 from cvcurate.cli import app
 from cvcurate.synth import CLASSES as SYNTH_CLASSES
 
@@ -41,7 +41,7 @@ def tag_one_fix(name: str) -> None:
     """Confirm one proposed fix, as a reviewer does in the App."""
     fixes = store.get_detections(name, FIX_FIELD)
     sid, dets = next((sid, dets) for sid, dets in fixes.items() if dets)
-    dets[0]["tags"] = [review.CONFIRMED]
+    dets[0]["tags"] = [decisions.CONFIRMED]
     store.set_detections(name, FIX_FIELD, {sid: dets})
 
 

@@ -291,13 +291,14 @@ def test_decisions_without_a_fix_and_out_of_sample_survive_rescore(tmp_path, dat
     assert decided(dataset_name) == want
     # a score of only some images (as --only-out-of-sample) keeps the decisions of the others
     import cvcurate.stages.score as sc
-    from cvcurate.scoring import score
+    from cvcurate.scoring import QUEUES, score
+    from cvcurate.stages.score_write import _sample_rows, write_score_run
 
     keep = set(store.sample_info(dataset_name, ["filepath"])["id"][:5])
     labels_ = store.read(dataset_name, pred_field="predictions")
     result = score(labels_, predictions=[r.pred for r in labels_.records], cfg=sc.load_score_config())
-    rows = [r for r in sc._sample_rows(result) if r.sample_id in keep]
-    sc.write_score_run(dataset_name, rows, list(sc.QUEUES), labels_.classes, {"at": "now"}, keep_unscored=True,
+    rows = [r for r in _sample_rows(result) if r.sample_id in keep]
+    write_score_run(dataset_name, rows, list(QUEUES), labels_.classes, {"at": "now"}, keep_unscored=True,
                        journal=True)
     assert decided(dataset_name) == want
 

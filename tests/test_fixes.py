@@ -74,7 +74,7 @@ def test_sample_confirmation_applies_all_of_its_fixes_or_none(tmp_path, dataset_
     targeted = [sid for sid, dets in fixes.items() if any(d.get("cvc_target") for d in dets)][:2]
     broken, fine = targeted
     ds = store.load(dataset_name)
-    ds.select([broken, fine]).tag_samples(review.CONFIRMED)
+    ds.select([broken, fine]).tag_samples(decisions.CONFIRMED)
     # box of one fix of `broken` edited away since scoring
     gt = store.get_detections(dataset_name, store.GT_FIELD, [broken])
     gone = next(d["cvc_target"] for d in fixes[broken] if d.get("cvc_target"))
@@ -98,7 +98,7 @@ def test_summary_counts_fixes_per_queue_and_dry_run_lists_changes(tmp_path, data
     fixes = store.get_detections(dataset_name, FIX_FIELD)
     # confirm exactly one relabel (a swap fix)
     sid, fx = next((s, d) for s, dets in fixes.items() for d in dets if d["cvc_action"] == "relabel")
-    fx["tags"] = [review.CONFIRMED]
+    fx["tags"] = [decisions.CONFIRMED]
     store.set_detections(dataset_name, FIX_FIELD, {sid: fixes[sid]})
     rows = {p.queue: p for p in review.summary(dataset_name)}
     assert rows["swap"].confirmed == 1 and rows["swap"].open == rows["swap"].fixes - 1
@@ -118,7 +118,7 @@ def test_summary_counts_fixes_per_queue_and_dry_run_lists_changes(tmp_path, data
     new = f"{fx['cvc_class']} [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}] px"
     assert f"box {k}: relabel (swap) {old} -> {new}" in lines[0], lines[0]
     assert store.get_detections(dataset_name, store.GT_FIELD) == gt_before  # nothing written
-    n = tag_fixes(dataset_name, "add", review.REJECTED)
+    n = tag_fixes(dataset_name, "add", decisions.REJECTED)
     rows = {p.queue: p for p in review.summary(dataset_name)}
     assert rows["overlooked"].rejected == n
 

@@ -164,11 +164,11 @@ def test_interrupt_while_an_overwrite_takes_the_name(tmp_path, monkeypatch, data
 
 
 def test_interrupted_apply_leaves_the_ground_truth(tmp_path, monkeypatch, dataset_name):
-    from cvcurate.stages import review
+    from cvcurate import decisions
     from tests.test_review import scored_dataset, tag_fixes
 
     scored_dataset(tmp_path, dataset_name)
-    assert tag_fixes(dataset_name, "relabel", review.CONFIRMED) > 0
+    assert tag_fixes(dataset_name, "relabel", decisions.CONFIRMED) > 0
     gt = store.get_detections(dataset_name, store.GT_FIELD)
     fixes = store.get_detections(dataset_name, FIX_FIELD)
     logs = tmp_path / "logs"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cvcurate import formats, store
 from cvcurate.cli import app
 from cvcurate.stages import apply as apply_stage
-from cvcurate.stages import review
+from cvcurate import decisions
 from cvcurate.stages.export import export
 from tests import makedata as md
 from tests.test_review import scored_dataset, tag_fixes
@@ -106,8 +106,8 @@ def test_manifest_is_byte_identical_relative_and_hashes_images(tmp_path, dataset
 def test_confirmed_relabel_and_removal_show_up_in_diff(tmp_path, dataset_name):
     scored_dataset(tmp_path, dataset_name)
     run("export", dataset_name, "--format", "coco", "--out", tmp_path / "v1")
-    assert tag_fixes(dataset_name, "relabel", review.CONFIRMED) >= 1
-    assert tag_fixes(dataset_name, "remove", review.CONFIRMED) >= 1
+    assert tag_fixes(dataset_name, "relabel", decisions.CONFIRMED) >= 1
+    assert tag_fixes(dataset_name, "remove", decisions.CONFIRMED) >= 1
     cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "log")
     actions = [f["cvc_action"] for c in cs.changes for f in c["fixes"]]
     r = run("export", dataset_name, "--format", "coco", "--out", tmp_path / "v2")

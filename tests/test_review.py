@@ -7,7 +7,7 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from cvcurate import corrupt, store
+from cvcurate import corrupt, decisions, store
 from cvcurate.names import FIX_FIELD
 from cvcurate.stages import apply as apply_stage
 from cvcurate.stages import review
@@ -56,8 +56,8 @@ def test_tag_apply_undo_round_trip(tmp_path, dataset_name):
     clean, res = scored_dataset(tmp_path, dataset_name)
     before = gt_of(dataset_name)
     swaps = {e.filepath: e for e in res.errors if e.type == "swap"}
-    n_relabel = tag_fixes(dataset_name, "relabel", review.CONFIRMED)
-    n_add = tag_fixes(dataset_name, "add", review.REJECTED)
+    n_relabel = tag_fixes(dataset_name, "relabel", decisions.CONFIRMED)
+    n_add = tag_fixes(dataset_name, "add", decisions.REJECTED)
     assert n_relabel > 0 and n_add > 0
 
     prog = {p.queue: p for p in review.summary(dataset_name)}
@@ -100,7 +100,7 @@ def test_sample_tag_confirms_its_fixes_and_adds_boxes(tmp_path, dataset_name):
     overlooked = [e for e in res.errors if e.type == "overlooked" and e.filepath in with_add]
     assert overlooked, "no overlooked box was proposed for adding back"
     target = overlooked[0].filepath
-    ds.select_by("filepath", [target]).tag_samples(review.CONFIRMED)
+    ds.select_by("filepath", [target]).tag_samples(decisions.CONFIRMED)
     n_before = len(gt_of(dataset_name)[target].gt)
     cs = apply_stage.apply(dataset_name, log_dir=tmp_path / "log")
     after = gt_of(dataset_name)[target].gt

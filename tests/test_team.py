@@ -85,7 +85,8 @@ def role_review(name: str, plan: str, out: str, go: str = "-") -> None:
     atomic tag operation or through FiftyOne's own ``tag_labels`` (the App's path), sample tags
     through FiftyOne's ``tag_samples``."""
     from cvcurate import store
-    from cvcurate.stages.review import CONFIRMED, FIX_FIELD, REJECTED
+    from cvcurate.decisions import CONFIRMED, REJECTED
+    from cvcurate.names import FIX_FIELD
 
     ds = store.load(name)
     _wait(go)
@@ -204,10 +205,11 @@ def role_hold_lock(name: str, plan: str, ready: str) -> None:
     apply that crashed). A dry run still works meanwhile: it takes no lock."""
     from cvcurate import store
     from cvcurate.stages import apply as apply_stage
-    from cvcurate.stages import review
+    from cvcurate import decisions
+    from cvcurate.names import FIX_FIELD
 
     fids = [st["fid"] for st in json.loads(Path(plan).read_text())]
-    assert store.tag_labels(name, review.FIX_FIELD, fids, add=[review.CONFIRMED]) == len(fids)
+    assert store.tag_labels(name, FIX_FIELD, fids, add=[decisions.CONFIRMED]) == len(fids)
     with store.dataset_lock(name, "apply", user="crashed-reviewer"):
         assert apply_stage.apply(name, dry_run=True).applied > 0
         Path(ready).write_text("held")
@@ -293,7 +295,7 @@ def _plan_decisions(samples: dict) -> tuple[list[dict], list[dict], dict[str, li
     sample the first just confirmed, which an apply may be reading, changes under it; the next
     sample starts STEP_S later, so both reviewers are always at work. Label confirmations touch
     distinct boxes of a sample, so they apply in any order."""
-    from cvcurate.stages.review import CONFIRMED, REJECTED
+    from cvcurate.decisions import CONFIRMED, REJECTED
 
     plans: tuple[list[dict], list[dict]] = ([], [])
     confirmed: dict[str, list[dict]] = {}  # sample -> fixes that must be applied
@@ -346,7 +348,7 @@ def _applied_in_logs(changes: list[dict]) -> Counter:
 def test_reviewers_tag_while_apply_runs(team):
     """Two reviewers tag the same samples' fixes at once while a third process applies again and
     again: every decision stays, every confirmed fix is applied exactly once."""
-    from cvcurate.stages.review import APPLIED, CONFIRMED, REJECTED
+    from cvcurate.decisions import APPLIED, CONFIRMED, REJECTED
 
     samples = team.setup[REVIEW]["samples"]
     a, b, confirmed, rejected, whole = _plan_decisions(samples)
@@ -412,7 +414,7 @@ def test_reviewers_tag_while_apply_runs(team):
 def test_two_applies_at_once_and_a_crashed_holder(team):
     """A lock left by a dead process is taken over; of two applies (or an apply and an undo)
     started at the same moment exactly one runs, the other is refused in one line."""
-    from cvcurate.stages.review import APPLIED, CONFIRMED
+    from cvcurate.decisions import APPLIED, CONFIRMED
 
     f = team.folder
     samples = team.setup[APPLY]["samples"]

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..boxes import box_iou as iou_matrix  # IoU of every box of a with every box of b
+from ..boxes import box_iou
 from .pipeline import CopyPasteConfig
 
-__all__ = ["Cut", "Donor", "Pasted", "blend", "cut_defect", "find_place", "int_rect", "iou_matrix",
+__all__ = ["Cut", "Donor", "Pasted", "blend", "cut_defect", "find_place", "int_rect",
            "local_level", "paste_defects", "soft_mask"]
 
 MIN_MASK_PIXELS = 12  # a cut whose mask covers fewer pixels is no defect worth pasting
@@ -179,7 +179,7 @@ def find_place(rng: np.random.Generator, size: tuple[int, int], image_hw: tuple[
     if len(boxes) == 0:
         return int(xs[0]), int(ys[0])
     cand = np.stack([xs - g, ys - g, xs + w + g, ys + h + g], axis=1).astype(np.float64)
-    ok = iou_matrix(cand, boxes).max(axis=1) <= cfg.max_iou
+    ok = box_iou(cand, boxes).max(axis=1) <= cfg.max_iou
     hits = np.flatnonzero(ok)
     if len(hits) == 0:
         return None

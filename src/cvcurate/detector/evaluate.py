@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..boxes import box_iou  # noqa: F401  (also used by callers of this module)
+from ..boxes import box_iou
 
 from ..errors import InputError
 from ..types import Annotations

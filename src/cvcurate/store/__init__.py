@@ -26,7 +26,8 @@ from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
 from .database import boundary, database_location, lost_database, private_database, start_private_database
 from .io import (WriteResult, counts, delete_samples, delete_samples_by_path, get_detections, read, sample_info, sample_values, set_detections,
                  set_dict_field, tag_samples, write, write_detections)
-from .meta import (DatasetBusyError, DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
+from ..errors import DatasetBusyError
+from .meta import (DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
                    get_changes, get_history, get_runs, guarded_write, lock_holder, record_change, tag_labels)
 from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, register_run, rewrite_rows, write_run
 from . import journal

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import DatasetBusyError, StoreError, pause_point  # noqa: F401  (DatasetBusyError: store.DatasetBusyError)
+from ..errors import DatasetBusyError, StoreError, pause_point
 from ._core import INFO_KEY, load, open_read
 from .database import boundary
 
