@@ -300,3 +300,34 @@ def test_decided_from_a_stored_label():
     assert decisions.Decided.from_label("s1", "fix", label, None).xyxy is None  # size unknown
     assert decisions.Decided.from_label("s1", "suspect", {"tags": ["mine"], "bounding_box": [0, 0, 1, 1]},
                                         (10, 10)) is None
+
+
+def test_decide_from_the_score_runs_own_issues_csv(tmp_path, dataset_name):
+    """``decide --help``'s example as shown: score's issues.csv, its decision column filled in by a
+    reviewer (the other rows left empty), fed back as it is."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from cvcurate.cli import app
+
+    scored_dataset(tmp_path, dataset_name)
+    path = tmp_path / "scores" / "issues.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    fields = list(rows[0])
+    assert fields[0] == "issue_id" and "decision" in fields
+    with_fix = {d["cvc_issue"] for dets in store.get_detections(dataset_name, FIX_FIELD).values() for d in dets
+                if d.get("cvc_issue")}
+    picked = [r for r in rows if r["issue_id"] in with_fix][:2]
+    assert len(picked) == 2
+    picked[0]["decision"], picked[1]["decision"] = "confirm", "reject"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    r = CliRunner().invoke(app, ["decide", dataset_name, "--from-file", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "1 issue(s) confirmed, 1 rejected" in r.output
+    help_text = CliRunner().invoke(app, ["decide", "--help"]).output
+    assert "--from-file neu_scores/issues.csv" in help_text

@@ -110,7 +110,7 @@ def decide_cmd(
 
       cvcurate decide neu --confirm 65a1f0c2e4b0a1b2c3d4e5f6:1:swap --reject 65a1f0c2e4b0a1b2c3d4e5f7:0:badloc
 
-      cvcurate decide neu --from-file reviewed.csv   (neu_scores/issues.csv with its decision column filled in)
+      cvcurate decide neu --from-file neu_scores/issues.csv   (its decision column filled in: confirm or reject)
     """
     yes, no = list(confirm or []), list(reject or [])
     if from_file is not None:
