@@ -42,6 +42,11 @@ def small_dataset(n: int = 7) -> list[Item]:
 ROBOFLOW_FOLDER = {"train": "train", "val": "valid", "test": "test"}
 
 
+def _folders(val_folder: str) -> dict[str, str]:
+    """Roboflow's split folders, the validation one spelled ``val_folder`` (valid, val, validation)."""
+    return {**ROBOFLOW_FOLDER, "val": val_folder}
+
+
 def voc_xml(filename: str, w: int, h: int, boxes, origin: int = 0) -> str:
     objs = "".join(
         f"<object><name>{c}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
@@ -85,18 +90,20 @@ def _img(path: Path, it: Item, seed: int = 0) -> None:
 
 
 # ------------------------------------------------------------------------------ Roboflow exports
-def roboflow_voc(root: Path, items: list[Item]) -> Path:
+def roboflow_voc(root: Path, items: list[Item], val_folder: str = "valid") -> Path:
     for k, it in enumerate(items):
-        d = root / ROBOFLOW_FOLDER[it.split]
+        d = root / _folders(val_folder)[it.split]
         _img(d / f"{it.stem}.jpg", it, k)
         (d / f"{it.stem}.xml").write_text(voc_xml(f"{it.stem}.jpg", it.width, it.height, it.boxes))
     (root / "README.roboflow.txt").write_text("exported from roboflow\n")
     return root
 
 
-def roboflow_coco(root: Path, items: list[Item]) -> Path:
-    for split, folder in ROBOFLOW_FOLDER.items():
+def roboflow_coco(root: Path, items: list[Item], val_folder: str = "valid") -> Path:
+    for split, folder in _folders(val_folder).items():
         part = [it for it in items if it.split == split]
+        if not part:  # no folder for an empty split
+            continue
         for it in part:
             _img(root / folder / f"{it.stem}.jpg", it, items.index(it))
         (root / folder / "_annotations.coco.json").write_text(json.dumps(coco_document(part, roboflow=True)))
@@ -104,14 +111,18 @@ def roboflow_coco(root: Path, items: list[Item]) -> Path:
     return root
 
 
-def roboflow_yolo(root: Path, items: list[Item], quirk: bool = True) -> Path:
+def roboflow_yolo(root: Path, items: list[Item], quirk: bool = True, val_folder: str = "valid",
+                  val_key: str = "val", val_path: str = "valid") -> Path:
+    """Roboflow's YOLO export: data.yaml beside train/ valid/ test/, each with images/ + labels/.
+    ``val_folder``: the folder's spelling; ``val_key`` and ``val_path``: how data.yaml names it
+    (``val: ../valid/images`` by default, whatever the folder is called)."""
     for k, it in enumerate(items):
-        d = root / ROBOFLOW_FOLDER[it.split]
+        d = root / _folders(val_folder)[it.split]
         _img(d / "images" / f"{it.stem}.jpg", it, k)
         (d / "labels").mkdir(parents=True, exist_ok=True)
         (d / "labels" / f"{it.stem}.txt").write_text(yolo_lines(it))
     pre = "../" if quirk else ""
-    doc = {"train": f"{pre}train/images", "val": f"{pre}valid/images", "test": f"{pre}test/images",
+    doc = {"train": f"{pre}train/images", val_key: f"{pre}{val_path}/images", "test": f"{pre}test/images",
            "nc": len(CLASSES), "names": CLASSES,
            "roboflow": {"workspace": "w", "project": "p", "version": 1}}
     (root / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -202,6 +202,49 @@ def test_severstal_rle_components_and_negatives(tmp_path, old_header):
     assert len(got["s2.jpg"].gt) == 0  # negative kept
 
 
+def test_numeric_class_names_get_a_class_map_hint(tmp_path):
+    from cvcurate.config import safe_load_yaml
+    from cvcurate.formats.classes import check_class_map, numeric_names_hint, read_class_map
+
+    md.write_severstal(tmp_path / "s")
+    labels, report = formats.load(tmp_path / "s")
+    hints = [n for n in report.notes if n.startswith("class names are numbers")]
+    assert len(hints) == 1
+    head, *example = hints[0].split("\n")
+    assert head.startswith("class names are numbers (1, 2, 3, 4): name them with --class-map classes.yaml")
+    assert example == ["  1: name_1", "  2: name_2", "  3: name_3", "  4: name_4"]
+    # the example is a valid class map for these names: as printed, and written to a file
+    assert list(check_class_map(safe_load_yaml("\n".join(example)))) == labels.classes
+    (tmp_path / "classes.yaml").write_text("\n".join(example) + "\n")
+    renamed, report2 = formats.load(tmp_path / "s", ImportOptions(class_map=tmp_path / "classes.yaml"))
+    assert renamed.classes == ["name_1", "name_2", "name_3", "name_4"]
+    assert not any(n.startswith("class names are numbers") for n in report2.notes)
+    # in the JSON report too
+    assert hints[0] in json.loads(json.dumps(report.to_dict()))["notes"]
+    # generic: any format whose names are all numbers; a name that is not a number: no hint
+    hint = numeric_names_hint(["0", "01", "7"])
+    ex = hint.split("\n")[1:]
+    assert ex == ["  0: name_0", "  '01': name_01", "  7: name_7"]
+    assert list(check_class_map(safe_load_yaml("\n".join(ex)))) == ["0", "01", "7"]
+    many = numeric_names_hint([str(i) for i in range(30)])
+    assert "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...)" in many and "# ... one line per class, 30 in all" in many
+    assert safe_load_yaml("\n".join(many.split("\n")[1:])) == {i: f"name_{i}" for i in range(12)}
+    assert numeric_names_hint(["1", "crack"]) is None and numeric_names_hint([]) is None
+    assert read_class_map(tmp_path / "classes.yaml") == {str(i): f"name_{i}" for i in range(1, 5)}
+    # a YOLO data.yaml with numeric names
+    y = tmp_path / "y"
+    md.make_image(y / "images" / "a.jpg", 64, 48)
+    (y / "labels").mkdir(parents=True)
+    (y / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (y / "data.yaml").write_text("names: ['0', '1']\n")
+    _, report = formats.load(y)
+    assert any(n.startswith("class names are numbers (0, 1)") for n in report.notes)
+    # GC10: codes mapped to names, no hint
+    md.write_gc10(tmp_path / "g")
+    _, report = formats.load(tmp_path / "g")
+    assert not any(n.startswith("class names are numbers") for n in report.notes)
+
+
 def test_severstal_rle_decode_column_major():
     m = severstal.rle_decode("1 3 257 2", width=1600, height=256)
     assert m.shape == (256, 1600)

@@ -155,7 +155,8 @@ def test_rarest_class_pair_and_ties():
     labels = LabelSet([f"k{j}" for j in range(6)], recs)
     for limit in (0.02, 0.2, 0.5, 1.5):
         got = g.class_mix_issues(labels, g.GeometryConfig(rare_mix_fraction=limit))
-        names = [i.reason.split(" appear")[0].split(" and ") for i in got]
+        names = [[n.strip("'") for n in i.reason.split(" appear")[0].split(" and ")] for i in got]
+        assert all(i.reason.startswith("'k") for i in got)  # class names quoted
         pairs = [(i.filepath, tuple(labels.classes.index(c) for c in n), i.score) for i, n in zip(got, names)]
         assert pairs == _class_mix_reference(labels, limit), limit
 
@@ -167,3 +168,17 @@ def test_style_merged():
     style = g.style_issues(LabelSet(["a"], recs))
     assert [(i.filepath, i.type, i.data) for i in style] == [("one.jpg", "style_merged", {"class": "a"})]
     assert style[0].score == 1 - 1 / 5
+
+
+def test_class_names_are_quoted_in_reasons():
+    # class "3" must never read as a count
+    recs = [ImageRecord(f"i{k}.jpg", 100, 100, Annotations([[x, 10, x + 6, 40] for x in range(0, 40, 8)], [0] * 5))
+            for k in range(30)]
+    recs.append(ImageRecord("one.jpg", 100, 100, Annotations([[0, 10, 40, 40]], [0])))
+    style = g.style_issues(LabelSet(["3"], recs))
+    assert style[0].reason == "1 '3' box(es) here; this class usually has 5 per image"
+    assert style[0].data == {"class": "3"}  # the data keeps the bare name
+    rec = ImageRecord("f.jpg", 200, 100, Annotations([[10, 10, 30, 50], [32, 10, 52, 50], [0, 0, 0, 30]], [0, 0, 0]))
+    reasons = {i.type: i.reason for i in g.box_issues(LabelSet(["3"], [rec]))}
+    assert reasons["degenerate"].startswith("box 2 ('3') has width 0")
+    assert reasons["fragment"].startswith("boxes 0 and 1 ('3') look like pieces of one box")

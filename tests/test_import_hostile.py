@@ -160,7 +160,7 @@ def test_looping_and_broken_symlinks_are_rejected_images(tmp_path, fmt):
 
 
 # ------------------------------------------------------------------------------ degenerate boxes
-def test_one_pixel_boxes_in_the_file_frame_are_degenerate(tmp_path):
+def test_one_pixel_boxes_are_kept_as_written(tmp_path):
     # NEU-DET-like: a 200x200 frame for a 416x416 image, a 1-based file with xmin == xmax
     md.make_image(tmp_path / "images" / "a.jpg", 416, 416)
     (tmp_path / "annotations").mkdir()
@@ -171,31 +171,31 @@ def test_one_pixel_boxes_in_the_file_frame_are_degenerate(tmp_path):
     ]))
     labels, report = formats.load(tmp_path, ImportOptions(voc_origin="1"))
     wh = labels.records[0].gt.wh
-    # the thin side is stored as zero, whatever the rescale (2.08 px at 416), so geometry and the gate see it
-    np.testing.assert_allclose(wh[:, 0], [0, 41 * 2.08, 51 * 2.08])
-    np.testing.assert_allclose(wh[:, 1], [41 * 2.08, 0, 51 * 2.08])
-    msgs = [m for m in report.entries[0].messages if m.startswith("degenerate box")]
-    assert len(msgs) == 2
-    assert "1 px width in the file's 200x200 frame" in msgs[0] and "kept with zero width" in msgs[0]
-    # origin 0: xmin == xmax is zero wide already
+    # a 1 px side is a valid box: kept as written (rescaled with the rest: 2.08 px at 416), no warning
+    np.testing.assert_allclose(wh[:, 0], [1 * 2.08, 41 * 2.08, 51 * 2.08])
+    np.testing.assert_allclose(wh[:, 1], [41 * 2.08, 1 * 2.08, 51 * 2.08])
+    assert "degenerate box" not in report.message_counts()
+    # origin 0: xmin == xmax is zero wide: degenerate, kept and reported
     labels, report = formats.load(tmp_path, ImportOptions(voc_origin="0"))
     assert labels.records[0].gt.wh[0, 0] == 0 and report.message_counts()["degenerate box"] == 2
+    msgs = [m for m in report.entries[0].messages if m.startswith("degenerate box")]
+    assert msgs[0].startswith("degenerate box: zero or negative area") and msgs[0].endswith("kept")
 
 
 def test_degenerate_boxes_in_coco_and_yolo(tmp_path):
     items = [L.Item("train", "a", 64, 48, [("crack", (5, 5, 5, 20)), ("pit", (5, 5, 6, 20)), ("pit", (1, 1, 30, 30))])]
     L.fiftyone_coco(tmp_path / "c", items)
     labels, report = formats.load(tmp_path / "c")
-    assert report.message_counts()["degenerate box"] == 2
-    np.testing.assert_allclose(labels.records[0].gt.wh[:, 0], [0, 0, 29])
+    assert report.message_counts()["degenerate box"] == 1  # zero width only: the 1 px box is valid
+    np.testing.assert_allclose(labels.records[0].gt.wh[:, 0], [0, 1, 29])
     root = tmp_path / "y"
     md.make_image(root / "images" / "a.jpg", 64, 48)
     (root / "labels").mkdir(parents=True)
     (root / "labels" / "a.txt").write_text(L.yolo_lines(items[0]))
     (root / "data.yaml").write_text(yaml.safe_dump({"names": L.CLASSES}))
     labels, report = formats.load(root)
-    assert report.message_counts()["degenerate box"] == 2
-    np.testing.assert_allclose(labels.records[0].gt.wh[:, 0], [0, 0, 29], atol=1e-6)
+    assert report.message_counts()["degenerate box"] == 1
+    np.testing.assert_allclose(labels.records[0].gt.wh[:, 0], [0, 1, 29], atol=1e-6)
 
 
 def test_degenerate_box_survives_the_store(tmp_path, dataset_name):
@@ -204,7 +204,7 @@ def test_degenerate_box_survives_the_store(tmp_path, dataset_name):
     md.make_image(tmp_path / "images" / "a.jpg", 416, 416)
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "a.xml").write_text(L.voc_xml("a.jpg", 200, 200, [("crack", (10, 10, 10, 50))]))
-    importer.import_dataset(tmp_path, dataset_name, ImportOptions(voc_origin="1"))
+    importer.import_dataset(tmp_path, dataset_name, ImportOptions(voc_origin="0"))  # xmin == xmax: zero wide
     rec = store.read(dataset_name).records[0]
     assert rec.gt.wh[0, 0] == 0
 
@@ -251,8 +251,9 @@ def test_cli_class_map_is_applied_and_recorded(tmp_path, dataset_name):
 
 
 def test_zero_width_voc_box_is_flagged_by_score(tmp_path):
-    """The path of issue 16: xmin == xmax in a VOC file must end as a degenerate issue, whatever
-    the origin and the rescale (it used to become a 2 px box that no check flagged)."""
+    """The path of issue 16: xmin == xmax read as written (origin 0) is zero wide and must end as a
+    degenerate issue whatever the rescale; read 1-based it is a valid 1 px box (2.08 px at 416),
+    kept as written and not degenerate."""
     from cvcurate.scoring import score
 
     md.make_image(tmp_path / "images" / "a.jpg", 416, 416)
@@ -260,6 +261,6 @@ def test_zero_width_voc_box_is_flagged_by_score(tmp_path):
     (tmp_path / "annotations" / "a.xml").write_text(L.voc_xml("a.jpg", 200, 200, [
         ("crack", (10, 10, 10, 50)), ("crack", (30, 30, 80, 80))]))
     for origin in ("0", "1", "auto"):
-        labels, _ = formats.load(tmp_path, ImportOptions(voc_origin=origin))
+        labels, report = formats.load(tmp_path, ImportOptions(voc_origin=origin))
         found = [i for i in score(labels).issues if i.type == "degenerate"]
-        assert [i.box for i in found] == [0], origin
+        assert [i.box for i in found] == ([0] if report.settings["voc_origin"] == 0 else []), origin

@@ -65,6 +65,79 @@ def test_roboflow_yolo_quirk_is_reported_and_plain_paths_work(tmp_path):
     assert boxes_by_image(labels) == expected_boxes(items)
 
 
+@pytest.mark.parametrize("val_folder", ["valid", "val", "validation"])
+def test_roboflow_exports_keep_their_val_split_whatever_the_folder_spelling(tmp_path, val_folder):
+    # data.yaml says val: ../valid/images (Roboflow's own spelling) whatever the folder is called
+    items = L.small_dataset()
+    for fmt, writer in (("voc", L.roboflow_voc), ("coco", L.roboflow_coco), ("yolo", L.roboflow_yolo)):
+        root = writer(tmp_path / fmt, items, val_folder=val_folder)
+        labels, report = formats.load(root)
+        assert invariant(report)["rejected"] == 0, fmt
+        assert boxes_by_image(labels) == expected_boxes(items), (fmt, report.notes)
+        assert not any("none of the data.yaml splits" in n for n in report.notes), fmt
+        if fmt == "yolo" and val_folder != "valid":
+            assert any(n.startswith("val: '../valid/images' does not exist") and f"spelled {val_folder!r}" in n
+                       for n in report.notes), report.notes
+
+
+@pytest.mark.parametrize("val_key, val_path, val_folder, quirk", [
+    ("val", "val", "valid", True),  # the reverse: data.yaml says val, the folder is valid
+    ("valid", "valid", "valid", True),  # the key spelled valid
+    ("validation", "valid", "val", False),  # both spelled otherwise, no '../'
+])
+def test_roboflow_yolo_val_key_and_path_spellings(tmp_path, val_key, val_path, val_folder, quirk):
+    items = L.small_dataset()
+    root = L.roboflow_yolo(tmp_path / "r", items, quirk=quirk, val_folder=val_folder, val_key=val_key,
+                           val_path=val_path)
+    labels, report = formats.load(root)
+    assert invariant(report)["rejected"] == 0
+    assert boxes_by_image(labels) == expected_boxes(items)
+    assert report.settings["yolo_layout"]["val"] == f"{'../' if quirk else ''}{val_path}/images"
+
+
+def test_yolo_split_path_resolved_next_to_the_yaml(tmp_path):
+    # path: names another existing folder; the split paths are relative to the yaml's folder
+    items = L.small_dataset()
+    root = _yolo_images_split(tmp_path / "u", items, {})
+    (tmp_path / "elsewhere").mkdir()
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": "../elsewhere", "train": "images/train",
+                                                    "val": "images/val", "test": "images/test", "names": L.CLASSES}))
+    labels, report = formats.load(root)
+    assert boxes_by_image(labels) == expected_boxes(items)
+    assert any(n.startswith("train: 'images/train' does not exist") and "relative to the yaml's folder" in n
+               for n in report.notes)
+
+
+def test_yolo_split_that_resolves_nowhere_refuses_the_import(tmp_path, dataset_name):
+    items = L.small_dataset()
+    root = L.roboflow_yolo(tmp_path / "r", items, val_path="nowhere")
+    with pytest.raises(InputError, match=r"data.yaml: val: '\.\./nowhere/images' could not be resolved"):
+        formats.load(root)
+    r = run("import", root, "--name", dataset_name)
+    assert r.exit_code == 2, r.output
+    assert "val: '../nowhere/images' could not be resolved" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not store.exists(dataset_name)
+    # splits that are not there and no image outside the splits found (Roboflow writes val: and
+    # test: for an export without them): noted, the rest imported
+    root = L.roboflow_yolo(tmp_path / "t", [it for it in items if it.split == "train"])
+    labels, report = formats.load(root)
+    assert {r.split for r in labels.records} == {"train"}
+    assert any(n.startswith("val: '../valid/images' not found") for n in report.notes)
+    assert any(n.startswith("test: '../test/images' not found") for n in report.notes)
+
+
+def test_roboflow_thin_boxes_kept_as_written_in_all_three_formats(tmp_path):
+    # a valid 3x1 px box, a 1x4 px one and a zero-height one (the only degenerate box)
+    items = [L.Item("train", "a", 64, 48, [("crack", (10, 10, 13, 11)), ("pit", (20, 5, 21, 9)),
+                                          ("scratch", (30, 30, 40, 30))])]
+    for fmt, writer in (("voc", L.roboflow_voc), ("coco", L.roboflow_coco), ("yolo", L.roboflow_yolo)):
+        labels, report = formats.load(writer(tmp_path / fmt, items))
+        np.testing.assert_allclose(labels.records[0].gt.xyxy, [b for _, b in items[0].boxes], atol=1e-5,
+                                   err_msg=fmt)
+        assert report.message_counts().get("degenerate box") == 1, fmt
+
+
 # ------------------------------------------------------------------------------ COCO standard
 @pytest.mark.parametrize("variant", ["images", "coco2017", "mmdet", "flat"])
 def test_coco_standard_layouts(tmp_path, variant):

@@ -25,6 +25,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from .config import load_config
+from .names import quoted
 from .scoring import LABEL_ERROR_TYPES
 from .types import Issue, LabelSet, RunRecord
 
@@ -206,20 +207,20 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
             out.append(_check(what, None, level, False, "the dataset has no classes"))
             continue
         low = int(np.argmin(counts))
-        under = [labels.classes[c] for c in range(k) if counts[c] < rule]
+        under = [quoted(labels.classes[c]) for c in range(k) if counts[c] < rule]
         notes = [f"{len(under)} of {k} classes are under the YOLO rule of thumb of {rule:,} "
                  f"{what.split('_')[0]} per class: {', '.join(under)}"] if under else []
-        per = ", ".join(f"{labels.classes[c]} {int(counts[c])}" for c in range(k))
+        per = ", ".join(f"{quoted(labels.classes[c])} {int(counts[c])}" for c in range(k))
         out.append(_check(what, int(counts[low]), level, False,
-                          f"fewest: {labels.classes[low]} ({int(counts[low])}); {per}", notes))
+                          f"fewest: {quoted(labels.classes[low])} ({int(counts[low])}); {per}", notes))
 
     if k and inst.min() > 0:
         ratio = float(inst.max() / inst.min())
-        msg = (f"largest class {labels.classes[int(np.argmax(inst))]} has {int(inst.max())} instances, "
-               f"smallest {labels.classes[int(np.argmin(inst))]} {int(inst.min())}")
+        msg = (f"largest class {quoted(labels.classes[int(np.argmax(inst))])} has {int(inst.max())} instances, "
+               f"smallest {quoted(labels.classes[int(np.argmin(inst))])} {int(inst.min())}")
         out.append(_check("class_imbalance", round(ratio, 3), cfg.class_imbalance_above, True, msg))
     else:
-        empty = [labels.classes[c] for c in range(k) if inst[c] == 0]
+        empty = [quoted(labels.classes[c]) for c in range(k) if inst[c] == 0]
         out.append(CheckResult("class_imbalance", FAIL if k else WARN, None, _threshold(cfg.class_imbalance_above, True),
                                f"class(es) without any instance: {', '.join(empty)}" if k else "no classes"))
 

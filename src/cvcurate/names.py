@@ -69,6 +69,12 @@ CERTAIN_TYPES = ("degenerate", "out_of_image", "unreadable")
 BOX_TYPES = ("swap", "badloc", "spurious", "split", "merged")
 
 
+def quoted(name: object) -> str:
+    """A class name as text shows it: in single quotes, so that class ``3`` never reads as a count
+    (``"1 '3' box(es) here"``, ``"box 4 ('crazing')"``)."""
+    return f"'{name}'"
+
+
 def default_pred_field(fields: Iterable[str]) -> str | None:
     """The predictions a reader uses when none is named: out-of-fold, else the model's, else none."""
     have = set(fields)

@@ -343,15 +343,14 @@ def finalize(
     ``classes``, ``split``, ``keep_unlabeled``, ``class_map`` (a mapping here) and ``merge_case``: as
     in :class:`ImportOptions` (whitespace is always stripped from class names).
 
-    A box with a side of at most 1 px in the file's own frame (``xmin == xmax`` in a 1-based
-    VOC file, a zero-width COCO box, ...) is degenerate: it is kept and reported, and a side of
-    (0, 1] px is stored as zero, so that the geometry check and the gate see it whatever the
-    rescale to the real image size.
+    Boxes are kept exactly as written (rescaled to the real image size where the file declares
+    another frame): a 3x1 px or a sub-pixel box stays so. Only a box without area (a side of 0, or
+    negative) is reported as degenerate, and kept.
 
     ``limits``: an image larger than ``max_image_pixels`` or with more than
     ``max_boxes_per_image`` boxes is rejected (default: :class:`~cvcurate.config.ImportLimits`).
     """
-    from .classes import class_renames
+    from .classes import class_renames, numeric_names_hint
 
     limits = limits or ImportLimits()
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
@@ -389,6 +388,9 @@ def finalize(
     else:
         names = fixed_classes
     class_index = {n: i for i, n in enumerate(names)}
+    hint = numeric_names_hint(names)
+    if hint:
+        report.notes.append(hint)
 
     # one image file may be described twice (two XMLs with the same stem, a CSV listing an
     # image twice): keep the first description and report the others.
@@ -432,12 +434,7 @@ def finalize(
             continue
         width, height = probed
         xyxy = np.asarray(im.boxes, dtype=np.float64).reshape(-1, 4)
-        # sides in the file's own frame: a side of at most 1 px there is degenerate
-        file_wh = xyxy[:, 2:] - xyxy[:, :2]
-        frame_txt = (f"{im.frame[0]}x{im.frame[1]}" if im.coords != "relative" and im.frame
-                     else f"{width}x{height}")
         if im.coords == "relative":
-            file_wh = file_wh * np.array([width, height], dtype=np.float64)
             xyxy = xyxy * np.array([width, height, width, height], dtype=np.float64)
         elif im.frame is not None and tuple(im.frame) != (width, height):
             fw, fh = im.frame
@@ -467,14 +464,6 @@ def finalize(
                 msgs.append(f"bad box: non-finite coordinates {_fmt_box(im.boxes[i])} left out")
             elif x2 <= x1 or y2 <= y1:
                 msgs.append(f"degenerate box: zero or negative area {_fmt_box(xyxy[i])} kept")
-            elif file_wh[i, 0] <= 1 + 1e-6 or file_wh[i, 1] <= 1 + 1e-6:
-                thin = [(ax, side) for ax, side in ((0, "width"), (1, "height")) if file_wh[i, ax] <= 1 + 1e-6]
-                for ax, _ in thin:
-                    xyxy[i, 2 + ax] = xyxy[i, ax]
-                sides = " and ".join(f"{file_wh[i, ax]:g} px {side}" for ax, side in thin)
-                msgs.append(f"degenerate box: {sides} in the file's {frame_txt} frame "
-                            f"{_fmt_box(im.boxes[i])}; kept with zero "
-                            + " and ".join(side for _, side in thin) + f" {_fmt_box(xyxy[i])}")
             elif x1 < -0.5 or y1 < -0.5 or x2 > width + 0.5 or y2 > height + 0.5:
                 msgs.append(
                     f"box outside image: {_fmt_box(xyxy[i])} in {width}x{height} kept"

@@ -13,6 +13,9 @@ Class names are read as the files spell them, then, in this order:
 
 When a fixed class list is given (``--classes``), a name equal to one of its names up to case and
 whitespace takes the list's spelling (noted), unless merging is off.
+
+An import whose class names are all numbers (Severstal's ``1``..``4``) gets a note with a ready
+``--class-map`` example for them (:func:`numeric_names_hint`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,29 @@ def check_class_map(doc: Any, source: str = "class map") -> dict[str, str]:
             raise InputError(f"{source}: the new name for {str(k)!r} must be a non-empty name, got {v!r}")
         out[str(k)] = str(v).strip()
     return out
+
+
+NUMERIC_HINT_LINES = 12  # example lines of the --class-map hint at most
+
+
+def numeric_names_hint(names: Sequence[str]) -> str | None:
+    """The hint for an import whose class names are all numbers (Severstal's ``1``..``4``, a YOLO
+    ``names: ['0', '1']``): how to name them with ``--class-map``, with a ready example of the
+    file (valid YAML for these names, to edit); None when a name is not a number."""
+    import re
+
+    if not names or not all(re.fullmatch(r"[0-9]+", n) for n in names):
+        return None
+
+    def key(n: str) -> str:  # '01' in YAML is the integer 1: quoted where a bare key would not read back
+        return n if str(int(n)) == n else f"'{n}'"
+
+    lines = [f"  {key(n)}: name_{n}" for n in names[:NUMERIC_HINT_LINES]]
+    if len(names) > NUMERIC_HINT_LINES:
+        lines.append(f"  # ... one line per class, {len(names)} in all")
+    shown = ", ".join(names[:NUMERIC_HINT_LINES]) + (", ..." if len(names) > NUMERIC_HINT_LINES else "")
+    return (f"class names are numbers ({shown}): name them with --class-map classes.yaml, a YAML file of "
+            "'number: name' lines (put your names on the right), e.g.\n" + "\n".join(lines))
 
 
 def _fmt_names(names: Iterable[str]) -> str:

@@ -11,6 +11,9 @@ EncodedPixels are pairs "start length": 1-based pixel indices, column-major (top
 left to right) in a 1600 x 256 image. Each 8-connected component of a class mask becomes a box.
 A row that cannot be decoded rejects its image: keeping the image without that defect would
 make a false negative.
+
+The classes are named ``1``..``4`` as in the CSV (the competition never named them): the import
+report suggests ``--class-map`` with an example (:func:`cvcurate.formats.classes.numeric_names_hint`).
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
         try:
             mask = rle_decode(encoded)
         except RLEError as exc:
-            im.errors.append(f"malformed row: line {line_no} (class {class_id}): {exc}")
+            im.errors.append(f"malformed row: line {line_no} (class {class_id!r}): {exc}")
             continue
         boxes = mask_to_boxes(mask)
         im.boxes.extend(boxes)

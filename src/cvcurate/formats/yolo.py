@@ -4,10 +4,15 @@
 Layouts, tried in this order:
 
 * the ``train`` / ``val`` / ``test`` entries of data.yaml (folders, image list ``.txt`` files or
-  lists of them), resolved the way Ultralytics does: relative to the ``path:`` key (itself
-  relative to the yaml's folder here) or to the yaml's folder; a path starting with ``../`` that
-  does not exist is read without it (the Roboflow export quirk: ``train: ../train/images`` beside
-  a ``train/`` folder), and reported;
+  lists of them; ``valid:`` and ``validation:`` are read as ``val``), each imported with its split
+  name. A path is tried as written (relative to the ``path:`` key, itself relative to the yaml's
+  folder, else to the yaml's folder), then relative to the yaml's folder, then without its leading
+  ``../`` next to the yaml (the Roboflow export quirk: ``train: ../train/images`` beside a
+  ``train/`` folder; Ultralytics reads it so too), then with ``valid`` / ``val`` / ``validation``
+  swapped (``val: ../valid/images`` beside a ``val/`` folder); any of these but the first is
+  noted. An entry that resolves nowhere refuses the import (one line: the key and the path) when
+  images of the folder are in none of the splits found (they would lose their split); else it is
+  noted (Roboflow writes ``test: ../test/images`` also for an export without a test split);
 * ``images/<split>/`` + ``labels/<split>/`` (or flat ``images/`` + ``labels/``);
 * split folders first: ``train/images`` + ``train/labels``, ``valid/images`` ... (Roboflow);
 * Darknet: ``obj.data``'s ``train``/``valid`` image lists, or images with their ``.txt`` beside them
@@ -98,6 +103,49 @@ def resolve(base: Path, value: str, notes: list[str] | None = None, what: str = 
         if q.exists():
             return q
     return None
+
+
+VAL_SPELLINGS = ("val", "valid", "validation")
+
+
+def _as_written(base: Path, yaml_dir: Path, p: Path) -> list[tuple[Path, str]]:
+    if p.is_absolute():
+        return [(p, "")]
+    out = [(base / p, ""), (yaml_dir / p, f"relative to the yaml's folder {yaml_dir}")]
+    k = next((i for i, x in enumerate(p.parts) if x != ".."), len(p.parts))
+    if k:  # the Roboflow '../' quirk: ../train/images means train/images next to the yaml
+        rest = Path(*p.parts[k:]) if k < len(p.parts) else Path(".")
+        quirk = f"as {rest} next to it (the Roboflow '../' quirk, resolved as Ultralytics does)"
+        out += [(yaml_dir / rest, quirk), (base / rest, quirk)]
+    return out
+
+
+def _split_candidates(base: Path, yaml_dir: Path, value: str) -> list[tuple[Path, str]]:
+    """Where a data.yaml split path may be, in the order tried: (path, how it was read; "" as written)."""
+    p = Path(os.path.expanduser(str(value).strip()))
+    out = _as_written(base, yaml_dir, p)
+    i = next((i for i in range(len(p.parts) - 1, -1, -1) if p.parts[i].lower() in VAL_SPELLINGS), None)
+    if i is not None:  # valid / val / validation: the folder's spelling swapped
+        for other in VAL_SPELLINGS:
+            if other != p.parts[i].lower():
+                q = Path(*p.parts[:i], other, *p.parts[i + 1:])
+                swap = f"with the folder spelled {other!r}, not {p.parts[i]!r}"
+                out += [(c, f"{how}; {swap}" if how else swap) for c, how in _as_written(base, yaml_dir, q)]
+    unique: dict[Path, str] = {}
+    for c, how in out:
+        unique.setdefault(c, how)
+    return list(unique.items())
+
+
+def resolve_split(base: Path, yaml_dir: Path, value: str, notes: list[str], key: str) -> Path | None:
+    """A data.yaml (or obj.data) split path: the first of :func:`_split_candidates` that exists
+    (noted when not as written), else :func:`resolve`'s last resort (leading folders dropped)."""
+    for cand, how in _split_candidates(base, yaml_dir, value):
+        if cand.exists():
+            if how:
+                notes.append(f"{key}: {value!r} does not exist relative to {base}; read {how}")
+            return cand
+    return resolve(base, value)
 
 
 def read_names(root: Path) -> tuple[list[str], dict, Path]:
@@ -230,10 +278,10 @@ def _label_root(images_root: Path) -> Path:
     return images_root.parent / "labels" if images_root.name == "images" else images_root
 
 
-def _from_entry(base: Path, value: str, key: str, notes: list[str], problems: list[tuple[str, str]],
-                list_files: set[Path]) -> tuple[list[Path], list[Path]] | None:
+def _from_entry(base: Path, yaml_dir: Path, value: str, key: str, notes: list[str],
+                problems: list[tuple[str, str]], list_files: set[Path]) -> tuple[list[Path], list[Path]] | None:
     """(images, image folders) of one data.yaml / obj.data split entry, None when it does not resolve."""
-    p = resolve(base, value, notes, what=f"{key}:")
+    p = resolve_split(base, yaml_dir, value, notes, key)
     if p is None:
         return None
     if p.is_dir():
@@ -253,6 +301,17 @@ def _from_entry(base: Path, value: str, key: str, notes: list[str], problems: li
     if looks_like_image(p):
         return [p], [p.parent]
     return None
+
+
+def _declared_splits(doc: dict) -> dict[str, object]:
+    """The split entries of data.yaml by split name (``valid:``, ``validation:`` -> ``val``; a
+    split named twice keeps every path)."""
+    found: dict[str, list] = {}
+    for k, v in doc.items():
+        if v and str(k).lower() in SPLIT_KEYS + ("valid", "validation"):
+            found.setdefault(split_name(str(k)), []).append(v)
+    return {k: vs[0] if len(vs) == 1 else [x for v in vs for x in (v if isinstance(v, (list, tuple)) else [v])]
+            for k in SPLIT_KEYS for vs in [found.get(k)] if vs}
 
 
 def _discover(base: Path) -> list[tuple[Path, str | None]]:
@@ -307,18 +366,33 @@ def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
     split_of: dict[Path, str] = {}
     image_dirs: list[tuple[Path, str | None]] = []
     imgs: list[Path] = []
-    declared = {k: doc.get(k) for k in SPLIT_KEYS if doc.get(k)}
+    declared = _declared_splits(doc)
+    yaml_dir = names_file.parent if names_file is not None else base
+    unresolved: list[tuple[str, str]] = []
     for key, val in declared.items():
         entries = [val] if isinstance(val, str) else list(val) if isinstance(val, (list, tuple)) else []
         for v in entries:
-            got = _from_entry(base, str(v), key, notes, problems, list_files)
+            got = _from_entry(base, yaml_dir, str(v), key, notes, problems, list_files)
             if got is None:
-                notes.append(f"{key}: {v!r} not found (relative to {base}); not used")
+                unresolved.append((key, str(v)))
                 continue
             for img in got[0]:
                 split_of.setdefault(safe_resolve(img), key)
                 imgs.append(img)
             image_dirs += [(d, key) for d in got[1]]
+    # images of the dataset folder outside the declared splits: not part of it
+    inside = {safe_resolve(i) for i in imgs}
+    stray = [p for d, _ in _discover(base) for p in list_images(d, recursive=d.name == "images")
+             if safe_resolve(p) not in inside] if declared and base.is_dir() else []
+    if unresolved and stray and names_file is not None and names_file.suffix in (".yaml", ".yml"):
+        # a split named but not found while images lie outside the splits found: they would lose their split
+        key, v = unresolved[0]
+        raise InputError(f"{names_file}: {key}: {v!r} could not be resolved (tried relative to {base}"
+                         + (f" and {yaml_dir}" if yaml_dir != base else "") + ", without '../' and with "
+                         f"valid/val swapped), and {len(stray)} image(s) of the folder are in no split found "
+                         f"(first: {stray[0]}): fix the path in data.yaml")
+    for key, v in unresolved:
+        notes.append(f"{key}: {v!r} not found (relative to {base}); no {key} split imported")
     if not imgs:
         image_dirs = _discover(base) if base.is_dir() else []
         for d, split in image_dirs:
@@ -330,14 +404,9 @@ def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
                 if sp is not None:
                     split_of.setdefault(safe_resolve(img), sp)
                 imgs.append(img)
-    else:
-        # images of the dataset folder outside the declared splits: not part of it, say so
-        inside = {safe_resolve(i) for i in imgs}
-        stray = [p for d, _ in _discover(base) for p in list_images(d, recursive=d.name == "images")
-                 if safe_resolve(p) not in inside] if base.is_dir() else []
-        if stray:
-            notes.append(f"{len(stray)} image file(s) in {base} are in none of the data.yaml splits "
-                         f"({', '.join(declared)}) and were not imported (first: {stray[0]})")
+    elif stray:
+        notes.append(f"{len(stray)} image file(s) in {base} are in none of the data.yaml splits "
+                     f"({', '.join(declared)}) and were not imported (first: {stray[0]})")
     if not imgs:
         raise InputError(
             f"no YOLO images in {base}: expected data.yaml train/val paths, images/ + labels/, "

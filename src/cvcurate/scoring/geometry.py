@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..names import quoted
 from ..types import Issue, LabelSet
 from ..boxes import pair_iou
 from .batch import Batch, pairs_within
@@ -159,7 +160,7 @@ def box_issues(labels: LabelSet, cfg: GeometryConfig | None = None) -> list[Issu
         if t == _DEGENERATE or t == _OUTSIDE:
             rec = recs[int(f.image[w])]
             i = int(local[w])
-            cname = names[cid[w]]
+            cname = quoted(names[cid[w]])
             if t == _DEGENERATE:
                 side = "width" if wh[w, 0] <= cfg.min_box_size else "height"
                 out.append(Issue(rec.filepath, "degenerate", 1.0,
@@ -176,17 +177,17 @@ def box_issues(labels: LabelSet, cfg: GeometryConfig | None = None) -> list[Issu
         if t == _DUPLICATE:
             v = iou[w]
             out.append(Issue(rec.filepath, "duplicate", float(v),
-                             f"box {j} duplicates box {i} ({names[cid[p[0]]]}, IoU {v:.2f})",
+                             f"box {j} duplicates box {i} ({quoted(names[cid[p[0]]])}, IoU {v:.2f})",
                              box=j, sample_id=rec.sample_id, data={"other": i}))
         elif t == _CONFLICT:
             v = iou[w]
             out.append(Issue(rec.filepath, "class_conflict", float(v),
-                             f"box {j} ({names[cid[p[1]]]}) and box {i} ({names[cid[p[0]]]}) "
+                             f"box {j} ({quoted(names[cid[p[1]]])}) and box {i} ({quoted(names[cid[p[0]]])}) "
                              f"cover the same region (IoU {v:.2f})",
                              box=j, sample_id=rec.sample_id, data={"other": i}))
         else:
             out.append(Issue(rec.filepath, "fragment", float(frag_score[w]),
-                             f"boxes {i} and {j} ({names[cid[p[0]]]}) look like pieces of one box: "
+                             f"boxes {i} and {j} ({quoted(names[cid[p[0]]])}) look like pieces of one box: "
                              "aligned edge to edge", box=j, sample_id=rec.sample_id, data={"other": i}))
     return out
 
@@ -231,7 +232,7 @@ def size_outliers(labels: LabelSet, cfg: GeometryConfig | None = None) -> list[I
             if what == "aspect ratio":
                 direction = "wider" if zz > 0 else "taller"
             out.append(Issue(rec.filepath, "size_outlier", float(z[k] / (z[k] + cfg.outlier_z)),
-                             f"box {i} ({labels.classes[c]}) is much {direction} in {what} than its class "
+                             f"box {i} ({quoted(labels.classes[c])}) is much {direction} in {what} than its class "
                              f"(robust z {zz:+.1f})", box=i, sample_id=rec.sample_id))
     return out
 
@@ -262,9 +263,9 @@ def style_issues(labels: LabelSet, cfg: GeometryConfig | None = None) -> list[Is
         for m in np.flatnonzero(fragmented | merged):
             rec = labels.records[idx[m]]
             if fragmented[m]:
-                kind, text = "style_fragmented", f"{n[m]} {labels.classes[c]} boxes here; this class usually has {typical:g} per image"
+                kind, text = "style_fragmented", f"{n[m]} {quoted(labels.classes[c])} boxes here; this class usually has {typical:g} per image"
             else:
-                kind, text = "style_merged", f"{n[m]} {labels.classes[c]} box(es) here; this class usually has {typical:g} per image"
+                kind, text = "style_merged", f"{n[m]} {quoted(labels.classes[c])} box(es) here; this class usually has {typical:g} per image"
             r = max(ratio[m], 1 / ratio[m])
             out.append(Issue(rec.filepath, kind, float(1 - 1 / r), text, sample_id=rec.sample_id,
                              data={"class": labels.classes[c]}))
@@ -299,6 +300,6 @@ def class_mix_issues(labels: LabelSet, cfg: GeometryConfig | None = None) -> lis
         i, j, worst = ci[p], cj[p], frac[p]
         rec = labels.records[idx]
         out.append(Issue(rec.filepath, "rare_class_mix", float(1 - worst / cfg.rare_mix_fraction) * 0.5 + 0.5,
-                         f"{labels.classes[i]} and {labels.classes[j]} appear together in only "
+                         f"{quoted(labels.classes[i])} and {quoted(labels.classes[j])} appear together in only "
                          f"{co[i, j]} image(s) of the dataset", sample_id=rec.sample_id))
     return out

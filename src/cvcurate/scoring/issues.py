@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..types import Issue, LabelSet
-from ..names import BOX_TYPES
+from ..names import BOX_TYPES, quoted
 from .calibrate import Calibration
 from .units import units_of
 from .model import _sizes
@@ -89,25 +89,25 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
     for m in np.flatnonzero(pr.overlooked >= list_min_p).tolist():
         i, c, cf, box, cov = int(pred.image[m]), int(pred.cls[m]), float(pred.conf[m]), pred.xyxy[m].tolist(), \
             float(s.cover[m])
-        where = (f"that no given box covers" if cov < 0.1 else
-                 f"that given boxes cover only in part (IoU or share inside a {names[c]} box {cov:.2f})")
+        where = ("that no given box covers" if cov < 0.1 else
+                 f"that given boxes cover only in part (IoU or share inside a {quoted(names[c])} box {cov:.2f})")
         rec = recs[i]
         items.append((i, 0, m, Issue(
             rec.filepath, "overlooked", float(pr.overlooked[m]),
-            f"the model sees a {names[c]} at [{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] "
+            f"the model sees a {quoted(names[c])} at [{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] "
             f"(confidence {cf:.2f}) {where}",
             sample_id=rec.sample_id, data={"pred_box": box, "pred_class": c, "confidence": cf,
                                            "evidence": float(s.ev_overlooked[m]), "cover": cov})))
     for k in np.flatnonzero(pr.best >= list_min_p).tolist():
         i, j, c = int(given.image[k]), int(given.local[k]), int(given.cls[k])
         t = BOX_TYPES[int(pr.best_type[k])]
-        rec, lab = recs[i], names[c]
+        rec, lab = recs[i], quoted(names[c])
         data = {"evidence": float(pr.evidence[t][k]),
                 "p_by_type": {tt: round(float(pr.box[tt][k]), 4) for tt in BOX_TYPES}}
         if t == "swap":
             q = int(s.swap_pred[k])
             text = (f"box {j} is labelled {lab}, but the model's strongest prediction on it is a "
-                    f"{names[pred.cls[q]]} (confidence {pred.conf[q]:.2f}; its {lab} at most p {s.p_same[k]:.2f})")
+                    f"{quoted(names[pred.cls[q]])} (confidence {pred.conf[q]:.2f}; its {lab} at most p {s.p_same[k]:.2f})")
             data.update({"pred_class": int(pred.cls[q]), "pred_box": pred.xyxy[q].tolist(),
                          "confidence": float(pred.conf[q])})
         elif t == "badloc" and s.bad_pred[k] >= 0:
@@ -127,7 +127,7 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
         elif t == "split":
             q = int(s.split_match[k])
             box = pred.xyxy[q]
-            text = (f"box {j} ({lab}) is one of several boxes inside the one {names[pred.cls[q]]} the model sees at "
+            text = (f"box {j} ({lab}) is one of several boxes inside the one {quoted(names[pred.cls[q]])} the model sees at "
                     f"[{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}] (confidence {pred.conf[q]:.2f}): "
                     "one defect boxed in pieces?")
             data.update({"pred_box": box.tolist(), "confidence": float(pred.conf[q])})

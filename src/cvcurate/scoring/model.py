@@ -455,15 +455,15 @@ def style_cap(s: Any, box: dict[str, np.ndarray], share: float = STYLE_SHARE) ->
     """Keep boxes that follow their class's habit out of the queues: a split (a piece) where the
     class is boxed in pieces in at least ``share`` of its multi-box images, a merged box where it
     is boxed whole that often, get ``p`` at most :data:`STYLE_CAP` (in place). Returns one note
-    per class with a habit (reported per class, not box by box): (class, text with ``{cls}`` for
-    its name)."""
+    per class with a habit (reported per class, not box by box): (class, text with ``'{cls}'`` for
+    its name, quoted as :func:`cvcurate.names.quoted` quotes it)."""
     notes = []
     for c, h in habits(s).items():
         m = s.given.cls == c
         for t, key, how in (("split", "pieces", "in pieces"), ("merged", "whole", "whole over several defects")):
             if h[key] >= share and t in box:
                 box[t][m] = np.minimum(box[t][m], STYLE_CAP)
-                notes.append((c, f"{{cls}} is boxed {how} in {100 * h[key]:.0f} % of its "
+                notes.append((c, f"'{{cls}}' is boxed {how} in {100 * h[key]:.0f} % of its "
                                  f"{'multi-box ' if key == 'pieces' else ''}images: a habit, not an error: {t} "
                                  f"kept below the queues (p < 0.5) until a convention is adopted"))
     return notes
