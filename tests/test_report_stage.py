@@ -60,6 +60,36 @@ def test_report_of_a_scored_dataset_with_predictions(tmp_path, dataset_name):
     assert "Where the labels are worst" in (tmp_path / "g.md").read_text()
 
 
+def test_report_is_relocatable_and_plans_the_augmentation(tmp_path, dataset_name):
+    """A report moved to another folder (or machine) still shows everything: no absolute path in
+    report.html / .md / .json (images embedded, thumbnails and plots relative, each image shown
+    below its import folder's name), every file the Markdown links exists next to it; the class
+    balance says what the augment stage would add (no stale "not available" text)."""
+    import shutil
+
+    scored_dataset(tmp_path, dataset_name)
+    store.append_history(dataset_name, {"action": "import", "source": str(tmp_path / "images")})  # as an import records it
+    r = run("report", dataset_name, "--out", tmp_path / "rep", "--no-pixels")
+    assert r.exit_code == 0, r.output
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    shutil.move(str(tmp_path / "rep"), moved)
+    try:
+        texts = {f: (moved / f).read_text() for f in ("report.html", "report.md", "report.json")}
+        for f, text in texts.items():
+            assert str(tmp_path) not in text, f  # the data's folder, absolute
+            assert "not available yet" not in text, f
+        for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", texts["report.md"]):
+            assert not link.startswith("/") and (moved / link).is_file(), link
+        assert 'src="data:image/' in texts["report.html"]
+        doc = json.loads(texts["report.json"])
+        assert doc["top_issues"] and all(t["image"].startswith("images/") for t in doc["top_issues"])
+        aug = doc["class_balance"]["augment"]
+        assert "would add" in aug and "cvcurate augment" in aug
+        assert sum(c["augment_instances"] for c in doc["class_balance"]["classes"]) > 0
+    finally:
+        shutil.rmtree(moved, ignore_errors=True)
+
+
 def test_report_without_score_or_predictions_says_what_it_left_out(tmp_path, dataset_name):
     store.write(md.make_labels(tmp_path / "i", n=8), dataset_name)
     r = run("report", dataset_name, "--out", tmp_path / "rep", "--no-pixels")

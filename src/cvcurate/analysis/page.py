@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..names import quoted
 from .slices import SLICE_COLUMNS, SLICE_KINDS, slice_row
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def to_html(r: Report, *, embed_images: bool = True) -> str:
                 i = t.issue
                 H.append(f'<figure><img src="{_src(t.image, t.file, embed_images)}" alt="{_e(q)} {t.rank}">'
                          f"<figcaption><b>{t.rank}. {_e(i.type)}</b> (score {i.score:.2f}) {_e(i.reason)}<br>"
-                         f'<span class="file" title="{_e(i.filepath)}">{_e(Path(i.filepath).name)}</span> '
+                         f'<span class="file" title="{_e(t.shown or Path(i.filepath).name)}">{_e(Path(i.filepath).name)}</span> '
                          f'<span class="muted">{_e(t.drawn)}</span></figcaption></figure>')
             H.append("</div>")
     H.append('<h2 id="dataset">Dataset</h2>')
@@ -136,7 +137,7 @@ def to_html(r: Report, *, embed_images: bool = True) -> str:
     b = r.balance
     H.append('<h2 id="balance">Class balance plan</h2>')
     H.append(f'<p class="muted">Against the YOLO rule of thumb of {b["rule_images"]:,} images and '
-             f'{b["rule_instances"]:,} instances per class; largest class: {_e(b["largest_class"])} '
+             f'{b["rule_instances"]:,} instances per class; largest class: {_e(quoted(b["largest_class"]) if b["largest_class"] is not None else "none")} '
              f'({b["largest_instances"]} instances).</p>')
     cols = ["class", "images", "instances", "images to largest", "instances to largest",
             f"images to {b['rule_images']:,}", f"instances to {b['rule_instances']:,}"]

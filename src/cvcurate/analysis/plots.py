@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..names import quoted
 from ..types import LabelSet
 from .slices import LARGE_FROM, SMALL_BELOW, flatten
 
@@ -119,7 +120,7 @@ def box_shape_per_class(labels: LabelSet) -> bytes | None:
         ax.grid(axis="x", alpha=0.3, which="both")
     for lim in (SMALL_BELOW, LARGE_FROM):
         ax1.axvline(lim, color="#999", ls="--", lw=1)
-    ax1.set_yticks(pos, [f"{labels.classes[c]} ({int((cls == c).sum())})" for c in present])
+    ax1.set_yticks(pos, [f"{quoted(labels.classes[c])} ({int((cls == c).sum())})" for c in present])
     ax1.invert_yaxis()
     ax1.set_title("small < 1% | medium | large >= 10%", fontsize=8)
     ax2.axvline(1.0, color="#999", ls="--", lw=1)
@@ -192,7 +193,7 @@ def pr_curves_plot(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> bytes
     for j, (name, v) in enumerate(items):
         ap = v.get("ap")
         kw = {"color": cmap[j]} if cmap else {}
-        ax.plot(v["recall"], v["precision"], lw=1.5, label=f"{name} ({ap:.2f})" if ap is not None else name, **kw)
+        ax.plot(v["recall"], v["precision"], lw=1.5, label=f"{quoted(name)} ({ap:.2f})" if ap is not None else name, **kw)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")

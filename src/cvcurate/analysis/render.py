@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..names import quoted
 from ..types import Issue, LabelSet, RunRecord
 from . import plots
 from .page import to_html
@@ -61,6 +62,7 @@ class ReportInput:
     subtitle: str = ""
     why_no_issues: str = "the dataset was never scored (run 'cvcurate score NAME')"
     why_no_evaluation: str = "no evaluation of predictions was given (run 'cvcurate predict' and 'cvcurate evaluate')"
+    shown_paths: Sequence[str] | None = None  # per image, its path as shown (relative; None: the file names)
     min_p: float = 0.0  # issues count (slices, queues) from this probability up: the run's queue threshold
     run: RunRecord | None = None  # the score run's record: its one count of issues and expected errors
 
@@ -86,11 +88,12 @@ class Thumb:
     image: bytes  # JPEG
     drawn: str
     file: str
+    shown: str = ""  # the image's path as the report shows it (never absolute: ReportInput.shown_paths)
 
     def to_dict(self) -> dict[str, Any]:
         i = self.issue
         return {"queue": self.queue, "rank": self.rank, "type": i.type, "score": round(float(i.score), 6),
-                "filepath": i.filepath, "box": i.box, "sample_id": i.sample_id, "reason": i.reason,
+                "image": self.shown or Path(i.filepath).name, "box": i.box, "sample_id": i.sample_id, "reason": i.reason,
                 "drawn": self.drawn, "thumbnail": self.file}
 
 
@@ -170,6 +173,8 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
                                            else round(slices.overall.issues_per_100_boxes, 3))
         summary["images_with_label_issues"] = slices.overall.images_with_issues
         index = {r.filepath: r for r in labels.records}
+        shown = dict(zip((r.filepath for r in labels.records),
+                         inp.shown_paths or [Path(r.filepath).name for r in labels.records]))
         by_queue: dict[str, list[Issue]] = {}
         for iss in inp.issues:
             by_queue.setdefault(inp.queue_of.get(iss.type, "other"), []).append(iss)
@@ -181,7 +186,7 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
             queues[q] = len(items)
             for rank, iss in enumerate(items[:top_n], start=1):
                 png, drawn = thumbnail(index[iss.filepath], iss, labels.classes)
-                thumbs.append(Thumb(q, rank, iss, png, drawn, f"thumbs/{q}_{rank:02d}.jpg"))
+                thumbs.append(Thumb(q, rank, iss, png, drawn, f"thumbs/{q}_{rank:02d}.jpg", shown[iss.filepath]))
         if not inp.issues:
             left.append(("top issues of each queue", "the score run found no issues"))
 
@@ -281,7 +286,7 @@ def to_markdown(r: Report) -> str:
     b = r.balance
     L += ["## Class balance plan", "",
           f"Against the YOLO rule of thumb of {b['rule_images']:,} images and {b['rule_instances']:,} instances "
-          f"per class; largest class: {b['largest_class']} ({b['largest_instances']} instances, "
+          f"per class; largest class: {quoted(b['largest_class']) if b['largest_class'] is not None else 'none'} ({b['largest_instances']} instances, "
           f"{b['largest_images']} images at most in one class).", "",
           class_balance_markdown(b), f"Augment: {b['augment']}.", ""]
     if r.evaluation is not None:

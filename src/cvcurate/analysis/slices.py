@@ -42,6 +42,7 @@ from typing import Any, Collection, Mapping, Sequence
 import numpy as np
 
 from ..gate import YOLO_IMAGES_PER_CLASS, YOLO_INSTANCES_PER_CLASS
+from ..names import quoted
 from ..types import Issue, LabelSet
 
 Z95 = 1.959963984540054
@@ -50,7 +51,7 @@ LARGE_FROM = 0.10  # large from 10 %
 SLICE_KINDS = ("class", "box_size", "brightness", "split", "source")
 BOX_KINDS = ("class", "box_size")
 NOT_LABEL_TYPES = frozenset({"near_duplicate", "leakage"})
-NO_AUGMENT = "the augment stage is not available yet"
+NO_AUGMENT = "no plan was given ('cvcurate augment NAME --dry-run' shows what it would add)"
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -416,7 +417,7 @@ def class_balance(labels: LabelSet, augment_plan: Mapping[str, Any] | None = Non
                  or r["after_instances"] < YOLO_INSTANCES_PER_CLASS]
         augment = (f"the augment stage ({augment_plan.get('method', 'augment')}) would add {tot_i} images and "
                    f"{tot_n} instances; after it {len(under)} of {k} classes would still be under the rule of thumb"
-                   + (f": {', '.join(under)}" if under else ""))
+                   + (f": {', '.join(quoted(u) for u in under)}" if under else ""))
     under = [r["class"] for r in rows if r["to_rule_images"] or r["to_rule_instances"]]
     return {"rule_images": YOLO_IMAGES_PER_CLASS, "rule_instances": YOLO_INSTANCES_PER_CLASS,
             "largest_class": largest, "largest_images": max_img, "largest_instances": max_inst,

@@ -19,6 +19,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from ..names import quoted
 from ..types import ImageRecord, Issue
 
 SUSPECT = (255, 0, 255)  # BGR magenta
@@ -97,7 +98,7 @@ def thumbnail(rec: ImageRecord, issue: Issue, classes: Sequence[str]) -> tuple[b
             _box(img, gt[k], s, ox, oy, OTHER, 1)
     drawn = []
     pc = issue.data.get("pred_class") if issue.data else None
-    pname = classes[int(pc)] if pc is not None and 0 <= int(pc) < len(classes) else None
+    pname = quoted(classes[int(pc)]) if pc is not None and 0 <= int(pc) < len(classes) else None
     if pred is not None and j is None:  # no given box: the model's box is the suspect region
         x1, y1, _, _ = _box(img, pred, s, ox, oy, SUSPECT, 3, edge=True)
         _tag(img, f"no box: {pname or 'defect'}", x1, y1, SUSPECT)
@@ -108,7 +109,7 @@ def thumbnail(rec: ImageRecord, issue: Issue, classes: Sequence[str]) -> tuple[b
         drawn.append("lime: the model's box" + (f" ({pname})" if pname else ""))
     if j is not None:
         c = int(rec.gt.class_id[j])
-        name = classes[c] if 0 <= c < len(classes) else str(c)
+        name = quoted(classes[c]) if 0 <= c < len(classes) else str(c)
         x1, y1, _, _ = _box(img, gt[j], s, ox, oy, SUSPECT, 3, edge=True)
         _tag(img, f"#{j} {name}", x1, y1, SUSPECT)
         drawn.insert(0, f"magenta: box #{j} ({name})")

@@ -30,15 +30,36 @@ class ReportRun:
     images: int
 
 
-def image_sources(name: str, labels: LabelSet) -> list[str | None]:
-    """Per image, the folder name of the import that holds it (the longest matching source)."""
+def image_sources(name: str, labels: LabelSet) -> tuple[list[str | None], list[str]]:
+    """Per image, the folder name of the import that holds it (the longest matching source), and
+    its path as the report shows it: below that folder's name (``neu-det/JPEGImages/x.jpg``), else
+    its file name; never an absolute path (a report is moved and shared)."""
     roots = sorted({h["source"] for h in store.get_history(name) if h.get("action") == "import" and h.get("source")},
                    key=len, reverse=True)
-    out: list[str | None] = []
+    names: list[str | None] = []
+    shown: list[str] = []
     for r in labels.records:
         src = next((s for s in roots if r.filepath.startswith(s.rstrip("/") + "/") or r.filepath == s), None)
-        out.append(PurePath(src).name if src else None)
-    return out
+        names.append(PurePath(src).name if src else None)
+        rel = PurePath(r.filepath).relative_to(src).as_posix() if src and r.filepath != src else PurePath(r.filepath).name
+        shown.append(f"{PurePath(src).name}/{rel}" if src else rel)
+    return names, shown
+
+
+def augment_plan(name: str) -> dict[str, Any] | None:
+    """What ``cvcurate augment NAME`` (its defaults: the shipped pipeline, every class raised to
+    the largest class's instances) would add per class, for the report's class balance; None when
+    it has nothing to plan from (no boxes)."""
+    from .augment import augment
+
+    try:
+        run = augment(name, dry_run=True)
+    except InputError:
+        return None
+    plan = run.plan
+    return {"method": f"'{run.pipeline}' pipeline, every class raised to {plan.target} instances "
+                      f"('cvcurate augment {shell_arg(name)} --dry-run' shows the plan)",
+            "per_class": {r.name: {"images": int(r.new_images), "instances": int(r.new_instances)} for r in plan.rows}}
 
 
 def _evaluation(labels: LabelSet, pred_field: str, name: str | None = None) -> dict[str, Any]:
@@ -91,10 +112,11 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
         evaluation = _evaluation(labels, pred_field, name)
     subtitle = f"dataset {name} ({len(labels.records)} images)" + (f", predictions {pred_field}" if pred_field else "") \
         + (f", {how}" if how else "")
-    inp = ReportInput(labels=labels, issues=issues, brightness=brightness, sources=image_sources(name, labels),
+    sources, shown = image_sources(name, labels)
+    inp = ReportInput(labels=labels, issues=issues, brightness=brightness, sources=sources, shown_paths=shown,
                       min_p=run.queue_min_p if run is not None else 0.0, run=run,
                       evaluation=evaluation, title=f"cvcurate report: {name}", subtitle=subtitle,
                       why_no_issues=f"dataset {name!r} was never scored (run 'cvcurate score {shell_arg(name)}')",
                       why_no_evaluation=why_eval)
-    rep, paths = make_report(inp, out, top_n=top_n)
+    rep, paths = make_report(inp, out, top_n=top_n, augment_plan=augment_plan(name))
     return ReportRun(paths=paths, left_out=[f"{sec}: {why}" for sec, why in rep.left_out], images=len(labels.records))
