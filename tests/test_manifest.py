@@ -28,6 +28,18 @@ def test_same_data_same_bytes_and_sorted():
     assert doc["images"][1]["label_sha256"] == mf.label_hash([["crack", 1, 2, 3, 4.5]])
 
 
+def test_settings_say_how_the_files_were_written():
+    e = [entry("JPEGImages/a.jpg", [["crack", 1, 2, 4, 5]])]
+    doc = mf.build(e, classes=["crack"], format="voc", lineage={}, version="0.1.0",
+                   settings={"voc_origin": 1, "voc_coordinates": "whole pixels"})
+    assert doc["settings"] == {"voc_origin": 1, "voc_coordinates": "whole pixels"}
+    assert doc["voc_origin"] == 1  # where earlier versions wrote it
+    assert "settings" not in build(e) and "voc_origin" not in build(e)
+    again = mf.build(e, classes=["crack"], format="voc", lineage={}, version="0.1.0",
+                     settings={"voc_coordinates": "whole pixels", "voc_origin": 1})
+    assert mf.dumps(doc) == mf.dumps(again)
+
+
 def test_absolute_paths_refused():
     with pytest.raises(ValueError, match="relative"):
         build([entry("/abs/a.jpg", [])])

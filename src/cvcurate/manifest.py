@@ -6,10 +6,16 @@ training run can name its data and two versions can be compared without the stor
 * ``schema_version``, ``cvcurate_version``, ``format``, ``classes``;
 * ``images``: one entry per image, sorted by ``file`` (the image's path inside the export, with
   ``/`` separators), holding its ``sha256``, its ``split``, its size, its boxes
-  (``[class, x1, y1, x2, y2]`` in absolute pixels, the order of the export's label file) and
+  (``[class, x1, y1, x2, y2]`` in absolute pixels, 0-based pixel edges, the order of the export's
+  label file, as the export holds them: a VOC export's are whole pixels, rounded outward) and
   ``label_sha256``: the SHA-256 of those boxes written canonically, so the same labels hash the
-  same in every format (a COCO export has one JSON for all images, a per-file hash would not say
-  which image changed);
+  same in every format that holds them alike (COCO and YOLO always; VOC when the boxes are whole
+  pixels) (a COCO export has one JSON for all images, a per-file hash would not say which image
+  changed);
+* ``settings``: how the files were written: VOC's ``voc_origin`` (0 or 1, also at the top level,
+  where earlier versions wrote it) and ``voc_coordinates``, YOLO's ``yolo_path`` (``absolute``
+  or ``relative``: the mode, never the path), and ``notes`` saying what was not plain (a YOLO
+  export without val images);
 * ``counts``: images and boxes per split and per class;
 * ``lineage``: the import sources (folder names, never absolute paths), every change set applied
   by ``cvcurate apply`` (id, when, who, what), the last score run (when, on which predictions, its
@@ -94,8 +100,9 @@ def _relative(path: str) -> str:
 
 
 def build(entries: Iterable[ImageEntry], *, classes: Sequence[str], format: str,
-          lineage: dict[str, Any], version: str) -> dict[str, Any]:
-    """The manifest of an export (a plain dict; :func:`dumps` gives its canonical bytes)."""
+          lineage: dict[str, Any], version: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of an export (a plain dict; :func:`dumps` gives its canonical bytes);
+    ``settings``: how the files were written (see the module docstring)."""
     images = sorted((e.to_dict() for e in entries), key=lambda d: d["file"])
     for d in images:
         d["file"] = _relative(d["file"])
@@ -115,7 +122,7 @@ def build(entries: Iterable[ImageEntry], *, classes: Sequence[str], format: str,
             s["boxes_per_class"][row[0]] += 1
         for c in {row[0] for row in d["boxes"]}:
             s["images_per_class"][c] += 1
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "cvcurate_version": version,
         "format": format,
@@ -125,6 +132,11 @@ def build(entries: Iterable[ImageEntry], *, classes: Sequence[str], format: str,
         "lineage": lineage,
         "images": images,
     }
+    if settings:
+        doc["settings"] = dict(settings)
+        if "voc_origin" in settings:
+            doc["voc_origin"] = settings["voc_origin"]
+    return doc
 
 
 def dumps(manifest: dict[str, Any]) -> bytes:

@@ -26,14 +26,28 @@ def export_cmd(
     media: str = typer.Option("copy", "--media", help="copy the images, or symlink them (not portable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out (a folder with "
                                    "cvcurate's manifest.json and none of the dataset's files)."),
+    voc_origin: Optional[str] = typer.Option(None, "--voc-origin", help="VOC: 0 writes 0-based pixel edges "
+                                             "(xmin = x1), as FiftyOne, Datumaro, CVAT and Roboflow read them; 1 "
+                                             "the VOC devkit's 1-based pixels (xmin = x1 + 1), as detectron2 reads "
+                                             "them. [default: 0]"),
+    yolo_path: Optional[str] = typer.Option(None, "--yolo-path", help="YOLO: absolute writes data.yaml's path: as "
+                                            "OUT's absolute path (Ultralytics loads it from any working directory); "
+                                            "relative writes no path:, so train:/val: are relative to data.yaml "
+                                            "(the folder can move; give Ultralytics data.yaml's path). "
+                                            "[default: absolute]"),
 ) -> None:
     """Export the dataset as it stands after applied fixes, with a versioned manifest.json.
 
     Labels are written in the format's usual layout (VOC: JPEGImages/, Annotations/,
     ImageSets/Main/; COCO: annotations/instances_<split>.json, images/<split>/; YOLO: data.yaml,
-    images/<split>/, labels/<split>/), so 'cvcurate import OUT' gives the same boxes, classes and
-    splits back. manifest.json lists every image with its sha256, its boxes and their hash, class
-    counts per split, and the lineage (imports, applied change sets). The source files are never
+    images/<split>/, labels/<split>/), which the peers' tools load as they are (FiftyOne,
+    pycocotools, Ultralytics), and 'cvcurate import OUT' gives the same boxes, classes and splits
+    back. COCO and YOLO boxes are floats; VOC boxes whole pixels rounded outward (xmin =
+    floor(x1), xmax = ceil(x2); within 1 px). YOLO's data.yaml names train, val and test:
+    images without a split go to train, and without val images val: names the train folder
+    (Ultralytics requires it) and a line says so. manifest.json lists every image with its
+    sha256, its boxes and their hash, class counts per split, how the files were written
+    (--voc-origin, --yolo-path), and the lineage (imports, applied change sets). The source files are never
     touched; nothing is written halfway (a hidden temporary folder beside OUT is renamed into
     place, and what a killed export left there is removed by the next export to OUT).
     --overwrite replaces only an earlier export (a folder with cvcurate's manifest.json) that
@@ -45,11 +59,14 @@ def export_cmd(
       cvcurate export neu --format yolo --out exports/neu-v2
 
       cvcurate export neu --format coco --out exports/neu-val --split val --exclude-tag error:rejected
+
+      cvcurate export neu --format voc --voc-origin 1 --out exports/neu-voc
     """
     from ..stages.export import export
 
     res = export(name, out, format=format, split=split, exclude_tags=exclude_tag,
-                 include_augmented=include_augmented, media=media, overwrite=overwrite, progress=True, log=say)
+                 include_augmented=include_augmented, media=media, overwrite=overwrite, progress=True,
+                 voc_origin=voc_origin, yolo_path=yolo_path, log=say)
     left = ", ".join(f"{n} by {k}" for k, n in res.excluded.items())
     console.print(f"exported [bold]{esc(name)}[/] as {res.format}: {res.images} images, {res.boxes} boxes "
                   f"to {esc(res.out)}" + (f" ({esc(left)} left out)" if left else ""))

@@ -12,6 +12,9 @@ Coordinates: ``origin`` 0 reads ``xmin..xmax`` as written (``x1=xmin, x2=xmax``)
 and Datumaro's VOC readers do and Roboflow and CVAT write; ``origin`` 1 reads them as the VOC
 devkit's 1-based inclusive pixels (``xmin=1, xmax=10`` covers the first ten pixel columns:
 ``x1=0, x2=10``), as detectron2 does; ``auto`` decides from the data (:func:`resolve_origin`).
+A folder written by ``cvcurate export --format voc`` says the origin it was written with in
+``cvcurate_voc.json`` (:func:`export_origin`), and is read with that origin, whatever ``origin``
+asks.
 Boxes are declared in the frame of ``<size>``; when the real image differs (NEU-DET's 200x200
 XMLs for 416x416 JPEGs) they are rescaled to it by :func:`~cvcurate.formats.base.finalize` and
 the rescale is reported.
@@ -19,6 +22,7 @@ the rescale is reported.
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -30,6 +34,22 @@ from .base import ImportOptions, ParseResult, RawImage, list_images, split_name,
 ANNOTATION_DIRS = ("annotations", "Annotations", "labels", "xml", "lable", "label")
 IMAGE_DIRS = ("images", "JPEGImages", "data", "imgs")
 DEFAULT_ORIGIN = 0  # agrees with fo.Dataset.from_dir(..., dataset_type=fo.types.VOCDetectionDataset)
+EXPORT_NOTE = "cvcurate_voc.json"  # written by cvcurate export --format voc: the origin it used
+EXPORT_NOTE_MAX_BYTES = 64 * 1024
+
+
+def export_origin(root: Path) -> int | None:
+    """The origin (0 or 1) a cvcurate VOC export in ``root`` was written with, from its
+    ``cvcurate_voc.json``; None when there is none, or it is not one cvcurate wrote."""
+    path = Path(root) / EXPORT_NOTE
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > EXPORT_NOTE_MAX_BYTES:
+            return None
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    origin = doc.get("voc_origin") if isinstance(doc, dict) else None
+    return origin if origin in (0, 1) and not isinstance(origin, bool) else None
 
 
 def parse_xml_text(text: str, source: str = "<xml>", origin: int | str = DEFAULT_ORIGIN,
@@ -178,7 +198,15 @@ def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
     opts = opts or ImportOptions()
     subs = sub_roots(root)
     if not subs:
-        return apply_origin(_parse_one(root, split=None, limits=opts.caps), opts.voc_origin)
+        written = export_origin(root)
+        if written is None:
+            return apply_origin(_parse_one(root, split=None, limits=opts.caps), opts.voc_origin)
+        result = apply_origin(_parse_one(root, split=None, limits=opts.caps), written)
+        result.notes[-1] += (f" (from {EXPORT_NOTE}: a cvcurate export written with origin {written}, read "
+                             "with it whatever --voc-origin says)")
+        result.settings["voc_origin_requested"] = opts.voc_origin
+        result.settings["voc_origin_from"] = EXPORT_NOTE
+        return result
     merged = ParseResult(images=[])
     for sub in subs:
         name = split_name(sub.name)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 from .. import __version__, manifest as mf, store
 from ..errors import InputError
-from ..formats.writers import EXPORT_FORMATS, write_export
+from ..formats.writers import EXPORT_FORMATS, VOC_ROUNDING, YOLO_PATHS, write_export, yolo_plan
 from ..progress import track
 from ..names import AUGMENT_FIELD, AUGMENTED_TAG, Attr  # the tag and field: written by the augment stage
 from ..types import LabelSet
@@ -43,6 +43,7 @@ class ExportResult:
     boxes: int
     manifest_path: Path
     excluded: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was not plain (a YOLO export without val images)
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -325,14 +326,38 @@ def _provenance(prov: dict[str, Any] | None, exported: dict[str, str]) -> dict[s
     return out
 
 
+def _settings(format: str, voc_origin: int | str | None, yolo_path: str | None) -> dict[str, Any]:
+    """The format's writing options, checked (:class:`InputError` for a bad value, or an option of
+    another format), with their defaults filled in."""
+    if voc_origin is not None and format != "voc":
+        raise InputError(f"--voc-origin is an option of --format voc, not {format}")
+    if yolo_path is not None and format != "yolo":
+        raise InputError(f"--yolo-path is an option of --format yolo, not {format}")
+    if format == "voc":
+        origin = 0 if voc_origin is None else str(voc_origin).strip()
+        if origin not in (0, "0", "1") or isinstance(voc_origin, bool):
+            raise InputError(f"--voc-origin must be 0 or 1 (export writes one convention), got {voc_origin!r}")
+        return {"voc_origin": int(origin), "voc_coordinates": VOC_ROUNDING}
+    if format == "yolo":
+        mode = "absolute" if yolo_path is None else str(yolo_path)
+        if mode not in YOLO_PATHS:
+            raise InputError(f"--yolo-path must be one of {', '.join(YOLO_PATHS)}, got {yolo_path!r}")
+        return {"yolo_path": mode}
+    return {}
+
+
 def export(name: str, out: str | Path, *, format: str, split: str | None = None,
            exclude_tags: Sequence[str] = (), include_augmented: bool = True, media: str = "copy",
-           overwrite: bool = False, progress: bool = False,
-           log: Callable[[str], None] | None = None) -> ExportResult:
-    """Write dataset ``name`` to ``out`` in ``format``, with ``manifest.json``. ``log`` gets the
-    line saying which leftovers of killed exports were removed (default: stderr)."""
+           overwrite: bool = False, progress: bool = False, voc_origin: int | str | None = None,
+           yolo_path: str | None = None, log: Callable[[str], None] | None = None) -> ExportResult:
+    """Write dataset ``name`` to ``out`` in ``format``, with ``manifest.json``. ``voc_origin``
+    (VOC: 0, the default, or 1) and ``yolo_path`` (YOLO: ``absolute``, the default, or
+    ``relative``): see :mod:`cvcurate.formats.writers`. ``log`` gets the lines saying which
+    leftovers of killed exports were removed and what was not plain (a YOLO export without val
+    images; also in :attr:`ExportResult.notes`) (default: stderr)."""
     if format not in EXPORT_FORMATS:
         raise InputError(f"unknown --format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    settings = _settings(format, voc_origin, yolo_path)
     out = Path(out)
     check_out_dir(out, overwrite)
     if overwrite and out.is_dir() and any(out.iterdir()):
@@ -359,6 +384,8 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
         known = sorted({r.split or "-" for r in labels.records})
         raise InputError(f"no image of {name!r} is in split {split!r} (splits: {', '.join(known)})")
     subset = LabelSet(classes=labels.classes, records=keep)
+    if format == "yolo":
+        yolo_plan(keep, name)  # a split a data.yaml cannot name: refused before any work
 
     for line in clean_leftovers(out):
         (log or _stderr)(line)
@@ -367,7 +394,10 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
     old = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        done = write_export(subset, tmp, format, media=media)
+        notes: list[str] = []
+        done = write_export(subset, tmp, format, media=media, voc_origin=settings.get("voc_origin", 0),
+                            yolo_path=settings.get("yolo_path", "absolute"), final=os.path.abspath(out),
+                            dataset=name, notes=notes)
         entries = []
         exported_by_id = {ex.record.sample_id: ex.image for ex in done}
         for ex in track(done, description="hashing exported images", total=len(done), enabled=progress):
@@ -375,14 +405,13 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
             aug = _provenance(by_id.get(rec.sample_id, (set(), None))[1], exported_by_id)
             entries.append(mf.ImageEntry(
                 file=ex.image, sha256=mf.sha256_file(tmp / ex.image), split=rec.split, width=rec.width,
-                height=rec.height, boxes=mf.box_rows(rec.gt.xyxy, rec.gt.class_id, labels.classes),
+                height=rec.height, boxes=mf.box_rows(rec.gt.xyxy if ex.boxes is None else ex.boxes,
+                                                     rec.gt.class_id, labels.classes),
                 label_file=ex.label, augmented=aug or None))
         exported = {ex.record.sample_id: ex.image for ex in done}
         doc = mf.build(entries, classes=labels.classes, format=format, lineage=_lineage(name, exported),
-                       version=__version__)
+                       version=__version__, settings={**settings, **({"notes": notes} if notes else {})})
         doc["dataset"] = name
-        if format == "voc":
-            doc["voc_origin"] = 0
         (tmp / mf.MANIFEST_NAME).write_bytes(mf.dumps(doc))
         if out.exists():
             old = _work_folder(out, "old")
@@ -407,8 +436,11 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
         old.unlink()
     elif old is not None:
         shutil.rmtree(old, ignore_errors=True)  # what is left (an interrupt) goes with the next export
+    for line in notes:
+        (log or _stderr)(line)
     return ExportResult(out=out, format=format, images=len(keep), boxes=subset.num_boxes,
-                        manifest_path=out / mf.MANIFEST_NAME, excluded={k: v for k, v in excluded.items() if v})
+                        manifest_path=out / mf.MANIFEST_NAME, excluded={k: v for k, v in excluded.items() if v},
+                        notes=notes)
 
 
 def diff(a: str | Path, b: str | Path) -> mf.Diff:
