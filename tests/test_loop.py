@@ -100,7 +100,7 @@ def test_manifest_is_byte_identical_relative_and_hashes_images(tmp_path, dataset
         "source": "steel-v1", "format": "voc", "split": "val", "at": hist["at"], "summary": imp.report.summary()}
     assert entry["voc_origin"] == hist["settings"]["voc_origin"] in (0, 1)  # how its boxes were read
     assert doc["lineage"]["changes"] == []
-    assert doc["lineage"]["score"] is None  # never scored
+    assert doc["lineage"]["score"] is None and doc["lineage"]["split"] is None  # never scored, never split
     import hashlib
 
     first = doc["images"][0]

@@ -253,8 +253,9 @@ def _destination_error(out: Path, exc: OSError, places: Sequence[Path]) -> Input
 
 
 def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
-    """Import sources, applied change sets and their fixes, with no absolute path: sources by
-    folder name, changed samples by their file in the export."""
+    """Import sources, applied change sets and their fixes, the last ``cvcurate split`` (its
+    settings and counts), with no absolute path: sources by folder name, changed samples by their
+    file in the export."""
     history = store.get_history(name)
     imports = []
     for h in history:
@@ -287,7 +288,10 @@ def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
         except (OSError, KeyError, json.JSONDecodeError):
             entry["what"] = None  # the log file is gone: the counts above are all that is known
         changes.append(entry)
-    return {"imports": imports, "changes": changes, "score": _last_score(name)}
+    splits = [h for h in history if h.get("action") == "split"]
+    split = ({k: splits[-1].get(k) for k in ("at", "val", "test", "seed", "reassign", "counts", "groups", "kept")}
+             if splits else None)  # how the splits were made ('cvcurate split'); None: as imported
+    return {"imports": imports, "changes": changes, "score": _last_score(name), "split": split}
 
 
 def _last_score(name: str) -> dict[str, Any] | None:
