@@ -362,3 +362,18 @@ def test_export_options_are_checked(tmp_path, dataset_name):
         line = one_error_line(run("export", dataset_name, *args, "--out", tmp_path / "x"))
         assert says in line, line
         assert not (tmp_path / "x").exists()
+
+
+def test_yolo_export_of_one_split_imports_back_as_that_split(tmp_path, dataset_name):
+    """An export of the val images alone names images/val under train and val (Ultralytics needs
+    both): cvcurate's import gives them back as val (the key its folder is named after), not train."""
+    src = stored(tmp_path, dataset_name)
+    out = tmp_path / "out"
+    r = run("export", dataset_name, "--format", "yolo", "--out", out, "--split", "val")
+    assert r.exit_code == 0, r.output
+    doc = yaml.safe_load((out / "data.yaml").read_text())
+    assert doc["train"] == doc["val"] == "images/val"
+    back, report = formats.load(out)
+    n_val = sum(r.split == "val" for r in src.records)
+    assert report.rejected == 0 and len(back.records) == n_val > 0
+    assert {r.split for r in back.records} == {"val"}

@@ -377,7 +377,14 @@ def parse(root: Path, opts: ImportOptions | None = None) -> ParseResult:
                 unresolved.append((key, str(v)))
                 continue
             for img in got[0]:
-                split_of.setdefault(safe_resolve(img), key)
+                r = safe_resolve(img)
+                if r in split_of and split_of[r] != key:
+                    # one folder under two keys (an export with no val images names its train folder
+                    # as val too, as Ultralytics needs both): the key its folder is named after wins
+                    if split_name(img.parent.name) == key:
+                        split_of[r] = key
+                    continue
+                split_of[r] = key
                 imgs.append(img)
             image_dirs += [(d, key) for d in got[1]]
     # images of the dataset folder outside the declared splits: not part of it
