@@ -326,3 +326,23 @@ def test_zero_area_prediction_is_inside_nothing():
 def test_match_predictions_without_predictions():
     gt = Annotations(np.array([[0, 0, 10, 10]], float), np.array([0]))
     assert match_predictions(gt, Annotations.empty()).tolist() == []
+
+
+def test_threshold_probability_on_the_breakpoints_equals_the_fit_on_every_confidence():
+    """Oracle: Thresholds keeps only the isotonic fit's breakpoints; its probability of any
+    confidence equals the fit predicted at that confidence (scikit-learn's own predict), at a
+    fraction of the points."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from cvcurate.scoring.objectlab import ObjectLabConfig
+
+    labels, preds = random_images(n=300, k=3, seed=4)
+    th = calibrate_thresholds(labels, preds, ObjectLabConfig())
+    pairs = sig.PredictionPairs(Batch.of(labels, preds))
+    conf = pairs.pred.conf
+    hits = greedy_hits(pairs.given, pairs.pred, sig.Pairs.cat([p.select((pairs.given.cls[p.given] == pairs.pred.cls[p.pred])
+                                                                        & (p.iou >= 0.5)) for p in pairs.each()]), 0.5)
+    iso = IsotonicRegression(y_min=0, y_max=1, increasing=True, out_of_bounds="clip").fit(conf, hits.astype(float))
+    q = np.r_[np.random.default_rng(0).uniform(-0.1, 1.1, 2000), conf]
+    np.testing.assert_allclose(th.probability(q), iso.predict(q), atol=1e-12)
+    assert len(th.grid) < len(np.unique(conf)) / 2

@@ -77,6 +77,9 @@ def fit_thresholds(pairs: PredictionPairs, cfg: ObjectLabConfig, keep: bool = Fa
     low = min(low, cfg.max_low_threshold, high)
     how = ("precision targets reached" if high_ok and low_ok else
            "quantile fallback: the predictions never reach the precision target")
-    return Thresholds(low=low, high=high, how=how, grid=grid, precision=precision)
+    # the curve kept for Thresholds.probability: the isotonic fit's breakpoints (interpolating on
+    # them gives the same values as on every confidence, in a fraction of the time at 1M images)
+    return Thresholds(low=low, high=high, how=how, grid=np.asarray(iso.X_thresholds_, np.float64),
+                      precision=np.asarray(iso.y_thresholds_, np.float64))
 
 
