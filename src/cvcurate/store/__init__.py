@@ -25,7 +25,7 @@ from .app import configure_app, count_view, launch_app, list_saved_views
 from .convert import rel_xywh_to_xyxy, xyxy_to_rel_xywh
 from .database import boundary, database_location, lost_database, private_database, start_private_database
 from .io import (WriteResult, counts, delete_samples, delete_samples_by_path, get_detections, read, sample_info, sample_values, set_detections,
-                 set_dict_field, tag_samples, write, write_detections)
+                 set_dict_field, set_field, tag_samples, write, write_detections)
 from ..errors import DatasetBusyError
 from .meta import (DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
                    get_changes, get_history, get_runs, guarded_write, lock_holder, record_change, tag_labels)
@@ -49,7 +49,7 @@ __all__ = [
     "read", "record_change", "rel_xywh_to_xyxy", "sample_info", "sample_values", "set_detections",
     "start_private_database", "write", "write_detections", "write_run", "xyxy_to_rel_xywh",
     "delete_samples_by_path", "journal", "load_change_body", "save_change_body", "forget_change_body", "new_id", "register_run",
-    "rewrite_rows", "counts", "drop_old_records", "put_record", "read_record",
+    "rewrite_rows", "counts", "drop_old_records", "put_record", "read_record", "set_field",
 ]
 
 # The boundary: every function the store exports, and the journal's, raises a lost database as

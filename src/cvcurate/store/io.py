@@ -369,6 +369,48 @@ def set_dict_field(name: str, field: str, by_sample: dict[str, dict[str, Any]]) 
     _bulk_set(ds, by_sample.items() and ((sid, {field: v}) for sid, v in by_sample.items()))
 
 
+_PLAIN_FIELDS = ((bool, "BooleanField"), (int, "IntField"), (float, "FloatField"), (str, "StringField"))
+
+
+def set_field(name: str, field: str, values: dict[str, Any], *, history: dict[str, Any] | None = None) -> int:
+    """Set a plain sample field (a string, number or bool; None clears it) on many samples by
+    sample id, in bulk, all or nothing, and append ``history`` to the dataset's history with it.
+
+    Every id must be a sample of the dataset (else nothing is written). A new field is declared
+    from its values' type. On any failure, Ctrl-C included, the samples get their previous values
+    back (and a field this call declared is removed). Returns the number of samples set."""
+    from bson import ObjectId
+
+    fo = _fo()
+    ds = load(name)
+    kinds = {next((k for t, k in _PLAIN_FIELDS if isinstance(v, t)), None) for v in values.values() if v is not None}
+    if None in kinds or len(kinds) > 1:
+        raise StoreError(f"field {field!r}: values must be all strings, all numbers or all booleans")
+    coll = ds._sample_collection
+    before: dict[str, Any] = {}
+    for chunk in _chunks([ObjectId(s) for s in values], _CHUNK):
+        for doc in coll.find({"_id": {"$in": list(chunk)}}, {field: 1}):
+            before[str(doc["_id"])] = doc.get(field)
+    missing = [s for s in values if s not in before]
+    if missing:
+        raise StoreError(f"{len(missing)} sample(s) are not in dataset {name!r} (first: {missing[0]}): "
+                         f"nothing was written; run the command again")
+    declared = False
+    try:
+        if field not in ds.get_field_schema() and kinds:
+            ds.add_sample_field(field, getattr(fo, kinds.pop()))
+            declared = True
+        _bulk_set(ds, ((sid, {field: v}) for sid, v in values.items() if before[sid] != v))
+        meta.append_history(ds, history)
+    except BaseException:
+        with shielded():
+            _bulk_set(ds, ((sid, {field: v}) for sid, v in before.items() if values[sid] != v))
+            if declared:
+                ds.delete_sample_field(field)
+        raise
+    return len(values)
+
+
 def delete_samples(name: str, ids: Sequence[str]) -> int:
     """Delete the samples with these ids (image files are never touched); return how many."""
     if not ids:
