@@ -13,6 +13,39 @@ import numpy as np
 from ..types import Annotations, ImageRecord
 from ._core import PRED_FIELD
 
+_ID_STATE = {"random": b"", "counter": 0}
+
+
+def new_object_ids(n: int) -> list[Any]:
+    """``n`` fresh ObjectIds at once, laid out as MongoDB's own (4-byte time, 5-byte random
+    value, 3-byte counter) but built in one numpy pass: bson makes each one under a lock, ~10 us
+    apiece, most of a million-box write. A new random value is drawn every 2^24 ids (the
+    counter's range) and by every process, so no two ids are ever equal."""
+    import os
+    import time
+
+    from bson import ObjectId
+
+    out: list[Any] = []
+    while n > 0:
+        st = _ID_STATE
+        if not st["random"] or st["counter"] >= 1 << 24 or st.get("pid") != os.getpid():
+            st.update(random=os.urandom(5), counter=0, pid=os.getpid())
+        k = min(n, (1 << 24) - st["counter"])
+        count = np.arange(st["counter"], st["counter"] + k, dtype=np.uint32)
+        st["counter"] += k
+        raw = np.empty((k, 12), np.uint8)
+        raw[:, :4] = np.frombuffer(int(time.time()).to_bytes(4, "big"), np.uint8)
+        raw[:, 4:9] = np.frombuffer(st["random"], np.uint8)
+        raw[:, 9] = (count >> 16) & 0xFF
+        raw[:, 10] = (count >> 8) & 0xFF
+        raw[:, 11] = count & 0xFF
+        buf = raw.tobytes()
+        out += [ObjectId(buf[i:i + 12]) for i in range(0, 12 * k, 12)]
+        n -= k
+    return out
+
+
 def xyxy_to_rel_xywh(xyxy: np.ndarray, width: Any, height: Any) -> np.ndarray:
     """Pixel xyxy boxes to FiftyOne's relative xywh; width/height: one size, or one per box."""
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
@@ -35,21 +68,22 @@ def rel_xywh_to_xyxy(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _detections_doc(ann: Annotations, width: int, height: int, classes: Sequence[str]) -> dict:
-    from bson import ObjectId
-
-    rel = xyxy_to_rel_xywh(ann.xyxy, width, height)
+    rel = xyxy_to_rel_xywh(ann.xyxy, width, height).tolist()
+    ids = new_object_ids(len(ann))
+    labels = [classes[c] for c in np.asarray(ann.class_id, np.int64).tolist()]
+    conf = None if ann.confidence is None else np.asarray(ann.confidence, np.float64).tolist()
     dets = []
     for i in range(len(ann)):
         d: dict[str, Any] = {
-            "_id": ObjectId(),
+            "_id": ids[i],
             "_cls": "Detection",
             "attributes": {},
             "tags": [],
-            "label": classes[int(ann.class_id[i])],
-            "bounding_box": [float(v) for v in rel[i]],
+            "label": labels[i],
+            "bounding_box": rel[i],
         }
-        if ann.confidence is not None:
-            d["confidence"] = float(ann.confidence[i])
+        if conf is not None:
+            d["confidence"] = conf[i]
         dets.append(d)
     return {"_cls": "Detections", "detections": dets}
 

@@ -145,16 +145,41 @@ class Handle:
         """``values()`` of several paths in one pass over the samples: lists of embedded documents
         are mapped over (``f.detections.tags`` gives one list per sample), ids come as strings."""
         segs = [self._db_path(p) for p in paths]
-        tops = sorted({s[0] for s in segs})
+        # only the paths asked for (a path inside another asked for is covered by it): the rest of
+        # each label (tags, attributes, ...) is never sent nor decoded
+        want = sorted({".".join(s) for s in segs})
+        proj = {p: 1 for p in want if not any(p.startswith(q + ".") for q in want)}
         out: list[list[Any]] = [[] for _ in paths]
-        for doc in self._sample_collection.find({}, {t: 1 for t in tops}):
-            for k, s in enumerate(segs):
-                out[k].append(_get(doc, s))
+        getters = [_getter(s) for s in segs]
+        for doc in self._sample_collection.find({}, proj):
+            for k, get in enumerate(getters):
+                out[k].append(get(doc))
         return out
 
 
 def _plain(v: Any) -> Any:
     return str(v) if type(v).__name__ == "ObjectId" else v  # bson's, without importing it per value
+
+
+def _getter(segs: Sequence[str]) -> Any:
+    """``doc -> _get(doc, segs)``; for a label attribute (``field.detections.attr``, most of what
+    the readers ask for) one list comprehension instead of a recursive call per label."""
+    if len(segs) != 3:
+        return lambda doc: _get(doc, segs)
+    a, b, c = segs
+
+    def get(doc: Any) -> Any:
+        x = doc.get(a)
+        if not isinstance(x, dict):
+            return None
+        y = x.get(b)
+        if not isinstance(y, list):
+            return _get(y, [c]) if b in x else None
+        if any(not isinstance(d, dict) for d in y):
+            return [_get(d, [c]) for d in y]
+        return [_plain(d[c]) if c in d else None for d in y]
+
+    return get
 
 
 def _get(doc: Any, segs: Sequence[str]) -> Any:
@@ -165,6 +190,13 @@ def _get(doc: Any, segs: Sequence[str]) -> Any:
     if not isinstance(doc, dict):
         return None
     return _get(doc.get(segs[0]), segs[1:]) if segs[0] in doc else None
+
+
+def handle_of(ds: Any) -> Handle:
+    """A FiftyOne dataset's own collections read as a :class:`Handle` (the same values, without
+    FiftyOne's per-label document conversion: about twice as fast on a million boxes)."""
+    db = ds._sample_collection.database
+    return Handle(db.datasets.find_one({"_id": ds._doc.id}), db)
 
 
 def load(name: str, tmp_prefix: str) -> Handle:

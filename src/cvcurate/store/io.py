@@ -101,18 +101,31 @@ def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
     """``$set`` fields on many samples by id: one ``bulk_write`` per chunk, ``last_modified_at``
     stamped, the dataset reloaded. Every bulk update of this module goes through it except
     :func:`~cvcurate.store.runs.write_run`, which also unsets fields and sends its batches on two threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from bson import ObjectId
     from pymongo import UpdateOne
 
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    ops = [UpdateOne({"_id": ObjectId(sid)}, {"$set": {**fields, "last_modified_at": now}})
-           for sid, fields in updates]
-    if not ops:
-        return
     coll = ds._sample_collection
-    for start in range(0, len(ops), _CHUNK):
-        coll.bulk_write(ops[start:start + _CHUNK], ordered=False)
-    ds.reload()
+    # streamed: the updates are built chunk by chunk while the previous chunk is sent (memory flat
+    # in the number of samples); two chunks in flight at most, as mongod applies two at once
+    sent: list[Any] = []
+    ops: list[Any] = []
+    with ThreadPoolExecutor(max_workers=2) as sender:
+        for sid, fields in updates:
+            ops.append(UpdateOne({"_id": ObjectId(sid)}, {"$set": {**fields, "last_modified_at": now}}))
+            if len(ops) >= _CHUNK:
+                if len(sent) >= 2:
+                    sent.pop(0).result()  # raises the first failure
+                sent.append(sender.submit(coll.bulk_write, ops, ordered=False))
+                ops = []
+        if ops:
+            sent.append(sender.submit(coll.bulk_write, ops, ordered=False))
+        for f in sent:
+            f.result()
+    if sent:
+        ds.reload()
 
 
 def _raw_set_detections(ds: Any, ids: Sequence[str], field: str, anns: Sequence[Annotations | None],
@@ -250,8 +263,12 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
     """Read a dataset (or a view of it) into a :class:`LabelSet`, in bulk.
 
     Ground-truth boxes carry the store's detection ids in ``gt.data["id"]``."""
+    from . import direct
+
     ds = open_read(name) if view is None else load(name)
-    coll = view if view is not None else ds
+    # the whole dataset through pymongo (the same values: tests/test_direct_reads.py), a view
+    # through FiftyOne
+    coll = view if view is not None else ds if isinstance(ds, direct.Handle) else direct.handle_of(ds)
     classes = get_classes(ds)
     index = {c: i for i, c in enumerate(classes)}
     schema = ds.get_field_schema()
