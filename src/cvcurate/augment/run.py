@@ -27,6 +27,7 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,7 @@ def run_augmentation(
     progress: Progress | None = None,
     top_up: int = 10,
     chunk_size: int = 16,
+    engine: Any = None,
 ) -> RunResult:
     """Generate the samples of ``plan`` with ``pipeline`` into ``out_dir``; see the module doc.
 
@@ -182,6 +184,9 @@ def run_augmentation(
     for the batched path (``batched`` forces the batched path on any device; the tests run it on
     the CPU). ``done``: indices already written (default: found in ``out_dir``); they are read back,
     not made again. ``progress(done, total)`` is called in this process as samples finish.
+    ``engine``: a :class:`cvcurate.engine.Engine`; ``ray`` runs the CPU workers' chunks as Ray
+    actors (each writes its samples into ``out_dir``: a folder every Ray node sees); samples are
+    seeded per index, so they are the same as here.
     """
     from ..device import resolve_device
 
@@ -191,13 +196,17 @@ def run_augmentation(
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     dev, _ = resolve_device(device)
     batched = (dev != "cpu") if batched is None else bool(batched)
-    engine = "batched" if batched else "albumentations"
+    on_ray = engine is not None and engine.is_ray
+    if on_ray and batched:
+        raise InputError("--engine ray runs the CPU augmentation workers; the batched GPU path (--device cuda) "
+                         "runs in this process: use one or the other")
+    made_by = "batched" if batched else "albumentations"
     out = Path(out_dir).expanduser().resolve()
     stamp = {"fingerprint": _fingerprint(labels, plan, pipeline), "pipeline": pipeline.name,
              "pipeline_sha256": pipeline.sha256, "seed": plan.seed, "target": plan.target,
-             "classes": labels.classes, "jobs": plan.n_samples, "engine": engine}
+             "classes": labels.classes, "jobs": plan.n_samples, "engine": made_by}
     _check_out_dir(out, stamp)
-    ctx = _context(labels, plan, pipeline, out, engine, dev)
+    ctx = _context(labels, plan, pipeline, out, made_by, dev)
     found = _entries(out)
     have = set(found) if done is None else set(done)
     missing = sorted(have - set(found))
@@ -220,6 +229,7 @@ def run_augmentation(
     total = len(jobs)
     finished = 0
     pool = None
+    ray_pool = None
     aug = None
     if batched:
         from .gpu import BatchAugment
@@ -244,6 +254,17 @@ def run_augmentation(
                 if batched:
                     for i in range(0, len(todo), batch_size):
                         for entry in _make_batch(todo[i:i + batch_size], aug):
+                            absorb(_sample(out, entry, resumed=False))
+                            finished += 1
+                        if progress:
+                            progress(finished, total)
+                elif on_ray and todo:
+                    if ray_pool is None:  # one pool for every round: its workers start once
+                        ray_pool = engine.pool(partial(_chunk_worker, ctx))
+                    size = max(1, min(chunk_size, len(todo) // (4 * ray_pool.size) or 1))
+                    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+                    for _, entries in ray_pool.stream(chunks):
+                        for entry in entries:
                             absorb(_sample(out, entry, resumed=False))
                             finished += 1
                         if progress:
@@ -290,6 +311,8 @@ def run_augmentation(
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+        if ray_pool is not None:
+            ray_pool.close()  # its workers stop (after an interrupt too)
         _workers._CACHE.clear()  # the decoded sources and cuts of this process
         _workers._CUTS.clear()
     samples = [results[i] for i in sorted(results)]
@@ -301,6 +324,12 @@ def run_augmentation(
     if res.short:
         res.notes.append("still under target after top-up: " + ", ".join(f"{c} ({n} short)" for c, n in res.short.items()))
     return res
+
+
+def _chunk_worker(ctx: _Context) -> Callable[[list[Job]], list[dict[str, Any]]]:
+    """A Ray worker's setup: the state a spawned CPU worker has, then chunks of jobs."""
+    _init_worker(ctx)
+    return _make_chunk
 
 
 def _fingerprint(labels: LabelSet, plan: Plan, pipeline: Pipeline) -> str:

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import shell_arg
 from . import app
-from .common import console, esc, say, wait_option
+from .common import console, engine_option, esc, ray_workers_option, say, wait_option
 
 COLUMNS = ("class", "images", "instances", "target", "samples", "new instances", "after", "images after")
 
@@ -25,7 +25,9 @@ def augment_cmd(
                                  "effects on other classes included)."),
     classes: List[str] = typer.Option([], "--classes", help="Only raise these classes (repeatable)."),
     device: str = typer.Option("cpu", "--device", help="cpu (albumentations workers) or cuda (batched on the GPU)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="CPU worker processes."),
+    workers: Optional[int] = ray_workers_option("CPU worker processes [default: 1; with --engine ray: Ray workers, all "
+                                                "cores or the cluster's]."),
+    engine: str = engine_option("With ray, the cluster must see --out."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same samples (for any worker count)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the new images "
                                        "[default: NAME_augment/<pipeline>-s<seed>]."),
@@ -58,8 +60,8 @@ def augment_cmd(
         say(f"removed {n} augmented sample(s) from {name} and {files} file(s)")
         return
     res = stage.augment(name, config=config, target=target, balance=balance, classes=classes or None,
-                        device=device, workers=workers, seed=seed, out=out, dry_run=dry_run, progress=True,
-                        wait=wait)
+                        device=device, workers=workers if engine == "ray" else (workers or 1), seed=seed, out=out,
+                        dry_run=dry_run, progress=True, wait=wait, engine=engine)
     from rich.table import Table
 
     t = Table(title=f"augmentation plan for {esc(name)} ({esc(res.pipeline)}, seed {seed})")

@@ -40,6 +40,32 @@ def wait_option() -> Any:
                         "it instead of exiting at once (exit 2, naming the command that holds the dataset).")
 
 
+def engine_option(extra: str = "") -> Any:
+    """--engine local|ray, for every command that runs its per-image work on an engine (one
+    definition; :mod:`cvcurate.engine` checks the value)."""
+    import typer
+
+    return typer.Option("local", "--engine", help="local (this machine, as without it) or ray (Ray workers: a local "
+                        "Ray on this machine's cores, or the cluster RAY_ADDRESS names; needs cvcurate[ray]). "
+                        "Same results either way." + (f" {extra}" if extra else ""))
+
+
+def ray_workers_option(help: str = "With --engine ray: Ray workers (and CPUs of a local Ray) [default: all cores, "
+                       "or the cluster's].") -> Any:
+    """--workers N of the engine commands (predict, score; augment also uses it locally)."""
+    import typer
+
+    return typer.Option(None, "--workers", "-w", min=1, help=help)
+
+
+def check_ray_workers(engine: str, workers: int | None) -> None:
+    """--workers means Ray workers where the local path has none (predict, score)."""
+    from ..errors import InputError
+
+    if workers is not None and engine != "ray":
+        raise InputError("--workers applies to --engine ray only")
+
+
 def esc(value: Any) -> str:
     """``value`` as text that rich prints as is inside markup."""
     return escape(str(value))

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import InputError
 from . import app
-from .common import read_pred_field_option, say
+from .common import check_ray_workers, engine_option, ray_workers_option, read_pred_field_option, say
 
 DEVICE_HELP = "cpu or cuda (cuda without a GPU falls back to the CPU with a warning)."
 
@@ -72,6 +72,8 @@ def predict_cmd(
     format: Optional[str] = typer.Option(None, "--format", "-f", help="Format of --from-file: coco or yolo."),
     coco_gt: Optional[Path] = typer.Option(
         None, "--coco-gt", help="COCO ground-truth JSON to resolve numeric image_id/category_id of COCO results."),
+    engine: str = engine_option("With ray and --device cuda: one GPU per worker."),
+    workers: Optional[int] = ray_workers_option(),
 ) -> None:
     """Predict boxes for every image of a dataset, or import predictions made by another model.
 
@@ -81,6 +83,8 @@ def predict_cmd(
     Examples:
 
       cvcurate predict neu --model neu-det
+
+      cvcurate predict neu --model neu-det --engine ray --workers 4
 
       cvcurate predict neu --from-file results.json --format coco --coco-gt instances_val.json
     """
@@ -93,7 +97,9 @@ def predict_cmd(
     else:
         if format is not None:
             raise InputError("--format applies to --from-file only")
-        res = stage.predict(name, model=model, device=device, batch_size=batch_size, pred_field=field)
+        check_ray_workers(engine, workers)
+        res = stage.predict(name, model=model, device=device, batch_size=batch_size, pred_field=field,
+                            engine=engine, workers=workers)
     for note in res.notes:
         say(note)
     say(f"wrote {res.boxes} predicted boxes for {res.images} images to field "

@@ -11,7 +11,8 @@ from ..scoring import QUEUES
 from ..stages.score import run_score, truth_check
 from . import app
 from ..errors import shell_arg
-from .common import console, esc, read_pred_field_option, say, wait_option
+from .common import (check_ray_workers, console, engine_option, esc, ray_workers_option, read_pred_field_option, say,
+                     wait_option)
 
 
 @app.command("score")
@@ -32,6 +33,8 @@ def score_cmd(
     truth: Optional[Path] = typer.Option(None, "--truth", help="Truth file of 'cvcurate corrupt': also print how "
                                          "well the ranking finds the injected errors."),
     wait: float = wait_option(),
+    engine: str = engine_option("Only the pixel features run on it; everything dataset-wide runs here."),
+    workers: Optional[int] = ray_workers_option(),
 ) -> None:
     """Score every image and box for likely label errors, with a reason for each.
 
@@ -44,8 +47,9 @@ def score_cmd(
 
     Example: cvcurate score neu --pred-field predictions_oof
     """
+    check_ray_workers(engine, workers)
     run = run_score(name, pred_field=pred_field or predictions_alias, config=config, pixels=pixels, out_dir=out,
-                    progress=True, only_out_of_sample=only_out_of_sample, wait=wait)
+                    progress=True, only_out_of_sample=only_out_of_sample, wait=wait, engine=engine, workers=workers)
     res = run.result
     for note in run.notes:
         say(note if note.startswith("warning:") else f"note: {note}")

@@ -51,18 +51,26 @@ def default_out(name: str, pipeline: str, seed: int) -> Path:
 
 
 def augment(name: str, *, config: str | Path | None = None, target: int | None = None, balance: bool = False,
-            classes: Sequence[str] | None = None, device: str = "cpu", workers: int = 1, seed: int = 0,
+            classes: Sequence[str] | None = None, device: str = "cpu", workers: int | None = 1, seed: int = 0,
             out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
-            log: Callable[[str], None] = lambda _: None, wait: float = 0.0) -> AugmentRun:
+            log: Callable[[str], None] = lambda _: None, wait: float = 0.0, engine: str = "local") -> AugmentRun:
+    """``engine``: ``local`` (``workers`` processes) or ``ray`` (``workers`` Ray workers, default all
+    cores: :mod:`cvcurate.engine`); the same samples for a seed either way. The samples are added
+    to the store once, here, after all of them are made."""
     from ..augment import check_target, load_pipeline, make_plan, run_augmentation
     from ..device import resolve_device
+    from ..engine import get_engine
 
     if target is not None:
         check_target(target, "--target")  # its range, before any work
     if target is not None and balance:
         raise InputError("give --target N or --balance, not both")
     pipe = load_pipeline(config)  # validated before any work (unknown transform, key, type)
-    resolve_device(device)  # --device cuda without CUDA: one clear line before any work
+    dev, _ = resolve_device(device)  # --device cuda without CUDA: one clear line before any work
+    eng = get_engine(engine, workers if engine == "ray" else None)
+    if eng.is_ray and dev != "cpu":
+        raise InputError("--engine ray runs the CPU augmentation workers; the batched GPU path (--device cuda) "
+                         "runs in this process: use one or the other")
     base, n_aug = originals(name)
     if not base.num_boxes:
         raise InputError(f"dataset {name!r} has no boxes: there is nothing to balance")
@@ -75,8 +83,9 @@ def augment(name: str, *, config: str | Path | None = None, target: int | None =
         res.notes.append(f"{n_aug} augmented sample(s) already in {name!r} were left out of the plan")
     if dry_run or plan.n_samples == 0:
         return res
-    with Counter(f"augmenting ({pipe.name})", enabled=progress) as update:
-        run = run_augmentation(base, plan, pipe, out_dir, workers=workers, device=device, progress=update)
+    with eng.session(), Counter(f"augmenting ({pipe.name})", enabled=progress) as update:
+        run = run_augmentation(base, plan, pipe, out_dir, workers=workers or 1, device=device, progress=update,
+                               engine=eng)
     res.written, res.resumed, res.short = run.written, run.resumed, dict(run.short)
     res.notes += list(run.notes)
     recs = run.records

@@ -96,18 +96,23 @@ def train_model(name: str, *, config: str | Path | None = None, epochs: int | No
 
 
 def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
-            pred_field: str = "predictions") -> PredictResult:
-    """Predict every image of ``name`` with a shipped or a user's checkpoint."""
+            pred_field: str = "predictions", engine: str = "local", workers: int | None = None) -> PredictResult:
+    """Predict every image of ``name`` with a shipped or a user's checkpoint.
+
+    ``engine``: ``local`` (this process) or ``ray`` (``workers`` Ray actors, :mod:`cvcurate.engine`);
+    either way the predictions are written once, here, after every image is predicted."""
     from ..detector.checkpoint import load_checkpoint
-    from ..detector.predict import predict as run_predict
     from ..detector.predict import remap_classes
+    from ..engine import get_engine
+    from ..engine import predict as run_predict
 
     check_device(device)
+    eng = get_engine(engine, workers)
     labels = store.read(name)
     ckpt = load_checkpoint(model)
     mapping = ckpt.class_map(labels.classes, f"dataset {name!r}")
     inside = in_sample(ckpt, labels)
-    anns = remap_classes(run_predict(ckpt, labels.records, batch_size, device, progress=True), mapping)
+    anns = remap_classes(run_predict(eng, ckpt, labels.records, batch_size, device, progress=True), mapping)
     store.write_detections(name, pred_field, labels.records, anns, labels.classes)
     store.append_history(name, {"action": "predict", "pred_field": pred_field, "model": str(model),
                                 "in_sample_images": inside, "images": len(labels.records)})

@@ -16,7 +16,6 @@ from ..config import load_config, to_dict
 from ..errors import InputError
 from ..names import PRED_FIELDS, default_pred_field
 from ..scoring import QUEUES, ScoreConfig, ScoreResult, score
-from ..scoring.images import image_features
 from ..scoring.summary import run_summary
 from ..types import Annotations, LabelSet
 from .score_write import _sample_rows, write_score_run
@@ -39,7 +38,8 @@ def load_score_config(path: str | Path | None = None) -> ScoreConfig:
 
 def run_score(name: str, *, pred_field: str | None = None, config: str | Path | None = None,
               pixels: bool = True, out_dir: str | Path | None = None, progress: bool = False,
-              only_out_of_sample: bool = False, wait: float = 0.0) -> ScoreRun:
+              only_out_of_sample: bool = False, wait: float = 0.0, engine: str = "local",
+              workers: int | None = None) -> ScoreRun:
     """Score dataset ``name``; predictions from ``pred_field`` when given (or found).
     ``only_out_of_sample``: score (and queue) only the images the predictions' model did not train
     on; the other images keep their fixes and decisions, in no queue.
@@ -47,19 +47,27 @@ def run_score(name: str, *, pred_field: str | None = None, config: str | Path | 
     Holds the dataset's lock for the whole run (a decide, apply or second score is refused, or
     waits ``wait`` seconds), finishes what a killed writer left (:mod:`.recovery`; an interrupted
     score's decisions are carried to this run), and journals every review decision before it
-    writes."""
+    writes.
+
+    ``engine``: where the per-image pixel features are measured, ``local`` or ``ray`` (``workers``
+    Ray workers, :mod:`cvcurate.engine`); everything dataset-wide runs here on the gathered features."""
     from . import recovery
+    from ..engine import get_engine
 
     load_score_config(config)  # a bad config is one line before any wait for the lock
+    eng = get_engine(engine, workers)
     store.load(name)
     with store.dataset_lock(name, "score", user=store.journal.who(), wait_s=wait):
         earlier = recovery.recover(name, "score")
         return _run_score(name, pred_field=pred_field, config=config, pixels=pixels, out_dir=out_dir,
-                          progress=progress, only_out_of_sample=only_out_of_sample, earlier=earlier)
+                          progress=progress, only_out_of_sample=only_out_of_sample, earlier=earlier, engine=eng)
 
 
 def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, pixels: bool,
-               out_dir: str | Path | None, progress: bool, only_out_of_sample: bool, earlier: list) -> ScoreRun:
+               out_dir: str | Path | None, progress: bool, only_out_of_sample: bool, earlier: list,
+               engine: Any = None) -> ScoreRun:
+    from ..engine import LOCAL, image_features
+
     cfg = load_score_config(config)
     schema = store.field_names(name)
     notes: list[str] = []
@@ -114,7 +122,8 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
                                  "as predictions")
         if sum(len(p) for p in preds) == 0:
             raise InputError(f"field {pred_field!r} holds no predicted boxes")
-    feats = image_features([r.filepath for r in labels.records], cfg.images, progress=progress) if pixels else None
+    feats = image_features(engine or LOCAL, [r.filepath for r in labels.records], cfg.images,
+                           progress=progress) if pixels else None
     if not pixels:
         notes.append("pixel checks skipped (--no-pixels): no blur, exposure or near-duplicate checks")
     result = score(labels, predictions=preds, features=feats, cfg=cfg)
