@@ -15,10 +15,12 @@ Near-duplicates compare high-pass 32x32 thumbnails (the thumbnail minus its Gaus
 zero-mean and unit-norm) by correlation. Byte-identical thumbnails (one file stored twice) are
 grouped first; up to 2,048 distinct ones are compared by one matrix product, beyond that a
 projection bound discards almost every pair first and only the rest get the full product (see
-:func:`_candidate_pairs`). Matches form clusters, and each image is reported once, against its best
-earlier partner (:func:`near_duplicate_partners`). Two things were
-tried first and rejected, measured on NEU-DET: a 64-bit dHash (on steel textures an 8x8 hash is
-mostly illumination gradient: 1,800 pairs collided, none a duplicate) and plain 16x16 thumbnails
+:func:`_candidate_pairs`); from ``ANN_MIN_ROWS`` (20,000) distinct ones, where that is still
+quadratic, an approximate nearest-neighbour search over the projection finds the candidates
+(:mod:`cvcurate.scoring.neighbours`), each one checked exactly. Matches form clusters, and each
+image is reported once, against its best earlier partner (:func:`near_duplicate_partners`). Two
+things were tried first and rejected, measured on NEU-DET: a 64-bit dHash (on steel textures an
+8x8 hash is mostly illumination gradient: 1,800 pairs collided, none a duplicate) and plain 16x16 thumbnails
 (664 pairs above 0.95, all different images sharing an illumination gradient). With the high-pass,
 the most similar pair of distinct NEU-DET images correlates 0.91, while a copy re-saved at JPEG
 quality 60, rescaled and brightened correlates at least 0.98. Limit: a copy cropped by more than
@@ -41,6 +43,7 @@ from ..types import Issue, LabelSet
 THUMB = 32
 SHARP_SIDE = 256  # sharpness is measured with the longer side reduced to at most this
 PROJ_DIMS = 64  # directions of the cheap near-duplicate bound (see _candidate_pairs)
+ANN_MIN_ROWS = 20_000  # from this many distinct thumbnails, the approximate search (see _candidate_pairs)
 
 
 @dataclass
@@ -159,8 +162,18 @@ def _candidate_pairs(thumbs: np.ndarray, min_correlation: float, chunk: int
     exactly. No pair is lost. On NEU-DET thumbnails the 64 directions hold 40% of the energy and
     6e-6 of the pairs pass the bound; a block where too many pass (a dataset of near-identical
     frames) is computed in full instead.
+
+    From ``ANN_MIN_ROWS`` rows (the products above grow as N^2: 40 s at 100k rows, about an hour
+    at 1M, on 2 cores) the pairs come from an approximate nearest-neighbour search over the same projection instead
+    (:func:`cvcurate.scoring.neighbours.ann_pairs`: near linear, every pair it returns checked
+    exactly; 99.99% of the pairs found where measured, docs/scaling.md).
     """
     n, dim = thumbs.shape
+    if n >= max(ANN_MIN_ROWS, 2):
+        from .neighbours import ann_pairs
+
+        vecs = thumbs if dim <= PROJ_DIMS + 2 else thumbs @ _principal_directions(thumbs, PROJ_DIMS).T
+        return ann_pairs(thumbs, vecs, min_correlation, _cores())
     parts_i, parts_j, parts_c = [], [], []
 
     def hits(block: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
