@@ -160,10 +160,14 @@ def _suspect_boxes(rows: Sequence[SampleScores], sizes: dict[str, tuple[int, int
         return {r.sample_id: [] for r in rows}
     b = np.array([np.asarray(f[1], float).reshape(4) for f in flat])
     grow = np.array([(1 + f[3]) if f[2] else -(1 + f[3]) for f in flat], float)
-    out = _display(b, grow, _sizes_of([f[0] for f in flat], sizes))
+    return _per_row(rows, _display(b, grow, _sizes_of([f[0] for f in flat], sizes)), lambda r: len(r.suspects))
+
+
+def _per_row(rows: Sequence[SampleScores], out: np.ndarray, count) -> dict[str, list[list[float]]]:  # type: ignore[no-untyped-def]
+    """The rows of ``out`` given back to each row's sample, ``count(row)`` of them, in order."""
     shown, k = {}, 0
     for r in rows:
-        n = len(r.suspects)
+        n = count(r)
         shown[r.sample_id] = out[k:k + n].tolist()
         k += n
     return shown
@@ -184,12 +188,7 @@ def _fix_boxes(rows: Sequence[SampleScores], sizes: dict[str, tuple[int, int]]) 
     if inside.any():
         out[inside] = _display(b[inside], np.full(int(inside.sum()), -1.0),
                                _sizes_of([sid for (sid, _), i in zip(flat, inside) if i], sizes))
-    shown, k = {}, 0
-    for r in rows:
-        n = len(r.fixes)
-        shown[r.sample_id] = out[k:k + n].tolist()
-        k += n
-    return shown
+    return _per_row(rows, out, lambda r: len(r.fixes))
 
 
 def _candidates(rows: Sequence[SampleScores], classes: Sequence[str],
