@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, notice
 from .progress import Counter
 
 ENGINES = ("local", "ray")
@@ -301,12 +301,8 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
         import ray
 
         gpus = device.startswith("cuda") and ray.cluster_resources().get("GPU", 0) > 0
-        if device.startswith("cuda") and not gpus:  # as the local path falls back: a warning, then the CPU
-            import sys
-
-            note = f"--device {device}: the Ray cluster has no GPU: predicting on the CPU instead"
-            print(f"warning: {note}", file=sys.stderr)
-            warnings.warn(note, RuntimeWarning, stacklevel=2)
+        if device.startswith("cuda") and not gpus:  # as the local path falls back: one line, then the CPU
+            notice(f"warning: --device {device}: the Ray cluster has no GPU: predicting on the CPU instead")
         dev = "cuda" if gpus else "cpu"  # a worker sees its one GPU as cuda:0
         threads = torch.get_num_threads()
         cpus = 1 if gpus else max(1, min(threads, int(ray.cluster_resources().get("CPU", 1))))
