@@ -9,7 +9,13 @@ neu-det: trains on NEU-DET minus a fixed seeded, class-stratified 20% (``holdout
 and stores the held-out metrics and the SHA-256 of both parts in the checkpoint.
 synth: trains on ``--n-images`` images made by ``cvcurate.synth.generate(dir, n, seed)`` in a
 temporary folder, holding out the generator's ``val`` split.
-The model and training settings are ``configs/detector.yaml`` (or --config) with --epochs on top.
+The model and training settings are ``configs/detector.yaml`` (or --config) with --epochs and
+``--set section.key=value`` on top (e.g. ``--set train.ema=0.999``).
+
+The training state is saved after every epoch to ``OUT.state.pt`` (``--state``): run the same
+command again after a kill and it resumes after the last finished epoch. ``--eval-every N``
+evaluates the held-out part every N epochs and appends one JSON line per evaluation (epoch,
+training seconds, mAP@0.5, per-class AP) to ``OUT.curve.jsonl``: the curve of mAP against CPU time.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ def main() -> None:
     ap.add_argument("--synth-dir", type=Path, default=None, help="where to generate synthetic images")
     ap.add_argument("--n-images", type=int, default=1000, help="synthetic images to generate")
     ap.add_argument("--holdout", type=float, default=0.2)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one setting of the detector config, e.g. train.ema=0.999 (repeatable)")
+    ap.add_argument("--state", type=Path, default=None, help="training state file (default: OUT.state.pt)")
+    ap.add_argument("--eval-every", type=int, default=0, help="evaluate the held-out part every N epochs")
     args = ap.parse_args()
 
     import torch
@@ -68,9 +78,17 @@ def main() -> None:
     from cvcurate.detector.predict import predict
     from cvcurate.detector.train import train
 
+    import yaml
+
     torch.set_num_threads(args.threads)
-    cfg = load_detector_config(args.config, overrides={"train": {"epochs": args.epochs, "seed": args.seed,
-                                                                     "time_budget_min": args.time_budget_min}})
+    overrides: dict = {"train": {"epochs": args.epochs, "seed": args.seed, "time_budget_min": args.time_budget_min}}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.partition(".")
+        if not (sep and dot and key):
+            sys.exit(f"--set takes SECTION.KEY=VALUE (e.g. train.ema=0.999), got {item!r}")
+        overrides.setdefault(section, {})[key] = yaml.safe_load(value)
+    cfg = load_detector_config(args.config, overrides=overrides)
     labels, source = load_data(args)
     splits = {r.split for r in labels.records}
     if args.data == "synth" and {"train", "val"} <= splits:  # the generator's own split
@@ -83,8 +101,23 @@ def main() -> None:
     tr, ho = subset(labels, tr_idx), subset(labels, ho_idx)
     print(f"{source['source']}: {len(labels)} images, classes {labels.classes}; training on {len(tr)}, "
           f"holding out {len(ho)} (seed {args.seed})", flush=True)
+    state = args.state or args.out.with_suffix(".state.pt")
+    curve = args.out.with_suffix(".curve.jsonl")
+
+    def on_epoch(epoch, snapshot):
+        if not args.eval_every or (epoch % args.eval_every and epoch != cfg.train.epochs):
+            return
+        ck = snapshot()
+        r = evaluate([r.gt for r in ho.records], predict(ck, ho.records, batch_size=16), labels.classes)
+        row = {"epoch": epoch, "seconds_since_start": round(time.time() - t0, 1),  # this process (resumes restart it)
+               "threads": args.threads, "map50": r.map50, "map50_95": r.map50_95, "ap50": r.ap50}
+        with curve.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"epoch {epoch}: held-out mAP@0.5 {r.map50:.4f}", flush=True)
+
     t0 = time.time()
-    ckpt = train(tr, cfg, device="cpu", progress=False, log=lambda s: print(s, flush=True))
+    ckpt = train(tr, cfg, device="cpu", progress=False, log=lambda s: print(s, flush=True), state_path=state,
+                 on_epoch=on_epoch)
     train_s = time.time() - t0
     save_checkpoint(ckpt, args.out)  # kept even if the evaluation below fails
     t1 = time.time()

@@ -363,6 +363,63 @@ def test_cli_train_predict_evaluate(tmp_path, dataset_name, monkeypatch):
     assert all(rec.pred is not None for rec in oof.records)
 
 
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_training_killed_after_an_epoch_resumes_to_the_same_weights(tiny, tmp_path, ema):
+    """An interrupted run resumed from its state file ends with exactly the weights (and the EMA)
+    of a run that was never interrupted; a state saved with other settings is refused."""
+    import dataclasses
+
+    from cvcurate.detector.train import train
+
+    cfg = tiny_cfg(epochs=3)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ema=ema))
+    straight = train(tiny, cfg, progress=False)
+    state = tmp_path / "state.pt"
+    seen = []
+
+    def stop_after_two(epoch, snapshot):
+        seen.append(epoch)
+        if epoch == 2:
+            assert set(snapshot().state_dict) == set(straight.state_dict)
+            raise _Stop  # as a kill right after the epoch's state was saved
+
+    with pytest.raises(_Stop):
+        train(tiny, cfg, progress=False, state_path=state, on_epoch=stop_after_two)
+    lines = []
+    resumed = train(tiny, cfg, progress=False, state_path=state, log=lines.append,
+                    on_epoch=lambda e, s: seen.append(e))
+    assert seen == [1, 2, 3]  # epochs 1-2 before the kill, only 3 after it
+    assert any("resuming" in ln and "2 of 3 epochs" in ln for ln in lines)
+    assert resumed.extra["resumed_at_epoch"] == 2 and resumed.extra["epochs_done"] == 3
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+    assert resumed.extra["step_losses"] == straight.extra["step_losses"]
+    again = train(tiny, cfg, progress=False, state_path=state)  # finished: nothing left to train
+    assert all(torch.equal(v, again.state_dict[k]) for k, v in straight.state_dict.items())
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1e-3))
+    with pytest.raises(InputError, match="other settings or data"):
+        train(tiny, other, progress=False, state_path=state)
+
+
+def test_ema_weights_are_a_smoothed_copy(tiny):
+    """With EMA on the checkpoint holds the average, not the last step's weights: they differ,
+    and the model the checkpoint carries is the averaged one."""
+    import dataclasses
+
+    from cvcurate.detector.train import train
+
+    cfg = tiny_cfg(epochs=2)
+    plain = train(tiny, cfg, progress=False)
+    avg = train(tiny, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ema=0.9)), progress=False)
+    k = next(k for k, v in plain.state_dict.items() if v.dtype.is_floating_point and v.ndim == 4)
+    assert not torch.equal(plain.state_dict[k], avg.state_dict[k])
+    assert torch.equal(avg._model.state_dict()[k], avg.state_dict[k])
+
+
 def test_time_budget_stops_training_on_time(tiny):
     from cvcurate.detector.train import train
 

@@ -74,6 +74,7 @@ class TrainConfig:
     time_budget_min: float = 0.0  # wall-time cap (0: none); when it binds, the cosine schedule follows
     #   elapsed time instead of steps and training ends on time with the LR at 0 (then not bit-reproducible)
     folds: int = 5  # default K for out-of-fold predictions
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off; e.g. 0.999)
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -82,6 +83,8 @@ class TrainConfig:
             raise ValueError("lr must be positive")
         if self.folds < 2:
             raise ValueError("folds must be >= 2")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1) (0: off), got {self.ema}")
 
 
 @dataclass

@@ -1,13 +1,20 @@
 """Training from scratch and k-fold out-of-fold predictions.
 
 Seeded (torch, numpy, data order, augmentation), AdamW (or SGD) with a linear warm-up and a
-cosine decay to 0, gradient clipping, progress on stderr through :func:`cvcurate.progress.track`.
+cosine decay to 0, gradient clipping, an optional exponential moving average of the weights (EMA),
+progress on stderr through :func:`cvcurate.progress.track`. With a ``state_path`` the whole training
+state (weights, EMA, optimizer, schedule, every random generator) is saved after each epoch and a
+later call with the same path, settings and data resumes after the last finished epoch, giving the
+same weights as an uninterrupted run (without a time budget).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -38,12 +45,73 @@ def _lr_factor(step: float, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+class _Ema:
+    """Exponential moving average of a model's weights and buffers. The decay ramps up as
+    ``decay * (1 - exp(-updates / 2000))`` (as YOLOv5 does), so early, poor weights fade fast."""
+
+    RAMP = 2000.0
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.RAMP))
+        for k, v in model.state_dict().items():
+            e = self.state[k]
+            if e.dtype.is_floating_point:
+                e.mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                e.copy_(v)
+
+
+def _state_key(cfg: DetectorConfig, labels: LabelSet) -> dict:
+    """What a saved training state must match to be resumed: the settings that shape the run
+    (not the thread count or a time budget) and the training data."""
+    tc = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("num_threads", "time_budget_min", "folds")}
+    return {"model": dataclasses.asdict(cfg.model), "train": tc, "data_sha256": D.data_fingerprint(labels),
+            "classes": list(labels.classes)}
+
+
+def _save_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # a kill mid-save leaves the previous epoch's state intact
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _load_state(path: Path, key: dict) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written above
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        raise InputError(f"cannot resume from {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                         f" (delete it to start over)") from None
+    if not isinstance(state, dict) or state.get("key") != key:
+        raise InputError(f"the training state in {path} was saved with other settings or data: "
+                         f"delete it to start over, or give another path")
+    return state
+
+
 def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cpu", progress: bool = True,
-          *, log: Callable[[str], None] | None = None, description: str = "training") -> Checkpoint:
+          *, log: Callable[[str], None] | None = None, description: str = "training",
+          state_path: str | Path | None = None,
+          on_epoch: Callable[[int, Callable[[], Checkpoint]], None] | None = None) -> Checkpoint:
     """Train the detector from scratch on every record of ``labels``; return a :class:`Checkpoint`.
 
     ``metrics`` of the checkpoint hold the mean loss per epoch (``train_loss_per_epoch``),
     ``extra`` the loss of every step and the wall time. ``log`` receives one line per epoch.
+    ``state_path``: save the training state there after every epoch and resume from it (see the
+    module's docstring). ``on_epoch(epoch, snapshot)`` runs after each epoch (1-based) and its
+    state save; ``snapshot()`` builds a Checkpoint of the weights so far (the EMA's when on).
+    With ``train.ema`` > 0 the returned weights are the moving average.
     """
     cfg = cfg or DetectorConfig()
     tc, mc = cfg.train, cfg.model
@@ -61,10 +129,11 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     model = build_model(mc, len(labels.classes)).to(dev)
+    gen = torch.Generator().manual_seed(tc.seed)
     bs = min(tc.batch_size, len(ds))
     loader = torch.utils.data.DataLoader(
         ds, batch_size=bs, shuffle=True, collate_fn=D.collate, num_workers=0,
-        drop_last=len(ds) >= 2 * bs, generator=torch.Generator().manual_seed(tc.seed))
+        drop_last=len(ds) >= 2 * bs, generator=gen)
     steps_per_epoch = len(loader)
     total = tc.epochs * steps_per_epoch
     if tc.max_steps:
@@ -74,6 +143,7 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
         opt = torch.optim.AdamW(groups, lr=tc.lr)
     else:
         opt = torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, nesterov=True)
+    ema = _Ema(model, tc.ema) if tc.ema > 0 else None
     warmup = int(round(tc.warmup_epochs * steps_per_epoch))
     budget = tc.time_budget_min * 60.0
     t_start = time.time()
@@ -90,27 +160,60 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
         return float(s)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(progress_step(s), warmup, total))
-
-    def batches():
-        nonlocal timed_out
-        step = 0
-        for epoch in range(tc.epochs):
-            for batch in loader:
-                if step >= total:
-                    return
-                if budget > 0 and time.time() - t_start >= budget:
-                    timed_out = True
-                    return
-                yield epoch, batch
-                step += 1
-
-    model.train()
     step_losses: list[float] = []
     epoch_losses: list[float] = []
-    cur_epoch, acc, n_acc, skipped = 0, 0.0, 0, 0
-    t0 = time.time()
-    epoch_t0 = t0
     epoch_times: list[float] = []
+    start_epoch, start_step, skipped = 0, 0, 0
+    spath = Path(state_path) if state_path is not None else None
+    key = _state_key(cfg, labels) if spath is not None else None
+    saved = _load_state(spath, key) if spath is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        if ema is not None:
+            ema.state, ema.updates = saved["ema"], saved["ema_updates"]
+        gen.set_state(saved["loader_rng"])
+        ds.rng.bit_generator.state = saved["data_rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        np.random.set_state(saved["numpy_rng"])
+        start_epoch, start_step, skipped = saved["epochs_done"], saved["steps"], saved["skipped"]
+        step_losses, epoch_losses, epoch_times = saved["step_losses"], saved["epoch_losses"], saved["epoch_times"]
+        t_start -= saved["elapsed"]
+        time_driven[0] = saved["time_driven"]
+        if log:
+            log(f"resuming from {spath}: {start_epoch} of {tc.epochs} epochs done")
+
+    def batches():
+        # an epoch is closed (and its state saved) here, after its last step and before the next
+        # epoch's shuffle and augmentation draw from the random generators
+        nonlocal timed_out
+        step = start_step
+        for epoch in range(start_epoch, tc.epochs):
+            for batch in loader:
+                if step >= total or (budget > 0 and time.time() - t_start >= budget):
+                    timed_out = step < total
+                    close_epoch(epoch)
+                    return
+                yield batch
+                step += 1
+            close_epoch(epoch)
+
+    def weights() -> dict[str, torch.Tensor]:
+        src = ema.state if ema is not None else model.state_dict()
+        return {k: v.detach().cpu().clone() for k, v in src.items()}
+
+    def snapshot() -> Checkpoint:
+        ckpt = Checkpoint(state_dict=weights(), classes=list(labels.classes), arch=mc.arch,
+                          model_config=dataclasses.asdict(mc), input_size=mc.input_size,
+                          data_sha256=D.data_fingerprint(labels), seed=tc.seed,
+                          metrics={"train_loss_per_epoch": list(epoch_losses)},
+                          train_config=dataclasses.asdict(tc))
+        return ckpt
+
+    model.train()
+    acc, n_acc = 0.0, 0
+    epoch_t0 = time.time()
 
     def close_epoch(e: int) -> None:
         nonlocal acc, n_acc, epoch_t0
@@ -120,12 +223,22 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
             if log:
                 log(f"epoch {e + 1}/{tc.epochs} loss {acc / n_acc:.4f} lr {opt.param_groups[0]['lr']:.2e} "
                     f"{epoch_times[-1]:.1f}s")
+            if spath is not None:
+                _save_state(spath, {
+                    "key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "ema": ema.state if ema is not None else None, "ema_updates": ema.updates if ema else 0,
+                    "loader_rng": gen.get_state(), "data_rng": ds.rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                    "epochs_done": e + 1, "steps": len(step_losses) + skipped, "skipped": skipped,
+                    "step_losses": step_losses, "epoch_losses": epoch_losses, "epoch_times": epoch_times,
+                    "elapsed": time.time() - t_start, "time_driven": time_driven[0]})
+            if on_epoch is not None:
+                model.eval()
+                on_epoch(e + 1, snapshot)
+                model.train()
         acc, n_acc, epoch_t0 = 0.0, 0, time.time()
 
-    for epoch, (images, targets) in track(batches(), description=description, total=total, enabled=progress):
-        if epoch != cur_epoch:
-            close_epoch(cur_epoch)
-            cur_epoch = epoch
+    for images, targets in track(batches(), description=description, total=total - start_step, enabled=progress):
         images = [im.to(dev) for im in images]
         targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
         losses = model(images, targets)
@@ -143,28 +256,24 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update(model)
         v = float(loss.detach())
         step_losses.append(v)
         acc += v
         n_acc += 1
-    close_epoch(cur_epoch)
     model.eval()
-    import dataclasses
-
-    ckpt = Checkpoint(
-        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        classes=list(labels.classes), arch=mc.arch, model_config=dataclasses.asdict(mc),
-        input_size=mc.input_size, data_sha256=D.data_fingerprint(labels), seed=tc.seed,
-        metrics={"train_loss_per_epoch": epoch_losses},
-        train_config=dataclasses.asdict(tc),
-        extra={"step_losses": step_losses, "train_seconds": time.time() - t0, "seconds_per_epoch": epoch_times,
-               "train_images": len(labels.records), "steps": len(step_losses), "skipped_steps": skipped,
-               "planned_steps": total, "stopped_by_time_budget": timed_out, "epochs_done": len(epoch_losses),
-               "time_driven_lr_steps": time_driven[0],  # > 0: the run is not bit-reproducible
-               "device": str(dev),
-               "train_image_sha256": sorted(set(D.image_digests([r.filepath for r in labels.records])) - {""})},
-    )
-    ckpt._model = model.cpu()
+    ckpt = snapshot()
+    ckpt.extra = {"step_losses": step_losses, "train_seconds": time.time() - t_start, "seconds_per_epoch": epoch_times,
+                  "train_images": len(labels.records), "steps": len(step_losses), "skipped_steps": skipped,
+                  "planned_steps": total, "stopped_by_time_budget": timed_out, "epochs_done": len(epoch_losses),
+                  "time_driven_lr_steps": time_driven[0],  # > 0: the run is not bit-reproducible
+                  "device": str(dev), "resumed_at_epoch": start_epoch,
+                  "train_image_sha256": sorted(set(D.image_digests([r.filepath for r in labels.records])) - {""})}
+    model = model.cpu()
+    if ema is not None:
+        model.load_state_dict(ckpt.state_dict)
+    ckpt._model = model
     return ckpt
 
 
