@@ -159,6 +159,32 @@ def test_near_duplicate_partners_match_all_pairs():
                             got.cluster_size.tolist())) == _reference_partners(x, splits, 0.95), (seed, n, chunk)
 
 
+def test_near_duplicate_links_give_the_clusters_of_all_pairs():
+    """The links a split partitions by: every one is a real match (correlation >= the threshold,
+    copies exactly), and their connected components are those of all pairs, copies included."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    def components(n, a, b):
+        g = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+        return connected_components(g, directed=False)[1]
+
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        for n, chunk in ((30, 2048), (150, 2048), (150, 16)):
+            x = _thumbs(rng, n, 96)
+            x[rng.integers(n, size=4)] = x[0]  # byte-identical copies of one image
+            a, b = im.near_duplicate_links(x, 0.95, chunk=chunk)
+            assert len(a) == len(b) and np.all(a != b)
+            assert np.all(np.einsum("ij,ij->i", x[a], x[b]) >= 0.95 - 1e-5)
+            full = x @ x.T
+            live = x.any(axis=1)
+            ia, ib = np.nonzero(np.triu(full >= 0.95, 1) & live[:, None] & live[None, :])
+            want, got = components(n, ia, ib), components(n, a, b)
+            # the same partition (component numbers may differ)
+            assert len({(p, q) for p, q in zip(want, got)}) == len(set(want)) == len(set(got)), (seed, n, chunk)
+
+
 def test_projection_bound_loses_no_pair():
     rng = np.random.default_rng(1)
     x = _thumbs(rng, 600, 1024)

@@ -250,6 +250,41 @@ class DuplicatePartners:
     cluster_size: np.ndarray  # (M,) images in the image's near-duplicate cluster (itself included)
 
 
+def _copy_groups(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Groups of byte-identical, non-zero thumbnails, numbered in order of first appearance:
+    ``(members, size, start)``, the positions grouped and ascending within a group, each group's
+    size and the offset of its first member in ``members``. All-zero rows belong to no group."""
+    live = np.flatnonzero(thumbs.any(axis=1))
+    rows = np.ascontiguousarray(thumbs[live])
+    ids: dict[bytes, int] = {}
+    group = np.fromiter((ids.setdefault(r.tobytes(), len(ids)) for r in rows), dtype=np.int64, count=len(rows))
+    members = live[np.argsort(group, kind="stable")]
+    size = np.bincount(group, minlength=len(ids))
+    return members, size, np.cumsum(size) - size
+
+
+def near_duplicate_links(thumbs: np.ndarray, min_correlation: float, chunk: int = 2048
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Every link ``(a[k], b[k])`` between images whose thumbnails correlate at least
+    ``min_correlation``, enough to build the clusters (connected components) the near-duplicate
+    and leakage checks see: each byte-identical copy is linked to its group's first image, and the
+    groups' first images are searched once (:func:`_candidate_pairs`), so k copies cost k links,
+    not k(k-1)/2. All-zero thumbnails (flat or unreadable images) link to nothing.
+
+    :func:`near_duplicate_partners` keeps one partner per image for the checks; a partition
+    (``cvcurate split``) needs every link, or a cluster could be cut in two.
+    """
+    thumbs = np.asarray(thumbs, dtype=np.float32)
+    members, size, gstart = _copy_groups(thumbs)
+    if len(size) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    first = members[gstart]
+    ga, gb, _ = _candidate_pairs(thumbs[first], min_correlation, chunk)
+    own = first[np.repeat(np.arange(len(size)), size)]  # each member's group's first image
+    copy = members != own
+    return np.concatenate([members[copy], first[ga]]), np.concatenate([own[copy], first[gb]])
+
+
 def near_duplicate_partners(thumbs: np.ndarray, splits: Sequence[str | None], min_correlation: float,
                             chunk: int = 2048) -> DuplicatePartners:
     """One partner per duplicated image, in time linear in the images and the duplicate groups.
@@ -274,20 +309,12 @@ def near_duplicate_partners(thumbs: np.ndarray, splits: Sequence[str | None], mi
                               np.zeros(0, np.int64))
     if m < 2:
         return empty
-    # groups of byte-identical, non-zero thumbnails (ids in order of first appearance)
-    live = np.flatnonzero(thumbs.any(axis=1))
-    rows = np.ascontiguousarray(thumbs[live])
-    ids: dict[bytes, int] = {}
-    group = np.fromiter((ids.setdefault(r.tobytes(), len(ids)) for r in rows), dtype=np.int64, count=len(rows))
-    n_groups = len(ids)
+    members, size, gstart = _copy_groups(thumbs)
+    n_groups = len(size)
     if n_groups == 0:
         return empty
-    members = live[np.argsort(group, kind="stable")]  # positions, grouped, ascending in a group
-    size = np.bincount(group, minlength=n_groups)
-    gstart = np.cumsum(size) - size
     first = members[gstart]
-    reps = thumbs[first]
-    ga, gb, gc = _candidate_pairs(reps, min_correlation, chunk)
+    ga, gb, gc = _candidate_pairs(thumbs[first], min_correlation, chunk)
     # directed group links g -> h (both ways), and g -> g for a group of copies. Members of one
     # group have byte-identical thumbnails, so their correlation is 1 by definition: it is set
     # to exactly 1.0, not computed (a float32 dot product of a unit row with itself comes out

@@ -77,7 +77,7 @@ def split_dataset(name: str, *, val: float, test: float = 0.0, seed: int = 0, re
     (another writer makes it fail, or wait ``wait`` seconds) and writes the field and the history
     entry together, all or nothing."""
     check_fractions(val, test)
-    from ..scoring.images import image_features
+    from ..scoring.images import image_features, near_duplicate_links
     from . import recovery
     from .score import load_score_config
 
@@ -90,7 +90,10 @@ def split_dataset(name: str, *, val: float, test: float = 0.0, seed: int = 0, re
         cfg = load_score_config().images
         paths = [r.filepath for r in recs]
         feats = image_features(paths, cfg, progress=progress)
-        links = [_near_duplicate_links(feats.thumb, feats.ok, cfg.duplicate_correlation),
+        # every link of the score's near-duplicate relation (unreadable images link to nothing), so
+        # that no image the gate would call leaked has its match in another split
+        readable = np.where(feats.ok[:, None], feats.thumb, 0)
+        links = [near_duplicate_links(readable, cfg.duplicate_correlation),
                  _same_bytes_links(paths), _augmented_links(name, recs)]
         group = group_labels(len(recs), *(np.concatenate(x) for x in zip(*links)))
         old = [r.split or None for r in recs]
@@ -132,31 +135,6 @@ def split_dataset(name: str, *, val: float, test: float = 0.0, seed: int = 0, re
             store.set_field(name, SPLIT_FIELD, values, history=history)
         kept_note(f"the splits of dataset {name!r} written ({result.assigned} assigned, {result.kept} kept)")
     return result
-
-
-def _near_duplicate_links(thumbs: np.ndarray, ok: np.ndarray, min_correlation: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every link (i, j) between readable images whose thumbnails correlate at least
-    ``min_correlation``: the relation the score's near-duplicate and leakage checks use, so that
-    no image the gate would call leaked has its match in another split.
-
-    A partition needs every link: :func:`~cvcurate.scoring.images.near_duplicate_partners` gives
-    one partner per image (c matches a and b, names a; b would be left apart), so the links come
-    from the pair search it is built on (``_candidate_pairs``: one matrix product, or a projection
-    bound first beyond 2,048 thumbnails). Byte-identical thumbnails are linked to their first one
-    and searched once, so k copies cost k links, not k(k-1)/2; flat images (all-zero thumbnails)
-    match nothing, as in the checks."""
-    from ..scoring.images import _candidate_pairs
-
-    first: dict[bytes, int] = {}
-    a, b = [], []
-    for i in np.flatnonzero(ok & thumbs.any(axis=1)).tolist():
-        j = first.setdefault(thumbs[i].tobytes(), i)
-        if j != i:
-            a.append(i)
-            b.append(j)
-    reps = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-    i, j, _ = _candidate_pairs(np.ascontiguousarray(thumbs[reps]), min_correlation, 2048)
-    return np.concatenate([np.array(a, np.int64), reps[i]]), np.concatenate([np.array(b, np.int64), reps[j]])
 
 
 def _same_bytes_links(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
