@@ -58,6 +58,22 @@ def test_every_reader_agrees_with_fiftyone(tmp_path, dataset_name, both_ways):
     assert a == b and {FIX_FIELD, SUSPECTS_FIELD, "predictions", "ground_truth", "id", "tags"} <= set(b)
     _labels_equal(*both_ways(store.read, dataset_name))
     _labels_equal(*both_ways(store.read, dataset_name, pred_field="predictions"))
+    # the whole-dataset read (one aggregation, part by part) against FiftyOne's own values()
+    # through a view of every sample; a label without a confidence reads as NaN both ways
+    from cvcurate.store import io as store_io
+
+    ds = store.load(dataset_name)
+    sid = store.read(dataset_name).records[1].sample_id
+    ds._sample_collection.update_one({"_id": __import__("bson").ObjectId(sid)},
+                                     {"$unset": {"predictions.detections.0.confidence": 1}})
+    old_part, store_io._READ_PART = store_io._READ_PART, 7  # several parts
+    try:
+        for pred in (None, "predictions"):
+            via_db = store.read(dataset_name, pred_field=pred)
+            _labels_equal(via_db, store.read(dataset_name, pred_field=pred, view=ds.view()))
+    finally:
+        store_io._READ_PART = old_part
+    assert np.isnan(via_db.records[1].pred.confidence[0]) and len(via_db.records) > 7
     paths = ["tags", "filepath", "metadata.width", queue_field("swap"), f"{FIX_FIELD}.detections.tags",
              f"{FIX_FIELD}.detections.cvc_type", f"{SUSPECTS_FIELD}.detections.id", "ground_truth.detections.label"]
     a, b = both_ways(store.sample_info, dataset_name, paths)

@@ -287,10 +287,15 @@ def test_object_ids_made_in_bulk_are_unique_and_well_formed():
 
     from cvcurate.store import convert
 
-    convert.new_object_ids(1)
+    def new_ids(n):
+        raw = convert.new_object_id_bytes(n)
+        assert raw.shape == (n, 12) and raw.dtype == np.uint8
+        return [ObjectId(row.tobytes()) for row in raw]
+
+    new_ids(1)
     convert._ID_STATE["counter"] = (1 << 24) - 5  # the counter about to wrap
-    first = convert.new_object_ids(10)
-    more = convert.new_object_ids(1000)
+    first = new_ids(10)
+    more = new_ids(1000)
     ids = first + more
     assert all(isinstance(i, ObjectId) for i in ids) and len(set(ids)) == len(ids) == 1010
     assert abs(ids[0].generation_time.timestamp() - time.time()) < 5

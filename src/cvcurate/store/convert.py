@@ -16,17 +16,15 @@ from ._core import PRED_FIELD
 _ID_STATE = {"random": b"", "counter": 0}
 
 
-def new_object_ids(n: int) -> list[Any]:
-    """``n`` fresh ObjectIds at once, laid out as MongoDB's own (4-byte time, 5-byte random
-    value, 3-byte counter) but built in one numpy pass: bson makes each one under a lock, ~10 us
-    apiece, most of a million-box write. A new random value is drawn every 2^24 ids (the
-    counter's range) and by every process, so no two ids are ever equal."""
+def new_object_id_bytes(n: int) -> np.ndarray:
+    """``n`` fresh ObjectIds as an (n, 12) uint8 array, laid out as MongoDB's own (4-byte time,
+    5-byte random value, 3-byte counter) but built in one numpy pass: bson makes each one under
+    a lock, ~10 us apiece, most of a million-box write. A new random value is drawn every 2^24
+    ids (the counter's range) and by every process, so no two ids are ever equal."""
     import os
     import time
 
-    from bson import ObjectId
-
-    out: list[Any] = []
+    parts = []
     while n > 0:
         st = _ID_STATE
         if not st["random"] or st["counter"] >= 1 << 24 or st.get("pid") != os.getpid():
@@ -40,10 +38,9 @@ def new_object_ids(n: int) -> list[Any]:
         raw[:, 9] = (count >> 16) & 0xFF
         raw[:, 10] = (count >> 8) & 0xFF
         raw[:, 11] = count & 0xFF
-        buf = raw.tobytes()
-        out += [ObjectId(buf[i:i + 12]) for i in range(0, 12 * k, 12)]
+        parts.append(raw)
         n -= k
-    return out
+    return np.concatenate(parts) if parts else np.zeros((0, 12), np.uint8)
 
 
 def xyxy_to_rel_xywh(xyxy: np.ndarray, width: Any, height: Any) -> np.ndarray:
@@ -67,29 +64,9 @@ def rel_xywh_to_xyxy(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
-def _detections_doc(ann: Annotations, width: int, height: int, classes: Sequence[str]) -> dict:
-    rel = xyxy_to_rel_xywh(ann.xyxy, width, height).tolist()
-    ids = new_object_ids(len(ann))
-    labels = [classes[c] for c in np.asarray(ann.class_id, np.int64).tolist()]
-    conf = None if ann.confidence is None else np.asarray(ann.confidence, np.float64).tolist()
-    dets = []
-    for i in range(len(ann)):
-        d: dict[str, Any] = {
-            "_id": ids[i],
-            "_cls": "Detection",
-            "attributes": {},
-            "tags": [],
-            "label": labels[i],
-            "bounding_box": rel[i],
-        }
-        if conf is not None:
-            d["confidence"] = conf[i]
-        dets.append(d)
-    return {"_cls": "Detections", "detections": dets}
-
-
-def _sample_doc(rec: ImageRecord, classes: Sequence[str], dataset_id: Any, now: Any,
-                gt_field: str) -> dict:
+def _sample_doc(rec: ImageRecord, gt_doc: Any, pred_doc: Any, dataset_id: Any, now: Any, gt_field: str) -> dict:
+    """A new sample's document; ``gt_doc``/``pred_doc``: its Detections fields, encoded
+    (:func:`~cvcurate.store.encode.detections_bson`; ``pred_doc`` None: no predictions field)."""
     from bson import ObjectId
 
     doc = {
@@ -100,13 +77,13 @@ def _sample_doc(rec: ImageRecord, classes: Sequence[str], dataset_id: Any, now: 
         "_media_type": "image",
         "_rand": random.random(),
         "split": rec.split,
-        gt_field: _detections_doc(rec.gt, rec.width, rec.height, classes),
+        gt_field: gt_doc,
         "_dataset_id": dataset_id,
         "created_at": now,
         "last_modified_at": now,
     }
-    if rec.pred is not None:
-        doc[PRED_FIELD] = _detections_doc(rec.pred, rec.width, rec.height, classes)
+    if pred_doc is not None:
+        doc[PRED_FIELD] = pred_doc
     return doc
 
 
@@ -129,25 +106,43 @@ def _fo_sample(fo: Any, rec: ImageRecord, classes: Sequence[str], gt_field: str)
     return fo.Sample(filepath=rec.filepath, **fields)
 
 
-def _annotations_from_values(labels: Any, boxes: Any, confs: Any, w: int, h: int,
-                             index: dict[str, int], classes: list[str], det_ids: Any = None) -> Annotations:
-    if not labels:
-        empty = Annotations.empty(with_confidence=confs is not None)
-        if det_ids is not None:
-            empty.data["id"] = np.zeros(0, dtype=object)
-        return empty
-    ids = []
-    for lb in labels:
-        if lb not in index:
-            index[lb] = len(classes)
-            classes.append(lb)
-        ids.append(index[lb])
-    conf = None
-    if confs is not None:
-        conf = np.array([np.nan if c is None else c for c in confs], dtype=np.float64)
-    data = {} if det_ids is None else {"id": np.array(det_ids, dtype=object)}
-    return Annotations(xyxy=rel_xywh_to_xyxy(np.asarray(boxes, dtype=np.float64), w, h),
-                       class_id=np.asarray(ids, dtype=np.int64), confidence=conf, data=data)
+def annotations_from_columns(labels: Sequence[Any], boxes: Sequence[Any], confs: Sequence[Any] | None,
+                             det_ids: Sequence[Any] | None, widths: Sequence[Any], heights: Sequence[Any],
+                             index: dict[str, int], classes: list[str]) -> list[Annotations]:
+    """One :class:`Annotations` per sample from the columns a read gives (per sample: the labels'
+    class names, their relative xywh boxes, confidences, ids; None or [] where a sample has
+    none), converted for all samples at once. ``confs`` None: no confidences (ground truth);
+    ``det_ids`` given: the ids in ``data["id"]``. A class name not in ``index`` is appended to
+    ``classes`` (and ``index``) in the order met. Each sample's arrays are views into one array."""
+    from itertools import chain
+
+    counts = np.fromiter((len(lb) if lb else 0 for lb in labels), dtype=np.int64, count=len(labels))
+    total = int(counts.sum())
+    flat = list(chain.from_iterable(lb for lb in labels if lb))
+    for name in dict.fromkeys(flat):  # new names in the order met
+        if name not in index:
+            index[name] = len(classes)
+            classes.append(name)
+    cls = np.fromiter((index[name] for name in flat), dtype=np.int64, count=total)
+    if total:
+        rel = np.concatenate([np.asarray(b, dtype=np.float64).reshape(-1, 4) for b, n in zip(boxes, counts) if n])
+    else:
+        rel = np.zeros((0, 4))
+    xyxy = rel_xywh_to_xyxy(rel, np.repeat(np.asarray(widths, np.float64), counts),
+                            np.repeat(np.asarray(heights, np.float64), counts))
+    conf = ids = None
+    if confs is not None:  # None inside a list (a label without a confidence) reads as NaN
+        conf = np.array(list(chain.from_iterable(c for c, n in zip(confs, counts) if n)), dtype=np.float64)
+    if det_ids is not None:
+        ids = np.empty(total, dtype=object)
+        ids[:] = list(chain.from_iterable(d for d, n in zip(det_ids, counts) if n))
+    out = []
+    end = np.cumsum(counts)
+    for a, b in zip((end - counts).tolist(), end.tolist()):
+        data = {} if ids is None else {"id": ids[a:b]}
+        out.append(Annotations(xyxy=xyxy[a:b], class_id=cls[a:b], confidence=None if conf is None else conf[a:b],
+                               data=data))
+    return out
 
 
 def _to_plain(doc: Any) -> Any:

@@ -21,7 +21,9 @@ import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 from ..errors import DatasetNotFoundError
 
@@ -144,17 +146,126 @@ class Handle:
     def values(self, paths: Sequence[str]) -> list[list[Any]]:
         """``values()`` of several paths in one pass over the samples: lists of embedded documents
         are mapped over (``f.detections.tags`` gives one list per sample), ids come as strings."""
+        out: list[list[Any]] = [[] for _ in paths]
+        for part in self.iter_values(paths):
+            for whole, some in zip(out, part):
+                whole.extend(some)
+        return out
+
+    def iter_values(self, paths: Sequence[str], batch: int = 2000) -> Iterator[list[list[Any]]]:
+        """:meth:`values` ``batch`` samples at a time (in the collection's order), so that a
+        reader converting each part keeps one part's Python objects alive, not the dataset's."""
         segs = [self._db_path(p) for p in paths]
         # only the paths asked for (a path inside another asked for is covered by it): the rest of
         # each label (tags, attributes, ...) is never sent nor decoded
         want = sorted({".".join(s) for s in segs})
         proj = {p: 1 for p in want if not any(p.startswith(q + ".") for q in want)}
-        out: list[list[Any]] = [[] for _ in paths]
         getters = [_getter(s) for s in segs]
+        out: list[list[Any]] = [[] for _ in paths]
         for doc in self._sample_collection.find({}, proj):
             for k, get in enumerate(getters):
                 out[k].append(get(doc))
-        return out
+            if len(out[0]) >= batch:
+                yield out
+                out = [[] for _ in paths]
+        if out[0]:
+            yield out
+
+
+    def iter_columns(self, paths: Sequence[str], batch: int = 2000) -> Iterator[list[list[Any]]]:
+        """:meth:`iter_values` for the paths a whole-dataset read asks for (plain paths, ``id``, and
+        a label attribute ``field.detections.attr``), shaped by the database: one aggregation
+        returns each sample's attribute as a plain list (``$map`` over the labels: a missing
+        attribute is None at its place, ids are strings), so no per-label document is decoded or
+        walked in Python. ``field.detections.bounding_box`` comes as an (n, 4) float64 array per
+        sample, sent as four lists of numbers (a list per box costs more to decode than the rest).
+        About four times faster than the find's documents on a million boxes."""
+        expr: dict[str, Any] = {}
+        getters = []
+        for k, p in enumerate(paths):
+            segs = self._db_path(p)
+            key = f"c{k}"
+            getters.append(lambda doc, key=key: doc.get(key))
+            if segs == ["_id"]:
+                expr[key] = {"$toString": "$_id"}
+            elif len(segs) == 3 and p.split(".")[1] == "detections":
+                labels = f"${segs[0]}.{segs[1]}"
+
+                def each(inner: Any, labels: str = labels) -> dict[str, Any]:
+                    return {"$cond": [{"$isArray": labels}, {"$map": {"input": labels, "as": "d", "in": inner}}, None]}
+
+                if p.split(".")[2] == "bounding_box":
+                    for j in range(4):
+                        expr[f"{key}_{j}"] = each({"$arrayElemAt": [f"$$d.{segs[2]}", j]})
+                    getters[-1] = lambda doc, key=key: _boxes([doc.get(f"{key}_{j}") for j in range(4)])
+                else:
+                    expr[key] = each({"$toString": f"$$d.{segs[2]}"} if segs[2] == "_id" else f"$$d.{segs[2]}")
+            elif "detections" in segs or "_id" in segs[1:]:
+                raise ValueError(f"iter_columns does not read {p!r}: use iter_values")
+            else:
+                expr[key] = "$" + ".".join(segs)
+        for docs in _prefetched(self._sample_collection.aggregate([{"$project": {"_id": 0, **expr}}]), batch):
+            yield [[get(doc) for doc in docs] for get in getters]
+
+
+def _prefetched(cursor: Any, batch: int) -> Iterator[list[Any]]:
+    """The cursor's documents ``batch`` at a time, fetched by a thread while the caller converts
+    the previous ones (the database prepares the next batch meanwhile instead of waiting for the
+    request). Two batches ahead at most; an error in the thread is raised here; a caller that
+    stops early stops the thread and closes the cursor."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            docs: list[Any] = []
+            for doc in cursor:
+                docs.append(doc)
+                if len(docs) >= batch:
+                    if not put(docs):
+                        return
+                    docs = []
+            if docs and not put(docs):
+                return
+            put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
+            put(exc)
+        finally:
+            cursor.close()
+
+    thread = threading.Thread(target=fetch, name="cvcurate-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _boxes(coords: list[Any]) -> Any:
+    """Four lists of coordinates (None: no labels field) as an (n, 4) float64 array."""
+    if coords[0] is None:
+        return None
+    return np.array(coords, dtype=np.float64).T.reshape(-1, 4)
 
 
 def _plain(v: Any) -> Any:

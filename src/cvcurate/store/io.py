@@ -28,15 +28,25 @@ from ..types import Annotations, ImageRecord, LabelSet
 from . import meta
 from ._core import (GT_FIELD, PRED_FIELD, _TMP_PREFIX, _fo, _merge_classes, _safe_mode, shielded, exists, open_read,
                     get_classes, load)
-from .convert import (_annotations_from_values, _detections_doc, _fo_sample, _from_plain_detection,
-                      _sample_doc, _to_plain)
+from .convert import _fo_sample, annotations_from_columns, _from_plain_detection, _sample_doc, _to_plain
+from .encode import detections_bson
 
 _CHUNK = 5000
+_READ_PART = 2000  # samples converted at a time by read()
+_WRITE_LABELS = 100_000  # labels (detections) built and in flight at a time by a bulk write
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def _rows_per_chunk(labels: int, rows: int) -> int:
+    """Samples per bulk request when ``rows`` samples hold ``labels`` detections in all: about
+    ``_WRITE_LABELS`` labels a request (never more than ``_CHUNK`` samples), so that what a write
+    builds and has in flight stays bounded whatever the boxes per image."""
+    per = max(1.0, labels / max(1, rows))
+    return int(min(_CHUNK, max(50, _WRITE_LABELS // per)))
 
 
 def _declare_fields(ds: Any, gt_field: str, with_pred: bool) -> None:
@@ -70,8 +80,14 @@ def _insert(ds: Any, records: Sequence[ImageRecord], classes: Sequence[str], gt_
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
     coll = ds._sample_collection
     dataset_id = ds._doc.id
-    for start in range(0, len(records), _CHUNK):
-        docs = [_sample_doc(r, classes, dataset_id, now, gt_field) for r in records[start:start + _CHUNK]]
+    step = _rows_per_chunk(sum(len(r.gt) + (len(r.pred) if r.pred is not None else 0) for r in records),
+                           len(records))
+    for start in range(0, len(records), step):
+        recs = records[start:start + step]
+        sizes = [(r.width, r.height) for r in recs]
+        gts = detections_bson([r.gt for r in recs], sizes, classes)
+        preds = detections_bson([r.pred for r in recs], sizes, classes)
+        docs = [_sample_doc(r, g, p, dataset_id, now, gt_field) for r, g, p in zip(recs, gts, preds)]
         ids.extend(str(d["_id"]) for d in docs)
         _insert_chunk(coll, docs)
     ds.reload()
@@ -97,7 +113,7 @@ def _remove_inserted(ds: Any, ids: Sequence[str], paths: Sequence[str]) -> None:
     ds.reload()
 
 
-def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
+def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]], chunk: int = _CHUNK) -> None:
     """``$set`` fields on many samples by id: one ``bulk_write`` per chunk, ``last_modified_at``
     stamped, the dataset reloaded. Every bulk update of this module goes through it except
     :func:`~cvcurate.store.runs.write_run`, which also unsets fields and sends its batches on two threads."""
@@ -115,7 +131,7 @@ def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]]) -> None:
     with ThreadPoolExecutor(max_workers=2) as sender:
         for sid, fields in updates:
             ops.append(UpdateOne({"_id": ObjectId(sid)}, {"$set": {**fields, "last_modified_at": now}}))
-            if len(ops) >= _CHUNK:
+            if len(ops) >= chunk:
                 if len(sent) >= 2:
                     sent.pop(0).result()  # raises the first failure
                 sent.append(sender.submit(coll.bulk_write, ops, ordered=False))
@@ -134,8 +150,14 @@ def _raw_set_detections(ds: Any, ids: Sequence[str], field: str, anns: Sequence[
     fo = _fo()
     if field not in ds.get_field_schema():
         ds.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-    _bulk_set(ds, ((sid, {field: None if ann is None else _detections_doc(ann, w, h, classes)})
-                   for sid, ann, (w, h) in zip(ids, anns, sizes)))
+    step = _rows_per_chunk(sum(len(a) for a in anns if a is not None), len(anns))
+
+    def updates() -> Iterable[tuple[str, dict[str, Any]]]:  # encoded a chunk at a time, as sent
+        for start in range(0, len(ids), step):
+            docs = detections_bson(anns[start:start + step], sizes[start:start + step], classes)
+            yield from ((sid, {field: d}) for sid, d in zip(ids[start:start + step], docs))
+
+    _bulk_set(ds, updates(), chunk=step)
 
 
 @dataclass
@@ -251,11 +273,16 @@ def _merge(ds: Any, labels: LabelSet, gt_field: str, history: dict[str, Any] | N
 
 
 def _update(ds: Any, recs: Sequence[ImageRecord], classes: Sequence[str], gt_field: str) -> None:
-    _bulk_set(ds, ((r.sample_id, {
-        "metadata": {"_cls": "ImageMetadata", "width": r.width, "height": r.height},
-        "split": r.split,
-        gt_field: _detections_doc(r.gt, r.width, r.height, classes),
-    }) for r in recs))
+    step = _rows_per_chunk(sum(len(r.gt) for r in recs), len(recs))
+
+    def updates() -> Iterable[tuple[str, dict[str, Any]]]:
+        for start in range(0, len(recs), step):
+            part = recs[start:start + step]
+            docs = detections_bson([r.gt for r in part], [(r.width, r.height) for r in part], classes)
+            yield from ((r.sample_id, {"metadata": {"_cls": "ImageMetadata", "width": r.width, "height": r.height},
+                                       "split": r.split, gt_field: d}) for r, d in zip(part, docs))
+
+    _bulk_set(ds, updates(), chunk=step)
 
 
 def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
@@ -281,31 +308,33 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
         want.append(f"{gt_field}.detections.id")
     if pred_field in dets:
         want.append(f"{pred_field}.detections.confidence")
-    got = dict(zip(want, coll.values(want)))  # one pass over the samples
-    ids, paths, widths, heights = (got[k] for k in want[:4])
-    n = len(ids)
-    splits = got["split"] if has_split else [None] * n
-
-    def det_values(field: str | None, conf: bool) -> tuple[list, list, list | None]:
-        if field is None or field not in schema:
-            return [None] * n, [None] * n, None
-        cf = got[f"{field}.detections.confidence"] if conf else None
-        return got[f"{field}.detections.label"], got[f"{field}.detections.bounding_box"], cf
-
-    g_lb, g_bb, _ = det_values(gt_field, False)
-    g_id = got[f"{gt_field}.detections.id"] if gt_field in schema else [None] * n
-    p_lb, p_bb, p_cf = det_values(pred_field, True)
-    records = []
-    for i in range(n):
-        w, h = widths[i], heights[i]
-        if not w or not h:
-            raise StoreError(f"sample {paths[i]} has no image size in its metadata")
-        gt = _annotations_from_values(g_lb[i], g_bb[i], None, w, h, index, classes, g_id[i] or [])
-        pred = None
-        if pred_field is not None and pred_field in schema:
-            pred = _annotations_from_values(p_lb[i], p_bb[i], (p_cf[i] or []) if p_cf else [], w, h, index, classes)
-        records.append(ImageRecord(filepath=paths[i], width=w, height=h, gt=gt, pred=pred,
-                                   split=splits[i], sample_id=ids[i]))
+    # one pass over the samples, converted part by part: a part's Python lists (a label string, a
+    # 4-float list per box) are dropped once its records hold numpy arrays, so the read's memory
+    # is the LabelSet's plus one part's
+    parts = coll.iter_columns(want, _READ_PART) if view is None else [coll.values(want)]
+    p_conf = pred_field is not None and pred_field in schema
+    records: list[ImageRecord] = []
+    for part in parts:
+        got = dict(zip(want, part))
+        ids, paths, widths, heights = (got[k] for k in want[:4])
+        n = len(ids)
+        splits = got["split"] if has_split else [None] * n
+        bad = next((i for i in range(n) if not widths[i] or not heights[i]), None)
+        if bad is not None:
+            raise StoreError(f"sample {paths[bad]} has no image size in its metadata")
+        if gt_field in schema:
+            gts = annotations_from_columns(*(got[f"{gt_field}.detections.{k}"] for k in ("label", "bounding_box")),
+                                           None, got[f"{gt_field}.detections.id"], widths, heights, index, classes)
+        else:
+            gts = annotations_from_columns([None] * n, [None] * n, None, [None] * n, widths, heights, index, classes)
+        preds: list[Any] = [None] * n
+        if p_conf:
+            preds = annotations_from_columns(
+                *(got[f"{pred_field}.detections.{k}"] for k in ("label", "bounding_box", "confidence")),
+                None, widths, heights, index, classes)
+        records += [ImageRecord(filepath=paths[i], width=widths[i], height=heights[i], gt=gts[i], pred=preds[i],
+                                split=splits[i], sample_id=ids[i]) for i in range(n)]
+        del got, part
     return LabelSet(classes=classes, records=records)
 
 
