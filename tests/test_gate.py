@@ -39,7 +39,7 @@ def test_clean_data_passes():
     assert {c.name for c in r.checks} == {
         "unreadable_images", "invalid_boxes", "images_per_class", "instances_per_class", "class_imbalance",
         "duplicate_images", "leakage", "label_error_rate", "in_sample_predictions", "unreviewed_issues",
-        "images_with_issues", "unfinished_writes"}
+        "images_with_issues", "unfinished_writes", "labeling_conventions"}
     # the YOLO rule of thumb is a note, never a failure
     assert any("rule of thumb" in n for c in r.checks for n in c.notes)
 

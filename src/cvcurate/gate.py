@@ -272,6 +272,15 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
                           (f"{inside} image(s) were scored with predictions of a model trained on them: in-sample, "
                            "they hide label errors there; use out-of-fold predictions (cvcurate train NAME --folds 5)")
                           if inside else "the score run's predictions are out-of-sample (or their model is unknown)"))
+        conv = (run.info.get("conventions") if run is not None else None) or {}
+        mixed = [c for c in conv.get("classes", []) if c.get("mixed") and not c.get("adopted")]
+        out.append(CheckResult(
+            "labeling_conventions", WARN if mixed else PASS, float(len(mixed)), "warn if > 0",
+            ("; ".join(f"{quoted(c['name'])} is boxed whole in {100 * c['shares']['whole']:.0f} % and in pieces in "
+                       f"{100 * c['shares']['pieces']:.0f} % of its {c['judged']} judged images" for c in mixed)
+             + ": the model learns neither style; settle one per class ('cvcurate conventions' shows them)")
+            if mixed else ("every class is boxed one way (pieces or whole)" if conv else
+                           "no conventions in the score run (no predictions, or an older run)")))
         min_p = run.queue_min_p if run is not None else 0.5
         with_issues = sum(1 for per in data.scored if any(s.score >= min_p for s in per))
         out.append(_check("images_with_issues", round(with_issues / n_images, 6) if n_images else 0.0,

@@ -83,7 +83,8 @@ def to_html(r: Report, *, embed_images: bool = True) -> str:
         nav.append(("slices", "Issues per slice"))
     if r.queues:
         nav.append(("issues", "Top issues"))
-    nav += [("dataset", "Dataset"), ("balance", "Class balance")]
+    nav += [("dataset", "Dataset"), ("balance", "Class balance")] + ([("conventions", "Conventions")]
+                                                                     if r.conventions else [])
     if r.evaluation is not None:
         nav.append(("detector", "Detector"))
     H.append("<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav) + "</nav>")
@@ -151,6 +152,13 @@ def to_html(r: Report, *, embed_images: bool = True) -> str:
         rows.append(f"<tr><td>{_e(c['class'])}</td>" + "".join(f'<td class="n">{v}</td>' for v in vals) + "</tr>")
     H.append(f'<table id="balance-table"><thead><tr>{"".join(f"<th>{_e(c)}</th>" for c in cols)}</tr></thead>'
              f'<tbody>{"".join(rows)}</tbody></table><p>Augment: {_e(b["augment"])}.</p>')
+    if r.conventions:
+        from .conventions_page import INTRO, html_table
+
+        H.append(f'<h2 id="conventions">Labeling conventions</h2><p>{_e(INTRO)}</p>'
+                 + html_table(r.conventions["classes"])
+                 + "".join(f"<p><b>mixed</b>: {_e(quoted(c))} is boxed both ways</p>"
+                           for c in r.conventions.get("mixed", [])))
     if r.evaluation is not None:
         e = r.evaluation
         H.append('<h2 id="detector">Detector quality</h2>')

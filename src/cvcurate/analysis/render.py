@@ -110,6 +110,7 @@ class Report:
     thumbs: list[Thumb]
     left_out: list[tuple[str, str]]  # (section, why)
     top_slices: int = 10
+    conventions: dict[str, Any] | None = None  # the score run's labeling conventions (ClassConvention dicts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": 1, "title": self.title, "subtitle": self.subtitle, "summary": self.summary,
@@ -119,7 +120,8 @@ class Report:
                 "class_balance": self.balance, "evaluation": self.evaluation,
                 "figures": [{"name": f.name, "section": f.section, "title": f.title, "file": f.file,
                              "caption": f.caption} for f in self.figures],
-                "queues": self.queues, "top_issues": [t.to_dict() for t in self.thumbs]}
+                "queues": self.queues, "top_issues": [t.to_dict() for t in self.thumbs],
+                "conventions": self.conventions}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +221,12 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
             evaluation["pr_ap50"] = {c: v.get("ap") for c, v in ev["pr_curves"].items()}
 
     balance = class_balance(labels, augment_plan)
+    conventions = (inp.run.info.get("conventions") if inp.run is not None else None) or None
+    if conventions is None:
+        left.append(("labeling conventions", "the score run measured none (no predictions, or a run of an older "
+                                             "cvcurate): run 'cvcurate score NAME' with predictions"))
     return Report(inp.title, inp.subtitle, summary, slices, balance, evaluation, figures, queues, thumbs, left,
-                  top_slices)
+                  top_slices, conventions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +295,11 @@ def to_markdown(r: Report) -> str:
           f"per class; largest class: {quoted(b['largest_class']) if b['largest_class'] is not None else 'none'} ({b['largest_instances']} instances, "
           f"{b['largest_images']} images at most in one class).", "",
           class_balance_markdown(b), f"Augment: {b['augment']}.", ""]
+    if r.conventions:
+        from .conventions_page import INTRO, markdown_table
+
+        L += ["## Labeling conventions", "", INTRO, "", markdown_table(r.conventions["classes"]), ""]
+        L += [f"- **mixed**: {quoted(c)} is boxed both ways" for c in r.conventions.get("mixed", [])] + [""]
     if r.evaluation is not None:
         e = r.evaluation
         L += ["## Detector quality", ""]

@@ -118,3 +118,42 @@ def thumbnail(rec: ImageRecord, issue: Issue, classes: Sequence[str]) -> tuple[b
         drawn.insert(0, "the whole image")
     ok, png = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     return png.tobytes(), "; ".join(drawn)
+
+
+def style_thumbnail(rec: ImageRecord, cls: int, model: np.ndarray, classes: Sequence[str]) -> bytes:
+    """JPEG bytes of one image as a labeling-conventions example: the boxes of class ``cls``
+    magenta and numbered, the model's boxes of that class (``model``, xyxy in the record's frame)
+    lime, the other given boxes thin white."""
+    img = cv2.imread(rec.filepath, cv2.IMREAD_COLOR)
+    if img is None:
+        ok, jpg = cv2.imencode(".jpg", _placeholder("image not readable"), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        return jpg.tobytes()
+    h, w = img.shape[:2]
+    fx, fy = w / rec.width, h / rec.height
+    k = np.array([fx, fy, fx, fy])
+    gt = rec.gt.xyxy * k if len(rec.gt) else rec.gt.xyxy
+    mine = np.asarray(rec.gt.class_id) == cls
+    ox = oy = 0.0
+    if w / h > MAX_ASPECT:  # crop a window round the class's boxes
+        cw = int(h * MAX_ASPECT)
+        cx = float(gt[mine][:, [0, 2]].mean()) if mine.any() else w / 2
+        ox = float(int(np.clip(cx - cw / 2, 0, w - cw)))
+        img = img[:, int(ox):int(ox) + cw]
+    elif h / w > MAX_ASPECT:
+        ch = int(w * MAX_ASPECT)
+        cy = float(gt[mine][:, [1, 3]].mean()) if mine.any() else h / 2
+        oy = float(int(np.clip(cy - ch / 2, 0, h - ch)))
+        img = img[int(oy):int(oy) + ch]
+    h2, w2 = img.shape[:2]
+    s = min(MAX_W / w2, MAX_H / h2)
+    img = cv2.resize(img, (max(1, round(w2 * s)), max(1, round(h2 * s))),
+                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    for j in np.flatnonzero(~mine).tolist():
+        _box(img, gt[j], s, ox, oy, OTHER, 1)
+    for b in np.asarray(model, np.float64).reshape(-1, 4) * k:
+        _box(img, b, s, ox, oy, MODEL, 2)
+    for n, j in enumerate(np.flatnonzero(mine).tolist()):
+        x1, y1, _, _ = _box(img, gt[j], s, ox, oy, SUSPECT, 2, edge=True)
+        _tag(img, f"#{j}", x1, y1, SUSPECT)
+    ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return jpg.tobytes()

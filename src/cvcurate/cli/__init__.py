@@ -87,6 +87,7 @@ app = typer.Typer(
 
 from . import data  # noqa: E402,F401  (registers commands)
 from . import split  # noqa: E402,F401
+from . import conventions  # noqa: E402,F401
 from . import synth  # noqa: E402,F401
 from . import corrupt  # noqa: E402,F401
 from . import detector  # noqa: E402,F401

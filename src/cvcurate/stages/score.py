@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import store
 from ..config import load_config, to_dict
-from ..errors import InputError
-from ..names import PRED_FIELDS, default_pred_field
+from ..errors import InputError, shell_arg
+from ..names import PRED_FIELDS, default_pred_field, quoted
 from ..scoring import QUEUES, ScoreConfig, ScoreResult, score
 from ..scoring.summary import run_summary
 from ..types import Annotations, LabelSet
@@ -139,6 +139,15 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
                      f"{', '.join(how)})")
         notes += [f"calibration: {n}" for n in cal.notes]
         notes += [f"style: {text.format(cls=labels.classes[c])}" for c, text in cal.style_notes]
+    conventions = None
+    if result.objectlab is not None and result.objectlab.signals is not None:
+        from ..scoring.conventions import conventions_from_signals
+
+        conventions = conventions_from_signals(labels, result.objectlab.signals)
+        for c in conventions.mixed:
+            notes.append(f"conventions: {quoted(c.name)} is boxed whole in {100 * c.share('whole'):.0f} % and in "
+                         f"pieces in {100 * c.share('pieces'):.0f} % of the {c.judged} images the model can judge: "
+                         f"a question for the team ('cvcurate conventions {shell_arg(name)}' shows both styles)")
     else:
         notes.append("no predictions: the probabilities of the model-free checks are shipped priors, not "
                      "calibrated on this data")
@@ -146,6 +155,8 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
     run = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pred_field": pred_field,
            "pixels": pixels, "config": to_dict(cfg), "in_sample_images": in_sample,
            "only_out_of_sample": only_out_of_sample, **(summary := run_summary(result))}
+    if conventions is not None:
+        run["conventions"] = conventions.to_dict()
     pred_filter = (pred_field, result.thresholds.low) if pred_field and result.thresholds else None
     out = Path(out_dir) if out_dir is not None else Path(f"{name}_scores")
     run.update(store.put_record(name, "score", result.issues))  # the typed record's issues, before the run points to them
