@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..types import Annotations, LabelSet
-from .batch import Batch, FlatBoxes
+from .batch import Batch, FlatBoxes, pairs_within
 from .model import STYLE_SHARE
 from .signals import ObjectLabConfig, measure
 
@@ -106,13 +106,11 @@ class Conventions:
                                 "margin_ratio": MARGIN_RATIO, "mixed_share": MIXED_SHARE}}
 
 
-def _inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Share of each box of ``a`` inside each box of ``b`` (len(a) x len(b))."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    return inter / np.maximum(area, 1e-12)[:, None]
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection area of each row pair of ``a`` and ``b`` (same length)."""
+    lt = np.maximum(a[:, :2], b[:, :2])
+    rb = np.minimum(a[:, 2:], b[:, 2:])
+    return np.clip(rb - lt, 0, None).prod(axis=1)
 
 
 def find_conventions(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig | None = None,
@@ -169,17 +167,20 @@ def conventions_from_signals(labels: LabelSet, s: Any, adopted: dict[str, str] |
             kind = np.where(ratio < 1 / MARGIN_RATIO, 0, np.where(ratio > MARGIN_RATIO, 2, 1))
             np.add.at(margin, (g.cls[gi], kind), 1)
     flat = FlatBoxes.concat([r.gt for r in labels.records])
+    # nested: same-class pairs of one image where one box lies inside the other
+    a, b = pairs_within(flat)
+    same = flat.cls[a] == flat.cls[b]
+    a, b = a[same], b[same]
+    inter = _intersection(flat.xyxy[a], flat.xyxy[b])
+    area = np.prod(np.clip(flat.xyxy[:, 2:] - flat.xyxy[:, :2], 0, None), axis=1)
+    nest = (inter >= NESTED_INSIDE * area[a]) & (area[a] > 0) | (inter >= NESTED_INSIDE * area[b]) & (area[b] > 0)
+    nested_pairs = np.unique(np.stack([flat.cls[a][nest], flat.image[a][nest]], axis=1), axis=0)
+    nested_count = np.bincount(nested_pairs[:, 0], minlength=k) if len(nested_pairs) else np.zeros(k, np.int64)
     out = []
     for c, name in enumerate(labels.classes):
         mine = flat.cls == c
-        imgs, per = np.unique(flat.image[mine], return_counts=True)
-        nested = 0
-        for i in imgs[per >= 2].tolist():
-            rows = flat.start[i] + np.flatnonzero(flat.cls[flat.start[i]:flat.start[i] + flat.count[i]] == c)
-            share = _inside(flat.xyxy[rows], flat.xyxy[rows])
-            np.fill_diagonal(share, 0)
-            nested += bool((share >= NESTED_INSIDE).any())
-        imgs = imgs.tolist()
+        imgs = np.unique(flat.image[mine]).tolist()
+        nested = int(nested_count[c])
         w = {i: whole[(c, i)] for i in imgs if (c, i) in whole}
         p = {i: pieces[(c, i)] for i in imgs if (c, i) in pieces}
         examples = {style: [i for i, _ in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLES]]
