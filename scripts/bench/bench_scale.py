@@ -11,7 +11,9 @@ peak memory (``ru_maxrss``) is its own:
   functions ``score`` calls (the scoring code is not changed);
 * store: ``store.write`` (ground truth) + ``store.read`` + ``store.write_detections`` of the
   predictions + ``store.read(pred_field=...)`` (what the score stage reads), on a private
-  database started for the run (never the user's).
+  database started for the run (never the user's);
+* io: ``import`` of that many 200x200 JPEG files with a COCO file (every image checked), then
+  ``export`` to COCO and to YOLO with symlinked media (``--only io:100000:0``).
 
 Memory: "base" is the resident size once the records are built, "peak" the high-water mark of
 the process, "extra" = peak - base (what the measured step itself needs).
@@ -168,8 +170,56 @@ def run_store(n: int, p: int) -> dict:
     return out
 
 
+def run_io(n: int, p: int) -> dict:
+    """Import of ``n`` image files with a COCO file (the importer checks every image), then exports
+    to COCO and YOLO with symlinked media (``p`` is unused: ground truth only). The images are
+    200 x 200 grayscale JPEGs, each its own bytes, written before timing."""
+    import shutil
+    import tempfile
+
+    import cv2
+    import numpy as np
+
+    from cvcurate import store
+    from cvcurate.formats import ImportOptions, coco
+    from cvcurate.stages import export as export_stage
+    from cvcurate.stages import imports
+
+    labels, _ = synth(n, 1)
+    root = Path(tempfile.mkdtemp(prefix="cvcurate-io-"))
+    try:
+        t = time.perf_counter()
+        (root / "images").mkdir()
+        base = np.full((200, 200), 128, np.uint8)
+        rng = np.random.default_rng(0)
+        for i, rec in enumerate(labels.records):
+            img = base.copy()
+            img[rng.integers(0, 200, 8), rng.integers(0, 200, 8)] = rng.integers(0, 256, 8)
+            path = root / "images" / f"img_{i:07d}.jpg"
+            cv2.imwrite(str(path), img)
+            rec.filepath = str(path)
+        coco.write(labels, root / "annotations.json", root=root / "images")
+        out = {"what": "io", "images": n, "preds": 0, "boxes": labels.num_boxes,
+               "files_s": time.perf_counter() - t, "base_mb": rss_mb()}
+        with store.private_database():
+            store.list_datasets()
+            t = time.perf_counter()
+            res = imports.import_dataset(root, "bench_io", ImportOptions(format="coco"))
+            out["import_s"] = time.perf_counter() - t
+            out["imported"] = res.write.added
+            for fmt in ("coco", "yolo"):
+                t = time.perf_counter()
+                export_stage.export("bench_io", root / f"export_{fmt}", format=fmt, media="symlink", log=lambda s: None)
+                out[f"export_{fmt}_s"] = time.perf_counter() - t
+        out["wall_s"] = out["import_s"] + out["export_coco_s"] + out["export_yolo_s"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    out["peak_mb"] = peak_mb()
+    return out
+
+
 def child(what: str, n: int, p: int) -> None:
-    result = run_score(n, p) if what == "score" else run_store(n, p)
+    result = {"score": run_score, "store": run_store, "io": run_io}[what](n, p)
     print("RESULT " + json.dumps(result), flush=True)
     # without this the process waits ~30 s at exit: FiftyOne's exit handler looks for the private
     # database that private_database() has already stopped
@@ -183,7 +233,10 @@ def table(results: list[dict]) -> str:
         if "error" in r:
             lines.append(f"| {r['what']} | {r['images']:,} | {r['preds']} | | failed: {r['error']} | | | | | |")
             continue
-        if r["what"] == "score":
+        if r["what"] == "io":
+            parts = (f"import {r['import_s']:.1f}, export coco {r['export_coco_s']:.1f}, export yolo "
+                     f"{r['export_yolo_s']:.1f} (making the files {r['files_s']:.1f}, not counted)")
+        elif r["what"] == "score":
             parts = ", ".join(f"{k.replace('_issues', '').replace('_scores', '')} {v:.1f}"
                               for k, v in r["parts_s"].items())
         else:
