@@ -23,7 +23,13 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def styled(n: int, pieces_share: float, seed: int = 0, folder=None, loose: bool = False):
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Default outputs (NAME_conventions/, NAME_changes/) go to the test's folder, not the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
+def styled(n: int, pieces_share: float, seed: int = 0, folder=None, loose: bool = False, model_strips: bool = False):
     """``n`` images: class 'pit' has one defect region the model sees, boxed whole or in 3 vertical
     strips (a known share of the images); class 'scratch' is always boxed whole. Returns the labels
     and the model's predictions (one box per region)."""
@@ -49,8 +55,13 @@ def styled(n: int, pieces_share: float, seed: int = 0, folder=None, loose: bool 
         cls.append(1)
         path = f"/nowhere/{i}.png" if folder is None else str(md.make_image(folder / f"s{i:03d}.png", W, H, seed=i))
         recs.append(ImageRecord(path, W, H, Annotations(np.array(gt, float), np.array(cls))))
-        pb = np.array([region, other], float) + rng.normal(0, 1.0, (2, 4))
-        preds.append(Annotations(pb, np.array([0, 1]), np.array([0.9, 0.85])))
+        if model_strips:  # the model sees the region as three strips
+            xs = np.linspace(x, x + w, 4)
+            seen = [[xs[j] + 1, y, xs[j + 1] - 1, y + h] for j in range(3)]
+        else:
+            seen = [region]
+        pb = np.array(seen + [other], float) + rng.normal(0, 1.0, (len(seen) + 1, 4))
+        preds.append(Annotations(pb, np.array([0] * len(seen) + [1]), np.array([0.9] * len(seen) + [0.85])))
     order = rng.permutation(n)  # styles interleaved, not in blocks
     return (LabelSet(["pit", "scratch"], [recs[i] for i in order]), [preds[i] for i in order])
 
@@ -90,8 +101,8 @@ def test_no_predictions_judges_nothing():
     assert all(c.judged == 0 and not c.mixed for c in conv.classes)
 
 
-def _stored(tmp_path, name, share):
-    labels, preds = styled(40, share, seed=3, folder=tmp_path / "images")
+def _stored(tmp_path, name, share, **kw):
+    labels, preds = styled(40, share, seed=3, folder=tmp_path / "images", **kw)
     store.write(labels, name)
     back = store.read(name)
     by = {r.filepath: p for r, p in zip(labels.records, preds)}
@@ -147,3 +158,133 @@ def test_the_gate_passes_the_check_when_every_class_has_one_style(tmp_path, data
     run("gate", dataset_name, "--json", tmp_path / "gate.json")
     checks = {c["name"]: c for c in json.loads((tmp_path / "gate.json").read_text())["checks"]}
     assert checks["labeling_conventions"]["status"] == "pass"
+
+
+def _gt(name):
+    from cvcurate.store import GT_FIELD
+
+    return store.get_detections(name, GT_FIELD)
+
+
+def _pit_boxes(name):
+    """Per image file: the pit boxes (pixel xyxy), sorted."""
+    out = {}
+    for r in store.read(name).records:
+        out[r.filepath] = sorted(map(tuple, np.round(r.gt.xyxy[r.gt.class_id == 0], 3).tolist()))
+    return out
+
+
+def test_adopting_whole_merges_exactly_the_pieces_and_undo_restores_every_byte(tmp_path, dataset_name):
+    labels = _stored(tmp_path, dataset_name, 0.5)
+    pieces_files = {r.filepath for r in labels.records if (r.gt.class_id == 0).sum() == 3}
+    before = _gt(dataset_name)
+    r = run("conventions", dataset_name, "--adopt", "pit=whole", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "would change 20 image(s) (20 fix(es)); nothing was written" in r.output
+    assert r.output.count(": merge (convention)") == 20 and _gt(dataset_name) == before
+
+    r = run("conventions", dataset_name, "--adopt", "pit=whole")
+    assert r.exit_code == 0, r.output
+    assert "adopted pit=whole: 20 image(s) changed (20 fix(es))" in r.output
+    after = _pit_boxes(dataset_name)
+    recs = {rec.filepath: rec for rec in labels.records}
+    preds = {rec.filepath: p for rec, p in zip(*styled(40, 0.5, seed=3, folder=tmp_path / "images"))}
+    for f, boxes in after.items():
+        assert len(boxes) == 1  # every image follows the convention now
+        if f not in pieces_files:  # an image that followed it already: untouched
+            assert boxes == sorted(map(tuple, np.round(recs[f].gt.xyxy[recs[f].gt.class_id == 0], 3).tolist()))
+        else:  # merged into the model's box of the region
+            model = preds[f].xyxy[0]
+            assert np.allclose(boxes[0], model, atol=1e-3)
+    assert store.get_conventions(dataset_name)["pit"]["style"] == "whole"
+    out = tmp_path / "export"
+    assert run("export", dataset_name, "--format", "coco", "--out", out).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["lineage"]["conventions"]["pit"]["style"] == "whole"
+    conv = json.loads((run("conventions", dataset_name, "--out", tmp_path / "c2") and
+                       (tmp_path / "c2" / "conventions.json")).read_text())
+    assert conv["classes"][0]["adopted"] == "whole" and not conv["mixed"]
+
+    r = run("apply", dataset_name, "--undo")
+    assert r.exit_code == 0, r.output
+    assert _gt(dataset_name) == before  # every box, id and attribute as it was
+    assert "pit" not in store.get_conventions(dataset_name)
+
+
+def test_adopting_pieces_splits_only_boxes_over_several_model_regions(tmp_path, dataset_name):
+    labels = _stored(tmp_path, dataset_name, 0.5, model_strips=True)
+    whole_files = {r.filepath for r in labels.records if (r.gt.class_id == 0).sum() == 1}
+    before = _pit_boxes(dataset_name)
+    r = run("conventions", dataset_name, "--adopt", "pit=pieces")
+    assert r.exit_code == 0, r.output
+    after = _pit_boxes(dataset_name)
+    assert {f for f in after if after[f] != before[f]} == whole_files  # images boxed in pieces: no fix
+    assert all(len(after[f]) == 3 for f in after)
+    assert f"adopted pit=pieces: {len(whole_files)} image(s) changed ({3 * len(whole_files)} fix(es))" in r.output
+
+
+def test_adopt_refuses_bad_input_in_one_line(tmp_path, dataset_name):
+    _stored(tmp_path, dataset_name, 0.5)
+    for arg, msg in (("pit=round", "takes CLASS=whole or CLASS=pieces"), ("rust=whole", "no class 'rust'"),
+                     ("pit", "takes CLASS=whole")):
+        r = run("conventions", dataset_name, "--adopt", arg)
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output
+    r = run("conventions", dataset_name, "--dry-run")
+    assert r.exit_code == 2 and "--dry-run goes with --adopt" in r.output
+
+
+def test_an_interrupted_adopt_leaves_labels_and_conventions_as_they_were(tmp_path, dataset_name, monkeypatch):
+    _stored(tmp_path, dataset_name, 0.5)
+    before = _gt(dataset_name)
+    real = store.journal.finish
+    calls = []
+
+    def stop(name, entry, *args, **kw):
+        calls.append(args)
+        if len(calls) == 1:  # after the commit and the convention, as the journal entry closes
+            assert store.get_conventions(name)["pit"]["style"] == "whole"
+            raise KeyboardInterrupt
+        return real(name, entry, *args, **kw)
+
+    monkeypatch.setattr(store.journal, "finish", stop)
+    r = run("conventions", dataset_name, "--adopt", "pit=whole")
+    assert r.exit_code == 130, r.output
+    monkeypatch.undo()
+    assert _gt(dataset_name) == before and store.get_conventions(dataset_name) == {}
+    assert not [c for c in store.get_changes(dataset_name) if not c.get("undone")]
+
+
+def test_labeling_instructions_show_a_good_and_a_bad_example(tmp_path, dataset_name):
+    _stored(tmp_path, dataset_name, 0.3)
+    path = tmp_path / "labeling.md"
+    r = run("conventions", dataset_name, "--out", tmp_path / "c", "--instructions", path)
+    assert r.exit_code == 0, r.output
+    text = path.read_text()
+    pit = text.split("## pit")[1].split("## scratch")[0]
+    assert "majority of the data:** Box each defect region with one box" in pit
+    assert "Good:" in pit and "Not like this:" in pit
+    for ref in ("labeling_images/0_whole.jpg", "labeling_images/0_pieces.jpg"):
+        assert ref in pit and (tmp_path / ref).stat().st_size > 500
+    assert "(No image in the data breaks it.)" in text.split("## scratch")[1]
+
+
+def test_an_adopted_class_is_not_warned_about_however_mixed(tmp_path, dataset_name):
+    _stored(tmp_path, dataset_name, 0.5)
+    r = run("conventions", dataset_name, "--adopt", "pit=pieces")  # the model sees no whole to split
+    assert r.exit_code == 0 and "every image the model judges follows it already" in r.output, r.output
+    assert store.get_conventions(dataset_name)["pit"]["style"] == "pieces"
+    assert run("score", dataset_name, "--no-pixels", "--out", tmp_path / "scores").exit_code == 0
+    run("gate", dataset_name, "--json", tmp_path / "gate.json")
+    checks = {c["name"]: c for c in json.loads((tmp_path / "gate.json").read_text())["checks"]}
+    assert checks["labeling_conventions"]["status"] == "pass"
+    rec = store.read_record(dataset_name, "score")
+    assert rec.info["conventions"]["classes"][0]["adopted"] == "pieces"
+
+
+def test_adopt_with_instructions_as_the_help_shows(tmp_path, dataset_name):
+    _stored(tmp_path, dataset_name, 0.3)
+    r = run("conventions", dataset_name, "--adopt", "pit=whole", "--instructions", "neu-labeling.md")
+    assert r.exit_code == 0, r.output
+    assert "adopted pit=whole" in r.output and "labeling instructions:" in r.output
+    text = (tmp_path / "neu-labeling.md").read_text()
+    assert "**Convention (adopted):** Box each defect region with one box" in text.split("## pit")[1]

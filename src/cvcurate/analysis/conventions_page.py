@@ -117,3 +117,42 @@ def write(conv: Conventions, out_dir: str | Path, name: str,
     parts.append("</body></html>")
     paths["html"].write_text("\n".join(parts))
     return paths
+
+
+RULE = {"whole": "Box each defect region with one box around the whole region, even where it looks like "
+                 "strips or tiles.",
+        "pieces": "Box each piece (strip, tile) of a defect region with a box of its own; do not draw one box "
+                  "around several pieces."}
+
+
+def write_instructions(conv: Conventions, path: str | Path, name: str,
+                       thumb: Callable[[int, int], bytes]) -> Path:
+    """Labeling instructions for annotators, as Markdown: per class its adopted convention (or,
+    where none is adopted, the majority style and a note that it is not settled), with one
+    example that follows it and one that does not, the images in ``<stem>_images/`` beside it."""
+    path = Path(path)
+    img_dir = path.with_name(path.stem + "_images")
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Labeling instructions: {name}", "",
+             "How to box each class, as the team settled it (`cvcurate conventions --adopt`). "
+             f"In the images: {LEGEND}.", ""]
+    for ci, c in enumerate(conv.classes):
+        style = c.adopted or c.majority
+        lines += [f"## {c.name}", ""]
+        if style is None:
+            lines += ["No convention yet: the data has no majority style (or the model judges none of its "
+                      "boxes).", ""]
+            continue
+        lines += [("**Convention (adopted):** " if c.adopted else
+                   "**Not adopted yet; the majority of the data:** ") + RULE[style], ""]
+        other = "pieces" if style == "whole" else "whole"
+        for label, st in (("Good", style), ("Not like this", other)):
+            ex = c.examples.get(st) or []
+            if ex:
+                file = img_dir / f"{ci}_{st}.jpg"
+                file.write_bytes(thumb(ci, ex[0]))
+                lines += [f"{label}:", "", f"![{label}]({img_dir.name}/{file.name})", ""]
+            elif label == "Not like this":
+                lines += ["(No image in the data breaks it.)", ""]
+    path.write_text("\n".join(lines))
+    return path

@@ -193,3 +193,85 @@ def conventions_from_signals(labels: LabelSet, s: Any, adopted: dict[str, str] |
             adopted=(adopted or {}).get(name), examples=examples))
     return Conventions(classes=out, images=n,
                        model_floor=float(s.thresholds.low) if s is not None else 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# adopting a convention: the fixes that make a class follow one style
+
+PIECE_INSIDE = 0.7  # a prediction is a piece of a whole box when this share of it lies inside (as _pieces)
+
+
+@dataclass
+class ConventionFix:
+    """One change an adopted convention asks of one image, in the record's pixel frame.
+
+    ``merge``: the boxes ``boxes`` (indexes into the record's ``gt``) become one box ``xyxy[0]``;
+    ``split``: the box ``boxes[0]`` becomes the boxes ``xyxy`` (the model's pieces)."""
+
+    record: int
+    action: str  # merge | split
+    boxes: list[int]
+    xyxy: list[list[float]]
+    reason: str
+
+
+def convention_fixes(labels: LabelSet, s: Any, cls: int, style: str) -> list[ConventionFix]:
+    """The fixes that make class ``cls`` follow ``style`` everywhere the model can tell (``s``: the
+    signals of the labels against the model, :func:`~cvcurate.scoring.signals.measure`).
+
+    ``whole``: the pieces of one region the model sees (two or more boxes of the class, each a
+    piece of the same prediction) are merged into the model's box where it covers their union at
+    IoU >= ``MATCH_IOU``, else into their union. ``pieces``: a box of the class over regions the
+    model sees apart (the merged signal) is split into the model's boxes of the class that lie
+    inside it (at least ``PIECE_INSIDE`` of each), clipped to it. An image that already follows
+    the style gets no fix; boxes the model does not judge are left alone."""
+    from ..boxes import box_iou
+
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    if s is None:
+        return []
+    g, pr = s.given, s.pred
+    split, split_match, merged = (np.asarray(x) for x in (s.split, s.split_match, s.merged))
+    out: list[ConventionFix] = []
+    name = labels.classes[cls]
+    if style == "whole":
+        m = (g.cls == cls) & (split > 0) & (split_match >= 0)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in np.flatnonzero(m).tolist():
+            groups.setdefault((int(g.image[i]), int(split_match[i])), []).append(i)
+        for (img, pm), rows in sorted(groups.items()):
+            if len(rows) < 2:
+                continue
+            boxes = g.xyxy[rows]
+            union = np.r_[boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)]
+            model = pr.xyxy[pm]
+            iou = float(box_iou(union[None], model[None])[0, 0])
+            target = model if iou >= MATCH_IOU else union
+            local = sorted(int(g.local[i]) for i in rows)
+            how = (f"the model's box (IoU {iou:.2f} with their union)" if iou >= MATCH_IOU
+                   else f"their union (the model's box covers it at IoU {iou:.2f} only)")
+            out.append(ConventionFix(img, "merge", local, [target.tolist()],
+                                     f"convention '{name}' = whole: boxes {', '.join(map(str, local))} are pieces of "
+                                     f"one region the model sees; merged into {how}"))
+    else:
+        floor = float(s.thresholds.low)
+        for i in np.flatnonzero((g.cls == cls) & (merged > 0)).tolist():
+            img = int(g.image[i])
+            box = g.xyxy[i]
+            lo, hi = int(pr.start[img]), int(pr.start[img] + pr.count[img])
+            cand = np.arange(lo, hi)
+            cand = cand[(pr.cls[cand] == cls) & (pr.conf[cand] >= floor)]
+            pb = pr.xyxy[cand]
+            inter = np.clip(np.minimum(pb[:, 2:], box[2:]) - np.maximum(pb[:, :2], box[:2]), 0, None).prod(axis=1)
+            area = np.clip(pb[:, 2:] - pb[:, :2], 0, None).prod(axis=1)
+            inside = pb[(area > 0) & (inter >= PIECE_INSIDE * area)]
+            if len(inside) < 2:
+                continue
+            inside = inside[np.lexsort((inside[:, 1], inside[:, 0]))]  # left to right, then top down
+            clipped = np.c_[np.maximum(inside[:, :2], box[:2]), np.minimum(inside[:, 2:], box[2:])]
+            j = int(g.local[i])
+            out.append(ConventionFix(img, "split", [j], clipped.tolist(),
+                                     f"convention '{name}' = pieces: box {j} spans {len(clipped)} regions the model "
+                                     f"sees apart; split into the model's boxes"))
+    return out

@@ -192,8 +192,17 @@ def _apply_write(sid: str, plan: dict[str, Any]) -> Any:
                               add_label_tags={FIX_FIELD: ([f["id"] for f in plan["applied"]], [APPLIED])})
 
 
-def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | None) -> ChangeSet:
-    plans = _plan(name, cs)
+def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | None, *,
+                  planner: Any = _plan, writer: Any = _apply_write, record: dict[str, Any] | None = None,
+                  on_commit: Any = None, on_rollback: Any = None) -> ChangeSet:
+    """Write the plans of ``planner(name, cs, only=None)`` (sample id -> before, after, applied:
+    see :func:`_plan`) as one change set: journaled first, each sample by compare-and-set
+    (``writer(sid, plan)``), stale samples planned again up to ``_ROUNDS`` times, logged and
+    listed for :func:`undo`; all or nothing. ``apply`` writes the reviewers' confirmed fixes;
+    ``cvcurate conventions --adopt`` the fixes of an adopted labeling convention. ``record``:
+    more fields for the change set's entry; ``on_commit()`` runs right after the commit and
+    ``on_rollback()`` when the change set is rolled back after it."""
+    plans = planner(name, cs)
     if not plans:
         return cs
     attempted: list[str] = []  # filled before each sample's write is sent
@@ -208,13 +217,13 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
             for round_ in range(_ROUNDS):
                 lock.check()
                 sent.update(todo)
-                body = {"changes": [_change_entry(sid, p, True) for sid, p in sent.items()]}
+                body = {"changes": [_change_entry(sid, p, True) for sid, p in sent.items()], "record": record or {}}
                 if entry is None:  # the intent, with every before-image, is in the database before any write
                     entry = store.journal.begin(name, "apply", body, change_id=cs.change_id)
                 else:
                     store.journal.set_payload(name, entry, body)
                 pause_point("apply:journaled")
-                done = set(store.guarded_write(name, [_apply_write(sid, p) for sid, p in todo.items()], attempted))
+                done = set(store.guarded_write(name, [writer(sid, p) for sid, p in todo.items()], attempted))
                 written.update({sid: p for sid, p in todo.items() if sid in done})
                 stale = [sid for sid in todo if sid not in done]
                 if not stale:
@@ -224,7 +233,7 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
                     cs.skipped.extend({"sample_id": sid, "filepath": paths.get(sid),
                                        "why": "it kept changing while apply ran: run apply again"} for sid in stale)
                     break
-                todo = _plan(name, cs, only=stale)
+                todo = planner(name, cs, only=stale)
                 if not todo:
                     break
             if not written:
@@ -240,7 +249,10 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
             pause_point("apply:before-commit")
             # the commit: once the change set is listed, a recovery keeps it (undo takes it back)
             store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "by": _who(), "log": str(cs.log_path),
-                                       "samples": len(cs.changes), "fixes": cs.applied, "undone": False})
+                                       "samples": len(cs.changes), "fixes": cs.applied, "undone": False,
+                                       **(record or {})})
+            if on_commit is not None:
+                on_commit()
             store.journal.finish(name, entry)
     except BaseException:
         # all or nothing (Ctrl-C and SIGTERM included): a change that is not logged could not be
@@ -250,10 +262,12 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
         with store.shielded():
             store.guarded_write(name, [store.GuardedWrite(
                 sid, expect_detections={GT_FIELD: sent[sid]["after"]}, set_detections={GT_FIELD: sent[sid]["before"]},
-                remove_label_tags={FIX_FIELD: ([f["id"] for f in sent[sid]["applied"]], [APPLIED])})
+                remove_label_tags={FIX_FIELD: ([f["id"] for f in sent[sid]["applied"] if f.get("id")], [APPLIED])})
                 for sid in dict.fromkeys(attempted)])
             store.forget_change(name, cs.change_id)
             store.forget_change_body(name, cs.change_id)
+            if on_rollback is not None:
+                on_rollback()
             if cs.log_path is not None:
                 cs.log_path.unlink(missing_ok=True)
             if entry is not None:
@@ -313,8 +327,8 @@ def _undo_locked(name: str, change_id: str | None, lock: Any, force: bool = Fals
                          f"their labels of before anyway (the later edits of those boxes are lost)")
     by_sid = {c["sample_id"]: c for c in log["changes"]}
 
-    def fix_ids(sid: str) -> list[str]:
-        return [f["id"] for f in by_sid[sid]["fixes"]]
+    def fix_ids(sid: str) -> list[str]:  # a convention's fixes have no label in cvc_fixes (no id)
+        return [f["id"] for f in by_sid[sid]["fixes"] if f.get("id")]
 
     def put_back(sids: list[str]) -> None:  # the change set again, where the undo got to
         store.guarded_write(name, [store.GuardedWrite(
@@ -344,6 +358,8 @@ def _undo_locked(name: str, change_id: str | None, lock: Any, force: bool = Fals
                                  f"undone; nothing was undone")
             lock.check()
             store.record_change(name, {**entry, "undone": True})  # the commit
+            if entry.get("convention"):  # the convention its change set adopted goes with it
+                store.set_convention(name, entry["convention"], None)
             store.journal.finish(name, journal_entry)
     except InputError:
         raise

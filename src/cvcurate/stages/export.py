@@ -254,7 +254,7 @@ def _destination_error(out: Path, exc: OSError, places: Sequence[Path]) -> Input
 
 def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
     """Import sources, applied change sets and their fixes, the last ``cvcurate split`` (its
-    settings and counts), with no absolute path: sources by folder name, changed samples by their
+    settings and counts), the adopted labeling conventions, with no absolute path: sources by folder name, changed samples by their
     file in the export."""
     history = store.get_history(name)
     imports = []
@@ -291,7 +291,10 @@ def _lineage(name: str, exported: dict[str, str]) -> dict[str, Any]:
     splits = [h for h in history if h.get("action") == "split"]
     split = ({k: splits[-1].get(k) for k in ("at", "val", "test", "seed", "reassign", "counts", "groups", "kept")}
              if splits else None)  # how the splits were made ('cvcurate split'); None: as imported
-    return {"imports": imports, "changes": changes, "score": _last_score(name), "split": split}
+    conventions = {c: {k: e.get(k) for k in ("style", "at", "by", "change_id")}
+                   for c, e in store.get_conventions(name).items()}  # adopted boxing styles, per class
+    return {"imports": imports, "changes": changes, "score": _last_score(name), "split": split,
+            "conventions": conventions}
 
 
 def _last_score(name: str) -> dict[str, Any] | None:

@@ -113,19 +113,25 @@ def score_decisions(name: str, entries: list[dict[str, Any]]) -> list[Decided]:
 
 def _recover_apply(name: str, e: dict[str, Any]) -> None:
     change_id = e.get("change_id")
-    if any(c.get("change_id") == change_id for c in store.get_changes(name)):
+    body = store.journal.payload(name, e) or {}
+    record = body.get("record") or {}
+    kept_change = next((c for c in store.get_changes(name) if c.get("change_id") == change_id), None)
+    if kept_change is not None:
+        if kept_change.get("convention") and not kept_change.get("undone"):  # committed: its convention too
+            store.set_convention(name, kept_change["convention"], kept_change.get("convention_entry"))
         store.journal.finish(name, e)
         notice(f"recovered: the {_who(e)} had written its change set {change_id} before it stopped: kept")
         return
-    body = store.journal.payload(name, e) or {}
     changes = body.get("changes") or []
     done = store.guarded_write(name, [store.GuardedWrite(
         c["sample_id"], expect_detections={GT_FIELD: c["after"]}, set_detections={GT_FIELD: c["before"]},
-        remove_label_tags={FIX_FIELD: ([f["id"] for f in c["fixes"]], [APPLIED])}) for c in changes])
+        remove_label_tags={FIX_FIELD: ([f["id"] for f in c["fixes"] if f.get("id")], [APPLIED])}) for c in changes])
     store.forget_change_body(name, change_id)
     store.journal.finish(name, e, store.journal.ROLLED_BACK)
+    again = (f"cvcurate conventions {shell_arg(name)} --adopt {shell_arg(record['convention'] + '=' + record.get('convention_entry', {}).get('style', ''))}"
+             if record.get("convention") else f"cvcurate apply {shell_arg(name)}")
     notice(f"recovered: the {_who(e)} did not finish: rolled back, {len(done)} sample(s) restored; "
-           f"run 'cvcurate apply {shell_arg(name)}' again")
+           f"run '{again}' again")
 
 
 def _recover_undo(name: str, e: dict[str, Any]) -> None:

@@ -143,7 +143,8 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
     if result.objectlab is not None and result.objectlab.signals is not None:
         from ..scoring.conventions import conventions_from_signals
 
-        conventions = conventions_from_signals(labels, result.objectlab.signals)
+        conventions = conventions_from_signals(labels, result.objectlab.signals,
+                                               {c: e.get("style") for c, e in store.get_conventions(name).items()})
         for c in conventions.mixed:
             notes.append(f"conventions: {quoted(c.name)} is boxed whole in {100 * c.share('whole'):.0f} % and in "
                          f"pieces in {100 * c.share('pieces'):.0f} % of the {c.judged} images the model can judge: "

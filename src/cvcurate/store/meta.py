@@ -75,6 +75,23 @@ def update_meta(target: Any, change: Callable[[dict[str, Any]], None]) -> None:
                      f"{_META_TRIES} other writes came in between")
 
 
+def get_conventions(target: Any) -> dict[str, dict[str, Any]]:
+    """The labeling conventions adopted for the dataset: class -> {style, change_id, at, by}."""
+    return dict(get_meta(target, "conventions", {}) or {})
+
+
+def set_convention(target: Any, cls: str, entry: dict[str, Any] | None) -> None:
+    """Record (``entry``) or drop (None) the convention adopted for class ``cls``."""
+    def change(meta: dict[str, Any]) -> None:
+        conv = meta.setdefault("conventions", {})
+        if entry is None:
+            conv.pop(cls, None)
+        else:
+            conv[cls] = entry
+
+    update_meta(target, change)
+
+
 # -- import and other history ------------------------------------------------------------------
 def get_history(target: Any) -> list[dict[str, Any]]:
     return list(get_meta(target, "history") or [])
