@@ -222,7 +222,7 @@ def build_report(inp: ReportInput, *, top_n: int = 6, top_slices: int = 10,
 
     balance = class_balance(labels, augment_plan)
     conventions = (inp.run.info.get("conventions") if inp.run is not None else None) or None
-    if conventions is None:
+    if conventions is None and inp.run is not None:  # never scored: the sections above say so
         left.append(("labeling conventions", "the score run measured none (no predictions, or a run of an older "
                                              "cvcurate): run 'cvcurate score NAME' with predictions"))
     return Report(inp.title, inp.subtitle, summary, slices, balance, evaluation, figures, queues, thumbs, left,

@@ -63,6 +63,28 @@ def _box(img: np.ndarray, b: Sequence[float], s: float, ox: float, oy: float, co
     return x1, y1, x2, y2
 
 
+def _fit(img: np.ndarray, centre: tuple[float, float] | None) -> tuple[np.ndarray, float, float, float]:
+    """Crop a very wide (tall) image to a ``MAX_ASPECT`` window round ``centre`` (x, y; None: the
+    middle), then scale it into ``MAX_W`` x ``MAX_H``: the image, the scale and the crop's offset."""
+    h, w = img.shape[:2]
+    ox = oy = 0.0
+    if w / h > MAX_ASPECT:
+        cw = int(h * MAX_ASPECT)
+        cx = centre[0] if centre is not None else w / 2
+        ox = float(int(np.clip(cx - cw / 2, 0, w - cw)))
+        img = img[:, int(ox):int(ox) + cw]
+    elif h / w > MAX_ASPECT:
+        ch = int(w * MAX_ASPECT)
+        cy = centre[1] if centre is not None else h / 2
+        oy = float(int(np.clip(cy - ch / 2, 0, h - ch)))
+        img = img[int(oy):int(oy) + ch]
+    h2, w2 = img.shape[:2]
+    s = min(MAX_W / w2, MAX_H / h2)
+    img = cv2.resize(img, (max(1, round(w2 * s)), max(1, round(h2 * s))),
+                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return img, s, ox, oy
+
+
 def thumbnail(rec: ImageRecord, issue: Issue, classes: Sequence[str]) -> tuple[bytes, str]:
     """JPEG bytes of the issue drawn on its image, and a short caption of what is drawn."""
     img = cv2.imread(rec.filepath, cv2.IMREAD_COLOR)
@@ -78,21 +100,7 @@ def thumbnail(rec: ImageRecord, issue: Issue, classes: Sequence[str]) -> tuple[b
     pred_box = issue.data.get("pred_box") if issue.data else None
     pred = np.asarray(pred_box, dtype=np.float64) * scale_box if pred_box is not None and len(pred_box) == 4 else None
     focus = gt[j] if j is not None else pred
-    ox = oy = 0.0
-    if w / h > MAX_ASPECT:  # crop a window round the box
-        cw = int(h * MAX_ASPECT)
-        cx = (focus[0] + focus[2]) / 2 if focus is not None else w / 2
-        ox = float(int(np.clip(cx - cw / 2, 0, w - cw)))
-        img = img[:, int(ox):int(ox) + cw]
-    elif h / w > MAX_ASPECT:
-        ch = int(w * MAX_ASPECT)
-        cy = (focus[1] + focus[3]) / 2 if focus is not None else h / 2
-        oy = float(int(np.clip(cy - ch / 2, 0, h - ch)))
-        img = img[int(oy):int(oy) + ch]
-    h2, w2 = img.shape[:2]
-    s = min(MAX_W / w2, MAX_H / h2)
-    img = cv2.resize(img, (max(1, round(w2 * s)), max(1, round(h2 * s))),
-                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    img, s, ox, oy = _fit(img, None if focus is None else ((focus[0] + focus[2]) / 2, (focus[1] + focus[3]) / 2))
     for k in range(len(gt)):
         if k != j:
             _box(img, gt[k], s, ox, oy, OTHER, 1)
@@ -133,21 +141,8 @@ def style_thumbnail(rec: ImageRecord, cls: int, model: np.ndarray, classes: Sequ
     k = np.array([fx, fy, fx, fy])
     gt = rec.gt.xyxy * k if len(rec.gt) else rec.gt.xyxy
     mine = np.asarray(rec.gt.class_id) == cls
-    ox = oy = 0.0
-    if w / h > MAX_ASPECT:  # crop a window round the class's boxes
-        cw = int(h * MAX_ASPECT)
-        cx = float(gt[mine][:, [0, 2]].mean()) if mine.any() else w / 2
-        ox = float(int(np.clip(cx - cw / 2, 0, w - cw)))
-        img = img[:, int(ox):int(ox) + cw]
-    elif h / w > MAX_ASPECT:
-        ch = int(w * MAX_ASPECT)
-        cy = float(gt[mine][:, [1, 3]].mean()) if mine.any() else h / 2
-        oy = float(int(np.clip(cy - ch / 2, 0, h - ch)))
-        img = img[int(oy):int(oy) + ch]
-    h2, w2 = img.shape[:2]
-    s = min(MAX_W / w2, MAX_H / h2)
-    img = cv2.resize(img, (max(1, round(w2 * s)), max(1, round(h2 * s))),
-                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    img, s, ox, oy = _fit(img, (float(gt[mine][:, [0, 2]].mean()), float(gt[mine][:, [1, 3]].mean()))
+                          if mine.any() else None)
     for j in np.flatnonzero(~mine).tolist():
         _box(img, gt[j], s, ox, oy, OTHER, 1)
     for b in np.asarray(model, np.float64).reshape(-1, 4) * k:
