@@ -233,7 +233,8 @@ def test_demo_runs_the_whole_loop(tmp_path):
                   "export-v2/manifest.json", "truth.json"):
             assert (tmp_path / "demo" / f).is_file(), f
         after = json.loads((tmp_path / "demo" / "gate-after.json").read_text())
-        assert after["schema_version"] == 1 and len(after["checks"]) == 12
+        assert after["schema_version"] == 1 and len(after["checks"]) == 13
+        assert "labeling_conventions" in {c["name"] for c in after["checks"]}
         # fixes were really confirmed and applied (not 0), and the labels changed by exactly those fixes
         confirmed = int(re.search(r"review: (\d+) proposed fixes confirmed", r.output).group(1))
         applied, images = map(int, re.search(r"apply: (\d+) fixes applied to (\d+) images", r.output).groups())
