@@ -445,3 +445,43 @@ def test_shipped_weights_load_offline_and_predict_neu_det(neu_det, name):
     preds = predict(ck, recs)
     for rec, p in zip(recs, preds):
         assert len(p) > 0 and (p.xyxy[:, 2:] <= [rec.width, rec.height]).all()
+
+
+def test_kfold_killed_in_its_second_fold_resumes_to_the_same_predictions(tiny, tmp_path, monkeypatch):
+    """A k-fold run interrupted in fold 2 keeps fold 1 (not trained again) and fold 2's epochs;
+    the resumed run gives exactly the predictions of an uninterrupted one."""
+    import cvcurate.detector.predict as P
+    import cvcurate.detector.train as T
+
+    cfg = tiny_cfg(epochs=2)
+    straight = T.kfold_predict(tiny, 2, cfg, progress=False)
+    state = tmp_path / "kfold"
+    real_predict, real_train = P.predict, T.train
+    calls = {"predict": 0, "train": 0}
+
+    def stop_second_predict(*a, **kw):
+        calls["predict"] += 1
+        if calls["predict"] == 2:
+            raise KeyboardInterrupt
+        return real_predict(*a, **kw)
+
+    monkeypatch.setattr(P, "predict", stop_second_predict)
+    with pytest.raises(KeyboardInterrupt):
+        T.kfold_predict(tiny, 2, cfg, progress=False, state_dir=state)
+    assert (state / "fold1of2.pt").is_file() and (state / "fold2of2.state.pt").is_file()
+    monkeypatch.setattr(P, "predict", real_predict)
+
+    def count_train(*a, **kw):
+        calls["train"] += 1
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr(T, "train", count_train)
+    lines = []
+    resumed = T.kfold_predict(tiny, 2, cfg, progress=False, state_dir=state, log=lines.append)
+    assert calls["train"] == 1  # fold 1 kept, fold 2 resumed (its epochs were done: nothing left to train)
+    assert any("fold 1/2: kept from an earlier run" in ln for ln in lines)
+    for a, b in zip(straight, resumed):
+        assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.class_id, b.class_id)
+        assert np.array_equal(a.confidence, b.confidence)
+    with pytest.raises(InputError, match="other settings or data"):
+        T.kfold_predict(tiny, 2, tiny_cfg(epochs=3), progress=False, state_dir=state)

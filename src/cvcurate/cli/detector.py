@@ -32,7 +32,9 @@ def train_cmd(
 
     Without --folds: trains on the dataset's 'train' split (all images when it has none), evaluates
     on the 'val' split when there is one, and saves a checkpoint. With --folds K: every image gets a
-    prediction from a model trained on the other K-1 folds, written to the field predictions_oof.
+    prediction from a model trained on the other K-1 folds, written to the field predictions_oof;
+    finished folds and the fold in training are kept in NAME_kfold/ after Ctrl-C or a kill, and the
+    same command resumes after them.
 
     Examples:
 

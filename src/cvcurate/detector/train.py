@@ -279,28 +279,48 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
 
 def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, device: str = "cpu",
                   progress: bool = True, *, return_folds: bool = False,
-                  log: Callable[[str], None] | None = None):
+                  log: Callable[[str], None] | None = None, state_dir: str | Path | None = None):
     """Out-of-fold predictions: every image is predicted by a model that never trained on it.
 
     Images are dealt to ``k`` folds by :func:`~cvcurate.detector.data.kfold_assign` (seeded with
     ``cfg.train.seed``); for each fold a fresh model is trained on the other ``k - 1`` folds and
     predicts this one. Returns one :class:`Annotations` (with confidences) per record, in order,
     and the fold of each image too when ``return_folds``.
+
+    ``state_dir``: a finished fold's predictions are saved there, and a fold in training saves its
+    state after every epoch (:func:`train`'s ``state_path``); a later call with the same labels,
+    settings and ``k`` keeps the finished folds and resumes the one that was training, with the
+    same result as an uninterrupted run (without a time budget).
     """
+    from ..errors import kept
     from .predict import predict
 
     cfg = cfg or DetectorConfig()
     folds = D.kfold_assign(len(labels.records), k, cfg.train.seed)
     out: list[Annotations | None] = [None] * len(labels.records)
+    sdir = Path(state_dir) if state_dir is not None else None
+    key = {**_state_key(cfg, labels), "folds": k} if sdir is not None else None
     for f in range(k):
         train_idx = np.flatnonzero(folds != f)
         test_idx = np.flatnonzero(folds == f)
-        if log:
-            log(f"fold {f + 1}/{k}: training on {len(train_idx)} images, predicting {len(test_idx)}")
-        ckpt = train(D.subset(labels, train_idx), cfg, device=device, progress=progress, log=log,
-                     description=f"fold {f + 1}/{k}")
-        preds = predict(ckpt, [labels.records[i] for i in test_idx], batch_size=cfg.predict.batch_size,
-                        device=device)
+        done = sdir / f"fold{f + 1}of{k}.pt" if sdir is not None else None
+        saved = _load_state(done, key) if done is not None else None
+        if saved is not None:
+            preds = [Annotations(x, c, p) for x, c, p in saved["preds"]]
+            if log:
+                log(f"fold {f + 1}/{k}: kept from an earlier run ({done})")
+        else:
+            if log:
+                log(f"fold {f + 1}/{k}: training on {len(train_idx)} images, predicting {len(test_idx)}")
+            fold_state = sdir / f"fold{f + 1}of{k}.state.pt" if sdir is not None else None
+            ckpt = train(D.subset(labels, train_idx), cfg, device=device, progress=progress, log=log,
+                         description=f"fold {f + 1}/{k}", state_path=fold_state)
+            preds = predict(ckpt, [labels.records[i] for i in test_idx], batch_size=cfg.predict.batch_size,
+                            device=device)
+            if done is not None:
+                _save_state(done, {"key": key, "preds": [(p.xyxy, p.class_id, p.confidence) for p in preds]})
+                fold_state.unlink(missing_ok=True)
+                kept(f"the finished folds in {sdir} (the same command resumes after them)")
         for i, p in zip(test_idx, preds):
             out[i] = p
     result = [p if p is not None else Annotations.empty(with_confidence=True) for p in out]

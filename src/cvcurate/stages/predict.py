@@ -48,7 +48,13 @@ class PredictResult:
 
 def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: int | None = None,
           device: str = "cpu", pred_field: str = "predictions_oof", log: Log = _quiet) -> PredictResult:
-    """Out-of-fold predictions: every image predicted by a model trained on the other folds."""
+    """Out-of-fold predictions: every image predicted by a model trained on the other folds.
+
+    Finished folds and the fold in training are kept in ``NAME_kfold/`` (in the working folder):
+    after Ctrl-C or a kill the same command resumes after them; the folder is removed once the
+    predictions are in the store."""
+    import shutil
+
     from ..detector.config import load_detector_config
     from ..detector.train import kfold_predict
 
@@ -57,8 +63,10 @@ def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: in
         raise InputError(f"--folds must be at least 2, got {folds}")
     cfg = load_detector_config(config, overrides={"train": {"epochs": epochs}})
     labels = store.read(name)
-    preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log)
+    state_dir = Path(f"{name}_kfold")
+    preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log, state_dir=state_dir)
     store.write_detections(name, pred_field, labels.records, preds, labels.classes)
+    shutil.rmtree(state_dir, ignore_errors=True)
     return PredictResult(pred_field, len(preds), sum(len(p) for p in preds), f"{folds}-fold out-of-fold models")
 
 
