@@ -146,34 +146,20 @@ class Handle:
     def values(self, paths: Sequence[str]) -> list[list[Any]]:
         """``values()`` of several paths in one pass over the samples: lists of embedded documents
         are mapped over (``f.detections.tags`` gives one list per sample), ids come as strings."""
-        out: list[list[Any]] = [[] for _ in paths]
-        for part in self.iter_values(paths):
-            for whole, some in zip(out, part):
-                whole.extend(some)
-        return out
-
-    def iter_values(self, paths: Sequence[str], batch: int = 2000) -> Iterator[list[list[Any]]]:
-        """:meth:`values` ``batch`` samples at a time (in the collection's order), so that a
-        reader converting each part keeps one part's Python objects alive, not the dataset's."""
         segs = [self._db_path(p) for p in paths]
         # only the paths asked for (a path inside another asked for is covered by it): the rest of
         # each label (tags, attributes, ...) is never sent nor decoded
         want = sorted({".".join(s) for s in segs})
         proj = {p: 1 for p in want if not any(p.startswith(q + ".") for q in want)}
-        getters = [_getter(s) for s in segs]
         out: list[list[Any]] = [[] for _ in paths]
+        getters = [_getter(s) for s in segs]
         for doc in self._sample_collection.find({}, proj):
             for k, get in enumerate(getters):
                 out[k].append(get(doc))
-            if len(out[0]) >= batch:
-                yield out
-                out = [[] for _ in paths]
-        if out[0]:
-            yield out
-
+        return out
 
     def iter_columns(self, paths: Sequence[str], batch: int = 2000) -> Iterator[list[list[Any]]]:
-        """:meth:`iter_values` for the paths a whole-dataset read asks for (plain paths, ``id``, and
+        """:meth:`values`, ``batch`` samples at a time, for the paths a whole-dataset read asks for (plain paths, ``id``, and
         a label attribute ``field.detections.attr``), shaped by the database: one aggregation
         returns each sample's attribute as a plain list (``$map`` over the labels: a missing
         attribute is None at its place, ids are strings), so no per-label document is decoded or
@@ -201,7 +187,7 @@ class Handle:
                 else:
                     expr[key] = each({"$toString": f"$$d.{segs[2]}"} if segs[2] == "_id" else f"$$d.{segs[2]}")
             elif "detections" in segs or "_id" in segs[1:]:
-                raise ValueError(f"iter_columns does not read {p!r}: use iter_values")
+                raise ValueError(f"iter_columns does not read {p!r}: use values")
             else:
                 expr[key] = "$" + ".".join(segs)
         for docs in _prefetched(self._sample_collection.aggregate([{"$project": {"_id": 0, **expr}}]), batch):
