@@ -235,3 +235,20 @@ def test_augment_on_ray_makes_the_same_samples(ray_session, tmp_path):
     for a, b in zip(local.samples, on_ray.samples):
         assert filecmp.cmp(a.record.filepath, b.record.filepath, shallow=False)
         assert a.record.gt.equals(b.record.gt) and a.provenance == b.provenance
+
+
+def _tag_pid():
+    return lambda item: (item, os.getpid())
+
+
+def _tag_pid_again():
+    return lambda prepared: (prepared[0], prepared[1], os.getpid())
+
+
+def test_prepare_is_a_stage_of_its_own(ray_session):
+    """predict's decode/resize: a task stage before the actors (another process than the actor's;
+    Ray Data does not fuse them), every shard through both, results in input order."""
+    out = ray_session.map(list(range(12)), _tag_pid_again, actors=True, cpus=2, prepare=_tag_pid)
+    assert [o[0] for o in out] == list(range(12))
+    decoders, actors = {o[1] for o in out}, {o[2] for o in out}
+    assert actors and decoders and not decoders & actors

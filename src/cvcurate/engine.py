@@ -5,7 +5,8 @@ batches of image records, :func:`cvcurate.scoring.images.image_features` over ch
 the augmentation workers over chunks of jobs. ``local`` calls them as the stages always did. ``ray``
 cuts the input into shards (one shard = one local batch or chunk, so each call sees exactly the
 input it sees locally), runs them on Ray workers (Ray Data ``map_batches``: an actor pool for
-predict, whose workers hold the model, tasks for the pixel features; augment's rounds go to a
+predict, whose workers hold the model and get the images decoded and resized by tasks of a stage
+before them, tasks for the pixel features; augment's rounds go to a
 :class:`Pool` of actors that hold the run's context) and brings every shard's result back to the
 driver, which puts them back in input order by their index. Nothing here writes to the
 store: the stages write once, on the driver, after every result is in, so a shard that Ray retries
@@ -71,19 +72,21 @@ class Engine:
         return max(1, min(self.workers or have, have or 1))
 
     def stream(self, items: Sequence[Any], setup: Setup, *, actors: bool = True, gpus: bool = False,
-               cpus: int = 1) -> Iterator[tuple[int, Any]]:
+               cpus: int = 1, prepare: Setup | None = None) -> Iterator[tuple[int, Any]]:
         """(position, result) of each item as its shard comes back (any order; see :func:`_stream`)."""
-        return _stream(self, items, setup, actors=actors, gpus=gpus, cpus=cpus)
+        return _stream(self, items, setup, actors=actors, gpus=gpus, cpus=cpus, prepare=prepare)
 
     def pool(self, setup: Setup, *, gpus: bool = False) -> "Pool":
         """Ray actors that each ran ``setup`` once, kept for several rounds of shards (close it)."""
         return Pool(self, setup, gpus=gpus)
 
     def map(self, items: Sequence[Any], setup: Setup, *, actors: bool = True, gpus: bool = False, cpus: int = 1,
-            done: Callable[[int, Any], None] | None = None) -> list[Any]:
-        """Every item's result, in the order of ``items``; ``done(position, result)`` as they come."""
+            done: Callable[[int, Any], None] | None = None, prepare: Setup | None = None) -> list[Any]:
+        """Every item's result, in the order of ``items``; ``done(position, result)`` as they come;
+        ``prepare``: a stage of tasks each shard goes through first (see :func:`_stream`)."""
         out: dict[int, Any] = {}
-        with contextlib.closing(self.stream(items, setup, actors=actors, gpus=gpus, cpus=cpus)) as results:
+        with contextlib.closing(self.stream(items, setup, actors=actors, gpus=gpus, cpus=cpus,
+                                            prepare=prepare)) as results:
             for k, r in results:
                 if k not in out and done is not None:
                     done(k, r)
@@ -149,11 +152,12 @@ def session(engine: Engine) -> Iterator[None]:
 
 
 def _run(handle: Callable[[Any], Any], batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each row's shard through ``handle``; results pickled (exact arrays, any Python object)."""
+    """Each row's shard through ``handle``; results pickled (exact arrays, any Python object), in
+    the column a next stage reads its input from."""
     out = np.empty(len(batch["i"]), dtype=object)
     for j, payload in enumerate(batch["item"]):
         out[j] = pickle.dumps(handle(pickle.loads(payload)), protocol=pickle.HIGHEST_PROTOCOL)
-    return {"i": np.asarray(batch["i"], np.int64), "out": out}
+    return {"i": np.asarray(batch["i"], np.int64), "item": out}
 
 
 class _Worker:
@@ -221,12 +225,18 @@ def _quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
-def _stream(engine: Engine, items: Sequence[Any], setup: Setup, *, actors: bool, gpus: bool, cpus: int = 1
-            ) -> Iterator[tuple[int, Any]]:
+def _stream(engine: Engine, items: Sequence[Any], setup: Setup, *, actors: bool, gpus: bool, cpus: int = 1,
+            prepare: Setup | None = None) -> Iterator[tuple[int, Any]]:
     """Run ``setup()(item)`` for every item on Ray Data, one row per item (a shard), and yield
     (position, result) as blocks come back. ``actors``: a fixed pool of workers that each run
     ``setup`` once (a dead one is restarted and its shard retried, up to :data:`RETRIES` times);
-    else tasks. ``gpus``: one GPU per worker; ``cpus``: CPUs per worker."""
+    else tasks. ``gpus``: one GPU per worker; ``cpus``: CPUs per worker.
+
+    ``prepare``: a stage of its own before it (tasks, retried like them): each shard becomes
+    ``prepare()(item)`` there, and ``setup``'s workers get that (predict: the images decoded and
+    resized on tasks, the actors only run the network). The tasks take one CPU each out of what
+    the workers leave free; where they leave none (a machine of two cores, whose one actor holds
+    both), one task at a time shares the workers' cores, as the local engine's reading thread does."""
     if not items:
         return
     import ray.data
@@ -243,6 +253,11 @@ def _stream(engine: Engine, items: Sequence[Any], setup: Setup, *, actors: bool,
         with warnings.catch_warnings():
             # Ray 2.60 takes max_restarts / max_task_retries only through **ray_remote_args
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
+            if prepare is not None:
+                free = int(ray.cluster_resources().get("CPU", 1)) - (size if gpus else size * cpus)
+                ds = ds.map_batches(_task, fn_args=(prepare,), compute=ray.data.TaskPoolStrategy(size=max(1, free)),
+                                    max_retries=RETRIES, batch_size=1, batch_format="numpy",
+                                    num_cpus=1 if free >= 1 else 0)
             if actors:
                 ds = ds.map_batches(_Worker, fn_constructor_args=(setup,),
                                     compute=ray.data.ActorPoolStrategy(size=size),
@@ -253,7 +268,7 @@ def _stream(engine: Engine, items: Sequence[Any], setup: Setup, *, actors: bool,
         batches = ds.iter_batches(batch_size=None, batch_format="numpy")
         try:
             for b in batches:
-                for k, payload in zip(b["i"].tolist(), b["out"]):
+                for k, payload in zip(b["i"].tolist(), b["item"]):
                     yield int(k), pickle.loads(payload)
         finally:
             close = getattr(batches, "close", None)
@@ -265,23 +280,31 @@ def _stream(engine: Engine, items: Sequence[Any], setup: Setup, *, actors: bool,
 # the batch functions of the stages, on either engine
 
 
-def _predictor(ckpt: Any, batch_size: int, device: str, threads: int) -> Callable[[Any], Any]:
+def _predictor(ckpt: Any, device: str, threads: int) -> Callable[[Any], Any]:
     """A Ray worker's setup for predict: torch's threads as in the local path, the model built
-    once, then whole local batches."""
+    once, then whole local batches, decoded by :func:`_decoder`'s tasks."""
     import torch
 
-    from .detector.predict import predict
+    from .detector.predict import predict_decoded
 
     torch.set_num_threads(threads)
     ckpt.model()  # built and cached on the checkpoint, once per worker
-    return partial(predict, ckpt, batch_size=batch_size, device=device)
+    return lambda shard: predict_decoded(ckpt, shard[0], shard[1], device=device)
+
+
+def _decoder(size: int) -> Callable[[Any], Any]:
+    """A task's setup for predict's decode stage: a shard of records -> (records, their images)."""
+    from .detector.predict import decode
+
+    return lambda records: (records, decode(records, size))
 
 
 def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int = 16, device: str = "cpu",
             progress: bool = False) -> list[Any]:
     """:func:`cvcurate.detector.predict.predict` of every record (boxes in the checkpoint's class
     ids), in record order. On Ray each shard is one batch of the local path (the same images
-    together), predicted by an actor that loaded the model once: one GPU per actor when
+    together), decoded and resized by a task of a stage of its own, then predicted by an actor
+    that loaded the model once: one GPU per actor when
     ``device`` is cuda and the cluster has GPUs; else as many CPUs per actor as torch has threads
     here, and it runs torch with that many threads (a convolution's sums depend on the thread
     count: so each actor's numbers are the local path's, bit for bit, on the same hardware)."""
@@ -313,8 +336,8 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
                 done[0] += len(anns)
                 update(done[0], len(records))
 
-            parts = engine.map(shards, partial(_predictor, ship, batch_size, dev, threads), actors=True, gpus=gpus,
-                               cpus=cpus, done=count)
+            parts = engine.map(shards, partial(_predictor, ship, dev, threads), actors=True, gpus=gpus,
+                               cpus=cpus, done=count, prepare=partial(_decoder, ckpt.input_size))
     return [a for part in parts for a in part]
 
 

@@ -31,6 +31,39 @@ def _as_model(model_or_checkpoint) -> tuple[torch.nn.Module, int]:
     raise InputError(f"cannot predict with a {type(obj).__name__}: give a checkpoint, its path or a model")
 
 
+def decode(records: Sequence[ImageRecord], size: int) -> list[np.ndarray]:
+    """The network's input of each record: the image read as grey and resized to ``size`` x ``size``."""
+    return [load_gray(r.filepath, size, (r.width, r.height)) for r in records]
+
+
+def _boxes(model: torch.nn.Module, dev: torch.device, size: int, records: Sequence[ImageRecord],
+           imgs: Sequence[np.ndarray]) -> list[Annotations]:
+    """One batch through the network (``imgs`` from :func:`decode`), boxes back in each record's frame."""
+    x = [torch.from_numpy(im).to(dev).float().div_(255.0)[None] for im in imgs]
+    out = []
+    for rec, r in zip(records, model(x)):
+        b = r["boxes"].detach().cpu().numpy().astype(np.float64)
+        sx, sy = rec.width / size, rec.height / size
+        b = b * np.array([sx, sy, sx, sy])
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, rec.width)
+        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, rec.height)
+        conf = np.clip(r["scores"].detach().cpu().numpy().astype(np.float64), 0.0, 1.0)
+        out.append(Annotations(xyxy=b, class_id=r["labels"].detach().cpu().numpy().astype(np.int64),
+                               confidence=conf))
+    return out
+
+
+def predict_decoded(model_or_checkpoint, records: Sequence[ImageRecord], images: Sequence[np.ndarray],
+                    device: str = "cpu") -> list[Annotations]:
+    """:func:`predict` of one batch whose images :func:`decode` already read (the Ray engine decodes
+    on tasks of their own and sends the network only the decoded batch): the same boxes."""
+    model, size = _as_model(model_or_checkpoint)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    with torch.inference_mode():
+        return _boxes(model, dev, size, records, images)
+
+
 def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int = 16, device: str = "cpu",
             progress: bool = False) -> list[Annotations]:
     """Predict every record; boxes are absolute ``xyxy`` in the record's ``width`` x ``height``.
@@ -46,13 +79,9 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
     records = list(records)
     out: list[Annotations] = []
     batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
-
-    def load(batch: list[ImageRecord]) -> list[np.ndarray]:
-        return [load_gray(r.filepath, size, (r.width, r.height)) for r in batch]
-
     try:
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
-            nxt = pool.submit(load, batches[0]) if batches else None
+            nxt = pool.submit(decode, batches[0], size) if batches else None
             # progress counts images (a batch is predicted when its first image comes up)
             for i in track(range(len(records)), description="predicting images", total=len(records),
                            enabled=progress):
@@ -60,18 +89,8 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
                     continue
                 bi = i // batch_size
                 imgs = nxt.result()
-                nxt = pool.submit(load, batches[bi + 1]) if bi + 1 < len(batches) else None
-                x = [torch.from_numpy(im).to(dev).float().div_(255.0)[None] for im in imgs]
-                res = model(x)
-                for rec, r in zip(batches[bi], res):
-                    b = r["boxes"].detach().cpu().numpy().astype(np.float64)
-                    sx, sy = rec.width / size, rec.height / size
-                    b = b * np.array([sx, sy, sx, sy])
-                    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, rec.width)
-                    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, rec.height)
-                    conf = np.clip(r["scores"].detach().cpu().numpy().astype(np.float64), 0.0, 1.0)
-                    out.append(Annotations(xyxy=b, class_id=r["labels"].detach().cpu().numpy().astype(np.int64),
-                                           confidence=conf))
+                nxt = pool.submit(decode, batches[bi + 1], size) if bi + 1 < len(batches) else None
+                out += _boxes(model, dev, size, batches[bi], imgs)
     finally:
         if was_training:
             model.train()
