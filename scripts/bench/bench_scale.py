@@ -123,13 +123,16 @@ def run_score(n: int, p: int) -> dict:
         gc.collect()
         gc.freeze()
     for name in ("box_issues", "size_outliers", "style_issues", "class_mix_issues", "objectlab_scores",
-                 "relative_scores"):
-        setattr(sc, name, timed(name, getattr(sc, name)))
+                 "relative_scores"):  # relative_scores: trees before the calibrated scores (3ce1ea7)
+        if hasattr(sc, name):
+            setattr(sc, name, timed(name, getattr(sc, name)))
     base = rss_mb()
     t = time.perf_counter()
     result = sc.score(labels, predictions=preds)
     wall = time.perf_counter() - t
     parts["combine"] = wall - sum(parts.values())
+    if getattr(result, "calibration", None) is not None:  # inside objectlab_scores: not added to the sum
+        parts["of which calibration"] = result.calibration.seconds
     return {"what": "score", "images": n, "preds": p, "boxes": labels.num_boxes,
             "predictions": int(sum(len(x) for x in preds)), "build_s": build_s, "wall_s": wall,
             "parts_s": parts, "issues": len(result.issues), "base_mb": base, "peak_mb": peak_mb()}
