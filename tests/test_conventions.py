@@ -288,3 +288,49 @@ def test_adopt_with_instructions_as_the_help_shows(tmp_path, dataset_name):
     assert "adopted pit=whole" in r.output and "labeling instructions:" in r.output
     text = (tmp_path / "neu-labeling.md").read_text()
     assert "**Convention (adopted):** Box each defect region with one box" in text.split("## pit")[1]
+
+
+def _pit_issues(labels, result):
+    """(type, p, data) of the split / merged / convention issues on 'pit' boxes, and the images they are on."""
+    cls = {r.filepath: r.gt.class_id for r in labels.records}
+    return [(i.type, i.score, i.data, i.filepath) for i in result.issues
+            if i.type in ("split", "merged", "convention") and i.box is not None and cls[i.filepath][i.box] == 0]
+
+
+def test_later_scoring_follows_an_adopted_convention():
+    """A class boxed in pieces in 60 % of its images: a habit (nothing queued) until a convention is
+    adopted; adopted whole, every piece breaks it (a ``convention`` issue, p >= 0.5, as the split it
+    is); adopted pieces, the pieces are clean (no issue of any kind on them)."""
+    from cvcurate.scoring import score
+
+    labels, preds = styled(60, 0.6, seed=5)
+    pieces = {r.filepath for r in labels.records if (r.gt.class_id == 0).sum() == 3}
+    habit = _pit_issues(labels, score(labels, predictions=preds))
+    assert all(p < 0.5 and t != "convention" for t, p, _, _ in habit), habit
+    whole = _pit_issues(labels, score(labels, predictions=preds, conventions={"pit": "whole"}))
+    queued = {f for t, p, d, f in whole if p >= 0.5}
+    assert all(t == "convention" and d["deviation"] == "split" and d["convention"] == "whole" for t, _, d, _ in whole)
+    assert queued <= pieces and len(queued) >= 0.8 * len(pieces), (len(queued), len(pieces))
+    assert not _pit_issues(labels, score(labels, predictions=preds, conventions={"pit": "pieces"}))
+
+
+def test_a_deviation_is_queued_with_its_fix(tmp_path, dataset_name):
+    """The convention recorded with the dataset (as ``--adopt`` records it) while images still break
+    it (labels boxed the old way after adoption): the score run lists them in the conventions queue,
+    each with the fix that merges its pieces."""
+    _stored(tmp_path, dataset_name, 0.5)
+    store.set_convention(dataset_name, "pit", {"style": "whole", "change_id": "test"})
+    r = run("score", dataset_name, "--no-pixels", "--out", tmp_path / "scores")
+    assert r.exit_code == 0, r.output
+    rec = store.read_record(dataset_name, "score")
+    dev = [i for i in rec.issues if i.type == "convention" and i.score >= 0.5]
+    assert len({i.filepath for i in dev}) >= 15, len(dev)  # 20 images boxed in pieces
+    assert all("breaks the adopted convention ('pit' boxed whole)" in i.reason for i in dev)
+    assert rec.summary["counts"].get("convention", 0) >= 15
+    r = run("review", dataset_name, "--summary")
+    assert r.exit_code == 0 and "conventions" in r.output, r.output
+    from cvcurate.names import FIX_FIELD
+
+    fixes = [d for dets in store.get_detections(dataset_name, FIX_FIELD).values() for d in dets]
+    merges = [d for d in fixes if d.get("cvc_type") == "convention" and d.get("cvc_action") == "merge"]
+    assert len(merges) >= 15, [(d.get("cvc_type"), d.get("cvc_action")) for d in fixes][:5]

@@ -52,6 +52,7 @@ QUEUES: dict[str, tuple[str, ...]] = {
     "swap": ("swap",),
     "badloc": ("badloc", "spurious"),
     "geometry": ("degenerate", "out_of_image"),
+    "conventions": ("convention",),  # boxes that break a labeling convention the team adopted
     "inconsistent": ("split", "merged", "fragment", "style_fragmented", "style_merged", "size_outlier", "class_conflict",
                      "rare_class_mix"),
     "duplicates": ("duplicate", "near_duplicate", "leakage"),
@@ -62,7 +63,7 @@ ISSUE_TYPES = tuple(t for types in QUEUES.values() for t in types)
 # issue types that say "this label is wrong" (not an image or style remark): the gate's and the
 # report's expected label errors count these
 LABEL_ERROR_TYPES = ("overlooked", "swap", "badloc", "spurious", "degenerate", "out_of_image", "duplicate",
-                     "class_conflict", "split", "merged", "fragment")
+                     "class_conflict", "split", "merged", "fragment", "convention")
 # facts, not estimates: a box without area or outside the image is wrong by definition
 CERTAIN_TYPES = ("degenerate", "out_of_image", "unreadable")
 # the box types: one of them per given box at most (the learned model's and the curves' types)

@@ -123,7 +123,7 @@ def expected_weights(issues: Sequence[Issue]) -> list[float]:
     out = [float(i.score) for i in issues]
     best: dict[tuple, int] = {}
     for k, i in enumerate(issues):
-        if i.type == "split" and "pred_box" in (i.data or {}):
+        if (i.type == "split" or (i.data or {}).get("deviation") == "split") and "pred_box" in (i.data or {}):
             key = (i.filepath, tuple(round(float(v), 3) for v in i.data["pred_box"]))
             j = best.get(key)
             if j is None or out[k] > out[j] or (out[k] == out[j] and k < j):
@@ -145,11 +145,14 @@ def prior_probabilities(issues: Sequence[Issue], weights: dict[str, float]) -> N
 
 def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
           features: ImageFeatures | None = None, cfg: ScoreConfig | None = None,
-          fitted: Calibration | None = None, thresholds: Thresholds | None = None) -> ScoreResult:
+          fitted: Calibration | None = None, thresholds: Thresholds | None = None,
+          conventions: dict[str, str] | None = None) -> ScoreResult:
     """Score every image and box; see the module docstring for what the scores mean.
 
     ``fitted`` / ``thresholds``: score with this calibration and these confidence thresholds
-    instead of fitting them on ``labels`` (a copy of a dataset scored as the original)."""
+    instead of fitting them on ``labels`` (a copy of a dataset scored as the original).
+    ``conventions``: class name -> the boxing style the team adopted (``whole`` or ``pieces``):
+    boxes that follow it are clean, boxes that break it are ``convention`` issues."""
     cfg = cfg or ScoreConfig()
     issues: list[Issue] = []
     issues += box_issues(labels, cfg.geometry)
@@ -163,8 +166,10 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
     quality = None
     ol = None
     if predictions is not None:
+        ids = {n: k for k, n in enumerate(labels.classes)}
+        adopted = {ids[c]: style for c, style in (conventions or {}).items() if c in ids and style}
         ol = objectlab_scores(labels, predictions, cfg.objectlab, thresholds=thresholds,
-                              calibration=cfg.calibration, fitted=fitted)
+                              calibration=cfg.calibration, fitted=fitted, conventions=adopted)
         issues += ol.issues
         quality = ol.image_quality
     index = {r.filepath: i for i, r in enumerate(labels.records)}

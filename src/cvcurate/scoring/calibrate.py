@@ -179,10 +179,12 @@ class Calibration:
     def how(self, t: str) -> str:
         return self.curve(t).how
 
-    def box_probabilities(self, s: Signals, units: dict[str, "Units"]) -> dict[str, np.ndarray]:
+    def box_probabilities(self, s: Signals, units: dict[str, "Units"],
+                          adopted: dict[int, str] | None = None) -> dict[str, np.ndarray]:
         """``p`` of every box type for the kept given boxes of ``s``: from the learned model when
         there is one (cross-fitted for the boxes it was fitted on, the fold models' mean for
-        others), else from the per-type curves."""
+        others), else from the per-type curves. ``adopted``: the classes' adopted boxing styles
+        (:func:`~.model.style_cap`)."""
         from .model import style_cap
 
         if self.model is not None:
@@ -201,7 +203,7 @@ class Calibration:
         present = {"swap": (s.swap_pred >= 0) & (s.ev_swap > 0), "split": (s.split_match >= 0) & (s.split > 0)}
         for t, m in present.items():
             box[t] = np.where(m, box[t], 0.0)
-        self.style_notes = style_cap(s, box)
+        self.style_notes = style_cap(s, box, adopted=adopted)
         return box
 
     def overlooked_probabilities(self, s: Signals, units: dict[str, "Units"]) -> np.ndarray:

@@ -65,7 +65,8 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
     move to the model's box of that class that overlaps it most and stands for no other given box
     (none: no fix, and ``issue.data["no_fix"]`` says why, shown after its reason); out_of_image:
     clip; spurious, degenerate, duplicate: remove; fragment and split: merge the pieces into their
-    joint box; merged: split the box along the model's boxes inside it (at least two). No fix ever
+    joint box; merged: split the box along the model's boxes inside it (at least two); convention
+    (a box that breaks an adopted boxing style): as the split or merged box it is. No fix ever
     puts a second box of a class where a more probable one already puts one. Boxing style, class
     conflicts and image issues propose nothing: they need a person's judgement. ``min_conf``: the predictions a fix may use (the score run's
     calibrated low threshold).
@@ -89,6 +90,7 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
         j = x.box
         box, cls, target = rec.gt.xyxy[j], int(rec.gt.class_id[j]), str(ids[j])
         fix = None
+        kind = x.data.get("deviation", x.type) if x.type == "convention" else x.type  # a deviation is fixed as its kind
         if x.type == "swap" and "pred_class" in x.data:
             fix = Fix("relabel", x.type, box, x.data["pred_class"], x.score, x.reason, target)
         elif x.type in ("badloc", "size_outlier"):
@@ -120,7 +122,7 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
             joint = np.concatenate([np.minimum(box[:2], rec.gt.xyxy[o][:2]), np.maximum(box[2:], rec.gt.xyxy[o][2:])])
             fix = Fix("merge", x.type, joint, cls, x.score, x.reason, target, others=(str(ids[o]),))
             done.add(o)
-        elif x.type == "split" and "pred_box" in x.data:
+        elif kind == "split" and "pred_box" in x.data:
             pb = np.asarray(x.data["pred_box"], dtype=np.float64)
             inside = [k for k in range(len(rec.gt)) if k != j and k not in done and int(rec.gt.class_id[k]) == cls
                       and _iou(rec.gt.xyxy[k], pb[None]).item() > 0
@@ -132,7 +134,7 @@ def proposed_fixes(rec: ImageRecord, issues: list[Issue], min_conf: float = 0.0)
                 fix = Fix("merge", x.type, joint, cls, x.score, x.reason, target,
                           others=tuple(str(ids[k]) for k in inside))
                 done.update(inside)
-        elif x.type == "merged":
+        elif kind == "merged":
             pieces = _split_pieces(rec, j, min_conf)
             if len(pieces) >= 2:
                 for pbox in pieces:

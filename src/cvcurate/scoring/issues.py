@@ -48,9 +48,9 @@ class Probabilities:
     area_ratio: np.ndarray  # (K,) area over the median area of its class's boxes in this dataset
 
 
-def probabilities(s: Signals, cal: Calibration) -> Probabilities:
+def probabilities(s: Signals, cal: Calibration, adopted: dict[int, str] | None = None) -> Probabilities:
     units = units_of(s)
-    box = cal.box_probabilities(s, units)
+    box = cal.box_probabilities(s, units, adopted)
     stack = np.stack([box[t] for t in BOX_TYPES]) if len(s.given) else np.zeros((len(BOX_TYPES), 0))
     best_type = np.argmax(stack, axis=0) if stack.shape[1] else np.zeros(0, np.int64)
     best = stack.max(axis=0) if stack.shape[1] else np.zeros(0)
@@ -80,9 +80,14 @@ def _size_words(ratio: float, lab: str) -> str:
     return f"about the size of the median {lab} box"
 
 
-def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: float) -> tuple[list[Issue], Probabilities]:
-    """Every issue whose probability reaches ``list_min_p``, in the order described above."""
-    pr = probabilities(s, cal)
+def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: float,
+                adopted: dict[int, str] | None = None) -> tuple[list[Issue], Probabilities]:
+    """Every issue whose probability reaches ``list_min_p``, in the order described above.
+    ``adopted``: class -> its adopted boxing style; a split or merged box of such a class breaks
+    the rule (one that follows it has p 0 there): it is listed as type ``convention``, with the
+    type it deviates as (``data["deviation"]``) and the adopted style."""
+    adopted = adopted or {}
+    pr = probabilities(s, cal, adopted)
     names, recs = labels.classes, labels.records
     pred, given = s.pred, s.given
     items: list[tuple[int, int, int, Issue]] = []
@@ -137,6 +142,10 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
             inside = {0: f"sees no {lab} inside it", 1: f"sees one {lab} inside it"}.get(
                 int(s.n_inside[k]), f"sees {s.n_inside[k]} {lab} inside it, not apart")
             text = f"box {j} ({lab}): {_size_words(pr.area_ratio[k], lab)}; the model {inside}: several defects in one box?"
+        if t in ("split", "merged") and c in adopted:  # breaks the adopted convention: an issue of its own
+            data.update({"deviation": t, "convention": adopted[c]})
+            text = f"breaks the adopted convention ({lab} boxed {adopted[c]}): {text}"
+            t = "convention"
         items.append((i, 1, k, Issue(rec.filepath, t, float(pr.best[k]), text, box=j, sample_id=rec.sample_id,
                                      data=data)))
     items.sort(key=lambda x: x[:3])

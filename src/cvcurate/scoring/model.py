@@ -451,14 +451,38 @@ def habits(s: Any) -> dict[int, dict[str, float]]:
     return out
 
 
-def style_cap(s: Any, box: dict[str, np.ndarray], share: float = STYLE_SHARE) -> list[tuple[int, str]]:
+CONFORMING = {"whole": "merged", "pieces": "split"}  # an adopted style -> the box type that follows it
+DEVIATING = {"whole": "split", "pieces": "merged"}  # ... and the box type that breaks it
+
+
+def style_cap(s: Any, box: dict[str, np.ndarray], share: float = STYLE_SHARE,
+              adopted: dict[int, str] | None = None) -> list[tuple[int, str]]:
     """Keep boxes that follow their class's habit out of the queues: a split (a piece) where the
     class is boxed in pieces in at least ``share`` of its multi-box images, a merged box where it
     is boxed whole that often, get ``p`` at most :data:`STYLE_CAP` (in place). Returns one note
     per class with a habit (reported per class, not box by box): (class, text with ``'{cls}'`` for
-    its name, quoted as :func:`cvcurate.names.quoted` quotes it)."""
+    its name, quoted as :func:`cvcurate.names.quoted` quotes it).
+
+    ``adopted``: class -> the style the team adopted for it (``cvcurate conventions --adopt``).
+    Such a class has a rule, not a habit: a box that follows it is clean (its conforming type's
+    ``p`` set to 0: a piece where pieces were adopted is no split) and a box that breaks it is an
+    error by the rule wherever the model's view holds, so its ``p`` is at least the signal that
+    measures that view (split: the probability that the model's region is real times how well the
+    pieces tile it; merged: the same for the regions inside the box). The calibrated ``p`` alone
+    would not do: it compares a box with the data as given, where the old style is common (listed
+    as a ``convention`` issue by :func:`~.issues.find_issues`)."""
     notes = []
+    adopted = adopted or {}
+    for c, style in adopted.items():
+        m = s.given.cls == c
+        if CONFORMING.get(style) in box:
+            box[CONFORMING[style]][m] = 0.0
+        dev = DEVIATING.get(style)
+        if dev in box:
+            box[dev][m] = np.maximum(box[dev][m], np.clip(np.asarray(getattr(s, dev), float)[m], 0.0, 1.0))
     for c, h in habits(s).items():
+        if c in adopted:
+            continue
         m = s.given.cls == c
         for t, key, how in (("split", "pieces", "in pieces"), ("merged", "whole", "whole over several defects")):
             if h[key] >= share and t in box:

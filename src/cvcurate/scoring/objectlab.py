@@ -128,13 +128,15 @@ def _check_inputs(labels: LabelSet, preds: Sequence[Annotations]) -> None:
 
 def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig | None = None,
                      *, thresholds: Thresholds | None = None, calibration: CalibrationConfig | None = None,
-                     fitted: Calibration | None = None) -> ObjectLabResult:
+                     fitted: Calibration | None = None, conventions: dict[int, str] | None = None) -> ObjectLabResult:
     """Every signal of the predictions for every image, the calibration of each issue type on
     ``labels`` (:mod:`~cvcurate.scoring.calibrate`), and the issues whose probability reaches
     ``calibration.list_min_p``.
 
     ``thresholds``: use these instead of calibrating the confidences on ``labels``; ``fitted``: use
-    this calibration instead of fitting one (to score altered copies of a dataset as the original).
+    this calibration instead of fitting one (to score altered copies of a dataset as the original);
+    ``conventions``: class id -> adopted boxing style (``whole`` or ``pieces``), see
+    :func:`~.issues.find_issues`.
     """
     cfg = cfg or ObjectLabConfig()
     ccfg = calibration or CalibrationConfig()
@@ -142,7 +144,7 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
     s = measure(Batch.of(labels, preds), cfg, thresholds)
     given = s.batch.given
     cal = fitted if fitted is not None else calibrate(labels, preds, s, s.thresholds, cfg, ccfg)
-    issues, probs = find_issues(labels, s, cal, ccfg.list_min_p)
+    issues, probs = find_issues(labels, s, cal, ccfg.list_min_p, conventions)
 
     def per_box(values: np.ndarray, neutral: float) -> list[np.ndarray]:
         full = np.full(len(given), neutral)

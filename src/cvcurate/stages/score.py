@@ -126,7 +126,8 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
                            progress=progress) if pixels else None
     if not pixels:
         notes.append("pixel checks skipped (--no-pixels): no blur, exposure or near-duplicate checks")
-    result = score(labels, predictions=preds, features=feats, cfg=cfg)
+    adopted = {c: e.get("style") for c, e in store.get_conventions(name).items()}
+    result = score(labels, predictions=preds, features=feats, cfg=cfg, conventions=adopted)
     if result.thresholds is not None:
         t = result.thresholds
         notes.append(f"confidence thresholds from the data: high {t.high:.3f}, low {t.low:.3f} ({t.how})")
@@ -143,8 +144,7 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
     if result.objectlab is not None and result.objectlab.signals is not None:
         from ..scoring.conventions import conventions_from_signals
 
-        conventions = conventions_from_signals(labels, result.objectlab.signals,
-                                               {c: e.get("style") for c, e in store.get_conventions(name).items()})
+        conventions = conventions_from_signals(labels, result.objectlab.signals, adopted)
         for c in conventions.mixed:
             notes.append(f"conventions: {quoted(c.name)} is boxed whole in {100 * c.share('whole'):.0f} % and in "
                          f"pieces in {100 * c.share('pieces'):.0f} % of the {c.judged} images the model can judge: "
