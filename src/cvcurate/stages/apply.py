@@ -34,7 +34,7 @@ from . import recovery
 GT_FIELD = store.GT_FIELD
 
 
-def _who() -> str:
+def who() -> str:
     """Who applied a change set: $CVCURATE_USER, else the login name."""
     import getpass
     import os
@@ -154,7 +154,15 @@ def _plan(name: str, cs: ChangeSet, only: list[str] | None = None) -> dict[str, 
     return plans
 
 
-def _change_entry(sid: str, plan: dict[str, Any], with_after: bool = False) -> dict[str, Any]:
+def new_change_set(name: str) -> ChangeSet:
+    """An empty change set of dataset ``name``, its id from the time (sortable) and a random tail."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return ChangeSet(change_id=now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6], dataset=name,
+                     at=now.isoformat(timespec="seconds"))
+
+
+def change_entry(sid: str, plan: dict[str, Any], with_after: bool = False) -> dict[str, Any]:
+    """A sample's entry in a change set (and its log) from its plan: what it held, what it holds."""
     return {"sample_id": sid, "filepath": plan["filepath"], "fixes": plan["applied"], "before": plan["before"],
             "after": plan["after"] if with_after else None}
 
@@ -171,16 +179,14 @@ def apply(name: str, *, log_dir: str | Path | None = None, dry_run: bool = False
     is read and decided again). Reviewers' tags are never rewritten: the mark is added to the
     applied fixes' own tags."""
     check_scored(name)
-    now = _dt.datetime.now(_dt.timezone.utc)
-    cs = ChangeSet(change_id=now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6], dataset=name,
-                   at=now.isoformat(timespec="seconds"))
+    cs = new_change_set(name)
     if dry_run:
         recovery.warn_unfinished(name)
-        cs.changes = [_change_entry(sid, p) for sid, p in _plan(name, cs).items()]
+        cs.changes = [change_entry(sid, p) for sid, p in _plan(name, cs).items()]
         return cs
-    with store.dataset_lock(name, "apply", user=_who(), wait_s=wait) as lock:
+    with store.dataset_lock(name, "apply", user=who(), wait_s=wait) as lock:
         recovery.recover(name, "apply")
-        return _apply_locked(name, cs, lock, log_dir)
+        return write_change_set(name, cs, lock, log_dir)
 
 
 def _apply_write(sid: str, plan: dict[str, Any]) -> Any:
@@ -192,7 +198,7 @@ def _apply_write(sid: str, plan: dict[str, Any]) -> Any:
                               add_label_tags={FIX_FIELD: ([f["id"] for f in plan["applied"]], [APPLIED])})
 
 
-def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | None, *,
+def write_change_set(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | None, *,
                   planner: Any = _plan, writer: Any = _apply_write, record: dict[str, Any] | None = None,
                   on_commit: Any = None, on_rollback: Any = None) -> ChangeSet:
     """Write the plans of ``planner(name, cs, only=None)`` (sample id -> before, after, applied:
@@ -217,7 +223,7 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
             for round_ in range(_ROUNDS):
                 lock.check()
                 sent.update(todo)
-                body = {"changes": [_change_entry(sid, p, True) for sid, p in sent.items()], "record": record or {}}
+                body = {"changes": [change_entry(sid, p, True) for sid, p in sent.items()], "record": record or {}}
                 if entry is None:  # the intent, with every before-image, is in the database before any write
                     entry = store.journal.begin(name, "apply", body, change_id=cs.change_id)
                 else:
@@ -239,7 +245,7 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
             if not written:
                 store.journal.finish(name, entry, store.journal.ROLLED_BACK)
                 return cs
-            cs.changes = [_change_entry(sid, p) for sid, p in written.items()]
+            cs.changes = [change_entry(sid, p) for sid, p in written.items()]
             after = store.get_detections(name, GT_FIELD, list(written))
             for c in cs.changes:
                 c["after"] = after[c["sample_id"]]
@@ -248,7 +254,7 @@ def _apply_locked(name: str, cs: ChangeSet, lock: Any, log_dir: str | Path | Non
             store.save_change_body(name, cs.change_id, json.loads(cs.log_path.read_text()))
             pause_point("apply:before-commit")
             # the commit: once the change set is listed, a recovery keeps it (undo takes it back)
-            store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "by": _who(), "log": str(cs.log_path),
+            store.record_change(name, {"change_id": cs.change_id, "at": cs.at, "by": who(), "log": str(cs.log_path),
                                        "samples": len(cs.changes), "fixes": cs.applied, "undone": False,
                                        **(record or {})})
             if on_commit is not None:
@@ -296,7 +302,7 @@ def undo(name: str, change_id: str | None = None, *, force: bool = False, wait: 
     the boxes that changed, unless ``force``: then those samples get their labels of before too
     (the later edits of their boxes are lost). The ``fix:applied`` marks are taken off the fixes'
     own tags, leaving reviewers' tags alone."""
-    with store.dataset_lock(name, "undo", user=_who(), wait_s=wait) as lock:
+    with store.dataset_lock(name, "undo", user=who(), wait_s=wait) as lock:
         recovery.recover(name, "undo")
         return _undo_locked(name, change_id, lock, force)
 

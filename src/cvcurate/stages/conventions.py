@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..errors import InputError, shell_arg
-from ..names import PRED_FIELDS, default_pred_field
+from ..errors import InputError
 from ..scoring.conventions import Conventions, find_conventions
 from ..types import Annotations
 from .score import load_score_config
@@ -35,10 +35,10 @@ def run_conventions(name: str, *, pred_field: str | None = None, config: str | P
 
     cfg = load_score_config(config)
     labels, preds, pred_field = _with_predictions(name, pred_field)
-    conv = find_conventions(labels, preds, cfg.objectlab, adopted={c: e.get("style") for c, e in
-                                                                  store.get_conventions(name).items()})
+    conv = find_conventions(labels, preds, cfg.objectlab, adopted=store.adopted_styles(name))
     floor = conv.model_floor
 
+    @functools.lru_cache(maxsize=None)  # the report and the instructions show the same examples: drawn once
     def thumb(ci: int, i: int) -> bytes:
         p = preds[i]
         keep = (np.asarray(p.class_id) == ci) & (np.asarray(p.confidence) >= floor)
@@ -79,9 +79,7 @@ def adopt(name: str, assignment: str, *, pred_field: str | None = None, config: 
     applied as one change set like ``cvcurate apply`` (the dataset's lock, journal, compare-and-set,
     change log; ``cvcurate apply NAME --undo`` takes it back, the convention with it), and the convention
     recorded with the dataset (the export manifest shows it). ``dry_run``: only say what would change."""
-    import datetime as _dt
     import json
-    import uuid
 
     from .. import decisions
     from ..names import Attr
@@ -131,18 +129,16 @@ def adopt(name: str, assignment: str, *, pred_field: str | None = None, config: 
         return store.GuardedWrite(sid, expect_detections={store.GT_FIELD: plan["before"]},
                                   set_detections={store.GT_FIELD: plan["after"]})
 
-    now = _dt.datetime.now(_dt.timezone.utc)
-    cs = apply_stage.ChangeSet(change_id=now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6], dataset=name,
-                               at=now.isoformat(timespec="seconds"))
-    entry = {"style": style, "change_id": cs.change_id, "at": cs.at, "by": apply_stage._who(),
+    cs = apply_stage.new_change_set(name)
+    entry = {"style": style, "change_id": cs.change_id, "at": cs.at, "by": apply_stage.who(),
              "pred_field": pred_field, "fixes": len(proposed)}
     if dry_run:
-        cs.changes = [apply_stage._change_entry(sid, p) for sid, p in planner(name, cs).items()]
+        cs.changes = [apply_stage.change_entry(sid, p) for sid, p in planner(name, cs).items()]
         return AdoptRun(cls, style, cs, apply_stage.describe_changes(cs), True)
-    with store.dataset_lock(name, "conventions", user=apply_stage._who(), wait_s=wait) as lock:
+    with store.dataset_lock(name, "conventions", user=apply_stage.who(), wait_s=wait) as lock:
         recovery.recover(name, "conventions")
         record = {"convention": cls, "convention_entry": entry}
-        apply_stage._apply_locked(name, cs, lock, log_dir or f"{name}_changes", planner=planner, writer=writer,
+        apply_stage.write_change_set(name, cs, lock, log_dir or f"{name}_changes", planner=planner, writer=writer,
                                   record=record, on_commit=lambda: store.set_convention(name, cls, entry),
                                   on_rollback=lambda: store.set_convention(name, cls, None))
         if not cs.changes:  # nothing to change: every image follows the style already
@@ -154,13 +150,9 @@ def adopt(name: str, assignment: str, *, pred_field: str | None = None, config: 
 
 
 def _with_predictions(name: str, pred_field: str | None) -> tuple[Any, list[Annotations], str]:
-    schema = store.field_names(name)
-    pred_field = pred_field or default_pred_field(schema)
-    if pred_field is None or pred_field not in schema:
-        have = [f for f in PRED_FIELDS if f in schema]
-        raise InputError(f"dataset {name!r} has no predictions{' field ' + repr(pred_field) if pred_field else ''}: "
-                         f"conventions are measured against the model's boxes; run 'cvcurate predict "
-                         f"{shell_arg(name)}' first" + (f" (prediction fields: {', '.join(have)})" if have else ""))
+    from .datasets import pred_field_of
+
+    pred_field = pred_field_of(name, pred_field, needed="conventions are measured against the model's boxes")
     labels = store.read(name, pred_field=pred_field)
     preds = [r.pred if r.pred is not None else Annotations.empty(with_confidence=True) for r in labels.records]
     if not sum(len(p) for p in preds):

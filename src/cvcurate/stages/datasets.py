@@ -143,3 +143,25 @@ def describe(name: str) -> dict[str, Any]:
 def require(name: str) -> None:
     """Raise :class:`~cvcurate.errors.DatasetNotFoundError` (with the known names) unless ``name`` exists."""
     store.load(name)
+
+
+def pred_field_of(name: str, pred_field: str | None, *, needed: str | None = None) -> str | None:
+    """The predictions field a stage reads: the one named (refused in one line when the dataset has
+    no such field, with the prediction fields it has), else the default (out-of-fold, else the
+    model's: :func:`cvcurate.names.default_pred_field`). ``needed``: why the stage cannot go on
+    without predictions (a dataset with none is then refused in one line, with that reason); else
+    None when the dataset has none."""
+    from ..errors import shell_arg
+    from ..names import PRED_FIELDS, default_pred_field
+
+    schema = store.field_names(name)
+    have = [f for f in PRED_FIELDS if f in schema]
+    todo = (f"run 'cvcurate predict {shell_arg(name)}' or 'cvcurate train {shell_arg(name)} --folds 5' first"
+            + (f" (prediction fields: {', '.join(have)})" if have else ""))
+    if pred_field is not None and pred_field not in schema:
+        raise InputError(f"dataset {name!r} has no field {pred_field!r}: {todo}")
+    if pred_field is None:
+        pred_field = default_pred_field(schema)
+        if pred_field is None and needed:
+            raise InputError(f"dataset {name!r} has no predictions: {needed}; {todo}")
+    return pred_field

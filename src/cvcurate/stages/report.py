@@ -17,7 +17,6 @@ import numpy as np
 from .. import store
 from ..analysis import ReportInput, make_report, pr_curves
 from ..errors import InputError, shell_arg
-from ..names import default_pred_field
 from ..scoring.images import image_features
 from ..types import Annotations, LabelSet
 from .score import load_score_config
@@ -85,12 +84,9 @@ def _evaluation(labels: LabelSet, pred_field: str, name: str | None = None) -> d
 
 def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: int = 6,
            pixels: bool = True, progress: bool = False) -> ReportRun:
-    fields = store.field_names(name)
-    if pred_field is not None and pred_field not in fields:
-        raise InputError(f"dataset {name!r} has no field {pred_field!r}: run 'cvcurate predict {shell_arg(name)}' "
-                         "first, or leave out --pred-field")
-    if pred_field is None:
-        pred_field = default_pred_field(fields)
+    from .datasets import pred_field_of
+
+    pred_field = pred_field_of(name, pred_field)
     from .recovery import warn_unfinished
 
     warn_unfinished(name)

@@ -13,7 +13,7 @@ from ..errors import InputError, interrupt_leaves, kept, pause_point, shell_arg
 from ..names import FIX_FIELD, SCORE_FIELD, SUSPECTS_FIELD, Attr, queue_field, view_name
 from ..scoring import QUEUES
 from . import recovery
-from .apply import _decision, _who, check_scored
+from .apply import _decision, check_scored, who
 
 
 def check_port(address: str, port: int) -> None:
@@ -223,7 +223,7 @@ def decide(name: str, *, confirm: Sequence[str] = (), reject: Sequence[str] = ()
     both = sorted(set(confirm) & set(reject))
     if both:
         raise InputError(f"issue(s) both confirmed and rejected: {', '.join(both[:5])}")
-    with store.dataset_lock(name, "decide", user=_who(), wait_s=wait):
+    with store.dataset_lock(name, "decide", user=who(), wait_s=wait):
         recovery.recover(name, "decide")
         return _decide_locked(name, list(dict.fromkeys(confirm)), list(dict.fromkeys(reject)))
 

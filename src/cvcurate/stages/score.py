@@ -14,7 +14,7 @@ import numpy as np
 from .. import store
 from ..config import load_config, to_dict
 from ..errors import InputError, shell_arg
-from ..names import PRED_FIELDS, default_pred_field, quoted
+from ..names import quoted
 from ..scoring import QUEUES, ScoreConfig, ScoreResult, score
 from ..scoring.summary import run_summary
 from ..types import Annotations, LabelSet
@@ -67,17 +67,13 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
                out_dir: str | Path | None, progress: bool, only_out_of_sample: bool, earlier: list,
                engine: Any = None) -> ScoreRun:
     from ..engine import LOCAL, image_features
+    from .datasets import pred_field_of
 
     cfg = load_score_config(config)
-    schema = store.field_names(name)
     notes: list[str] = []
-    if pred_field is not None and pred_field not in schema:
-        found = [f for f in PRED_FIELDS if f in schema]
-        raise InputError(f"dataset {name!r} has no field {pred_field!r}"
-                         + (f" (prediction fields: {', '.join(found)})" if found else
-                            ": run 'cvcurate predict' or 'cvcurate train --folds K' first"))
-    if pred_field is None:
-        pred_field = default_pred_field(schema)
+    named = pred_field is not None
+    pred_field = pred_field_of(name, pred_field)  # a named field that is not there: refused in one line
+    if not named:
         if pred_field is None:
             notes.append("no predictions in the dataset: model-free checks only (no overlooked, swap, "
                          "badloc); run 'cvcurate train NAME --folds 5' or 'cvcurate predict NAME' for those")
@@ -126,7 +122,7 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
                            progress=progress) if pixels else None
     if not pixels:
         notes.append("pixel checks skipped (--no-pixels): no blur, exposure or near-duplicate checks")
-    adopted = {c: e.get("style") for c, e in store.get_conventions(name).items()}
+    adopted = store.adopted_styles(name)
     result = score(labels, predictions=preds, features=feats, cfg=cfg, conventions=adopted)
     if result.thresholds is not None:
         t = result.thresholds

@@ -28,8 +28,8 @@ from .io import (WriteResult, counts, delete_samples, delete_samples_by_path, ge
                  set_dict_field, set_field, tag_samples, write, write_detections)
 from ..errors import DatasetBusyError
 from .meta import (DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
-                   get_changes, get_conventions, get_history, get_runs, guarded_write, lock_holder, record_change,
-                   set_convention, tag_labels)
+                   adopted_styles, get_changes, get_conventions, get_history, get_runs, guarded_write, lock_holder,
+                   record_change, set_convention, tag_labels)
 from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, register_run, rewrite_rows, write_run
 from . import journal
 from .records import drop_old_records, put_record, read_record
@@ -51,7 +51,7 @@ __all__ = [
     "start_private_database", "write", "write_detections", "write_run", "xyxy_to_rel_xywh",
     "delete_samples_by_path", "journal", "load_change_body", "save_change_body", "forget_change_body", "new_id", "register_run",
     "rewrite_rows", "counts", "drop_old_records", "put_record", "read_record", "set_field",
-    "get_conventions", "set_convention",
+    "get_conventions", "set_convention", "adopted_styles",
 ]
 
 # The boundary: every function the store exports, and the journal's, raises a lost database as

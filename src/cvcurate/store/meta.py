@@ -80,6 +80,11 @@ def get_conventions(target: Any) -> dict[str, dict[str, Any]]:
     return dict(get_meta(target, "conventions", {}) or {})
 
 
+def adopted_styles(target: Any) -> dict[str, str]:
+    """The boxing style adopted per class (``whole`` or ``pieces``): what scoring follows."""
+    return {c: e["style"] for c, e in get_conventions(target).items() if e.get("style")}
+
+
 def set_convention(target: Any, cls: str, entry: dict[str, Any] | None) -> None:
     """Record (``entry``) or drop (None) the convention adopted for class ``cls``."""
     def change(meta: dict[str, Any]) -> None:
