@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray workers to try")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--stages", nargs="+", choices=["predict", "score", "augment"],
+                    default=["predict", "score", "augment"], help="the stages to time (predict always runs)")
     args = ap.parse_args()
     try:
         import ray  # noqa: F401
@@ -62,13 +64,15 @@ def main() -> int:
                 t = time.perf_counter()
                 predict(name, model="synth", engine=engine, workers=workers)
                 row["predict_s"] = time.perf_counter() - t
-                t = time.perf_counter()
-                run_score(name, engine=engine, workers=workers, out_dir=work / f"scores_{k}")
-                row["score_s"] = time.perf_counter() - t
-                t = time.perf_counter()
-                run = augment(name, engine=engine, workers=workers, out=work / f"aug_{k}")
-                row["augment_s"] = time.perf_counter() - t
-                row["augmented"] = run.added
+                if "score" in args.stages:
+                    t = time.perf_counter()
+                    run_score(name, engine=engine, workers=workers, out_dir=work / f"scores_{k}")
+                    row["score_s"] = time.perf_counter() - t
+                if "augment" in args.stages:
+                    t = time.perf_counter()
+                    run = augment(name, engine=engine, workers=workers, out=work / f"aug_{k}")
+                    row["augment_s"] = time.perf_counter() - t
+                    row["augmented"] = run.added
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
@@ -79,9 +83,9 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     for r in rows:
         label = "local" if r["engine"] == "local" else f"ray, {r['workers']} worker(s)"
-        print(f"| {label} | {r['predict_s']:.1f} ({r['images'] / r['predict_s']:.0f}) | "
-              f"{r['score_s']:.1f} ({r['images'] / r['score_s']:.0f}) | "
-              f"{r['augment_s']:.1f} ({r['augmented'] / max(r['augment_s'], 1e-9):.0f}) |")
+        score = f"{r['score_s']:.1f} ({r['images'] / r['score_s']:.0f})" if "score_s" in r else "-"
+        aug = f"{r['augment_s']:.1f} ({r['augmented'] / max(r['augment_s'], 1e-9):.0f})" if "augment_s" in r else "-"
+        print(f"| {label} | {r['predict_s']:.1f} ({r['images'] / r['predict_s']:.0f}) | {score} | {aug} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     os._exit(0)  # FiftyOne's exit handler would look for the private database, already stopped
