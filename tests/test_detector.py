@@ -485,3 +485,32 @@ def test_kfold_killed_in_its_second_fold_resumes_to_the_same_predictions(tiny, t
         assert np.array_equal(a.confidence, b.confidence)
     with pytest.raises(InputError, match="other settings or data"):
         T.kfold_predict(tiny, 2, tiny_cfg(epochs=3), progress=False, state_dir=state)
+
+
+def test_onnx_runtime_gives_the_same_boxes(tmp_path, monkeypatch):
+    """--runtime onnx: the network on ONNX Runtime, the post-processing in torch: the same boxes,
+    scores and classes as torch within 1e-4 (float sums in another order), for a checkpoint the
+    shipped one and a random one; the export cached once per checkpoint."""
+    pytest.importorskip("onnxruntime")
+    from cvcurate.detector import runtime
+    from cvcurate.detector.predict import predict
+    from tests.test_engine_ray import random_checkpoint
+
+    monkeypatch.setenv("CVCURATE_CACHE", str(tmp_path / "cache"))
+    labels = make_images(tmp_path / "images", 6, seed=2)
+    for ckpt in (load_checkpoint("synth"), random_checkpoint(labels.classes)):
+        a = predict(ckpt, labels.records, batch_size=4)
+        b = predict(ckpt, labels.records, batch_size=4, runtime="onnx")
+        for x, y in zip(a, b):
+            assert len(x) == len(y) and len(x) > 0
+            top = np.argsort(-x.confidence, kind="stable")[:20]
+            order = np.argsort(-y.confidence, kind="stable")[:20]
+            assert np.allclose(x.confidence[top], y.confidence[order], atol=1e-4)
+            assert np.allclose(x.xyxy[top], y.xyxy[order], atol=1e-2)
+            assert np.array_equal(x.class_id[top], y.class_id[order])
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
+    with pytest.raises(InputError, match="unknown --runtime"):
+        runtime.check_runtime("tensorrt")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(InputError, match=r"install cvcurate\[onnx\]"):
+        runtime.check_runtime("onnx")

@@ -280,7 +280,7 @@ def _stream(engine: Engine, items: Sequence[Any], setup: Setup, *, actors: bool,
 # the batch functions of the stages, on either engine
 
 
-def _predictor(ckpt: Any, device: str, threads: int) -> Callable[[Any], Any]:
+def _predictor(ckpt: Any, device: str, threads: int, runtime: str = "torch") -> Callable[[Any], Any]:
     """A Ray worker's setup for predict: torch's threads as in the local path, the model built
     once, then whole local batches, decoded by :func:`_decoder`'s tasks."""
     import torch
@@ -289,7 +289,7 @@ def _predictor(ckpt: Any, device: str, threads: int) -> Callable[[Any], Any]:
 
     torch.set_num_threads(threads)
     ckpt.model()  # built and cached on the checkpoint, once per worker
-    return lambda shard: predict_decoded(ckpt, shard[0], shard[1], device=device)
+    return lambda shard: predict_decoded(ckpt, shard[0], shard[1], device=device, runtime=runtime)
 
 
 def _decoder(size: int) -> Callable[[Any], Any]:
@@ -300,7 +300,7 @@ def _decoder(size: int) -> Callable[[Any], Any]:
 
 
 def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int = 16, device: str = "cpu",
-            progress: bool = False) -> list[Any]:
+            progress: bool = False, runtime: str = "torch") -> list[Any]:
     """:func:`cvcurate.detector.predict.predict` of every record (boxes in the checkpoint's class
     ids), in record order. On Ray each shard is one batch of the local path (the same images
     together), decoded and resized by a task of a stage of its own, then predicted by an actor
@@ -311,7 +311,7 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
     if not engine.is_ray:
         from .detector.predict import predict as run
 
-        return run(ckpt, records, batch_size, device, progress=progress)
+        return run(ckpt, records, batch_size, device, progress=progress, runtime=runtime)
     import torch
 
     from .types import ImageRecord
@@ -336,7 +336,7 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
                 done[0] += len(anns)
                 update(done[0], len(records))
 
-            parts = engine.map(shards, partial(_predictor, ship, dev, threads), actors=True, gpus=gpus,
+            parts = engine.map(shards, partial(_predictor, ship, dev, threads, runtime), actors=True, gpus=gpus,
                                cpus=cpus, done=count, prepare=partial(_decoder, ckpt.input_size))
     return [a for part in parts for a in part]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ def decode(records: Sequence[ImageRecord], size: int) -> list[np.ndarray]:
     return [load_gray(r.filepath, size, (r.width, r.height)) for r in records]
 
 
-def _boxes(model: torch.nn.Module, dev: torch.device, size: int, records: Sequence[ImageRecord],
+def _boxes(model: Any, dev: torch.device, size: int, records: Sequence[ImageRecord],
            imgs: Sequence[np.ndarray]) -> list[Annotations]:
     """One batch through the network (``imgs`` from :func:`decode`), boxes back in each record's frame."""
     x = [torch.from_numpy(im).to(dev).float().div_(255.0)[None] for im in imgs]
@@ -53,29 +53,46 @@ def _boxes(model: torch.nn.Module, dev: torch.device, size: int, records: Sequen
     return out
 
 
+def _runner(model: torch.nn.Module, size: int, dev: torch.device, runtime: str):
+    """What runs the batches: the torch model, or its network on ONNX Runtime (CPU only: on a GPU
+    torch runs, with a notice)."""
+    from .runtime import check_runtime, onnx_detector
+
+    if check_runtime(runtime) == "onnx":
+        if dev.type != "cpu":
+            from ..errors import notice
+
+            notice(f"note: --runtime onnx runs on the CPU only: predicting with torch on {dev}")
+            return model
+        return onnx_detector(model, size)
+    return model
+
+
 def predict_decoded(model_or_checkpoint, records: Sequence[ImageRecord], images: Sequence[np.ndarray],
-                    device: str = "cpu") -> list[Annotations]:
+                    device: str = "cpu", runtime: str = "torch") -> list[Annotations]:
     """:func:`predict` of one batch whose images :func:`decode` already read (the Ray engine decodes
     on tasks of their own and sends the network only the decoded batch): the same boxes."""
     model, size = _as_model(model_or_checkpoint)
     dev = resolve_device(device)
     model = model.to(dev).eval()
     with torch.inference_mode():
-        return _boxes(model, dev, size, records, images)
+        return _boxes(_runner(model, size, dev, runtime), dev, size, records, images)
 
 
 def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int = 16, device: str = "cpu",
-            progress: bool = False) -> list[Annotations]:
+            progress: bool = False, runtime: str = "torch") -> list[Annotations]:
     """Predict every record; boxes are absolute ``xyxy`` in the record's ``width`` x ``height``.
 
     Class ids are the checkpoint's; map them with ``Checkpoint.class_map`` when the dataset orders
     its classes differently. Images of the next batch are decoded in a background thread while
-    the current one runs.
+    the current one runs. ``runtime``: ``torch``, or ``onnx`` (the network on ONNX Runtime, the
+    post-processing in torch: :mod:`.runtime`; the same boxes to about 1e-5).
     """
     model, size = _as_model(model_or_checkpoint)
     dev = resolve_device(device)
     was_training = model.training
     model = model.to(dev).eval()
+    run = _runner(model, size, dev, runtime)
     records = list(records)
     out: list[Annotations] = []
     batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
@@ -90,7 +107,7 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
                 bi = i // batch_size
                 imgs = nxt.result()
                 nxt = pool.submit(decode, batches[bi + 1], size) if bi + 1 < len(batches) else None
-                out += _boxes(model, dev, size, batches[bi], imgs)
+                out += _boxes(run, dev, size, batches[bi], imgs)
     finally:
         if was_training:
             model.train()

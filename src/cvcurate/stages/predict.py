@@ -104,8 +104,11 @@ def train_model(name: str, *, config: str | Path | None = None, epochs: int | No
 
 
 def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
-            pred_field: str = "predictions", engine: str = "local", workers: int | None = None) -> PredictResult:
+            pred_field: str = "predictions", engine: str = "local", workers: int | None = None,
+            runtime: str = "torch") -> PredictResult:
     """Predict every image of ``name`` with a shipped or a user's checkpoint.
+
+    ``runtime``: ``torch`` or ``onnx`` (the network on ONNX Runtime, :mod:`cvcurate.detector.runtime`).
 
     ``engine``: ``local`` (this process) or ``ray`` (``workers`` Ray actors, :mod:`cvcurate.engine`);
     either way the predictions are written once, here, after every image is predicted."""
@@ -114,16 +117,20 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
     from ..engine import get_engine
     from ..engine import predict as run_predict
 
+    from ..detector.runtime import check_runtime
+
     check_device(device)
+    runtime = check_runtime(runtime)
     eng = get_engine(engine, workers)
     labels = store.read(name)
     ckpt = load_checkpoint(model)
     mapping = ckpt.class_map(labels.classes, f"dataset {name!r}")
     inside = in_sample(ckpt, labels)
-    anns = remap_classes(run_predict(eng, ckpt, labels.records, batch_size, device, progress=True), mapping)
+    anns = remap_classes(run_predict(eng, ckpt, labels.records, batch_size, device, progress=True, runtime=runtime),
+                         mapping)
     store.write_detections(name, pred_field, labels.records, anns, labels.classes)
     store.append_history(name, {"action": "predict", "pred_field": pred_field, "model": str(model),
-                                "in_sample_images": inside, "images": len(labels.records)})
+                                "in_sample_images": inside, "images": len(labels.records), "runtime": runtime})
     notes = [in_sample_warning(str(model), inside, len(labels.records), name)] if inside else []
     return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), f"model {model}", notes)
 
