@@ -30,7 +30,7 @@ from ..types import Issue, LabelSet
 from ..names import BOX_TYPES, quoted
 from .calibrate import Calibration
 from .units import units_of
-from .model import _sizes
+from .model import DEVIATING, _sizes
 from .signals import Signals
 
 
@@ -142,7 +142,7 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
             inside = {0: f"sees no {lab} inside it", 1: f"sees one {lab} inside it"}.get(
                 int(s.n_inside[k]), f"sees {s.n_inside[k]} {lab} inside it, not apart")
             text = f"box {j} ({lab}): {_size_words(pr.area_ratio[k], lab)}; the model {inside}: several defects in one box?"
-        if t in ("split", "merged") and c in adopted:  # breaks the adopted convention: an issue of its own
+        if c in adopted and t == DEVIATING.get(adopted[c]) and getattr(s, t)[k] > 0:  # breaks the adopted convention
             data.update({"deviation": t, "convention": adopted[c]})
             text = f"breaks the adopted convention ({lab} boxed {adopted[c]}): {text}"
             t = "convention"
