@@ -71,14 +71,11 @@ def _key(model: torch.nn.Module, size: int) -> str:
     return h.hexdigest()[:32]
 
 
-_SESSIONS: "weakref.WeakKeyDictionary[torch.nn.Module, OnnxDetector]" = None  # type: ignore[assignment]
+_SESSIONS: "weakref.WeakKeyDictionary[torch.nn.Module, OnnxDetector]" = weakref.WeakKeyDictionary()
 
 
 def onnx_detector(model: torch.nn.Module, size: int) -> "OnnxDetector":
     """The :class:`OnnxDetector` of ``model`` (one per model and thread count, kept while the model lives)."""
-    global _SESSIONS
-    if _SESSIONS is None:
-        _SESSIONS = weakref.WeakKeyDictionary()
     found = _SESSIONS.get(model)
     if found is None or found.size != size or found.threads != torch.get_num_threads():
         found = _SESSIONS[model] = OnnxDetector(model, size)
@@ -96,8 +93,14 @@ class OnnxDetector:
         self.size = size
         self.threads = threads or torch.get_num_threads()
         path = _cache_dir() / f"{_key(model, size)}.onnx"
-        if not path.is_file():
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # no writable cache: this process's temporary folder
+            import tempfile
+
+            path = Path(tempfile.gettempdir()) / f"cvcurate-onnx-{os.getuid() if hasattr(os, 'getuid') else 0}" / path.name
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             x = torch.zeros(2, 1, size, size)
             with torch.no_grad():
