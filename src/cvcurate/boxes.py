@@ -14,6 +14,14 @@ def box_area(xyxy: np.ndarray) -> np.ndarray:
     return np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
 
 
+def row_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection area of each row pair of xyxy boxes ``a`` and ``b`` (same length, or one box
+    against many by broadcasting)."""
+    lt = np.maximum(a[..., :2], b[..., :2])
+    rb = np.minimum(a[..., 2:], b[..., 2:])
+    return np.clip(rb - lt, 0, None).prod(axis=-1)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every xyxy box of ``a`` (M, 4) with every box of ``b`` (N, 4): (M, N); boxes
     without area have IoU 0."""

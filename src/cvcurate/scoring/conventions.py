@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..boxes import box_area, box_iou, row_intersection
 from ..types import Annotations, LabelSet
 from .batch import Batch, FlatBoxes, pairs_within
 from .model import STYLE_SHARE
@@ -106,13 +107,6 @@ class Conventions:
                                 "margin_ratio": MARGIN_RATIO, "mixed_share": MIXED_SHARE}}
 
 
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection area of each row pair of ``a`` and ``b`` (same length)."""
-    lt = np.maximum(a[:, :2], b[:, :2])
-    rb = np.minimum(a[:, 2:], b[:, 2:])
-    return np.clip(rb - lt, 0, None).prod(axis=1)
-
-
 def find_conventions(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig | None = None,
                      adopted: dict[str, str] | None = None) -> Conventions:
     """The styles of every class of ``labels`` against the model's ``preds`` (one per record)."""
@@ -160,9 +154,8 @@ def conventions_from_signals(labels: LabelSet, s: Any, adopted: dict[str, str] |
                 over.add((ci, im))
         if matched.any():
             gi = np.flatnonzero(matched)
-            ga = np.prod(np.clip(g.xyxy[gi, 2:] - g.xyxy[gi, :2], 0, None), axis=1)
-            pb = pr.xyxy[bad_pred[gi]]
-            pa = np.prod(np.clip(pb[:, 2:] - pb[:, :2], 0, None), axis=1)
+            ga = box_area(g.xyxy[gi])
+            pa = box_area(pr.xyxy[bad_pred[gi]])
             ratio = np.sqrt(ga / np.maximum(pa, 1e-12))
             kind = np.where(ratio < 1 / MARGIN_RATIO, 0, np.where(ratio > MARGIN_RATIO, 2, 1))
             np.add.at(margin, (g.cls[gi], kind), 1)
@@ -171,8 +164,8 @@ def conventions_from_signals(labels: LabelSet, s: Any, adopted: dict[str, str] |
     a, b = pairs_within(flat)
     same = flat.cls[a] == flat.cls[b]
     a, b = a[same], b[same]
-    inter = _intersection(flat.xyxy[a], flat.xyxy[b])
-    area = np.prod(np.clip(flat.xyxy[:, 2:] - flat.xyxy[:, :2], 0, None), axis=1)
+    inter = row_intersection(flat.xyxy[a], flat.xyxy[b])
+    area = box_area(flat.xyxy)
     nest = (inter >= NESTED_INSIDE * area[a]) & (area[a] > 0) | (inter >= NESTED_INSIDE * area[b]) & (area[b] > 0)
     nested_pairs = np.unique(np.stack([flat.cls[a][nest], flat.image[a][nest]], axis=1), axis=0)
     nested_count = np.bincount(nested_pairs[:, 0], minlength=k) if len(nested_pairs) else np.zeros(k, np.int64)
@@ -225,8 +218,6 @@ def convention_fixes(labels: LabelSet, s: Any, cls: int, style: str) -> list[Con
     model sees apart (the merged signal) is split into the model's boxes of the class that lie
     inside it (at least ``PIECE_INSIDE`` of each), clipped to it. An image that already follows
     the style gets no fix; boxes the model does not judge are left alone."""
-    from ..boxes import box_iou
-
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     if s is None:
@@ -263,8 +254,8 @@ def convention_fixes(labels: LabelSet, s: Any, cls: int, style: str) -> list[Con
             cand = np.arange(lo, hi)
             cand = cand[(pr.cls[cand] == cls) & (pr.conf[cand] >= floor)]
             pb = pr.xyxy[cand]
-            inter = np.clip(np.minimum(pb[:, 2:], box[2:]) - np.maximum(pb[:, :2], box[:2]), 0, None).prod(axis=1)
-            area = np.clip(pb[:, 2:] - pb[:, :2], 0, None).prod(axis=1)
+            inter = row_intersection(pb, box)
+            area = box_area(pb)
             inside = pb[(area > 0) & (inter >= PIECE_INSIDE * area)]
             if len(inside) < 2:
                 continue
