@@ -139,8 +139,8 @@ def adopt(name: str, assignment: str, *, pred_field: str | None = None, config: 
         recovery.recover(name, "conventions")
         record = {"convention": cls, "convention_entry": entry}
         apply_stage.write_change_set(name, cs, lock, log_dir or f"{name}_changes", planner=planner, writer=writer,
-                                  record=record, on_commit=lambda: store.set_convention(name, cls, entry),
-                                  on_rollback=lambda: store.set_convention(name, cls, None))
+                                     record=record, on_commit=lambda: store.set_convention(name, cls, entry),
+                                     on_rollback=lambda: store.set_convention(name, cls, None))
         if not cs.changes:  # nothing to change: every image follows the style already
             store.set_convention(name, cls, entry)
         store.append_history(name, {"action": "conventions", "at": cs.at, "class": cls, "style": style,
