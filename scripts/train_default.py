@@ -10,7 +10,8 @@ and stores the held-out metrics and the SHA-256 of both parts in the checkpoint.
 synth: trains on ``--n-images`` images made by ``cvcurate.synth.generate(dir, n, seed)`` in a
 temporary folder, holding out the generator's ``val`` split.
 The model and training settings are ``configs/detector.yaml`` (or --config) with --epochs and
-``--set section.key=value`` on top (e.g. ``--set train.ema=0.999``).
+``--set section.key=value`` on top (e.g. ``--set train.ema=0.999``; ``--set train.init=synth`` fine-tunes
+the synthetic weights for ``train.finetune_epochs`` unless --epochs).
 
 The training state is saved after every epoch to ``OUT.state.pt`` (``--state``): run the same
 command again after a kill and it resumes after the last finished epoch. ``--eval-every N``
@@ -89,6 +90,13 @@ def main() -> None:
             sys.exit(f"--set takes SECTION.KEY=VALUE (e.g. train.ema=0.999), got {item!r}")
         overrides.setdefault(section, {})[key] = yaml.safe_load(value)
     cfg = load_detector_config(args.config, overrides=overrides)
+    start = None
+    if cfg.train.init:  # fine-tune from these weights (--set train.init=synth)
+        from cvcurate.detector.checkpoint import load_checkpoint
+
+        start = load_checkpoint(cfg.train.init)
+        if args.epochs is None:
+            cfg.train.epochs = cfg.train.finetune_epochs
     labels, source = load_data(args)
     splits = {r.split for r in labels.records}
     if args.data == "synth" and {"train", "val"} <= splits:  # the generator's own split
@@ -117,7 +125,7 @@ def main() -> None:
 
     t0 = time.time()
     ckpt = train(tr, cfg, device="cpu", progress=False, log=lambda s: print(s, flush=True), state_path=state,
-                 on_epoch=on_epoch)
+                 on_epoch=on_epoch, init=start)
     train_s = time.time() - t0
     save_checkpoint(ckpt, args.out)  # kept even if the evaluation below fails
     t1 = time.time()

@@ -357,10 +357,26 @@ def test_cli_train_predict_evaluate(tmp_path, dataset_name, monkeypatch):
     r = run(app, ["predict", dataset_name, "--model", "other.pt"])
     assert r.exit_code == 2 and "trained on classes" in r.output
 
+    assert f"cvcurate train {dataset_name} --folds 5 --init other.pt" in r.output  # the way to those classes
+
     r = run(app, ["train", dataset_name, "--config", str(cfg), "--folds", "2", "--epochs", "1"])
     assert r.exit_code == 0, r.output
     oof = store.read(dataset_name, pred_field="predictions_oof")
     assert all(rec.pred is not None for rec in oof.records)
+
+    # folds that start from weights which saw these images would be in-sample: refused in one line
+    r = run(app, ["train", dataset_name, "--config", str(cfg), "--folds", "2", "--init", "m.pt"])
+    assert r.exit_code == 2 and "trained on 10 of these 10 images" in r.output and "Traceback" not in r.output
+    # weights that never saw them: the folds fine-tune them (config's finetune_epochs without --epochs)
+    other_imgs = make_images(tmp_path / "other_images", 8, seed=7)
+    from cvcurate.detector.train import train as train_fn
+
+    save_checkpoint(train_fn(other_imgs, tiny_cfg(epochs=1), progress=False), tmp_path / "unseen.pt")
+    r = run(app, ["train", dataset_name, "--config", str(cfg), "--folds", "2", "--init", "unseen.pt",
+                  "--pred-field", "oof_ft"])
+    assert r.exit_code == 0, r.output
+    assert "each model trained from unseen.pt, 12 epochs" in r.output
+    assert all(rec.pred is not None for rec in store.read(dataset_name, pred_field="oof_ft").records)
 
 
 class _Stop(Exception):
@@ -514,3 +530,63 @@ def test_onnx_runtime_gives_the_same_boxes(tmp_path, monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(InputError, match=r"install cvcurate\[onnx\]"):
         runtime.check_runtime("onnx")
+
+
+# ------------------------------------------------------------------------------------------------
+# starting from other weights (fine-tuning)
+def test_init_copies_the_weights_and_matches_class_rows_by_name(trained):
+    from cvcurate.detector.model import build_model
+    from cvcurate.detector.train import CLS_LAYER, init_weights
+
+    mc = tiny_cfg().model
+    torch.manual_seed(0)
+    fresh = build_model(mc, 2)
+    torch.manual_seed(0)
+    model = build_model(mc, 2)
+    info = init_weights(model, trained, ["dim", "rust"], mc)  # 'dim' is the checkpoint's class 1
+    own, theirs, new = model.state_dict(), trained.state_dict, fresh.state_dict()
+    for k, v in own.items():
+        if k.startswith(CLS_LAYER):
+            assert torch.equal(v[0], theirs[k][1])  # dim's row, moved to its new place
+            assert torch.equal(v[1], new[k][1])  # rust: as a fresh head starts (the prior bias)
+        else:
+            assert torch.equal(v, theirs[k]), k
+    assert info["classes_kept"] == ["dim"] and info["classes_new"] == ["rust"]
+    assert info["tensors_copied"] == info["tensors"] == len(own)
+    other = tiny_cfg().model
+    other.fpn_channels = 64
+    with pytest.raises(InputError, match="another architecture.*fpn_channels 32 vs 64"):
+        init_weights(build_model(other, 2), trained, CLASSES, other)
+
+
+def test_fine_tuning_from_trained_weights_beats_the_same_steps_from_scratch(trained, tmp_path):
+    """Directional: two epochs on new images of the same kind, from weights that learned the task,
+    find the boxes better than two epochs from scratch; the result remembers what its start saw."""
+    from cvcurate.detector.data import image_digests
+    from cvcurate.detector.predict import predict
+    from cvcurate.detector.train import train
+
+    new = make_images(tmp_path / "new", 16, seed=3)
+    test = make_images(tmp_path / "test", 12, seed=4)
+    cfg = tiny_cfg(epochs=2)
+
+    def m_ap(ck):
+        return evaluate([r.gt for r in test.records], predict(ck, test.records, 8), CLASSES).map50
+
+    scratch = train(new, cfg, progress=False)
+    tuned = train(new, cfg, progress=False, init=trained)
+    assert m_ap(tuned) > m_ap(scratch) + 0.2
+    assert tuned.extra["init"]["classes_kept"] == CLASSES
+    assert tuned.train_digests() == trained.train_digests() | set(image_digests([r.filepath for r in new.records]))
+    assert scratch.train_digests() == set(image_digests([r.filepath for r in new.records]))
+
+
+def test_a_training_state_resumes_only_from_the_same_starting_weights(trained, tiny, tmp_path):
+    from cvcurate.detector.train import train
+
+    state = tmp_path / "s.pt"
+    first = train(tiny, tiny_cfg(epochs=1), progress=False, init=trained, state_path=state)
+    again = train(tiny, tiny_cfg(epochs=1), progress=False, init=trained, state_path=state)  # resumed: done
+    assert all(torch.equal(first.state_dict[k], again.state_dict[k]) for k in first.state_dict)
+    with pytest.raises(InputError, match="other settings or data"):
+        train(tiny, tiny_cfg(epochs=1), progress=False, state_path=state)  # from scratch: another run

@@ -25,7 +25,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from .config import load_config
-from .names import quoted
+from .names import in_sample_remedy, quoted
 from .scoring import LABEL_ERROR_TYPES
 from .types import Issue, LabelSet, RunRecord
 
@@ -105,6 +105,7 @@ class GateInput:
     scored: list[list[ScoredIssue]] | None = None  # per image, from the last score run (None: never scored)
     score_method: str = ""  # how the score run was made (model, predictions field, date)
     source: str = ""
+    dataset: str = ""  # the dataset's name in the store ("" for a folder)
     run: RunRecord | None = None  # the score run's record (its one count: issues, flagged, expected errors)
     unfinished: list[str] = field(default_factory=list)  # writes a killed command left unfinished (the journal)
 
@@ -270,7 +271,7 @@ def run_checks(data: GateInput, cfg: GateConfig | None = None) -> GateResult:
         inside = run.in_sample_images if run is not None else None
         out.append(_check("in_sample_predictions", int(inside or 0), cfg.in_sample_images_above, True,
                           (f"{inside} image(s) were scored with predictions of a model trained on them: in-sample, "
-                           "they hide label errors there; use out-of-fold predictions (cvcurate train NAME --folds 5)")
+                           f"they hide label errors there; {in_sample_remedy(data.dataset or 'NAME', inside, n_images)}")
                           if inside else "the score run's predictions are out-of-sample (or their model is unknown)"))
         conv = (run.info.get("conventions") if run is not None else None) or {}
         mixed = [c for c in conv.get("classes", []) if c.get("mixed") and not c.get("adopted")]

@@ -96,3 +96,20 @@ def queue_reason_field(queue: str) -> str:
 def view_name(queue: str, everything: bool = False) -> str:
     """The saved view of a queue: its issues at p >= the run's threshold, or all it lists."""
     return f"cvc-{queue}-all" if everything else f"cvc-{queue}"
+
+
+def in_sample_remedy(name: str, inside: int, total: int) -> str:
+    """What to do about predictions of a model that trained on ``inside`` of the ``total`` images
+    of dataset ``name``, cheapest first (the in-sample warnings and the gate say it)."""
+    from .errors import shell_arg
+
+    n = shell_arg(name)
+    out = []
+    if inside < total:
+        out.append(f"'cvcurate score {n} --only-out-of-sample' scores the {total - inside} images it did not "
+                   f"train on, now")
+    out.append(f"'cvcurate train {n} --folds 5 --init synth' gives every image an out-of-fold prediction from "
+               f"synthetic weights fine-tuned on the other folds (a fraction of training from scratch; "
+               f"--init neu-det where those weights never saw these images)")
+    return "remedies, cheapest first: " + "; ".join(out)
+

@@ -23,34 +23,43 @@ def train_cmd(
         "one checkpoint."),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Checkpoint path [default: NAME_detector.pt]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs of the config."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs of the config "
+                                         "(train.finetune_epochs with --init)."),
+    init: Optional[str] = typer.Option(
+        None, "--init", help="Start from these weights and fine-tune instead of training from scratch: synth, "
+        "neu-det or a checkpoint path; classes are matched by name, new classes get a fresh head "
+        "[default: train.init of the config, empty: from scratch]."),
     pred_field: Optional[str] = typer.Option(None, "--pred-field", help="Field for the out-of-fold predictions "
                                              "[default: predictions_oof]."),
     field_alias: Optional[str] = typer.Option(None, "--field", hidden=True, help="Old name of --pred-field."),
 ) -> None:
-    """Train the detector from scratch, or make out-of-fold predictions for label-error scoring.
+    """Train the detector, or make out-of-fold predictions for label-error scoring.
 
     Without --folds: trains on the dataset's 'train' split (all images when it has none), evaluates
     on the 'val' split when there is one, and saves a checkpoint. With --folds K: every image gets a
     prediction from a model trained on the other K-1 folds, written to the field predictions_oof;
     finished folds and the fold in training are kept in NAME_kfold/ after Ctrl-C or a kill, and the
-    same command resumes after them.
+    same command resumes after them. With --init every model starts from shipped or earlier weights
+    and is fine-tuned briefly (a fraction of training from scratch); for --folds the weights must
+    never have seen this dataset's images (else the predictions would be in-sample: refused).
 
     Examples:
 
       cvcurate train neu --epochs 40 --out models/neu.pt
 
-      cvcurate train neu --folds 5
+      cvcurate train neu --folds 5 --init synth
+
+      cvcurate train mysteel --folds 5 --init neu-det
     """
     from ..stages import predict as stage
 
     if folds is not None:
-        res = stage.kfold(name, folds=folds, config=config, epochs=epochs, device=device,
+        res = stage.kfold(name, folds=folds, config=config, epochs=epochs, device=device, init=init,
                           pred_field=pred_field or field_alias or "predictions_oof", log=say)
         say(f"wrote {res.boxes} out-of-fold predicted boxes for {res.images} images to field "
             f"{res.field!r} of {name} ({folds} folds)")
         return
-    tr = stage.train_model(name, config=config, epochs=epochs, device=device, out=out, log=say)
+    tr = stage.train_model(name, config=config, epochs=epochs, device=device, out=out, init=init, log=say)
     if tr.evaluation is not None:
         say(tr.evaluation.format())
     say(f"checkpoint saved to {tr.checkpoint} ({tr.seconds:.0f} s of training)")

@@ -75,6 +75,8 @@ class TrainConfig:
     #   elapsed time instead of steps and training ends on time with the LR at 0 (then not bit-reproducible)
     folds: int = 5  # default K for out-of-fold predictions
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off; e.g. 0.999)
+    init: str = ""  # start from these weights (synth, neu-det or a checkpoint path) instead of from scratch
+    finetune_epochs: int = 12  # epochs when starting from init weights and no --epochs is given
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -83,6 +85,8 @@ class TrainConfig:
             raise ValueError("lr must be positive")
         if self.folds < 2:
             raise ValueError("folds must be >= 2")
+        if self.finetune_epochs < 1:
+            raise ValueError("finetune_epochs must be >= 1")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1) (0: off), got {self.ema}")
 

@@ -6,6 +6,11 @@ progress on stderr through :func:`cvcurate.progress.track`. With a ``state_path`
 state (weights, EMA, optimizer, schedule, every random generator) is saved after each epoch and a
 later call with the same path, settings and data resumes after the last finished epoch, giving the
 same weights as an uninterrupted run (without a time budget).
+
+``init``: start from another checkpoint's weights instead of from scratch (fine-tuning): every
+tensor of the same architecture is copied; the class layer's rows are matched by class name, and a
+class the checkpoint does not know starts fresh (a new head for the user's classes). The result
+counts the images the starting weights were trained on as its own (the in-sample guard sees them).
 """
 
 from __future__ import annotations
@@ -67,12 +72,65 @@ class _Ema:
                 e.copy_(v)
 
 
-def _state_key(cfg: DetectorConfig, labels: LabelSet) -> dict:
+ARCH_FIELDS = ("arch", "input_size", "stem_channels", "widths", "blocks", "fpn_channels", "head_convs", "extra_levels")
+CLS_LAYER = "head.classification_head.cls_logits."
+
+
+def weights_fingerprint(ckpt: Checkpoint) -> str:
+    """SHA-256 of a checkpoint's weights (names, shapes and bytes), to tell starting points apart."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(ckpt.state_dict):
+        v = ckpt.state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}:{tuple(v.shape)}:{v.dtype}".encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()
+
+
+def init_weights(model: torch.nn.Module, init: Checkpoint, classes: Sequence[str], mc) -> dict:
+    """Copy ``init``'s weights into ``model`` (built for ``classes``): every tensor of the same name
+    and shape; the class layer row by row for the classes both know. Returns what was done."""
+    theirs = init.model_cfg
+    differ = [f for f in ARCH_FIELDS if getattr(theirs, f) != getattr(mc, f)]
+    if differ:
+        raise InputError("the starting weights have another architecture than the detector config ("
+                         + ", ".join(f"{f} {getattr(theirs, f)} vs {getattr(mc, f)}" for f in differ)
+                         + "): use the checkpoint's model settings in the config, or train from scratch")
+    own = model.state_dict()
+    shared = [c for c in classes if c in init.classes]
+    rows_to = torch.tensor([list(classes).index(c) for c in shared], dtype=torch.long)
+    rows_from = torch.tensor([init.classes.index(c) for c in shared], dtype=torch.long)
+    copied = 0
+    with torch.no_grad():
+        for k, v in init.state_dict.items():
+            if k not in own:
+                continue
+            if k.startswith(CLS_LAYER):
+                if len(shared):
+                    own[k][rows_to] = v[rows_from].to(own[k].dtype)
+                copied += 1
+            elif own[k].shape == v.shape:
+                own[k].copy_(v)
+                copied += 1
+    model.load_state_dict(own)
+    return {"from": str(init._source or "weights"), "weights_sha256": weights_fingerprint(init),
+            "tensors_copied": copied, "tensors": len(own), "classes_kept": shared,
+            "classes_new": [c for c in classes if c not in init.classes]}
+
+
+def _state_key(cfg: DetectorConfig, labels: LabelSet, init: Checkpoint | None = None) -> dict:
     """What a saved training state must match to be resumed: the settings that shape the run
-    (not the thread count or a time budget) and the training data."""
-    tc = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("num_threads", "time_budget_min", "folds")}
-    return {"model": dataclasses.asdict(cfg.model), "train": tc, "data_sha256": D.data_fingerprint(labels),
-            "classes": list(labels.classes)}
+    (not the thread count or a time budget), the training data and the starting weights."""
+    # init and finetune_epochs are covered by the weights' hash and the epochs (states saved before they existed
+    # still resume)
+    tc = {k: v for k, v in dataclasses.asdict(cfg.train).items()
+          if k not in ("num_threads", "time_budget_min", "folds", "init", "finetune_epochs")}
+    key = {"model": dataclasses.asdict(cfg.model), "train": tc, "data_sha256": D.data_fingerprint(labels),
+           "classes": list(labels.classes)}
+    if init is not None:
+        key["init_sha256"] = weights_fingerprint(init)
+    return key
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -103,8 +161,10 @@ def _load_state(path: Path, key: dict) -> dict | None:
 def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cpu", progress: bool = True,
           *, log: Callable[[str], None] | None = None, description: str = "training",
           state_path: str | Path | None = None,
-          on_epoch: Callable[[int, Callable[[], Checkpoint]], None] | None = None) -> Checkpoint:
-    """Train the detector from scratch on every record of ``labels``; return a :class:`Checkpoint`.
+          on_epoch: Callable[[int, Callable[[], Checkpoint]], None] | None = None,
+          init: Checkpoint | None = None) -> Checkpoint:
+    """Train the detector on every record of ``labels``, from scratch or from ``init``'s weights
+    (see the module's docstring); return a :class:`Checkpoint`.
 
     ``metrics`` of the checkpoint hold the mean loss per epoch (``train_loss_per_epoch``),
     ``extra`` the loss of every step and the wall time. ``log`` receives one line per epoch.
@@ -128,7 +188,13 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
         raise InputError(f"none of the {len(labels.records)} training images has a usable box")
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
-    model = build_model(mc, len(labels.classes)).to(dev)
+    model = build_model(mc, len(labels.classes))
+    init_info = init_weights(model, init, labels.classes, mc) if init is not None else None
+    if init_info is not None and log:
+        log(f"starting from {init_info['from']}: {init_info['tensors_copied']} of {init_info['tensors']} weight "
+            f"tensors copied" + (f"; new classes {init_info['classes_new']} start fresh"
+                                 if init_info["classes_new"] else ""))
+    model = model.to(dev)
     gen = torch.Generator().manual_seed(tc.seed)
     bs = min(tc.batch_size, len(ds))
     loader = torch.utils.data.DataLoader(
@@ -165,7 +231,7 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
     epoch_times: list[float] = []
     start_epoch, start_step, skipped = 0, 0, 0
     spath = Path(state_path) if state_path is not None else None
-    key = _state_key(cfg, labels) if spath is not None else None
+    key = _state_key(cfg, labels, init) if spath is not None else None
     saved = _load_state(spath, key) if spath is not None else None
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -209,6 +275,8 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
                           data_sha256=D.data_fingerprint(labels), seed=tc.seed,
                           metrics={"train_loss_per_epoch": list(epoch_losses)},
                           train_config=dataclasses.asdict(tc))
+        if init_info is not None:
+            ckpt.extra["init"] = init_info
         return ckpt
 
     model.train()
@@ -264,12 +332,15 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
         n_acc += 1
     model.eval()
     ckpt = snapshot()
-    ckpt.extra = {"step_losses": step_losses, "train_seconds": time.time() - t_start, "seconds_per_epoch": epoch_times,
-                  "train_images": len(labels.records), "steps": len(step_losses), "skipped_steps": skipped,
+    seen = set(D.image_digests([r.filepath for r in labels.records])) - {""}
+    if init is not None:
+        seen |= init.train_digests() or set()  # what the starting weights saw, this model saw too
+    ckpt.extra = {**ckpt.extra, "step_losses": step_losses, "train_seconds": time.time() - t_start,
+                  "seconds_per_epoch": epoch_times, "train_images": len(labels.records), "steps": len(step_losses), "skipped_steps": skipped,
                   "planned_steps": total, "stopped_by_time_budget": timed_out, "epochs_done": len(epoch_losses),
                   "time_driven_lr_steps": time_driven[0],  # > 0: the run is not bit-reproducible
                   "device": str(dev), "resumed_at_epoch": start_epoch,
-                  "train_image_sha256": sorted(set(D.image_digests([r.filepath for r in labels.records])) - {""})}
+                  "train_image_sha256": sorted(seen)}
     model = model.cpu()
     if ema is not None:
         model.load_state_dict(ckpt.state_dict)
@@ -279,7 +350,8 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
 
 def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, device: str = "cpu",
                   progress: bool = True, *, return_folds: bool = False,
-                  log: Callable[[str], None] | None = None, state_dir: str | Path | None = None):
+                  log: Callable[[str], None] | None = None, state_dir: str | Path | None = None,
+                  init: Checkpoint | None = None):
     """Out-of-fold predictions: every image is predicted by a model that never trained on it.
 
     Images are dealt to ``k`` folds by :func:`~cvcurate.detector.data.kfold_assign` (seeded with
@@ -291,15 +363,22 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
     state after every epoch (:func:`train`'s ``state_path``); a later call with the same labels,
     settings and ``k`` keeps the finished folds and resumes the one that was training, with the
     same result as an uninterrupted run (without a time budget).
+
+    ``init``: every fold starts from these weights (fine-tuning, see :func:`train`); refused when
+    they were trained on any image of ``labels``, since the folds' predictions would then be
+    in-sample.
     """
     from ..errors import kept
     from .predict import predict
 
     cfg = cfg or DetectorConfig()
+    if init is not None:
+        check_init_unseen(init, labels)
     folds = D.kfold_assign(len(labels.records), k, cfg.train.seed)
     out: list[Annotations | None] = [None] * len(labels.records)
     sdir = Path(state_dir) if state_dir is not None else None
-    key = {**_state_key(cfg, labels), "folds": k} if sdir is not None else None
+    key = {**_state_key(cfg, labels, init), "folds": k} if sdir is not None else None
+    trained_seconds: list[float] = []  # folds trained in this call, for the time left
     for f in range(k):
         train_idx = np.flatnonzero(folds != f)
         test_idx = np.flatnonzero(folds == f)
@@ -313,10 +392,16 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
             if log:
                 log(f"fold {f + 1}/{k}: training on {len(train_idx)} images, predicting {len(test_idx)}")
             fold_state = sdir / f"fold{f + 1}of{k}.state.pt" if sdir is not None else None
+            t0 = time.time()
             ckpt = train(D.subset(labels, train_idx), cfg, device=device, progress=progress, log=log,
-                         description=f"fold {f + 1}/{k}", state_path=fold_state)
+                         description=f"fold {f + 1}/{k}", state_path=fold_state, init=init)
             preds = predict(ckpt, [labels.records[i] for i in test_idx], batch_size=cfg.predict.batch_size,
                             device=device)
+            trained_seconds.append(time.time() - t0)
+            if log:
+                left = (k - f - 1) * float(np.mean(trained_seconds))
+                log(f"fold {f + 1}/{k} done in {trained_seconds[-1] / 60:.1f} min"
+                    + (f"; about {left / 60:.0f} min left for the other {k - f - 1}" if f + 1 < k else ""))
             if done is not None:
                 _save_state(done, {"key": key, "preds": [(p.xyxy, p.class_id, p.confidence) for p in preds]})
                 fold_state.unlink(missing_ok=True)
@@ -325,6 +410,18 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
             out[i] = p
     result = [p if p is not None else Annotations.empty(with_confidence=True) for p in out]
     return (result, folds) if return_folds else result
+
+
+def check_init_unseen(init: Checkpoint, labels: LabelSet) -> None:
+    """Raise :class:`InputError` when ``init`` was trained on images of ``labels`` (same bytes)."""
+    seen = init.train_digests()
+    if not seen:
+        return
+    inside = sum(d in seen for d in D.image_digests([r.filepath for r in labels.records]))
+    if inside:
+        raise InputError(f"the starting weights {init._source or ''} were trained on {inside} of these "
+                         f"{len(labels.records)} images, so out-of-fold predictions from them would be in-sample: "
+                         f"start from weights that never saw this dataset (--init synth) or from scratch")
 
 
 def split_records(labels: LabelSet, split: str | None) -> LabelSet:
@@ -338,4 +435,5 @@ def split_records(labels: LabelSet, split: str | None) -> LabelSet:
     return LabelSet(classes=list(labels.classes), records=recs)
 
 
-__all__: Sequence[str] = ["train", "kfold_predict", "split_records"]
+__all__: Sequence[str] = ["train", "kfold_predict", "split_records", "init_weights", "check_init_unseen",
+                          "weights_fingerprint"]

@@ -114,7 +114,7 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
         from .recovery import warn_unfinished
 
         return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, scored=scored,
-                           score_method=how, source=f"dataset {text}", run=_reviewed_run(text, rec),
+                           score_method=how, source=f"dataset {text}", dataset=text, run=_reviewed_run(text, rec),
                            unfinished=[ln.split(": ", 1)[1] for ln in warn_unfinished(text)])
     path = Path(target)
     if not path.exists():

@@ -46,28 +46,50 @@ class PredictResult:
     notes: list[str] = field(default_factory=list)
 
 
+def training_setup(config: str | Path | None, epochs: int | None, init: str | None):
+    """The detector config and the starting weights (a Checkpoint, or None from scratch): ``init``
+    (else ``train.init`` of the config) names them; starting from them, training runs
+    ``train.finetune_epochs`` unless ``epochs`` is given."""
+    from ..detector.checkpoint import load_checkpoint
+    from ..detector.config import load_detector_config
+
+    cfg = load_detector_config(config, overrides={"train": {"epochs": epochs}})
+    src = init if init is not None else cfg.train.init
+    if not src:
+        return cfg, None
+    start = load_checkpoint(src)
+    if epochs is None:
+        cfg.train.epochs = cfg.train.finetune_epochs
+    return cfg, start
+
+
 def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: int | None = None,
-          device: str = "cpu", pred_field: str = "predictions_oof", log: Log = _quiet) -> PredictResult:
+          device: str = "cpu", pred_field: str = "predictions_oof", init: str | None = None,
+          log: Log = _quiet) -> PredictResult:
     """Out-of-fold predictions: every image predicted by a model trained on the other folds.
 
+    ``init``: every fold fine-tunes these weights (refused when they saw any image of ``name``).
     Finished folds and the fold in training are kept in ``NAME_kfold/`` (in the working folder):
     after Ctrl-C or a kill the same command resumes after them; the folder is removed once the
     predictions are in the store."""
     import shutil
 
-    from ..detector.config import load_detector_config
     from ..detector.train import kfold_predict
 
     check_device(device)
     if folds < 2:
         raise InputError(f"--folds must be at least 2, got {folds}")
-    cfg = load_detector_config(config, overrides={"train": {"epochs": epochs}})
+    cfg, start = training_setup(config, epochs, init)
     labels = store.read(name)
     state_dir = Path(f"{name}_kfold")
-    preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log, state_dir=state_dir)
+    how = (f"from {start._source}, {cfg.train.epochs} epochs" if start is not None
+           else f"from scratch, {cfg.train.epochs} epochs")
+    log(f"{folds} folds of {len(labels.records)} images, each model trained {how}")
+    preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log, state_dir=state_dir, init=start)
     store.write_detections(name, pred_field, labels.records, preds, labels.classes)
     shutil.rmtree(state_dir, ignore_errors=True)
-    return PredictResult(pred_field, len(preds), sum(len(p) for p in preds), f"{folds}-fold out-of-fold models")
+    return PredictResult(pred_field, len(preds), sum(len(p) for p in preds),
+                         f"{folds}-fold out-of-fold models ({how})")
 
 
 @dataclass
@@ -80,20 +102,21 @@ class TrainResult:
 
 
 def train_model(name: str, *, config: str | Path | None = None, epochs: int | None = None, device: str = "cpu",
-                out: str | Path | None = None, log: Log = _quiet) -> TrainResult:
-    """Train on the 'train' split (all images without one), evaluate on 'val', save a checkpoint."""
+                out: str | Path | None = None, init: str | None = None, log: Log = _quiet) -> TrainResult:
+    """Train on the 'train' split (all images without one), from scratch or fine-tuning ``init``'s
+    weights, evaluate on 'val', save a checkpoint."""
     from ..detector.checkpoint import save_checkpoint
-    from ..detector.config import load_detector_config
     from ..detector.evaluate import evaluate
     from ..detector.predict import predict
     from ..detector.train import train
 
     check_device(device)
-    cfg = load_detector_config(config, overrides={"train": {"epochs": epochs}})
+    cfg, start = training_setup(config, epochs, init)
     labels = store.read(name)
     train_set, what = train_records(labels)
-    log(f"training on {what}: {len(train_set)} images, {train_set.num_boxes} boxes, {cfg.train.epochs} epochs")
-    ckpt = train(train_set, cfg, device=device, progress=True, log=log)
+    log(f"training on {what}: {len(train_set)} images, {train_set.num_boxes} boxes, {cfg.train.epochs} epochs"
+        + (f", starting from {start._source}" if start is not None else ""))
+    ckpt = train(train_set, cfg, device=device, progress=True, log=log, init=start)
     val = [r for r in labels.records if r.split == "val"]
     res = None
     if val and sum(len(r.gt) for r in val):
@@ -124,7 +147,12 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
     eng = get_engine(engine, workers)
     labels = store.read(name)
     ckpt = load_checkpoint(model)
-    mapping = ckpt.class_map(labels.classes, f"dataset {name!r}")
+    try:
+        mapping = ckpt.class_map(labels.classes, f"dataset {name!r}")
+    except InputError as exc:
+        raise InputError(f"{exc}; for predictions on these classes, fine-tune its weights with a new head: "
+                         f"cvcurate train {shell_arg(name)} --folds 5 --init {shell_arg(str(model))} "
+                         f"(out-of-fold), or without --folds for one checkpoint") from None
     inside = in_sample(ckpt, labels)
     anns = remap_classes(run_predict(eng, ckpt, labels.records, batch_size, device, progress=True, runtime=runtime),
                          mapping)
@@ -161,9 +189,11 @@ def in_sample_digests(name: str, pred_field: str, classes: Sequence[str]) -> set
 
 
 def in_sample_warning(model: str, inside: int, total: int, name: str) -> str:
+    from ..names import in_sample_remedy
+
     return (f"warning: model {model} was trained on {inside} of these {total} images: its predictions there are "
-            f"in-sample (it has seen those labels), so they hide label errors and flatter its mAP; for label-error "
-            f"scoring use out-of-fold predictions: cvcurate train {shell_arg(name)} --folds 5")
+            f"in-sample (it has seen those labels), so they hide label errors and flatter its mAP; "
+            f"{in_sample_remedy(name, inside, total)}")
 
 
 def import_predictions(name: str, path: str | Path, *, format: str | None, coco_gt: str | Path | None = None,

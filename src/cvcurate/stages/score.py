@@ -105,7 +105,8 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
                      f"{pred_field!r} trained on the other {len(labels.records) - len(keep)}); queues hold only these")
         if not keep:
             raise InputError(f"the model behind {pred_field!r} trained on every image of {name!r}: nothing is out of "
-                             "sample; use out-of-fold predictions (cvcurate train NAME --folds 5)")
+                             f"sample; use out-of-fold predictions: cvcurate train {shell_arg(name)} --folds 5 "
+                             f"--init synth")
         labels = LabelSet(labels.classes, keep)
         in_sample = 0
     mark_augmented(name, labels)
