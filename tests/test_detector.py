@@ -590,3 +590,36 @@ def test_a_training_state_resumes_only_from_the_same_starting_weights(trained, t
     assert all(torch.equal(first.state_dict[k], again.state_dict[k]) for k in first.state_dict)
     with pytest.raises(InputError, match="other settings or data"):
         train(tiny, tiny_cfg(epochs=1), progress=False, state_path=state)  # from scratch: another run
+
+
+@pytest.mark.parametrize("keep, nms", [(1, 0.6), (10, 0.6), (100, 0.6), (3, 0.01), (10, 0.01)])
+def test_post_processing_gives_torchvision_s_boxes_exactly(trained, tiny, keep, nms, monkeypatch):
+    """The post-processing that runs NMS on the best candidates only (doubling them when too few
+    survive) keeps exactly the boxes torchvision's full FCOS.postprocess_detections keeps; the
+    input transform that normalises a batch at once gives exactly torchvision's tensors."""
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+    from torchvision.ops import boxes as box_ops
+
+    from cvcurate.detector.predict import predict
+
+    model = trained.model()
+    model.detections_per_img, model.score_thresh, model.nms_thresh = keep, 0.001, nms
+    passes = []
+    real = box_ops.batched_nms
+    monkeypatch.setattr(box_ops, "batched_nms", lambda b, *a: passes.append(len(b)) or real(b, *a))
+    fast = predict(model, tiny.records, 8)
+    monkeypatch.setattr(type(model), "postprocess_detections", FCOS.postprocess_detections)
+    for attr in ("forward", "postprocess"):
+        monkeypatch.setattr(type(model.transform), attr, getattr(GeneralizedRCNNTransform, attr))
+    full = predict(model, tiny.records, 8)
+    for a, b in zip(fast, full):
+        assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.class_id, b.class_id)
+        assert np.array_equal(a.confidence, b.confidence)
+    n = len(tiny.records)
+    fast_passes, full_passes = passes[:-n], passes[-n:]
+    assert max(fast_passes) <= max(full_passes)
+    if nms == 0.6:  # one pass on 8 x keep candidates (or all) per image
+        assert fast_passes == [min(8 * keep, c) for c in full_passes]
+    else:  # strict NMS keeps few: the candidates were doubled up to all of them for some images
+        assert len(fast_passes) > n and sum(len(a) for a in fast) <= keep * n

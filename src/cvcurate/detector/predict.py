@@ -39,7 +39,9 @@ def decode(records: Sequence[ImageRecord], size: int) -> list[np.ndarray]:
 def _boxes(model: Any, dev: torch.device, size: int, records: Sequence[ImageRecord],
            imgs: Sequence[np.ndarray]) -> list[Annotations]:
     """One batch through the network (``imgs`` from :func:`decode`), boxes back in each record's frame."""
-    x = [torch.from_numpy(im).to(dev).float().div_(255.0)[None] for im in imgs]
+    if not len(imgs):
+        return []
+    x = list(torch.from_numpy(np.stack(imgs)).to(dev).float().div_(255.0)[:, None])  # one op for the batch
     out = []
     for rec, r in zip(records, model(x)):
         b = r["boxes"].detach().cpu().numpy().astype(np.float64)
