@@ -13,7 +13,8 @@ Datasets
   * ``neu``: the 240 NEU-DET dev images the shipped ``neu-det`` detector did not train on: the
     images whose SHA-256 (first 16 hex digits of the file's bytes) is not in
     ``src/cvcurate/weights/neu-det.train-images.txt``. Boxes read from the XMLs here (1-based
-    inclusive, 200x200 frame, scaled to the real 416x416 JPEG). Predictions: ``--model neu-det``.
+    inclusive, 200x200 frame, scaled to the real 416x416 JPEG). Predictions: ``--model neu-det``, or
+    ``--neu-predictions FILE`` (e.g. out-of-fold ones from ``bench_kfold.py``).
   * ``synth``: ``--synth-images`` fresh images of ``cvcurate synth`` (seed ``--synth-seed``; the
     shipped detector was trained on seed 0), boxes read from its ``coco/labels.json``. Its labels
     are exact. Predictions: ``--model synth``. Each tree draws it with its own ``synth``; the
@@ -484,8 +485,23 @@ def copy_metrics(scores: dict[str, float], doc: dict, given: dict, errors: list[
 
 # ------------------------------------------------------------------------------------ the runs
 
+def load_predictions(path: Path, images: list[Img]) -> list[list[tuple]]:
+    """Predictions made elsewhere (``bench_kfold.py``'s out-of-fold file: COCO-style rows with the
+    original file names and absolute ``bbox`` x, y, w, h), per image of ``images``."""
+    by_name = {im.src.name: k for k, im in enumerate(images)}
+    out: list[list[tuple]] = [[] for _ in images]
+    for row in json.loads(path.read_text()):
+        k = by_name.get(row["file_name"])
+        if k is not None:
+            out[k].append((row["category_name"], [float(v) for v in row["bbox"]], float(row["score"])))
+    if not any(out):
+        raise SystemExit(f"{path}: no prediction for any benchmark image")
+    return out
+
+
 def run_dataset(cli: Cli, tag: str, ds: str, images: list[Img], classes: list[str], seeds: list[int],
-                rate: float, tmp: Path, keep: bool = False, given_copies: int = 3) -> dict:
+                rate: float, tmp: Path, keep: bool = False, given_copies: int = 3,
+                preds_file: Path | None = None) -> dict:
     exact = ds == "synth"
     cls_arg = ",".join(classes)
     digest = hashlib.sha256(json.dumps([[hashlib.sha256(im.src.read_bytes()).hexdigest()[:16],
@@ -508,12 +524,13 @@ def run_dataset(cli: Cli, tag: str, ds: str, images: list[Img], classes: list[st
         scores, doc = read_run(folder / "scores")
         return ids, scores, doc, t
 
-    preds: list | None = None
+    preds: list | None = load_predictions(preds_file, images) if preds_file is not None else None
+    res["predictions"] = str(preds_file) if preds_file is not None else f"--model {MODEL[ds]}"
     given = []  # the labels as given, under `given_copies` draws of file names
     for g in range(given_copies):
         name_g = f"be_{tag}_{ds}_given{g}"
         ids_g, sc_g, doc_g, t_g = one(name_g, images, (g, 1), preds if g else None)
-        if g == 0:
+        if g == 0 and preds is None:
             preds = read_predictions(name_g, images, ids_g)
         fl_g = flagged_images(doc_g)
         given.append({"seconds": t_g, "expected_label_errors": doc_g.get("expected_label_errors"),
@@ -602,7 +619,9 @@ def print_tables(runs: list[dict]) -> None:
               f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} copies), mean (min-max) over seeds; "
               + ("the same data and errors for every tree" if same else "WARNING: the trees saw different data"))
         cols = [rows_for(res, ds) for _, res in have]
-        print("| metric | " + " | ".join(lbl for lbl, _ in have) + " |")
+        print("| metric | " + " | ".join(lbl + (f" ({res['predictions']})" if "predictions" in res and
+                                                 not res["predictions"].startswith("--model") else "")
+                                           for lbl, res in have) + " |")
         print("|---|" + "---|" * len(have))
         for key in cols[0]:
             print(f"| {key} | " + " | ".join(c.get(key, "n/a") for c in cols) + " |")
@@ -627,6 +646,9 @@ def main() -> int:
     ap_.add_argument("--combine", type=Path, nargs="+", help="print the tables of saved --json files, run nothing")
     ap_.add_argument("--given-copies", type=int, default=3, help="how many namings of the labels as given to "
                      "score (their spread shows how much file names alone move the results)")
+    ap_.add_argument("--neu-predictions", type=Path, default=None,
+                     help="NEU-DET predictions made elsewhere instead of --model neu-det (e.g. bench_kfold.py's "
+                          "out-of-fold oof_predictions.json: COCO-style rows with the original file names)")
     ap_.add_argument("--keep", action="store_true", help="keep the work folder (copies' scores, CLI log) and say where")
     args = ap_.parse_args()
     if args.combine:
@@ -672,7 +694,8 @@ def main() -> int:
                     continue
                 t = time.perf_counter()
                 run["datasets"][ds] = run_dataset(cli, f"{len(doc['runs'])}", ds, images, classes, seeds, args.rate, work,
-                                                  args.keep, args.given_copies)
+                                                  args.keep, args.given_copies,
+                                                  args.neu_predictions if ds == "neu" else None)
                 run["datasets"][ds]["seconds"] = time.perf_counter() - t
                 if args.json:
                     args.json.write_text(json.dumps(doc, indent=1, default=float))

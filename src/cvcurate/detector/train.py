@@ -30,7 +30,7 @@ from ..progress import track
 from ..types import Annotations, LabelSet
 from . import data as D
 from .checkpoint import Checkpoint
-from .config import DetectorConfig
+from .config import DetectorConfig, ModelConfig
 from .model import build_model, resolve_device
 
 
@@ -88,7 +88,7 @@ def weights_fingerprint(ckpt: Checkpoint) -> str:
     return h.hexdigest()
 
 
-def init_weights(model: torch.nn.Module, init: Checkpoint, classes: Sequence[str], mc) -> dict:
+def init_weights(model: torch.nn.Module, init: Checkpoint, classes: Sequence[str], mc: ModelConfig) -> dict:
     """Copy ``init``'s weights into ``model`` (built for ``classes``): every tensor of the same name
     and shape; the class layer row by row for the classes both know. Returns what was done."""
     theirs = init.model_cfg
