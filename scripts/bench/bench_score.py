@@ -137,14 +137,23 @@ def main() -> int:
         print("warning: the neu-det checkpoint was not trained on the complementary 80%: "
               "its predictions may not be out-of-sample")
     held = subset(labels, held_idx)
-    if args.cache.is_file():
-        z = np.load(args.cache, allow_pickle=True)
+    # the cache holds the predictions of one checkpoint on one set of images: used only for the same
+    # weights and images (a stale cache of another checkpoint would be measured silently otherwise)
+    import hashlib
+
+    key = hashlib.sha256(ckpt.data_sha256.encode() + repr(sorted(ckpt.state_dict)).encode()
+                         + b"".join(v.numpy().tobytes()[:4096] for _, v in sorted(ckpt.state_dict.items()))
+                         + data_fingerprint(held).encode()).hexdigest()[:16]
+    z = np.load(args.cache, allow_pickle=True) if args.cache.is_file() else None
+    if z is not None and "key" in z.files and str(z["key"]) == key:
         preds = [Annotations(x, c, confidence=s) for x, c, s in zip(z["xyxy"], z["cls"], z["conf"])]
     else:
+        if z is not None:
+            print(f"the prediction cache {args.cache} is of other weights or images: predicting again")
         t = time.perf_counter()
         preds = predict(ckpt, held.records, batch_size=16)
         print(f"predicted {len(held)} held-out images in {time.perf_counter() - t:.1f} s")
-        np.savez(args.cache, xyxy=np.array([p.xyxy for p in preds], dtype=object),
+        np.savez(args.cache, key=np.array(key), xyxy=np.array([p.xyxy for p in preds], dtype=object),
                  cls=np.array([p.class_id for p in preds], dtype=object),
                  conf=np.array([p.confidence for p in preds], dtype=object))
     feats = image_features([r.filepath for r in held.records])
