@@ -529,7 +529,7 @@ def run_dataset(cli: Cli, tag: str, ds: str, images: list[Img], classes: list[st
     given = []  # the labels as given, under `given_copies` draws of file names
     for g in range(given_copies):
         name_g = f"be_{tag}_{ds}_given{g}"
-        ids_g, sc_g, doc_g, t_g = one(name_g, images, (g, 1), preds if g else None)
+        ids_g, sc_g, doc_g, t_g = one(name_g, images, (g, 1), preds)  # None at first: the model predicts
         if g == 0 and preds is None:
             preds = read_predictions(name_g, images, ids_g)
         fl_g = flagged_images(doc_g)
