@@ -13,6 +13,7 @@ equals the largest stride so no padding is added.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import asdict
 
@@ -94,6 +95,7 @@ class TinyBackboneFPN(nn.Module):
         return out
 
 
+@functools.lru_cache(maxsize=None)  # one class per process, not one per model built
 def _fcos_class():
     """torchvision's FCOS with the same post-processing computed with less work (same boxes).
 
@@ -164,6 +166,7 @@ def _fcos_class():
     return FastFCOS
 
 
+@functools.lru_cache(maxsize=None)
 def _transform_class():
     """torchvision's input transform; in evaluation, a batch of images already at the input size
     (what :mod:`cvcurate.detector.data` gives) is normalised in one operation instead of image by

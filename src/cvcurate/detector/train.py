@@ -119,7 +119,7 @@ def init_weights(model: torch.nn.Module, init: Checkpoint, classes: Sequence[str
             "classes_new": [c for c in classes if c not in init.classes]}
 
 
-def _state_key(cfg: DetectorConfig, labels: LabelSet, init: Checkpoint | None = None) -> dict:
+def _state_key(cfg: DetectorConfig, labels: LabelSet, init_sha256: str | None = None) -> dict:
     """What a saved training state must match to be resumed: the settings that shape the run
     (not the thread count or a time budget), the training data and the starting weights."""
     # init and finetune_epochs are covered by the weights' hash and the epochs (states saved before they existed
@@ -128,8 +128,8 @@ def _state_key(cfg: DetectorConfig, labels: LabelSet, init: Checkpoint | None = 
           if k not in ("num_threads", "time_budget_min", "folds", "init", "finetune_epochs")}
     key = {"model": dataclasses.asdict(cfg.model), "train": tc, "data_sha256": D.data_fingerprint(labels),
            "classes": list(labels.classes)}
-    if init is not None:
-        key["init_sha256"] = weights_fingerprint(init)
+    if init_sha256 is not None:
+        key["init_sha256"] = init_sha256
     return key
 
 
@@ -231,7 +231,7 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
     epoch_times: list[float] = []
     start_epoch, start_step, skipped = 0, 0, 0
     spath = Path(state_path) if state_path is not None else None
-    key = _state_key(cfg, labels, init) if spath is not None else None
+    key = _state_key(cfg, labels, init_info and init_info["weights_sha256"]) if spath is not None else None
     saved = _load_state(spath, key) if spath is not None else None
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -377,7 +377,8 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
     folds = D.kfold_assign(len(labels.records), k, cfg.train.seed)
     out: list[Annotations | None] = [None] * len(labels.records)
     sdir = Path(state_dir) if state_dir is not None else None
-    key = {**_state_key(cfg, labels, init), "folds": k} if sdir is not None else None
+    key = ({**_state_key(cfg, labels, weights_fingerprint(init) if init is not None else None), "folds": k}
+           if sdir is not None else None)
     trained_seconds: list[float] = []  # folds trained in this call, for the time left
     for f in range(k):
         train_idx = np.flatnonzero(folds != f)
