@@ -55,6 +55,16 @@ class Checkpoint:
                 return {ln.strip() for ln in side.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
         return None
 
+    def images_seen(self, paths: Sequence[str]) -> int | None:
+        """How many of the image files ``paths`` it was trained on (same bytes); None when it does
+        not say what it was trained on."""
+        from .data import image_digests
+
+        seen = self.train_digests()
+        if seen is None:
+            return None
+        return sum(d in seen for d in image_digests(paths)) if seen else 0
+
     @property
     def model_cfg(self) -> ModelConfig:
         return from_dict(ModelConfig, self.model_config, "checkpoint model config")

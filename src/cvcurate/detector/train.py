@@ -415,10 +415,7 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
 
 def check_init_unseen(init: Checkpoint, labels: LabelSet) -> None:
     """Raise :class:`InputError` when ``init`` was trained on images of ``labels`` (same bytes)."""
-    seen = init.train_digests()
-    if not seen:
-        return
-    inside = sum(d in seen for d in D.image_digests([r.filepath for r in labels.records]))
+    inside = init.images_seen([r.filepath for r in labels.records])
     if inside:
         raise InputError(f"the starting weights {init._source or ''} were trained on {inside} of these "
                          f"{len(labels.records)} images, so out-of-fold predictions from them would be in-sample: "

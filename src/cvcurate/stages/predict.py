@@ -166,12 +166,7 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
 def in_sample(ckpt: Any, labels: LabelSet) -> int | None:
     """How many images of ``labels`` the checkpoint was trained on (same file bytes); None when the
     checkpoint does not say what it was trained on."""
-    from ..detector.data import image_digests
-
-    seen = ckpt.train_digests()
-    if seen is None:
-        return None
-    return sum(d in seen for d in image_digests([r.filepath for r in labels.records]))
+    return ckpt.images_seen([r.filepath for r in labels.records])
 
 
 def in_sample_digests(name: str, pred_field: str, classes: Sequence[str]) -> set[str] | None:
