@@ -220,8 +220,11 @@ def main() -> int:
     if hasattr(store, "drop_old_records"):
         store.drop_old_records(name, "score")
     t_ours = time.perf_counter() - t
-    print(f"cvcurate at {n} images: pixels + scoring {t_compute:.1f} s (calibration {result.calibration.seconds:.1f} s), "
-          f"store writes {t_ours - t_compute:.1f} s")
+    cal = result.calibration
+    learned = ", ".join(k for k, m in (("box model", getattr(cal, "model", None)),
+                                        ("overlooked model", getattr(cal, "overlooked_model", None))) if m is not None)
+    print(f"cvcurate at {n} images: pixels + scoring {t_compute:.1f} s (calibration {cal.seconds:.1f} s: "
+          f"{learned or 'the curves only'}), store writes {t_ours - t_compute:.1f} s")
     t = time.perf_counter()
     score_cleanlab(stored, big_preds)
     t_cl = time.perf_counter() - t
