@@ -221,6 +221,7 @@ def test_cli_synth(tmp_path):
         (["synth", str(out), "--images", "6"], "not empty"),
         (["synth", str(tmp_path / "t"), "--images", "0"], "--images"),
         (["synth", str(tmp_path / "t"), "--config", str(tmp_path / "nope.yaml")], "does not exist"),
+        (["synth", str(tmp_path / "t"), "--config", str(tmp_path)], "is not a regular file"),
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 2, res.output

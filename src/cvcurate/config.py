@@ -229,7 +229,7 @@ def load_config(cls: type[T], path: str | Path | None = None, *, default_name: s
         path = Path(path)
         label = path.name
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} " + ("is not a regular file" if path.exists() else "does not exist"))
         text = read_text(path)
         try:
             loaded = safe_load_yaml(text)
