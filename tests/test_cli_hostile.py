@@ -123,3 +123,13 @@ def test_a_text_file_as_checkpoint_says_what_was_expected_and_found(tmp_path, da
     torch.save([1, 2], tmp_path / "list.pt")
     r = run("predict", dataset_name, "--model", tmp_path / "list.pt")
     assert "found a torch file holding a list" in one_error_line(r)
+
+
+def test_an_output_path_that_cannot_be_made_is_one_line(tmp_path, dataset_name):
+    """--out below a file (or anywhere the system refuses) names the path; no traceback."""
+    store.write(md.make_labels(tmp_path / "i", n=2), dataset_name)
+    (tmp_path / "afile").write_text("a file, not a folder\n")
+    r = run("report", dataset_name, "--out", tmp_path / "afile" / "rep")
+    assert r.exit_code == 2, r.output
+    line = one_error_line(r)
+    assert line.startswith("error: cannot use ") and str(tmp_path / "afile") in line and "Not a directory" in line

@@ -15,6 +15,7 @@ contain ``[`` and ``]``.
 
 from __future__ import annotations
 
+import os
 
 import typer
 from typer.core import TyperGroup
@@ -54,6 +55,14 @@ class _Group(TyperGroup):
         except CvcurateError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            # a path the user gave that cannot be made, read or written (--out under /proc, a
+            # full disk, no permission): one line naming it; an OSError without a path is a bug
+            if exc.filename is None:
+                raise
+            where = os.fsdecode(exc.filename) + (f" -> {os.fsdecode(exc.filename2)}" if exc.filename2 else "")
+            typer.secho(f"error: cannot use {where}: {exc.strerror or exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
         except errors.Terminated:
             typer.secho(errors.interrupt_message().replace("interrupted:", "terminated (SIGTERM):", 1), err=True,
                         fg=typer.colors.YELLOW)
