@@ -72,7 +72,7 @@ def main() -> None:
 
     import torch
 
-    from cvcurate.detector.checkpoint import save_checkpoint
+    from cvcurate.detector.checkpoint import check_checkpoint_path, save_checkpoint
     from cvcurate.detector.config import load_detector_config
     from cvcurate.detector.data import data_fingerprint, holdout_split, subset
     from cvcurate.detector.evaluate import evaluate
@@ -81,6 +81,12 @@ def main() -> None:
 
     import yaml
 
+    from cvcurate.errors import InputError
+
+    try:
+        check_checkpoint_path(args.out)  # before hours of training
+    except InputError as exc:
+        sys.exit(f"error: {exc}")
     torch.set_num_threads(args.threads)
     overrides: dict = {"train": {"epochs": args.epochs, "seed": args.seed, "time_budget_min": args.time_budget_min}}
     for item in args.set:

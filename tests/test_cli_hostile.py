@@ -133,3 +133,13 @@ def test_an_output_path_that_cannot_be_made_is_one_line(tmp_path, dataset_name):
     assert r.exit_code == 2, r.output
     line = one_error_line(r)
     assert line.startswith("error: cannot use ") and str(tmp_path / "afile") in line and "Not a directory" in line
+
+
+def test_train_refuses_a_checkpoint_path_it_cannot_write_before_training(tmp_path, dataset_name):
+    store.write(md.make_labels(tmp_path / "i", n=2), dataset_name)
+    (tmp_path / "afile").write_text("a file, not a folder\n")
+    for out, words in ((tmp_path / "afile" / "m.pt", "is a file, not a folder"), (tmp_path, "it is a folder")):
+        r = run("train", dataset_name, "--epochs", 1, "--out", out)
+        assert r.exit_code == 2, r.output
+        line = one_error_line(r)  # nothing trained: no progress, no "training on" line
+        assert line.startswith("error: cannot write the checkpoint to ") and words in line, line

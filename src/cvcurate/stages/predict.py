@@ -105,12 +105,13 @@ def train_model(name: str, *, config: str | Path | None = None, epochs: int | No
                 out: str | Path | None = None, init: str | None = None, log: Log = _quiet) -> TrainResult:
     """Train on the 'train' split (all images without one), from scratch or fine-tuning ``init``'s
     weights, evaluate on 'val', save a checkpoint."""
-    from ..detector.checkpoint import save_checkpoint
+    from ..detector.checkpoint import check_checkpoint_path, save_checkpoint
     from ..detector.evaluate import evaluate
     from ..detector.predict import predict
     from ..detector.train import train
 
     check_device(device)
+    out = check_checkpoint_path(out if out is not None else Path(f"{name}_detector.pt"))
     cfg, start = training_setup(config, epochs, init)
     labels = store.read(name)
     train_set, what = train_records(labels)
@@ -122,7 +123,7 @@ def train_model(name: str, *, config: str | Path | None = None, epochs: int | No
     if val and sum(len(r.gt) for r in val):
         res = evaluate([r.gt for r in val], predict(ckpt, val, cfg.predict.batch_size, device), labels.classes)
         ckpt.metrics["val"] = res.to_dict()
-    path = save_checkpoint(ckpt, out if out is not None else Path(f"{name}_detector.pt"))
+    path = save_checkpoint(ckpt, out)
     return TrainResult(path, len(train_set), what, float(ckpt.extra["train_seconds"]), res)
 
 
