@@ -132,7 +132,23 @@ def test_an_output_path_that_cannot_be_made_is_one_line(tmp_path, dataset_name):
     r = run("report", dataset_name, "--out", tmp_path / "afile" / "rep")
     assert r.exit_code == 2, r.output
     line = one_error_line(r)
-    assert line.startswith("error: cannot use ") and str(tmp_path / "afile") in line and "Not a directory" in line
+    assert line.startswith("error: cannot use ") and f"{tmp_path / 'afile'} is a file, not a folder" in line
+
+
+def test_output_files_are_checked_before_the_work(tmp_path, dataset_name):
+    """An output file that cannot be written is refused before anything is imported or adopted."""
+    src = tmp_path / "coco"
+    md.write_coco(src, n=3)
+    (tmp_path / "afile").write_text("a file, not a folder\n")
+    bad = tmp_path / "afile" / "out.json"
+    r = run("import", src / "annotations.json", "--name", dataset_name, "--report", bad)
+    assert r.exit_code == 2, r.output
+    assert "cannot write the import report to" in one_error_line(r) and "is a file, not a folder" in r.output
+    assert not store.exists(dataset_name)  # nothing imported
+    store.write(md.make_labels(tmp_path / "i", n=2), dataset_name)
+    for opt in ("--json", "--markdown", "--junit"):
+        r = run("gate", dataset_name, opt, bad)
+        assert r.exit_code == 2 and f"cannot write {opt} to" in one_error_line(r), r.output
 
 
 def test_train_refuses_a_checkpoint_path_it_cannot_write_before_training(tmp_path, dataset_name):

@@ -6,7 +6,9 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import shlex
+from pathlib import Path
 
 
 def shell_arg(value: object) -> str:
@@ -20,6 +22,28 @@ def shell_arg(value: object) -> str:
     for ch in '\\"$`':
         text = text.replace(ch, "\\" + ch)
     return f'"{text}"'
+
+
+def check_writable_file(path: "str | os.PathLike[str]", what: str) -> Path:
+    """Refuse, in one line and before any work, a file path the user gave that cannot be written
+    (``what`` names the option: "--report", "the checkpoint"): a folder, a path below a file, a place
+    that refuses a file. Missing folders above it are made (as the write would make them); a trial
+    file beside it is created and removed."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {what} to {path}: it is a folder (give a file path)")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise InputError(f"cannot write {what} to {path}: {above} is a file, not a folder")
+    trial = path.with_name(f".{path.name}.{os.getpid()}.trial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(trial, "ab"):
+            pass
+        trial.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write {what} to {path}: {exc.strerror or exc}") from None
+    return path
 
 
 class CvcurateError(Exception):

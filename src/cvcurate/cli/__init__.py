@@ -60,8 +60,15 @@ class _Group(TyperGroup):
             # full disk, no permission): one line naming it; an OSError without a path is a bug
             if exc.filename is None:
                 raise
+            from pathlib import Path
+
             where = os.fsdecode(exc.filename) + (f" -> {os.fsdecode(exc.filename2)}" if exc.filename2 else "")
-            typer.secho(f"error: cannot use {where}: {exc.strerror or exc}", err=True, fg=typer.colors.RED)
+            why = exc.strerror or str(exc)
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):  # a file where a folder was needed
+                path = Path(os.fsdecode(exc.filename))
+                blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+                why = f"{blocker} is a file, not a folder" if blocker is not None else why
+            typer.secho(f"error: cannot use {where}: {why}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
         except errors.Terminated:
             typer.secho(errors.interrupt_message().replace("interrupted:", "terminated (SIGTERM):", 1), err=True,

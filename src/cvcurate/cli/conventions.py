@@ -49,6 +49,10 @@ def conventions_cmd(
 
     if dry_run and adopt is None:
         raise typer.BadParameter("--dry-run goes with --adopt CLASS=whole|pieces")
+    if instructions is not None:  # before a convention is adopted and the pages are measured
+        from ..errors import check_writable_file
+
+        check_writable_file(instructions, "--instructions")
     if adopt is not None:
         run = adopt_style(name, adopt, pred_field=pred_field, config=config, dry_run=dry_run, wait=wait)
         cs = run.change

@@ -37,6 +37,10 @@ def corrupt_cmd(
 
     validate_dataset_name(out, "--out")
     type_list = [t.strip() for t in types.split(",") if t.strip()] if types else None
+    if truth is not None:
+        from ..errors import check_writable_file
+
+        check_writable_file(truth, "--truth")
     run = corrupt(name, out, rate=rate, seed=seed, types=type_list, truth=truth, overwrite=overwrite)
     result = run.result
     by_type = ", ".join(f"{k} {v}" for k, v in result.by_type().items())

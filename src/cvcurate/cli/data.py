@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..stages import datasets
 from ..stages import imports as importer
 from ..config import load_import_limits
-from ..errors import InputError
+from ..errors import InputError, check_writable_file
 from ..formats import FORMATS, VOC_ORIGINS
 from . import app
 from .common import console, print_report
@@ -79,7 +79,8 @@ def import_cmd(
     datasets.validate_dataset_name(name)  # before the name makes a report path, or anything is read
     limits = load_import_limits(config)
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    report_path = report if report is not None else Path(f"{name}_import_report.json")
+    report_path = check_writable_file(report if report is not None else Path(f"{name}_import_report.json"),
+                                      "the import report")
     options = importer.ImportOptions(
         format=format, split=split, classes=class_list, keep_unlabeled=keep_unlabeled, voc_origin=voc_origin,
         include_crowd=include_crowd, class_map=class_map, merge_case=merge_case, limits=limits,

@@ -144,6 +144,11 @@ def gate_cmd(
     from .. import gate as g
     from ..stages.gate import run_gate, write_reports
 
+    from ..errors import check_writable_file
+
+    for opt, p in (("--json", json_path), ("--markdown", markdown), ("--junit", junit)):
+        if p is not None:
+            check_writable_file(p, opt)
     result = run_gate(target, config=config, progress=True)
     style = {g.PASS: "green", g.WARN: "yellow", g.FAIL: "red"}
     for c in result.checks:

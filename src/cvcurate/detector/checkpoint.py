@@ -131,25 +131,11 @@ def _plain(v: Any) -> Any:
 
 
 def check_checkpoint_path(path: str | Path) -> Path:
-    """Refuse, in one line and before any training, a checkpoint path that cannot be written (its
-    folder made if missing, a trial file created and removed): hours of training are not lost to
-    an ``--out`` under a file or a read-only place."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"cannot write the checkpoint to {path}: it is a folder (give a file path such as "
-                         f"{path / 'model.pt'})")
-    above = next((p for p in path.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise InputError(f"cannot write the checkpoint to {path}: {above} is a file, not a folder")
-    trial = path.with_suffix(path.suffix + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(trial, "ab"):
-            pass
-        trial.unlink()
-    except OSError as exc:
-        raise InputError(f"cannot write the checkpoint to {path}: {exc.strerror or exc}") from None
-    return path
+    """Refuse, in one line and before any training, a checkpoint path that cannot be written:
+    hours of training are not lost to an ``--out`` under a file or a read-only place."""
+    from ..errors import check_writable_file
+
+    return check_writable_file(path, "the checkpoint")
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
