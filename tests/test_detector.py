@@ -324,8 +324,10 @@ def test_cli_train_predict_evaluate(tmp_path, dataset_name, monkeypatch):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m.pt").is_file()
 
-    r = run(app, ["predict", dataset_name, "--model", "m.pt", "--batch-size", "4"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = run(app, ["predict", dataset_name, "--model", "m.pt", "--batch-size", "4", "--device", "cuda"])
     assert r.exit_code == 0, r.output
+    assert r.output.count("CUDA is not available on this machine") == 1, r.output  # one line, not twice
     got = store.read(dataset_name, pred_field="predictions")
     assert all(rec.pred is not None for rec in got.records)
     assert sum(len(rec.pred) for rec in got.records) > 0

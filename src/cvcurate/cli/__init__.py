@@ -50,8 +50,13 @@ class _Group(TyperGroup):
         errors.reset_interrupt_state()
         errors.set_notice_sink(lambda text: typer.secho(text, err=True, fg=typer.colors.YELLOW))
         old_term = _on_sigterm()
+        import warnings
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # the device fallback prints its warning line itself: not again as a Python warning
+                warnings.filterwarnings("ignore", message="--device ", category=RuntimeWarning)
+                return super().invoke(ctx)
         except CvcurateError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(exc.exit_code) from None
