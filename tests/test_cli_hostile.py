@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -159,3 +160,23 @@ def test_train_refuses_a_checkpoint_path_it_cannot_write_before_training(tmp_pat
         assert r.exit_code == 2, r.output
         line = one_error_line(r)  # nothing trained: no progress, no "training on" line
         assert line.startswith("error: cannot write the checkpoint to ") and words in line, line
+
+
+def test_predict_goes_on_past_images_it_cannot_read(tmp_path, dataset_name):
+    """An image gone or broken after import gets no predictions and one warning; the others are
+    predicted and written (the run is not lost at the first bad file)."""
+    from cvcurate.synth import generate
+
+    labels = generate(tmp_path / "s", 5, 7)
+    store.write(labels, dataset_name)
+    paths = sorted(r.filepath for r in labels.records)
+    md.break_file(Path(paths[1]), "garbage")
+    Path(paths[3]).unlink()
+    r = run("predict", dataset_name, "--model", "synth")
+    assert r.exit_code == 0, r.output
+    assert "2 of 5 images could not be read and have no predictions" in r.output
+    assert "wrote" in r.output and "for 3 images" in r.output
+    assert "WARN" not in r.output  # no OpenCV line for the missing file
+    got = {rec.filepath: rec.pred for rec in store.read(dataset_name, pred_field="predictions").records}
+    assert all(got[p] is None or len(got[p]) == 0 for p in (paths[1], paths[3]))
+    assert all(got[p] is not None and len(got[p]) > 0 for p in (paths[0], paths[2], paths[4]))

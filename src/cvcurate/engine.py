@@ -292,15 +292,15 @@ def _predictor(ckpt: Any, device: str, threads: int, runtime: str = "torch") -> 
     return lambda shard: predict_decoded(ckpt, shard[0], shard[1], device=device, runtime=runtime)
 
 
-def _decoder(size: int) -> Callable[[Any], Any]:
+def _decoder(size: int, skip_unreadable: bool = False) -> Callable[[Any], Any]:
     """A task's setup for predict's decode stage: a shard of records -> (records, their images)."""
     from .detector.predict import decode
 
-    return lambda records: (records, decode(records, size))
+    return lambda records: (records, decode(records, size, skip_unreadable))
 
 
 def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int = 16, device: str = "cpu",
-            progress: bool = False, runtime: str = "torch") -> list[Any]:
+            progress: bool = False, runtime: str = "torch", skip_unreadable: bool = False) -> list[Any]:
     """:func:`cvcurate.detector.predict.predict` of every record (boxes in the checkpoint's class
     ids), in record order. On Ray each shard is one batch of the local path (the same images
     together), decoded and resized by a task of a stage of its own, then predicted by an actor
@@ -311,7 +311,8 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
     if not engine.is_ray:
         from .detector.predict import predict as run
 
-        return run(ckpt, records, batch_size, device, progress=progress, runtime=runtime)
+        return run(ckpt, records, batch_size, device, progress=progress, runtime=runtime,
+                   skip_unreadable=skip_unreadable)
     import torch
 
     from .types import ImageRecord
@@ -337,7 +338,7 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
                 update(done[0], len(records))
 
             parts = engine.map(shards, partial(_predictor, ship, dev, threads, runtime), actors=True, gpus=gpus,
-                               cpus=cpus, done=count, prepare=partial(_decoder, ckpt.input_size))
+                               cpus=cpus, done=count, prepare=partial(_decoder, ckpt.input_size, skip_unreadable))
     return [a for part in parts for a in part]
 
 

@@ -7,6 +7,7 @@ does not need to learn from them.
 
 from __future__ import annotations
 
+import os
 import hashlib
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +36,8 @@ def load_gray(path: str | Path, size: int, image_wh: tuple[int, int] | None = No
             if short >= factor * size:
                 flag = f
                 break
+    if not os.path.isfile(path):  # said here, not by OpenCV's own warning on stderr
+        raise InputError(f"cannot read image {path}: no such file")
     img = cv2.imread(str(path), flag)
     if img is None:
         raise InputError(f"cannot read image {path}")

@@ -31,14 +31,29 @@ def _as_model(model_or_checkpoint) -> tuple[torch.nn.Module, int]:
     raise InputError(f"cannot predict with a {type(obj).__name__}: give a checkpoint, its path or a model")
 
 
-def decode(records: Sequence[ImageRecord], size: int) -> list[np.ndarray]:
-    """The network's input of each record: the image read as grey and resized to ``size`` x ``size``."""
-    return [load_gray(r.filepath, size, (r.width, r.height)) for r in records]
+def decode(records: Sequence[ImageRecord], size: int, skip_unreadable: bool = False) -> list[np.ndarray | None]:
+    """The network's input of each record: the image read as grey and resized to ``size`` x ``size``.
+    An image that cannot be read raises :class:`InputError`, or is None with ``skip_unreadable``."""
+    if not skip_unreadable:
+        return [load_gray(r.filepath, size, (r.width, r.height)) for r in records]
+    out: list[np.ndarray | None] = []
+    for r in records:
+        try:
+            out.append(load_gray(r.filepath, size, (r.width, r.height)))
+        except InputError:
+            out.append(None)
+    return out
 
 
 def _boxes(model: Any, dev: torch.device, size: int, records: Sequence[ImageRecord],
-           imgs: Sequence[np.ndarray]) -> list[Annotations]:
-    """One batch through the network (``imgs`` from :func:`decode`), boxes back in each record's frame."""
+           imgs: Sequence[np.ndarray | None]) -> list[Annotations | None]:
+    """One batch through the network (``imgs`` from :func:`decode`), boxes back in each record's
+    frame; None for an image :func:`decode` could not read."""
+    if any(im is None for im in imgs):
+        ok = [i for i, im in enumerate(imgs) if im is not None]
+        got = iter(_boxes(model, dev, size, [records[i] for i in ok], [imgs[i] for i in ok]))
+        keep = set(ok)
+        return [next(got) if i in keep else None for i in range(len(imgs))]
     if not len(imgs):
         return []
     x = list(torch.from_numpy(np.stack(imgs)).to(dev).float().div_(255.0)[:, None])  # one op for the batch
@@ -82,13 +97,14 @@ def predict_decoded(model_or_checkpoint, records: Sequence[ImageRecord], images:
 
 
 def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int = 16, device: str = "cpu",
-            progress: bool = False, runtime: str = "torch") -> list[Annotations]:
+            progress: bool = False, runtime: str = "torch", skip_unreadable: bool = False) -> list[Annotations | None]:
     """Predict every record; boxes are absolute ``xyxy`` in the record's ``width`` x ``height``.
 
     Class ids are the checkpoint's; map them with ``Checkpoint.class_map`` when the dataset orders
     its classes differently. Images of the next batch are decoded in a background thread while
     the current one runs. ``runtime``: ``torch``, or ``onnx`` (the network on ONNX Runtime, the
-    post-processing in torch: :mod:`.runtime`; the same boxes to about 1e-5).
+    post-processing in torch: :mod:`.runtime`; the same boxes to about 1e-5). An image that cannot
+    be read stops it (:class:`InputError`), or with ``skip_unreadable`` gets None in its place.
     """
     model, size = _as_model(model_or_checkpoint)
     dev = resolve_device(device)
@@ -100,7 +116,7 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
     batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
     try:
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
-            nxt = pool.submit(decode, batches[0], size) if batches else None
+            nxt = pool.submit(decode, batches[0], size, skip_unreadable) if batches else None
             # progress counts images (a batch is predicted when its first image comes up)
             for i in track(range(len(records)), description="predicting images", total=len(records),
                            enabled=progress):
@@ -108,7 +124,7 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
                     continue
                 bi = i // batch_size
                 imgs = nxt.result()
-                nxt = pool.submit(decode, batches[bi + 1], size) if bi + 1 < len(batches) else None
+                nxt = pool.submit(decode, batches[bi + 1], size, skip_unreadable) if bi + 1 < len(batches) else None
                 out += _boxes(run, dev, size, batches[bi], imgs)
     finally:
         if was_training:
@@ -116,6 +132,7 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
     return out
 
 
-def remap_classes(anns: Sequence[Annotations], mapping: np.ndarray) -> list[Annotations]:
-    """Change class ids by ``mapping[old_id] = new_id``."""
-    return [Annotations(a.xyxy, mapping[a.class_id] if len(a) else a.class_id, a.confidence) for a in anns]
+def remap_classes(anns: Sequence[Annotations | None], mapping: np.ndarray) -> list[Annotations | None]:
+    """Change class ids by ``mapping[old_id] = new_id`` (None stays None)."""
+    return [None if a is None else Annotations(a.xyxy, mapping[a.class_id] if len(a) else a.class_id, a.confidence)
+            for a in anns]

@@ -155,13 +155,21 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
                          f"cvcurate train {shell_arg(name)} --folds 5 --init {shell_arg(str(model))} "
                          f"(out-of-fold), or without --folds for one checkpoint") from None
     inside = in_sample(ckpt, labels)
-    anns = remap_classes(run_predict(eng, ckpt, labels.records, batch_size, device, progress=True, runtime=runtime),
-                         mapping)
+    # an image that cannot be read (gone, truncated) gets no predictions and a note, instead of
+    # stopping the run at it and losing the others' (score lists it as unreadable)
+    anns = remap_classes(run_predict(eng, ckpt, labels.records, batch_size, device, progress=True, runtime=runtime,
+                                     skip_unreadable=True), mapping)
+    unread = [r.filepath for r, a in zip(labels.records, anns) if a is None]
     store.write_detections(name, pred_field, labels.records, anns, labels.classes)
     store.append_history(name, {"action": "predict", "pred_field": pred_field, "model": str(model),
-                                "in_sample_images": inside, "images": len(labels.records), "runtime": runtime})
+                                "in_sample_images": inside, "images": len(labels.records), "runtime": runtime,
+                                "unreadable_images": len(unread)})
     notes = [in_sample_warning(str(model), inside, len(labels.records), name)] if inside else []
-    return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), f"model {model}", notes)
+    if unread:
+        notes.append(f"warning: {len(unread)} of {len(labels.records)} images could not be read and have no "
+                     f"predictions (first: {unread[0]}); 'cvcurate score {shell_arg(name)}' lists them as unreadable")
+    done = [a for a in anns if a is not None]
+    return PredictResult(pred_field, len(done), sum(len(a) for a in done), f"model {model}", notes)
 
 
 def in_sample(ckpt: Any, labels: LabelSet) -> int | None:
