@@ -331,3 +331,8 @@ def test_decide_from_the_score_runs_own_issues_csv(tmp_path, dataset_name):
     assert "1 issue(s) confirmed, 1 rejected" in r.output
     help_text = CliRunner().invoke(app, ["decide", "--help"]).output
     assert "--from-file neu_scores/issues.csv" in help_text
+    for text, words in (("issue_id,decision\n", "has its columns but no rows"),
+                        ("id,verdict\nx,confirm\n", "needs the columns issue_id and decision")):
+        (tmp_path / "d.csv").write_text(text)
+        r = CliRunner().invoke(app, ["decide", dataset_name, "--from-file", str(tmp_path / "d.csv")])
+        assert r.exit_code == 2 and words in r.output, r.output

@@ -188,12 +188,16 @@ def read_decisions(path: str | Path) -> tuple[list[str], list[str]]:
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            columns = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read decisions file {path}: {exc}") from None
-    if not rows or "issue_id" not in rows[0] or "decision" not in rows[0]:
+    if "issue_id" not in columns or "decision" not in columns:
         raise InputError(f"decisions file {path} needs the columns issue_id and decision "
                          "(issues.csv of 'cvcurate score' with a decision column added)")
+    if not rows:
+        raise InputError(f"decisions file {path} has its columns but no rows: nothing to decide")
     confirm, reject = [], []
     for n, r in enumerate(rows, start=2):
         d = (r.get("decision") or "").strip().lower()
