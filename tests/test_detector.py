@@ -144,8 +144,11 @@ def test_checkpoint_round_trip_gives_the_same_predictions(trained, tiny, tmp_pat
 
 def test_checkpoint_against_other_classes_or_architecture_is_an_input_error(trained, tmp_path):
     path = save_checkpoint(trained, tmp_path / "m.pt")
-    with pytest.raises(InputError, match="trained on classes"):
+    with pytest.raises(InputError, match=r"trained on classes .*: the dataset alone has \['scratch'\]; "
+                                         r"the checkpoint alone has \['dim'\]$"):
         load_checkpoint(path, classes=["bright", "scratch"])
+    with pytest.raises(InputError, match="no class in common$"):
+        load_checkpoint(path, classes=["1", "2"])
     with pytest.raises(InputError, match="architecture"):
         load_checkpoint(path, arch="retinanet_big")
     # same class set in another order is fine: ids are remapped

@@ -96,13 +96,15 @@ class Checkpoint:
         if set(classes) != set(self.classes) or len(classes) != len(self.classes):
             missing = [c for c in classes if c not in self.classes]
             extra = [c for c in self.classes if c not in classes]
-            detail = []
-            if missing:
-                detail.append(f"{what} has {missing} which the checkpoint does not know")
-            if extra:
-                detail.append(f"the checkpoint has {extra} which {what} does not")
+            if not missing and not extra:
+                detail = "duplicate names"
+            elif len(missing) == len(classes):
+                detail = "no class in common"
+            else:  # the differences only (the full lists are above)
+                detail = "; ".join(([f"{what} alone has {missing}"] if missing else [])
+                                   + ([f"the checkpoint alone has {extra}"] if extra else []))
             raise InputError(f"the checkpoint was trained on classes {self.classes} but {what} has "
-                             f"{list(classes)}: {'; '.join(detail) or 'duplicate names'}")
+                             f"{list(classes)}: {detail}")
 
     def class_map(self, classes: Sequence[str], what: str = "the dataset") -> np.ndarray:
         """``map[checkpoint_id] = dataset_id`` (same class set required, order may differ)."""
