@@ -37,3 +37,14 @@ def test_help_imports_neither_fiftyone_nor_torch():
                            "print(' '.join(m for m in ('fiftyone', 'torch') if m in sys.modules))"],
                           capture_output=True, text=True).stdout.strip()
     assert mods == "", f"importing the CLI imported {mods}"
+
+
+@pytest.mark.parametrize("cmd", ["split", "corrupt", "synth", "augment"])
+def test_a_negative_seed_is_refused_in_one_line(cmd, tmp_path):
+    """Every --seed takes whole numbers >= 0 (numpy refuses negative seeds with a traceback)."""
+    args = {"split": ["split", "x", "--val", "0.2"], "corrupt": ["corrupt", "x", "--out", "y"],
+            "synth": ["synth", str(tmp_path / "s"), "--images", "2"], "augment": ["augment", "x", "--dry-run"]}[cmd]
+    r = runner.invoke(app, args + ["--seed", "-1"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and "seed" in r.output, r.output
+    assert "greater than or equal to 0" in r.output or ">= 0" in r.output, r.output

@@ -17,7 +17,7 @@ def corrupt_cmd(
     name: str = typer.Argument(..., help="Dataset to copy (it is not changed)."),
     out: str = typer.Option(..., "--out", "-o", help="Name of the corrupted copy."),
     rate: float = typer.Option(0.1, "--rate", help="Fraction of images that get one error each."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same errors)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same errors)."),
     types: Optional[str] = typer.Option(
         None, "--types", help=f"Comma-separated error types [default: all: {','.join(corrupt_lib.ERROR_TYPES)}]."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Truth file to write [default: OUT_truth.json]."),

@@ -15,7 +15,7 @@ def split_cmd(
     name: str = typer.Argument(..., help="Dataset name."),
     val: float = typer.Option(..., "--val", help="Fraction of the images for val, in [0, 1)."),
     test: float = typer.Option(0.0, "--test", help="Fraction of the images for test, in [0, 1); val + test < 1."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same split."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives the same split."),
     reassign: bool = typer.Option(
         False, "--reassign", help="Assign every image again (default: images that have a split keep it; only "
         "the others are assigned, aiming at the fractions over all images)."),
