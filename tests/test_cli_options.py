@@ -40,10 +40,16 @@ def test_help_imports_neither_fiftyone_nor_torch():
 
 
 @pytest.mark.parametrize("cmd", ["split", "corrupt", "synth", "augment"])
-def test_a_negative_seed_is_refused_in_one_line(cmd, tmp_path):
+def test_a_negative_seed_is_refused_in_one_line(cmd, tmp_path, dataset_name):
     """Every --seed takes whole numbers >= 0 (numpy refuses negative seeds with a traceback)."""
+    from cvcurate import store
+    from tests import makedata as md
+
+    if cmd == "augment":  # checks the dataset first
+        store.write(md.make_labels(tmp_path / "i", n=2), dataset_name)
     args = {"split": ["split", "x", "--val", "0.2"], "corrupt": ["corrupt", "x", "--out", "y"],
-            "synth": ["synth", str(tmp_path / "s"), "--images", "2"], "augment": ["augment", "x", "--dry-run"]}[cmd]
+            "synth": ["synth", str(tmp_path / "s"), "--images", "2"],
+            "augment": ["augment", dataset_name, "--dry-run"]}[cmd]
     r = runner.invoke(app, args + ["--seed", "-1"])
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output and "seed" in r.output, r.output
