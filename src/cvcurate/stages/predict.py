@@ -84,7 +84,10 @@ def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: in
     state_dir = Path(f"{name}_kfold")
     how = (f"from {start._source}, {cfg.train.epochs} epochs" if start is not None
            else f"from scratch, {cfg.train.epochs} epochs")
-    log(f"{folds} folds of {len(labels.records)} images, each model trained {how}")
+    from ..detector.data import kfold_assign
+
+    kfold_assign(len(labels.records), folds)  # too few images: refused before the line below announces the folds
+    log(f"{len(labels.records)} images in {folds} folds, each model trained {how}")
     preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log, state_dir=state_dir, init=start)
     store.write_detections(name, pred_field, labels.records, preds, labels.classes)
     shutil.rmtree(state_dir, ignore_errors=True)
