@@ -9,7 +9,8 @@ import typer
 
 from ..errors import InputError
 from . import app
-from .common import check_ray_workers, engine_option, ray_workers_option, read_pred_field_option, say
+from .common import (check_ray_workers, engine_option, ray_workers_option, read_pred_field_option, say,
+                     wait_option)
 
 DEVICE_HELP = "cpu or cuda (cuda without a GPU falls back to the CPU with a warning)."
 
@@ -32,6 +33,7 @@ def train_cmd(
     pred_field: Optional[str] = typer.Option(None, "--pred-field", help="Field for the out-of-fold predictions "
                                              "[default: predictions_oof]."),
     field_alias: Optional[str] = typer.Option(None, "--field", hidden=True, help="Old name of --pred-field."),
+    wait: float = wait_option(),
 ) -> None:
     """Train the detector, or make out-of-fold predictions for label-error scoring.
 
@@ -55,7 +57,7 @@ def train_cmd(
 
     if folds is not None:
         res = stage.kfold(name, folds=folds, config=config, epochs=epochs, device=device, init=init,
-                          pred_field=pred_field or field_alias or "predictions_oof", log=say)
+                          pred_field=pred_field or field_alias or "predictions_oof", log=say, wait=wait)
         say(f"wrote {res.boxes} out-of-fold predicted boxes for {res.images} images to field "
             f"{res.field!r} of {name} ({folds} folds)")
         return
@@ -88,6 +90,7 @@ def predict_cmd(
     runtime: str = typer.Option("torch", "--runtime", help="torch, or onnx: the network on ONNX Runtime (CPU; "
                                 "about 1.4x faster on 2 cores, the same boxes to about 1e-5; needs "
                                 "cvcurate[onnx]), the post-processing in torch."),
+    wait: float = wait_option(),
 ) -> None:
     """Predict boxes for every image of a dataset, or import predictions made by another model.
 
@@ -109,13 +112,14 @@ def predict_cmd(
     field = pred_field or field_alias or "predictions"
     source_file = from_file or predictions_alias
     if source_file is not None:
-        res = stage.import_predictions(name, source_file, format=format, coco_gt=coco_gt, pred_field=field)
+        res = stage.import_predictions(name, source_file, format=format, coco_gt=coco_gt, pred_field=field,
+                                       wait=wait)
     else:
         if format is not None:
             raise InputError("--format applies to --from-file only")
         check_ray_workers(engine, workers)
         res = stage.predict(name, model=model, device=device, batch_size=batch_size, pred_field=field,
-                            engine=engine, workers=workers, runtime=runtime)
+                            engine=engine, workers=workers, runtime=runtime, wait=wait)
     for note in res.notes:
         say(note)
     say(f"wrote {res.boxes} predicted boxes for {res.images} images to field "

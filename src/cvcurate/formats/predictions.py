@@ -219,6 +219,21 @@ def read_yolo(path: Path, labels: LabelSet) -> list[Annotations]:
     return _finish(labels, per_image)
 
 
+def write_coco_results(path: str | Path, labels: LabelSet, anns: list[Annotations | None]) -> Path:
+    """Write predictions of the records of ``labels`` as a COCO results list (``file_name``,
+    ``category_name``, absolute ``bbox`` [x, y, w, h], ``score``): what :func:`read_coco` reads
+    back (``cvcurate predict NAME --from-file PATH --format coco``). None: no entries for that image."""
+    rows = [{"file_name": Path(r.filepath).name, "category_name": labels.classes[int(c)],
+             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(p)}
+            for r, a in zip(labels.records, anns) if a is not None
+            for b, c, p in zip(a.xyxy, a.class_id, a.confidence if a.confidence is not None else np.ones(len(a)))]
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(path)
+    return path
+
+
 def read_predictions(path: str | Path, format: str, labels: LabelSet, *,
                      coco_gt: str | Path | None = None) -> list[Annotations]:
     """Read predictions for the records of ``labels``: one :class:`Annotations` per record, in order.

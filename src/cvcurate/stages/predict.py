@@ -65,13 +65,14 @@ def training_setup(config: str | Path | None, epochs: int | None, init: str | No
 
 def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: int | None = None,
           device: str = "cpu", pred_field: str = "predictions_oof", init: str | None = None,
-          log: Log = _quiet) -> PredictResult:
+          log: Log = _quiet, wait: float = 0.0) -> PredictResult:
     """Out-of-fold predictions: every image predicted by a model trained on the other folds.
 
     ``init``: every fold fine-tunes these weights (refused when they saw any image of ``name``).
     Finished folds and the fold in training are kept in ``NAME_kfold/`` (in the working folder):
     after Ctrl-C or a kill the same command resumes after them; the folder is removed once the
-    predictions are in the store."""
+    predictions are in the store (written under the dataset's lock, waited for as predict waits:
+    when it stays busy, the finished folds are kept and the same command writes them)."""
     import shutil
 
     from ..detector.train import kfold_predict
@@ -87,9 +88,11 @@ def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: in
     from ..detector.data import kfold_assign
 
     kfold_assign(len(labels.records), folds)  # too few images: refused before the line below announces the folds
+    check_free(name, "train --folds", wait)
     log(f"{len(labels.records)} images in {folds} folds, each model trained {how}")
     preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log, state_dir=state_dir, init=start)
-    store.write_detections(name, pred_field, labels.records, preds, labels.classes)
+    with store.dataset_lock(name, "train --folds", user=store.journal.who(), wait_s=max(wait, WRITE_WAIT_S)):
+        store.write_detections(name, pred_field, labels.records, preds, labels.classes)
     shutil.rmtree(state_dir, ignore_errors=True)
     return PredictResult(pred_field, len(preds), sum(len(p) for p in preds),
                          f"{folds}-fold out-of-fold models ({how})")
@@ -130,15 +133,50 @@ def train_model(name: str, *, config: str | Path | None = None, epochs: int | No
     return TrainResult(path, len(train_set), what, float(ckpt.extra["train_seconds"]), res)
 
 
+# how long a finished prediction run waits for the dataset's lock before it writes (a score or an
+# apply that started meanwhile): long, since giving up then would throw the predictions away
+WRITE_WAIT_S = 900.0
+
+
+def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, history: dict[str, Any],
+                      wait: float) -> None:
+    """Write predictions made outside the dataset's lock under it (a score reading them meanwhile
+    would see half of them), with their history entry. A command that changes the dataset is
+    refused at once before the work (``check_free``); here, after it, the lock is waited for up to
+    ``max(wait, WRITE_WAIT_S)``; when it stays busy the predictions go to ``NAME_predictions.json``
+    (COCO results, read back by ``predict --from-file``) and the error says so: nothing is lost."""
+    from ..errors import DatasetBusyError
+
+    try:
+        with store.dataset_lock(name, "predict", user=store.journal.who(), wait_s=max(wait, WRITE_WAIT_S)):
+            store.write_detections(name, pred_field, labels.records, anns, labels.classes)
+            store.append_history(name, history)
+    except DatasetBusyError as exc:
+        from ..formats.predictions import write_coco_results
+
+        saved = write_coco_results(Path(f"{name}_predictions.json"), labels, anns)
+        raise DatasetBusyError(f"{exc}; the predictions are saved in {saved}: write them with 'cvcurate predict "
+                               f"{shell_arg(name)} --from-file {shell_arg(str(saved))} --format coco "
+                               f"--pred-field {shell_arg(pred_field)}'") from None
+
+
+def check_free(name: str, purpose: str, wait: float) -> None:
+    """Refuse (or wait ``wait`` seconds) while another command holds the dataset, before long work
+    whose result will be written under the lock."""
+    with store.dataset_lock(name, purpose, user=store.journal.who(), wait_s=wait):
+        pass
+
+
 def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
             pred_field: str = "predictions", engine: str = "local", workers: int | None = None,
-            runtime: str = "torch") -> PredictResult:
+            runtime: str = "torch", wait: float = 0.0) -> PredictResult:
     """Predict every image of ``name`` with a shipped or a user's checkpoint.
 
     ``runtime``: ``torch`` or ``onnx`` (the network on ONNX Runtime, :mod:`cvcurate.detector.runtime`).
 
     ``engine``: ``local`` (this process) or ``ray`` (``workers`` Ray actors, :mod:`cvcurate.engine`);
-    either way the predictions are written once, here, after every image is predicted."""
+    either way the predictions are written once, here, after every image is predicted, under the
+    dataset's lock (:func:`write_predictions`)."""
     from ..detector.checkpoint import load_checkpoint
     from ..detector.predict import remap_classes
     from ..engine import get_engine
@@ -158,15 +196,15 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
                          f"cvcurate train {shell_arg(name)} --folds 5 --init {shell_arg(str(model))} "
                          f"(out-of-fold), or without --folds for one checkpoint") from None
     inside = in_sample(ckpt, labels)
+    check_free(name, "predict", wait)
     # an image that cannot be read (gone, truncated) gets no predictions and a note, instead of
     # stopping the run at it and losing the others' (score lists it as unreadable)
     anns = remap_classes(run_predict(eng, ckpt, labels.records, batch_size, device, progress=True, runtime=runtime,
                                      skip_unreadable=True), mapping)
     unread = [r.filepath for r, a in zip(labels.records, anns) if a is None]
-    store.write_detections(name, pred_field, labels.records, anns, labels.classes)
-    store.append_history(name, {"action": "predict", "pred_field": pred_field, "model": str(model),
-                                "in_sample_images": inside, "images": len(labels.records), "runtime": runtime,
-                                "unreadable_images": len(unread)})
+    write_predictions(name, labels, anns, pred_field, {
+        "action": "predict", "pred_field": pred_field, "model": str(model), "in_sample_images": inside,
+        "images": len(labels.records), "runtime": runtime, "unreadable_images": len(unread)}, wait)
     notes = [in_sample_warning(str(model), inside, len(labels.records), name)] if inside else []
     if unread:
         notes.append(f"warning: {len(unread)} of {len(labels.records)} images could not be read and have no "
@@ -204,15 +242,17 @@ def in_sample_warning(model: str, inside: int, total: int, name: str) -> str:
 
 
 def import_predictions(name: str, path: str | Path, *, format: str | None, coco_gt: str | Path | None = None,
-                       pred_field: str = "predictions") -> PredictResult:
-    """Read predictions made by another model (COCO results or YOLO txt) into ``pred_field``."""
+                       pred_field: str = "predictions", wait: float = 0.0) -> PredictResult:
+    """Read predictions made by another model (COCO results or YOLO txt) into ``pred_field``
+    (under the dataset's lock, waiting ``wait`` seconds for another writer)."""
     from ..formats.predictions import FORMATS, read_predictions
 
     if format not in FORMATS:
         raise InputError(f"--from-file needs --format, one of {', '.join(FORMATS)}")
     labels = store.read(name)
     anns = read_predictions(path, format, labels, coco_gt=coco_gt)
-    store.write_detections(name, pred_field, labels.records, anns, labels.classes)
+    with store.dataset_lock(name, "predict --from-file", user=store.journal.who(), wait_s=wait):
+        store.write_detections(name, pred_field, labels.records, anns, labels.classes)
     return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), str(path))
 
 

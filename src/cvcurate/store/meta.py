@@ -312,7 +312,7 @@ def dataset_lock(target: Any, purpose: str, *, user: str | None = None, ttl_s: f
 def _take_lock(target: Any, purpose: str, *, user: str | None = None, ttl_s: float | None = None) -> DatasetLock:
     """Take the dataset's change lock; raise :class:`DatasetBusyError` at once when another
     process holds it. One lock per dataset for every cvcurate writer (score, apply, undo, decide,
-    augment).
+    augment, split, conventions --adopt, and the predictions' writes of predict and train --folds).
 
     One document per dataset in ``cvcurate_locks`` (``_id``: the dataset's id, so a rename keeps
     it), holding who (user, host, pid), ``since`` and ``expires``. Taken by one atomic upsert that
