@@ -142,3 +142,23 @@ def test_kfold_and_imported_predictions_take_the_lock(synth_dataset, monkeypatch
     assert "predictions" not in store.field_names(synth_dataset)
     stage.import_predictions(synth_dataset, tmp_path / "p.json", format="coco")  # free again: written
     assert "predictions" in store.field_names(synth_dataset)
+
+
+def test_import_into_and_delete_of_a_dataset_in_use_are_refused(synth_dataset, tmp_path):
+    from cvcurate.stages import datasets
+    from cvcurate.stages.imports import import_dataset
+    from tests import makedata as md
+
+    src = tmp_path / "more"
+    md.write_coco(src, n=2)
+    before = store.counts(synth_dataset)
+    with held(synth_dataset):
+        for call in (lambda: import_dataset(src / "annotations.json", synth_dataset),
+                     lambda: import_dataset(src / "annotations.json", synth_dataset, overwrite=True),
+                     lambda: datasets.delete(synth_dataset)):
+            with pytest.raises(DatasetBusyError, match="locked by another score"):
+                call()
+        assert store.counts(synth_dataset) == before
+    import_dataset(src / "annotations.json", synth_dataset)  # free again: merged
+    assert store.counts(synth_dataset)[0] == before[0] + 2
+    assert datasets.delete(synth_dataset) == before[0] + 2

@@ -15,7 +15,7 @@ from ..config import load_import_limits
 from ..errors import InputError, check_writable_file
 from ..formats import FORMATS, VOC_ORIGINS
 from . import app
-from .common import console, print_report
+from .common import console, print_report, wait_option
 
 FORMAT_HELP = f"Annotation format: {', '.join(FORMATS)}. Detected from the folder when omitted."
 VOC_ORIGIN_HELP = (
@@ -53,6 +53,7 @@ def import_cmd(
     config: Optional[Path] = typer.Option(
         None, "--config", "-c", help="Import limits YAML: boxes per image, label file lines and bytes, image "
         "pixels, JSON depth [default: configs/import.yaml, else built-in defaults]."),
+    wait: float = wait_option(),
 ) -> None:
     """Import a dataset into a persistent FiftyOne dataset, with a report of every bad file.
 
@@ -86,7 +87,7 @@ def import_cmd(
         include_crowd=include_crowd, class_map=class_map, merge_case=merge_case, limits=limits,
     )
     result = importer.import_dataset(path, name, options, overwrite=overwrite, report_path=report_path,
-                                     progress=True)
+                                     progress=True, wait=wait)
     print_report(result.report)
     w = result.write
     console.print(f"dataset [bold]{escape(name)}[/]: {w.added} added, {w.updated} updated, {w.unchanged} unchanged; "
@@ -164,6 +165,7 @@ def info_cmd(
 def delete_cmd(
     name: str = typer.Argument(..., help="Dataset name."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    wait: float = wait_option(),
 ) -> None:
     """Delete a dataset from the store (image files on disk are never touched).
 
@@ -172,5 +174,5 @@ def delete_cmd(
     datasets.require(name)  # fails clearly if absent
     if not yes and not typer.confirm(f"delete dataset {name!r}?"):
         raise typer.Exit(1)
-    n = datasets.delete(name)
+    n = datasets.delete(name, wait=wait)
     console.print(f"deleted dataset {escape(name)} ({n} samples); image files untouched")

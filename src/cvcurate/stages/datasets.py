@@ -87,8 +87,18 @@ def exists(name: str) -> bool:
     return store.exists(name)
 
 
-def delete(name: str) -> int:
-    """Delete dataset ``name`` (image files on disk are never touched); return its sample count."""
+def check_free(name: str, purpose: str, wait: float) -> None:
+    """Refuse (or wait ``wait`` seconds) while another command holds the dataset: before long work
+    whose result is written under the lock later, and before a delete or an overwrite (which
+    cannot hold the lock of the dataset they remove)."""
+    with store.dataset_lock(name, purpose, user=store.journal.who(), wait_s=wait):
+        pass
+
+
+def delete(name: str, wait: float = 0.0) -> int:
+    """Delete dataset ``name`` (image files on disk are never touched); return its sample count.
+    Refused while another command writes to it (a score, an apply: :func:`check_free`)."""
+    check_free(name, "delete", wait)
     return store.delete(name)
 
 

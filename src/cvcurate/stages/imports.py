@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..formats import ImportOptions
 from ..report import REJECTED, ImportReport
 from ..types import LabelSet
-from .datasets import validate_dataset_name
+from .datasets import check_free, validate_dataset_name
 
 
 @dataclass
@@ -30,6 +30,7 @@ def import_dataset(
     overwrite: bool = False,
     report_path: str | Path | None = None,
     progress: bool = False,
+    wait: float = 0.0,
 ) -> ImportResult:
     """Import ``path`` into the persistent dataset ``name``.
 
@@ -42,7 +43,8 @@ def import_dataset(
     (:func:`~cvcurate.stages.datasets.validate_dataset_name`). ``options``: the choices of
     :class:`~cvcurate.formats.base.ImportOptions` (format, split, classes, VOC origin, ...); its
     ``limits`` (default: ``configs/import.yaml``) are the caps on one file: an image over a cap is
-    rejected and reported.
+    rejected and reported. Into an existing dataset: merged under its lock (``wait`` seconds
+    waited for another writer), or with ``overwrite`` refused while another command writes to it.
     """
     validate_dataset_name(name)
     options = options if options is not None else ImportOptions()
@@ -66,7 +68,14 @@ def import_dataset(
         "summary": report.summary(),
         "settings": dict(report.settings),
     }
-    result = store.write(labels, name, overwrite=overwrite, history=history)
+    if not store.exists(name):
+        result = store.write(labels, name, overwrite=overwrite, history=history)
+    elif overwrite:  # the dataset is replaced: refused while another command writes to it
+        check_free(name, "import --overwrite", wait)
+        result = store.write(labels, name, overwrite=overwrite, history=history)
+    else:  # merged under the dataset's lock, as every writer
+        with store.dataset_lock(name, "import", user=store.journal.who(), wait_s=wait):
+            result = store.write(labels, name, overwrite=overwrite, history=history)
     report.stored = result.as_dict()
     written = report.write_json(report_path) if report_path is not None else None
     return ImportResult(labels=labels, report=report, write=result, report_path=written)

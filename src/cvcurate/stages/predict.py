@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from .. import store
 from ..errors import InputError, interrupt_leaves, shell_arg
 from ..types import LabelSet
+from .datasets import check_free
 
 Log = Callable[[str], None]
 
@@ -158,13 +159,6 @@ def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, 
         raise DatasetBusyError(f"{exc}; the predictions are saved in {saved}: write them with 'cvcurate predict "
                                f"{shell_arg(name)} --from-file {shell_arg(str(saved))} --format coco "
                                f"--pred-field {shell_arg(pred_field)}'") from None
-
-
-def check_free(name: str, purpose: str, wait: float) -> None:
-    """Refuse (or wait ``wait`` seconds) while another command holds the dataset, before long work
-    whose result will be written under the lock."""
-    with store.dataset_lock(name, purpose, user=store.journal.who(), wait_s=wait):
-        pass
 
 
 def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
