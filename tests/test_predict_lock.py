@@ -162,3 +162,15 @@ def test_import_into_and_delete_of_a_dataset_in_use_are_refused(synth_dataset, t
     import_dataset(src / "annotations.json", synth_dataset)  # free again: merged
     assert store.counts(synth_dataset)[0] == before[0] + 2
     assert datasets.delete(synth_dataset) == before[0] + 2
+
+
+def test_corrupt_does_not_replace_a_dataset_in_use(synth_dataset, dataset_name):
+    from cvcurate.stages.corrupt import corrupt
+
+    out = dataset_name + "_noisy"
+    corrupt(synth_dataset, out, rate=0.5, seed=0)
+    with held(out):
+        with pytest.raises(DatasetBusyError, match="locked by another score"):
+            corrupt(synth_dataset, out, rate=0.5, seed=1, overwrite=True)
+    corrupt(synth_dataset, out, rate=0.5, seed=1, overwrite=True)  # free again: replaced
+    store.delete(out)

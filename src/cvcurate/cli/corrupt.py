@@ -9,7 +9,7 @@ import typer
 
 from .. import corrupt as corrupt_lib
 from . import app
-from .common import say
+from .common import say, wait_option
 
 
 @app.command("corrupt")
@@ -22,6 +22,7 @@ def corrupt_cmd(
         None, "--types", help=f"Comma-separated error types [default: all: {','.join(corrupt_lib.ERROR_TYPES)}]."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Truth file to write [default: OUT_truth.json]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    wait: float = wait_option(),
 ) -> None:
     """Inject known label errors into a copy of a dataset and write a truth file.
 
@@ -41,7 +42,7 @@ def corrupt_cmd(
         from ..errors import check_writable_file
 
         check_writable_file(truth, "--truth")
-    run = corrupt(name, out, rate=rate, seed=seed, types=type_list, truth=truth, overwrite=overwrite)
+    run = corrupt(name, out, rate=rate, seed=seed, types=type_list, truth=truth, overwrite=overwrite, wait=wait)
     result = run.result
     by_type = ", ".join(f"{k} {v}" for k, v in result.by_type().items())
     say(f"{out}: {len(result.errors)} errors injected into {run.images} images ({by_type}); "
