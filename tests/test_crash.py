@@ -486,3 +486,28 @@ def test_database_killed_during_apply_then_recovered(tmp_path):
 if __name__ == "__main__":  # the roles of the lost-database test, in a process of their own
     _roles = {"build": role_build, "labels": role_labels}
     _roles[sys.argv[1]](*sys.argv[2:])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_predict_killed_while_writing_blocks_scoring_until_written_again(tmp_path, dataset_name, sig):
+    """A predictions write that died half way is never scored as if whole: score (and every other
+    writer) is refused with the command that mends it, read-only commands warn, and the same
+    predict writes the field again and closes the record."""
+    from cvcurate.synth import generate
+
+    store.write(generate(tmp_path / "s", 4, 5), dataset_name)
+    proc, flag = start(["predict", dataset_name, "--model", "synth"], tmp_path, pause="predict:journaled")
+    wait_paused(proc, flag)
+    kill(proc, sig)
+    r = cli("score", dataset_name)
+    assert r.exit_code == 2, r.output
+    assert "stopped while writing field 'predictions'" in r.output and "partly written" in r.output
+    assert f"cvcurate predict {dataset_name} --pred-field predictions" in r.output
+    r = cli("info", dataset_name)
+    assert r.exit_code == 0 and "partly written" in r.output
+    r = cli("predict", dataset_name, "--model", "synth")
+    assert r.exit_code == 0, r.output
+    assert "written again now" in r.output
+    assert not [e for e in store.journal.pending(dataset_name) if e.get("op") == "predict"]
+    r = cli("score", dataset_name, "--out", tmp_path / "sc")
+    assert r.exit_code == 0, r.output

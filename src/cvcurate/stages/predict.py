@@ -92,8 +92,8 @@ def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: in
     check_free(name, "train --folds", wait)
     log(f"{len(labels.records)} images in {folds} folds, each model trained {how}")
     preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log, state_dir=state_dir, init=start)
-    with store.dataset_lock(name, "train --folds", user=store.journal.who(), wait_s=max(wait, WRITE_WAIT_S)):
-        store.write_detections(name, pred_field, labels.records, preds, labels.classes)
+    # when the dataset stays busy, the finished folds are kept: the same command writes them
+    write_predictions(name, labels, preds, pred_field, None, wait, what="train --folds", save_on_busy=False)
     shutil.rmtree(state_dir, ignore_errors=True)
     return PredictResult(pred_field, len(preds), sum(len(p) for p in preds),
                          f"{folds}-fold out-of-fold models ({how})")
@@ -139,20 +139,31 @@ def train_model(name: str, *, config: str | Path | None = None, epochs: int | No
 WRITE_WAIT_S = 900.0
 
 
-def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, history: dict[str, Any],
-                      wait: float) -> None:
+def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, history: dict[str, Any] | None,
+                      wait: float, *, what: str = "predict", save_on_busy: bool = True, patient: bool = True) -> None:
     """Write predictions made outside the dataset's lock under it (a score reading them meanwhile
-    would see half of them), with their history entry. A command that changes the dataset is
-    refused at once before the work (``check_free``); here, after it, the lock is waited for up to
-    ``max(wait, WRITE_WAIT_S)``; when it stays busy the predictions go to ``NAME_predictions.json``
-    (COCO results, read back by ``predict --from-file``) and the error says so: nothing is lost."""
-    from ..errors import DatasetBusyError
+    would see half of them), with their history entry, journaled (a kill -9 half way leaves a
+    pending record: every other writer is refused until predictions are written again, read-only
+    commands and the gate say so). A command that changes the dataset is refused at once before
+    the work (:func:`check_free`); here, after it, the lock is waited for up to
+    ``max(wait, WRITE_WAIT_S)`` (``patient``; else ``wait``, for a write after little work); when it stays busy the predictions go to ``NAME_predictions.json``
+    (COCO results, read back by ``predict --from-file``; ``save_on_busy``) and the error says so:
+    nothing is lost."""
+    from ..errors import DatasetBusyError, pause_point
+    from . import recovery
 
     try:
-        with store.dataset_lock(name, "predict", user=store.journal.who(), wait_s=max(wait, WRITE_WAIT_S)):
+        with store.dataset_lock(name, what, user=store.journal.who(), wait_s=max(wait, WRITE_WAIT_S) if patient else wait):
+            recovery.supersede_predictions(name, pred_field)  # an earlier write of this field killed half way
+            recovery.recover(name, "predict")
+            entry = store.journal.begin(name, "predict", field=pred_field, command=what)
+            pause_point("predict:journaled")
             store.write_detections(name, pred_field, labels.records, anns, labels.classes)
             store.append_history(name, history)
+            store.journal.finish(name, entry)
     except DatasetBusyError as exc:
+        if not save_on_busy:
+            raise
         from ..formats.predictions import write_coco_results
 
         saved = write_coco_results(Path(f"{name}_predictions.json"), labels, anns)
@@ -245,8 +256,8 @@ def import_predictions(name: str, path: str | Path, *, format: str | None, coco_
         raise InputError(f"--from-file needs --format, one of {', '.join(FORMATS)}")
     labels = store.read(name)
     anns = read_predictions(path, format, labels, coco_gt=coco_gt)
-    with store.dataset_lock(name, "predict --from-file", user=store.journal.who(), wait_s=wait):
-        store.write_detections(name, pred_field, labels.records, anns, labels.classes)
+    write_predictions(name, labels, anns, pred_field, None, wait, what="predict --from-file", save_on_busy=False,
+                      patient=False)
     return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), str(path))
 
 

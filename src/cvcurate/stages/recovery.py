@@ -67,6 +67,9 @@ def warn_unfinished(name: str) -> list[str]:
             lines.append(f"note: {_a(op)} of dataset {name!r} is running ({_who(e)}): what is read now may "
                          f"change when it finishes")
             continue
+        if op == "predict":
+            lines.append(f"warning: dataset {name!r}: {_partial_predictions(name, e)}")
+            continue
         fixer = f"cvcurate score {shell_arg(name)}" if op == "score" else \
             f"any cvcurate writer on it (e.g. 'cvcurate apply {shell_arg(name)}')"
         what = ("its fields may be partly written, the review decisions it held are kept in its journal; "
@@ -168,4 +171,26 @@ def _recover_augment(name: str, e: dict[str, Any]) -> None:
            f"images stay in {body.get('out_dir')}; augment again to resume from them)")
 
 
-_RECOVER = {"apply": _recover_apply, "undo": _recover_undo, "decide": _recover_decide, "augment": _recover_augment}
+def _partial_predictions(name: str, e: dict[str, Any]) -> str:
+    return (f"the {_who(e)} stopped while writing field {e.get('field')!r}: its predictions are partly written "
+            f"(some images have the new ones, some the old or none); run 'cvcurate predict {shell_arg(name)} "
+            f"--pred-field {shell_arg(str(e.get('field')))}' (or the train --folds that made them) again first")
+
+
+def _recover_predict(name: str, e: dict[str, Any]) -> None:
+    """A predictions write killed half way cannot be taken back (the old predictions are not kept):
+    every other writer is refused until the field is written again (:func:`supersede_predictions`)."""
+    raise InputError(_partial_predictions(name, e))
+
+
+def supersede_predictions(name: str, field: str) -> None:
+    """Close the records of predictions writes of ``field`` killed half way: the caller, holding the
+    dataset's lock, is about to write the whole field again."""
+    for e in unfinished(name):
+        if e.get("op") == "predict" and e.get("field") == field:
+            store.journal.finish(name, e, store.journal.ROLLED_BACK)
+            notice(f"recovered: the {_who(e)} stopped while writing field {field!r}: written again now")
+
+
+_RECOVER = {"apply": _recover_apply, "undo": _recover_undo, "decide": _recover_decide, "augment": _recover_augment,
+            "predict": _recover_predict}
