@@ -174,3 +174,18 @@ def test_corrupt_does_not_replace_a_dataset_in_use(synth_dataset, dataset_name):
             corrupt(synth_dataset, out, rate=0.5, seed=1, overwrite=True)
     corrupt(synth_dataset, out, rate=0.5, seed=1, overwrite=True)  # free again: replaced
     store.delete(out)
+
+
+def test_predictions_are_saved_when_the_database_is_lost_at_the_write(synth_dataset, monkeypatch, tmp_path):
+    from cvcurate.errors import StoreError
+
+    monkeypatch.chdir(tmp_path)
+
+    def lost(*a, **k):
+        raise StoreError("the database at mongodb://127.0.0.1:1 is unreachable")
+
+    monkeypatch.setattr(store, "write_detections", lost)
+    with pytest.raises(StoreError, match=f"unreachable; the predictions are saved in {synth_dataset}_predictions.json"):
+        stage.predict(synth_dataset, model="synth")
+    rows = __import__("json").loads((tmp_path / f"{synth_dataset}_predictions.json").read_text())
+    assert len(rows) == 4 * 100 and {"file_name", "category_name", "bbox", "score"} <= set(rows[0])

@@ -146,30 +146,33 @@ def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, 
     pending record: every other writer is refused until predictions are written again, read-only
     commands and the gate say so). A command that changes the dataset is refused at once before
     the work (:func:`check_free`); here, after it, the lock is waited for up to
-    ``max(wait, WRITE_WAIT_S)`` (``patient``; else ``wait``, for a write after little work); when it stays busy the predictions go to ``NAME_predictions.json``
-    (COCO results, read back by ``predict --from-file``; ``save_on_busy``) and the error says so:
-    nothing is lost."""
-    from ..errors import DatasetBusyError, pause_point
+    ``max(wait, WRITE_WAIT_S)`` (``patient``; else ``wait``, for a write after little work); when
+    it stays busy, or the database is lost, the predictions go to ``NAME_predictions.json`` (COCO
+    results, read back by ``predict --from-file``; ``save_on_busy``) and the error says so: nothing
+    is lost."""
+    from ..errors import CvcurateError, pause_point
     from . import recovery
 
     try:
         with store.dataset_lock(name, what, user=store.journal.who(), wait_s=max(wait, WRITE_WAIT_S) if patient else wait):
-            recovery.supersede_predictions(name, pred_field)  # an earlier write of this field killed half way
-            recovery.recover(name, "predict")
+            # an earlier write of this field killed half way is superseded; other commands' unfinished
+            # writes are left to them (a predictions write touches no label, fix or decision)
+            recovery.supersede_predictions(name, pred_field)
             entry = store.journal.begin(name, "predict", field=pred_field, command=what)
             pause_point("predict:journaled")
             store.write_detections(name, pred_field, labels.records, anns, labels.classes)
             store.append_history(name, history)
             store.journal.finish(name, entry)
-    except DatasetBusyError as exc:
+    except CvcurateError as exc:  # busy for too long, or the database lost: the work is kept in a file
         if not save_on_busy:
             raise
         from ..formats.predictions import write_coco_results
 
         saved = write_coco_results(Path(f"{name}_predictions.json"), labels, anns)
-        raise DatasetBusyError(f"{exc}; the predictions are saved in {saved}: write them with 'cvcurate predict "
-                               f"{shell_arg(name)} --from-file {shell_arg(str(saved))} --format coco "
-                               f"--pred-field {shell_arg(pred_field)}'") from None
+        kept = type(exc)(f"{exc}; the predictions are saved in {saved}: write them with 'cvcurate predict "
+                         f"{shell_arg(name)} --from-file {shell_arg(str(saved))} --format coco "
+                         f"--pred-field {shell_arg(pred_field)}'")
+        raise kept from None
 
 
 def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
