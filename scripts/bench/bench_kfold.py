@@ -75,10 +75,9 @@ def main() -> int:
         all_ = evaluate(gts, preds, labels.classes)
         _, ho = holdout_split(labels, 0.2, seed=0)
         held = evaluate([gts[i] for i in ho], [preds[i] for i in ho], labels.classes)
-        rows = [{"file_name": Path(r.filepath).name, "category_name": labels.classes[int(c)],
-                 "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(p)}
-                for r in labels.records for b, c, p in zip(r.pred.xyxy, r.pred.class_id, r.pred.confidence)]
-        (args.work / "oof_predictions.json").write_text(json.dumps(rows))
+        from cvcurate.formats.predictions import write_coco_results
+
+        write_coco_results(args.work / "oof_predictions.json", labels, preds)
         res = {"command": " ".join(cmd[3:]), "seconds_this_call": seconds, "threads": os.cpu_count(),
                "map50_all": all_.map50, "map50_heldout240": held.map50, "ap50_heldout240": held.ap50,
                "ap50_all": all_.ap50, "images": len(labels.records)}
