@@ -164,8 +164,10 @@ def test_import_into_and_delete_of_a_dataset_in_use_are_refused(synth_dataset, t
     assert datasets.delete(synth_dataset) == before[0] + 2
 
 
-def test_corrupt_does_not_replace_a_dataset_in_use(synth_dataset, dataset_name):
+def test_corrupt_does_not_replace_a_dataset_in_use(synth_dataset, dataset_name, tmp_path, monkeypatch):
     from cvcurate.stages.corrupt import corrupt
+
+    monkeypatch.chdir(tmp_path)  # its truth file goes to the working folder
 
     out = dataset_name + "_noisy"
     corrupt(synth_dataset, out, rate=0.5, seed=0)
