@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import formats, store
 from ..errors import InputError
@@ -68,14 +70,14 @@ def import_dataset(
         "summary": report.summary(),
         "settings": dict(report.settings),
     }
-    if not store.exists(name):
-        result = store.write(labels, name, overwrite=overwrite, history=history)
-    elif overwrite:  # the dataset is replaced: refused while another command writes to it
+    guard: Any = contextlib.nullcontext()  # a new dataset: nobody else can be writing to it
+    existing = store.exists(name)
+    if existing and overwrite:  # replaced: refused while another command writes to it
         check_free(name, "import --overwrite", wait)
+    elif existing:  # merged under the dataset's lock, as every writer
+        guard = store.dataset_lock(name, "import", user=store.journal.who(), wait_s=wait)
+    with guard:
         result = store.write(labels, name, overwrite=overwrite, history=history)
-    else:  # merged under the dataset's lock, as every writer
-        with store.dataset_lock(name, "import", user=store.journal.who(), wait_s=wait):
-            result = store.write(labels, name, overwrite=overwrite, history=history)
     report.stored = result.as_dict()
     written = report.write_json(report_path) if report_path is not None else None
     return ImportResult(labels=labels, report=report, write=result, report_path=written)
