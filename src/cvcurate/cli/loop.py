@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from . import app
-from .common import console, esc, read_pred_field_option, say, serve_app
+from .common import console, esc, read_pred_field_option, say, serve_app, wait_option
 
 
 @app.command("export")
@@ -35,6 +35,7 @@ def export_cmd(
                                             "relative writes no path:, so train:/val: are relative to data.yaml "
                                             "(the folder can move; give Ultralytics data.yaml's path). "
                                             "[default: absolute]"),
+    wait: float = wait_option(),
 ) -> None:
     """Export the dataset as it stands after applied fixes, with a versioned manifest.json.
 
@@ -52,7 +53,10 @@ def export_cmd(
     place, and what a killed export left there is removed by the next export to OUT).
     --overwrite replaces only an earlier export (a folder with cvcurate's manifest.json) that
     holds none of the dataset's images and is not, holds not and lies not inside a folder the
-    dataset was imported from.
+    dataset was imported from. The dataset is read under its lock: an apply, undo, decide,
+    augment or split running meanwhile is waited for (--wait) or the export is refused, so no
+    export holds half of a change; a running score or predict (which change nothing exported)
+    is not waited for.
 
     Examples:
 
@@ -66,7 +70,7 @@ def export_cmd(
 
     res = export(name, out, format=format, split=split, exclude_tags=exclude_tag,
                  include_augmented=include_augmented, media=media, overwrite=overwrite, progress=True,
-                 voc_origin=voc_origin, yolo_path=yolo_path, log=say)
+                 voc_origin=voc_origin, yolo_path=yolo_path, log=say, wait=wait)
     left = ", ".join(f"{n} by {k}" for k, n in res.excluded.items())
     console.print(f"exported [bold]{esc(name)}[/] as {res.format}: {res.images} images, {res.boxes} boxes "
                   f"to {esc(res.out)}" + (f" ({esc(left)} left out)" if left else ""))

@@ -33,6 +33,9 @@ from ..names import AUGMENT_FIELD, AUGMENTED_TAG, Attr  # the tag and field: wri
 from ..types import LabelSet
 
 STALE_AFTER_S = 24 * 3600  # a leftover whose writer cannot be checked (another host) is stale after a day
+# writers that never change what an export reads (the given boxes, classes, splits, tags of kept or
+# left-out samples, augment provenance): while one of them holds the dataset an export reads anyway
+READ_SAFE_WRITERS = ("score", "predict", "train --folds", "predict --from-file")
 
 
 @dataclass
@@ -353,15 +356,34 @@ def _settings(format: str, voc_origin: int | str | None, yolo_path: str | None) 
     return {}
 
 
+def _read_guard(name: str, wait: float) -> Any:
+    """The dataset's lock for an export's reads (two of them: labels, then tags), so that none of
+    it is read half way through another command's change; waited for ``wait`` seconds, else
+    :class:`~cvcurate.errors.DatasetBusyError` naming the holder. A holder in
+    :data:`READ_SAFE_WRITERS` (a score or predict: hours, and nothing an export reads) is not
+    waited for: the export reads beside it."""
+    import contextlib
+
+    holder = store.lock_holder(name)
+    if holder is not None and holder.get("purpose") in READ_SAFE_WRITERS:
+        return contextlib.nullcontext()
+    return store.dataset_lock(name, "export", user=store.journal.who(), wait_s=wait)
+
+
 def export(name: str, out: str | Path, *, format: str, split: str | None = None,
            exclude_tags: Sequence[str] = (), include_augmented: bool = True, media: str = "copy",
            overwrite: bool = False, progress: bool = False, voc_origin: int | str | None = None,
-           yolo_path: str | None = None, log: Callable[[str], None] | None = None) -> ExportResult:
+           yolo_path: str | None = None, log: Callable[[str], None] | None = None,
+           wait: float = 0.0) -> ExportResult:
     """Write dataset ``name`` to ``out`` in ``format``, with ``manifest.json``. ``voc_origin``
     (VOC: 0, the default, or 1) and ``yolo_path`` (YOLO: ``absolute``, the default, or
     ``relative``): see :mod:`cvcurate.formats.writers`. ``log`` gets the lines saying which
     leftovers of killed exports were removed and what was not plain (a YOLO export without val
-    images; also in :attr:`ExportResult.notes`) (default: stderr)."""
+    images; also in :attr:`ExportResult.notes`) (default: stderr).
+
+    The dataset is read under its lock (:func:`_read_guard`): an apply, undo, decide, augment,
+    split or conventions --adopt running meanwhile is waited for (``wait`` seconds) or the export
+    is refused, so an export never holds half of a change set."""
     if format not in EXPORT_FORMATS:
         raise InputError(f"unknown --format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
     settings = _settings(format, voc_origin, yolo_path)
@@ -372,8 +394,9 @@ def export(name: str, out: str | Path, *, format: str, split: str | None = None,
     from .recovery import warn_unfinished
 
     warn_unfinished(name)  # a half-written apply or score: said before the data goes out
-    labels = store.read(name)
-    tags = store.sample_values(name, ["tags", AUGMENT_FIELD])
+    with _read_guard(name, wait):
+        labels = store.read(name)
+        tags = store.sample_values(name, ["tags", AUGMENT_FIELD])
     by_id = {sid: (set(t or []), aug) for sid, t, aug in zip(tags["id"], tags["tags"], tags[AUGMENT_FIELD])}
     excluded = {"split": 0, "tag": 0, "augmented": 0}
     keep = []
