@@ -79,6 +79,21 @@ def predictions(ds: str, labels) -> list:
     return preds
 
 
+def thin(preds: list, max_boxes: int, min_conf: float) -> list:
+    """Fewer predictions per image, as a predict keeping fewer boxes would write them."""
+    from cvcurate.types import Annotations
+
+    out = []
+    for p in preds:
+        keep = np.argsort(-p.confidence, kind="stable")
+        keep = keep[p.confidence[keep] >= min_conf]
+        if max_boxes:
+            keep = keep[:max_boxes]
+        keep = np.sort(keep)
+        out.append(Annotations(p.xyxy[keep], p.class_id[keep], confidence=p.confidence[keep]))
+    return out
+
+
 def config(spec: str):
     from cvcurate.scoring import ScoreConfig
 
@@ -119,6 +134,9 @@ def main() -> int:
     ap.add_argument("--synth-seed", type=int, default=31)
     ap.add_argument("--no-pixels", action="store_true")
     ap.add_argument("--variant", action="append", default=[], help="NAME[:KEY=VALUE,...] (repeatable)")
+    ap.add_argument("--max-boxes", type=int, default=0,
+                    help="keep only each image's N most confident predictions (0: all, as predicted)")
+    ap.add_argument("--min-conf", type=float, default=0.0, help="drop predictions below this confidence")
     args = ap.parse_args()
     from cvcurate.scoring import score
     from cvcurate.scoring.images import image_features
@@ -129,7 +147,9 @@ def main() -> int:
     for ds in args.datasets:
         images, classes = dataset(ds, args)
         given_ls = labelset(images, classes)
-        preds = predictions(ds, given_ls)
+        preds = thin(predictions(ds, given_ls), args.max_boxes, args.min_conf)
+        print(f"predictions per image: {np.mean([len(p) for p in preds]):.1f} (--max-boxes {args.max_boxes}, "
+              f"--min-conf {args.min_conf:g})")
         feats = None if args.no_pixels else image_features([r.filepath for r in given_ls.records])
         copies = [be.inject(images, classes, args.rate, s) for s in seeds]
         print(f"\n{ds}: {len(images)} images, seeds {list(seeds)}")
