@@ -346,3 +346,34 @@ def test_threshold_probability_on_the_breakpoints_equals_the_fit_on_every_confid
     q = np.r_[np.random.default_rng(0).uniform(-0.1, 1.1, 2000), conf]
     np.testing.assert_allclose(th.probability(q), iso.predict(q), atol=1e-12)
     assert len(th.grid) < len(np.unique(conf)) / 2
+
+
+def test_hopeless_predictions_dropped_only_when_asked():
+    """``min_precision``: the predictions whose fitted precision on the data is below it go before any
+    signal; the thresholds stay those fitted on all predictions; 0 (the default) keeps every one."""
+    from cvcurate.scoring.objectlab import drop_hopeless
+
+    labels, preds = random_images(n=300, seed=3)
+    # padding as a low-threshold detector makes it: far-off boxes at low confidence on every image
+    rng = np.random.default_rng(0)
+    padded = []
+    for rec, p in zip(labels.records, preds):
+        xy = rng.uniform(0, 1, (6, 2)) * [rec.width, rec.height]
+        junk = np.hstack([xy, xy + 5])
+        padded.append(Annotations(np.vstack([p.xyxy, junk]), np.r_[p.class_id, np.zeros(6, np.int64)],
+                                  confidence=np.r_[p.confidence, rng.uniform(0.01, 0.05, 6)]))
+    everyone = calibrate_thresholds(labels, padded, ObjectLabConfig())
+    kept, th = drop_hopeless(labels, padded, ObjectLabConfig(), None)
+    assert th is None and sum(map(len, kept)) == sum(map(len, padded))  # off by default: nothing dropped
+
+    cfg = ObjectLabConfig(min_precision=0.05)
+    kept, th = drop_hopeless(labels, padded, cfg, None)
+    assert (th.low, th.high) == (everyone.low, everyone.high)  # fitted on all of them
+    n_all, n_kept = sum(map(len, padded)), sum(map(len, kept))
+    assert n_kept < n_all - 6 * 250  # most of the padding went
+    for p, k in zip(padded, kept):
+        gone = np.setdiff1d(np.round(p.confidence, 12), np.round(k.confidence, 12))
+        assert (th.probability(gone) < 0.05).all() and (th.probability(k.confidence) >= 0.05).all()
+    res = objectlab_scores(labels, padded, cfg)
+    assert sum(map(len, res.overlooked)) == n_kept  # the signals saw only the kept ones
+    assert res.thresholds.low == everyone.low

@@ -10,8 +10,8 @@ labels as this script builds them (floats, no importer). Headline figures come f
 
     python scripts/bench/errors_quick.py --seeds 5 --variant base --variant rounds60:model.max_iter=60
 
-``--variant NAME[:KEY=VALUE,...]``: a configuration; keys are ``ScoreConfig`` paths below
-``calibration`` (``copies``, ``model.max_iter``, ...). Prints per variant and dataset the mean AP,
+``--variant NAME[:KEY=VALUE,...]``: a configuration; keys are ``ScoreConfig`` paths (below
+``calibration`` unless they start with ``objectlab.``, ``geometry.``, ``images.``) (``copies``, ``model.max_iter``, ...). Prints per variant and dataset the mean AP,
 recall@K per type, share of corrupted images in the queues, share of the labels as given flagged,
 expected - given, truth ECE (synthetic), and the scoring seconds.
 """
@@ -100,7 +100,7 @@ def config(spec: str):
     cfg = ScoreConfig()
     for kv in filter(None, spec.split(",")):
         k, v = kv.split("=", 1)
-        obj = cfg.calibration
+        obj = cfg if k.split(".")[0] in ("objectlab", "geometry", "images", "calibration") else cfg.calibration
         *parents, leaf = k.split(".")
         for p in parents:
             obj = getattr(obj, p)

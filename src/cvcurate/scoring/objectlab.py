@@ -126,6 +126,28 @@ def _check_inputs(labels: LabelSet, preds: Sequence[Annotations]) -> None:
             raise InputError(f"{labels.records[i].filepath}: predictions need confidences")
 
 
+def drop_hopeless(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig,
+                  thresholds: Thresholds | None) -> tuple[list[Annotations], Thresholds | None]:
+    """The predictions whose precision on this data (the isotonic fit of :func:`fit_thresholds`,
+    on all of them) reaches ``cfg.min_precision``, and the thresholds fitted on all of them (given
+    ``thresholds`` are used as they are). A detector made to keep low-confidence boxes pads each
+    image with boxes that are almost never right; they add nothing to any rule but blur the
+    features the calibration and the error model read (support, cover, any-class overlap)."""
+    if cfg.min_precision <= 0:
+        return list(preds), thresholds
+    from .signals import PredictionPairs
+    from .thresholds import fit_thresholds
+
+    th = thresholds if thresholds is not None else fit_thresholds(PredictionPairs(Batch.of(labels, preds)), cfg)
+    if th.grid is None or not len(th.grid):
+        return list(preds), th
+    out = []
+    for p in preds:
+        keep = th.probability(p.confidence) >= cfg.min_precision
+        out.append(p if keep.all() else Annotations(p.xyxy[keep], p.class_id[keep], confidence=p.confidence[keep]))
+    return out, th
+
+
 def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig | None = None,
                      *, thresholds: Thresholds | None = None, calibration: CalibrationConfig | None = None,
                      fitted: Calibration | None = None, conventions: dict[int, str] | None = None) -> ObjectLabResult:
@@ -141,6 +163,7 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
     cfg = cfg or ObjectLabConfig()
     ccfg = calibration or CalibrationConfig()
     _check_inputs(labels, preds)
+    preds, thresholds = drop_hopeless(labels, preds, cfg, thresholds)
     s = measure(Batch.of(labels, preds), cfg, thresholds)
     given = s.batch.given
     cal = fitted if fitted is not None else calibrate(labels, preds, s, s.thresholds, cfg, ccfg)

@@ -53,10 +53,13 @@ class ObjectLabConfig:
     fallback_high_quantile: float = 0.9  # when precision never reaches the target
     fallback_low_quantile: float = 0.6
     temperature: float = 0.1  # softmin pooling of box scores per image (cleanlab's default)
+    # predictions whose fitted precision on this data is below this are dropped before any signal:
+    # almost never right, they only blur the evidence of the others (0: keep all)
+    min_precision: float = 0.0
 
     def check(self) -> None:
         for name in ("alpha", "high_precision", "low_precision", "max_high_threshold", "max_low_threshold",
-                     "fallback_high_quantile", "fallback_low_quantile"):
+                     "fallback_high_quantile", "fallback_low_quantile", "min_precision"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
