@@ -7,9 +7,7 @@ score or predict changes nothing an export reads: the export goes on beside it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from cvcurate import store
 from cvcurate.errors import DatasetBusyError
 from cvcurate.stages.export import export
+from tests.test_predict_lock import held
 
 
 @pytest.fixture
@@ -27,27 +26,6 @@ def synth_dataset(tmp_path, dataset_name):
     return dataset_name
 
 
-@contextlib.contextmanager
-def held(name: str, purpose: str, seconds: float | None = None):
-    """The dataset's lock held by another holder (a thread) for ``purpose`` until the block ends,
-    or for ``seconds``."""
-    taken, stop = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.dataset_lock(name, purpose, user="colleague"):
-            taken.set()
-            stop.wait(seconds)
-
-    t = threading.Thread(target=hold, daemon=True)
-    t.start()
-    assert taken.wait(10)
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join(10)
-
-
 def _images(out) -> int:
     return len(json.loads((out / "manifest.json").read_text())["images"])
 
@@ -55,7 +33,7 @@ def _images(out) -> int:
 @pytest.mark.parametrize("purpose", ["apply", "undo", "augment", "split"])
 def test_export_is_refused_while_a_change_is_written(synth_dataset, tmp_path, purpose):
     out = tmp_path / "exp"
-    with held(synth_dataset, purpose):
+    with held(synth_dataset, purpose=purpose):
         with pytest.raises(DatasetBusyError, match=f"locked by another {purpose} .*colleague"):
             export(synth_dataset, out, format="coco")
     assert not out.exists()
@@ -65,7 +43,7 @@ def test_export_is_refused_while_a_change_is_written(synth_dataset, tmp_path, pu
 def test_export_waits_for_the_change_and_exports_after_it(synth_dataset, tmp_path):
     out = tmp_path / "exp"
     t0 = time.monotonic()
-    with held(synth_dataset, "apply", seconds=1.0):
+    with held(synth_dataset, seconds=1.0, purpose="apply"):
         res = export(synth_dataset, out, format="coco", wait=30)
     assert time.monotonic() - t0 >= 0.9  # it read after the apply let go
     assert res.images == 4 and _images(out) == 4
@@ -74,7 +52,7 @@ def test_export_waits_for_the_change_and_exports_after_it(synth_dataset, tmp_pat
 @pytest.mark.parametrize("purpose", ["score", "predict"])
 def test_export_reads_beside_a_score_or_predict(synth_dataset, tmp_path, purpose):
     out = tmp_path / "exp"
-    with held(synth_dataset, purpose):
+    with held(synth_dataset, purpose=purpose):
         res = export(synth_dataset, out, format="yolo")
     assert res.images == 4 and _images(out) == 4
 
@@ -85,7 +63,7 @@ def test_cli_export_refused_in_one_line(synth_dataset, tmp_path, monkeypatch):
     from cvcurate.cli import app
 
     monkeypatch.chdir(tmp_path)
-    with held(synth_dataset, "apply"):
+    with held(synth_dataset, purpose="apply"):
         r = CliRunner().invoke(app, ["export", synth_dataset, "--format", "voc", "--out", "exp"])
     assert r.exit_code == 2, r.output
     assert "locked by another apply" in r.output and "Traceback" not in r.output

@@ -27,13 +27,13 @@ def synth_dataset(tmp_path, dataset_name):
 
 
 @contextlib.contextmanager
-def held(name: str, seconds: float | None = None, released: list | None = None):
-    """The dataset's lock held by another holder (a thread here) until the block ends, or for
-    ``seconds`` from its start; the time it let go is appended to ``released``."""
+def held(name: str, seconds: float | None = None, released: list | None = None, purpose: str = "score"):
+    """The dataset's lock held by another holder (a thread here, a colleague's ``purpose``) until
+    the block ends, or for ``seconds`` from its start; the time it let go is appended to ``released``."""
     taken, stop = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with store.dataset_lock(name, "score", user="colleague"):
+        with store.dataset_lock(name, purpose, user="colleague"):
             taken.set()
             stop.wait(seconds)
             if released is not None:
