@@ -110,9 +110,13 @@ class Conventions:
 def find_conventions(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig | None = None,
                      adopted: dict[str, str] | None = None) -> Conventions:
     """The styles of every class of ``labels`` against the model's ``preds`` (one per record)."""
+    from .objectlab import drop_hopeless  # the predictions a score's signals see, the same here
+
     s = None
+    cfg = cfg or ObjectLabConfig()
     if labels.records and any(len(p) for p in preds):
-        s = measure(Batch.of(labels, preds), cfg or ObjectLabConfig())
+        preds, th = drop_hopeless(labels, preds, cfg, None)
+        s = measure(Batch.of(labels, preds), cfg, th)
     return conventions_from_signals(labels, s, adopted)
 
 
