@@ -483,11 +483,6 @@ def test_database_killed_during_apply_then_recovered(tmp_path):
         _stop(mongod)
 
 
-if __name__ == "__main__":  # the roles of the lost-database test, in a process of their own
-    _roles = {"build": role_build, "labels": role_labels}
-    _roles[sys.argv[1]](*sys.argv[2:])
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_predict_killed_while_writing_blocks_scoring_until_written_again(tmp_path, dataset_name, sig):
     """A predictions write that died half way is never scored as if whole: score (and every other
@@ -511,3 +506,8 @@ def test_predict_killed_while_writing_blocks_scoring_until_written_again(tmp_pat
     assert not [e for e in store.journal.pending(dataset_name) if e.get("op") == "predict"]
     r = cli("score", dataset_name, "--out", tmp_path / "sc")
     assert r.exit_code == 0, r.output
+
+
+if __name__ == "__main__":  # the roles of the lost-database test, in a process of their own
+    _roles = {"build": role_build, "labels": role_labels}
+    _roles[sys.argv[1]](*sys.argv[2:])

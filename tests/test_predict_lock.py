@@ -8,6 +8,7 @@ lock stays busy, saves the predictions to a file the same command reads back: no
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 
@@ -189,5 +190,5 @@ def test_predictions_are_saved_when_the_database_is_lost_at_the_write(synth_data
     monkeypatch.setattr(store, "write_detections", lost)
     with pytest.raises(StoreError, match=f"unreachable; the predictions are saved in {synth_dataset}_predictions.json"):
         stage.predict(synth_dataset, model="synth")
-    rows = __import__("json").loads((tmp_path / f"{synth_dataset}_predictions.json").read_text())
+    rows = json.loads((tmp_path / f"{synth_dataset}_predictions.json").read_text())
     assert len(rows) == 4 * 100 and {"file_name", "category_name", "bbox", "score"} <= set(rows[0])
