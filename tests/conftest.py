@@ -13,6 +13,10 @@ os.environ["FIFTYONE_DATABASE_DIR"] = _DB_DIR
 os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["CVCURATE_PROGRESS"] = "0"
+# exported networks and their cards (predict's default runtime makes them) in a folder of the
+# test session's, never the user's ~/.cache
+_CACHE_DIR = tempfile.mkdtemp(prefix="cvcurate-test-cache-")
+os.environ["CVCURATE_CACHE"] = _CACHE_DIR
 
 import pytest  # noqa: E402
 
@@ -30,6 +34,7 @@ def _stop_database() -> None:
     except Exception:  # noqa: BLE001
         _MONGOD.kill()
     shutil.rmtree(_DB_DIR, ignore_errors=True)
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 REPO = Path(__file__).resolve().parents[1]

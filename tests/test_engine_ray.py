@@ -124,7 +124,7 @@ def test_predict_on_ray_equals_local_survives_a_killed_worker_and_an_interrupt(r
     labels = make_images(tmp_path / "images", 10, seed=3)
     store.write(labels, dataset_name)
     ckpt_path = save_checkpoint(random_checkpoint(labels.classes), tmp_path / "m.pt")
-    predict_stage.predict(dataset_name, model=str(ckpt_path), batch_size=4, pred_field="p_local")
+    predict_stage.predict(dataset_name, model=str(ckpt_path), batch_size=4, pred_field="p_local", runtime="torch")
     local = stored_preds(dataset_name, "p_local")
     assert sum(len(p) for p in local.values()) > 0
 

@@ -50,6 +50,8 @@ def held(name: str, seconds: float | None = None, released: list | None = None, 
         t.join(10)
 
 
+# the tests that stand in for the prediction work through engine.predict run the torch path; the
+# default (ONNX on the CPU) takes the same lock and write (stage.write_predictions)
 def test_predict_is_refused_before_its_work_while_another_command_writes(synth_dataset, monkeypatch):
     import cvcurate.engine as engine
 
@@ -57,7 +59,7 @@ def test_predict_is_refused_before_its_work_while_another_command_writes(synth_d
     monkeypatch.setattr(engine, "predict", lambda *a, **k: ran.append(1) or [])
     with held(synth_dataset):
         with pytest.raises(DatasetBusyError, match="locked by another score .*colleague"):
-            stage.predict(synth_dataset, model="synth")
+            stage.predict(synth_dataset, model="synth", runtime="torch")
     assert not ran  # refused before predicting anything
     assert "predictions" not in store.field_names(synth_dataset)
 
@@ -81,7 +83,7 @@ def test_predict_waits_for_a_writer_that_started_meanwhile(synth_dataset, monkey
 
     monkeypatch.setattr(engine, "predict", predict_while_a_score_starts)
     monkeypatch.setattr(store, "write_detections", write)
-    res = stage.predict(synth_dataset, model="synth")
+    res = stage.predict(synth_dataset, model="synth", runtime="torch")
     assert released and written and written[0] >= released[0]  # it waited for the lock, then wrote
     assert res.images == 4 and res.boxes > 0
     got = store.read(synth_dataset, pred_field="predictions")
@@ -109,7 +111,7 @@ def test_predictions_are_saved_when_the_lock_stays_busy(synth_dataset, monkeypat
     try:
         with pytest.raises(DatasetBusyError, match=f"saved in {synth_dataset}_predictions.json: write them with "
                                                    f"'cvcurate predict {synth_dataset} --from-file"):
-            stage.predict(synth_dataset, model="synth")
+            stage.predict(synth_dataset, model="synth", runtime="torch")
         assert "predictions" not in store.field_names(synth_dataset)
     finally:
         for ctx in holders:
@@ -117,7 +119,7 @@ def test_predictions_are_saved_when_the_lock_stays_busy(synth_dataset, monkeypat
     monkeypatch.setattr(engine, "predict", real)
     saved = tmp_path / f"{synth_dataset}_predictions.json"
     back = stage.import_predictions(synth_dataset, saved, format="coco")
-    direct = stage.predict(synth_dataset, model="synth", pred_field="again")
+    direct = stage.predict(synth_dataset, model="synth", pred_field="again", runtime="torch")
     assert back.boxes == direct.boxes
     a = store.read(synth_dataset, pred_field="predictions").records
     b = store.read(synth_dataset, pred_field="again").records

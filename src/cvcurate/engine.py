@@ -294,7 +294,7 @@ def _predictor(ckpt: Any, device: str, threads: int, runtime: str = "torch") -> 
 
 def _decoder(size: int, skip_unreadable: bool = False) -> Callable[[Any], Any]:
     """A task's setup for predict's decode stage: a shard of records -> (records, their images)."""
-    from .detector.predict import decode
+    from .detector.images import decode
 
     return lambda records: (records, decode(records, size, skip_unreadable))
 

@@ -19,15 +19,14 @@ import torch
 
 from ..config import from_dict
 from ..errors import InputError, kept
+from .card import NAMED, WEIGHTS_DIR, ClassesAndImages, resolve_model_path  # noqa: F401 - re-exported
 from .config import ModelConfig
 
 FORMAT_VERSION = 1
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-NAMED = {"default": WEIGHTS_DIR / "synth.pt", "synth": WEIGHTS_DIR / "synth.pt", "neu-det": WEIGHTS_DIR / "neu-det.pt"}
 
 
 @dataclass
-class Checkpoint:
+class Checkpoint(ClassesAndImages):
     state_dict: dict[str, torch.Tensor]
     classes: list[str]
     arch: str
@@ -43,27 +42,6 @@ class Checkpoint:
     _model: Any = field(default=None, repr=False, compare=False)
 
     _source: Path | None = field(default=None, repr=False, compare=False)  # the file it was loaded from
-
-    def train_digests(self) -> set[str] | None:
-        """Digests of the images it was trained on (:func:`~cvcurate.detector.data.image_digests`),
-        from the checkpoint or a ``<name>.train-images.txt`` beside its file; None when unknown."""
-        if self.extra.get("train_image_sha256"):
-            return set(self.extra["train_image_sha256"])
-        if self._source is not None:
-            side = self._source.with_suffix(".train-images.txt")
-            if side.is_file():
-                return {ln.strip() for ln in side.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
-        return None
-
-    def images_seen(self, paths: Sequence[str]) -> int | None:
-        """How many of the image files ``paths`` it was trained on (same bytes); None when it does
-        not say what it was trained on."""
-        from .data import image_digests
-
-        seen = self.train_digests()
-        if seen is None:
-            return None
-        return sum(d in seen for d in image_digests(paths)) if seen else 0
 
     @property
     def model_cfg(self) -> ModelConfig:
@@ -90,27 +68,6 @@ class Checkpoint:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
         d["format_version"] = FORMAT_VERSION
         return d
-
-    def check_classes(self, classes: Sequence[str], what: str = "the dataset") -> None:
-        """Raise :class:`InputError` unless ``classes`` is the checkpoint's class set (any order)."""
-        if set(classes) != set(self.classes) or len(classes) != len(self.classes):
-            missing = [c for c in classes if c not in self.classes]
-            extra = [c for c in self.classes if c not in classes]
-            if not missing and not extra:
-                detail = "duplicate names"
-            elif len(missing) == len(classes):
-                detail = "no class in common"
-            else:  # the differences only (the full lists are above)
-                detail = "; ".join(([f"{what} alone has {missing}"] if missing else [])
-                                   + ([f"the checkpoint alone has {extra}"] if extra else []))
-            raise InputError(f"the checkpoint was trained on classes {self.classes} but {what} has "
-                             f"{list(classes)}: {detail}")
-
-    def class_map(self, classes: Sequence[str], what: str = "the dataset") -> np.ndarray:
-        """``map[checkpoint_id] = dataset_id`` (same class set required, order may differ)."""
-        self.check_classes(classes, what)
-        return np.array([list(classes).index(c) for c in self.classes], dtype=np.int64)
-
 
 def _plain(v: Any) -> Any:
     """Plain Python types only (``torch.__version__`` is a str subclass, metrics may hold numpy
@@ -154,21 +111,6 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
         raise
     kept(f"checkpoint {path}")
     return path
-
-
-def resolve_model_path(name_or_path: str | Path) -> Path:
-    """``default`` / ``synth`` / ``neu-det`` (shipped weights) or a file path."""
-    key = str(name_or_path)
-    if key in NAMED:
-        p = NAMED[key]
-        if not p.is_file():
-            raise InputError(f"the shipped weights {key!r} ({p}) are missing: make them with "
-                             f"scripts/train_default.py or give a checkpoint path")
-        return p
-    p = Path(name_or_path).expanduser()
-    if not p.is_file():
-        raise InputError(f"no checkpoint at {p} (use a file path or one of {', '.join(NAMED)})")
-    return p
 
 
 def load_checkpoint(path: str | Path, *, arch: str | None = None,

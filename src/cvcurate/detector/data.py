@@ -7,7 +7,6 @@ does not need to learn from them.
 
 from __future__ import annotations
 
-import os
 import hashlib
 from pathlib import Path
 from typing import Sequence
@@ -17,33 +16,7 @@ import torch
 
 from ..errors import InputError
 from ..types import Annotations, ImageRecord, LabelSet
-
-
-def load_gray(path: str | Path, size: int, image_wh: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an image as grayscale uint8 and resize it to ``size`` x ``size`` (INTER_AREA).
-
-    When ``image_wh`` says a JPEG is at least 2x (4x, 8x) the target size, libjpeg decodes it at
-    reduced resolution directly, which is several times faster. Training and prediction both use
-    this function, so both see the same pixels.
-    """
-    import cv2
-
-    flag = cv2.IMREAD_GRAYSCALE
-    if image_wh is not None and str(path).lower().endswith((".jpg", ".jpeg")):
-        short = min(image_wh)
-        for factor, f in ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-                          (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
-            if short >= factor * size:
-                flag = f
-                break
-    if not os.path.isfile(path):  # said here, not by OpenCV's own warning on stderr
-        raise InputError(f"cannot read image {path}: no such file")
-    img = cv2.imread(str(path), flag)
-    if img is None:
-        raise InputError(f"cannot read image {path}")
-    if img.shape != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return img
+from .images import image_digests, load_gray  # noqa: F401 - their home is the torch-free module
 
 
 def scaled_boxes(rec: ImageRecord, size: int, ann: Annotations | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -150,18 +123,6 @@ def data_fingerprint(labels: LabelSet, records: Sequence[ImageRecord] | None = N
         lines.append(f"{Path(r.filepath).name}|{boxes}")
     lines.sort()
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def image_digests(paths: Sequence[str]) -> list[str]:
-    """Per image file, the first 16 hex digits of the SHA-256 of its bytes ("" when unreadable):
-    what a checkpoint remembers of its training images, so that predicting on them can be told."""
-    out = []
-    for p in paths:
-        try:
-            out.append(hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16])
-        except OSError:
-            out.append("")
-    return out
 
 
 def holdout_split(labels: LabelSet, fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:

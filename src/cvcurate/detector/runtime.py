@@ -1,13 +1,15 @@
-"""The network of a detector on ONNX Runtime, the post-processing staying in torch.
+"""The network of a torch detector on ONNX Runtime, the post-processing staying in torch.
 
 On 2 CPU cores ONNX Runtime runs the shipped FCOS's backbone and heads about 1.4x faster than
 torch (16 images of 224 px: 137 ms against 198 ms, session 33) with the same outputs to about
 1e-5. :class:`OnnxDetector` is called as the torch model is in evaluation (a list of image
 tensors in, a list of ``{"boxes", "scores", "labels"}`` out): torch's own input transform, the
 network exported to ONNX and run by ONNX Runtime, then torch's anchors, box decoding, top-k and
-NMS (torchvision's ``FCOS.postprocess_detections``) on its outputs. The export (about 2 s) is
-cached per checkpoint in ``$CVCURATE_CACHE`` (default ``~/.cache/cvcurate``)/onnx, keyed by the
-weights, the architecture and the versions of torch and the exporter.
+NMS (torchvision's ``FCOS.postprocess_detections``) on its outputs. Ray workers, which hold the
+torch model anyway, predict through it; ``cvcurate predict`` on this machine's CPU takes the
+torch-free :mod:`.lite` instead (the same export, its card cached beside it). The export (about
+2 s) is cached per checkpoint in ``$CVCURATE_CACHE`` (default ``~/.cache/cvcurate``)/onnx, keyed
+by the weights, the architecture and the versions of torch and the exporter.
 
 It needs the extra ``cvcurate[onnx]`` (onnxruntime, and onnx for the export); ``--runtime onnx``
 without it is one line and exit code 2. GPUs keep torch.
@@ -23,23 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
-
-RUNTIMES = ("torch", "onnx")
-MISSING = "--runtime onnx needs ONNX Runtime, which is not installed: install cvcurate[onnx] (pip install 'cvcurate[onnx]')"
-
-
-def check_runtime(runtime: str) -> str:
-    """``runtime`` checked: one of :data:`RUNTIMES`, and its packages importable (else one line)."""
-    runtime = (runtime or "torch").strip().lower()
-    if runtime not in RUNTIMES:
-        raise InputError(f"unknown --runtime {runtime!r}: use {' or '.join(RUNTIMES)}")
-    if runtime == "onnx":
-        import importlib.util
-
-        if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-            raise InputError(MISSING)
-    return runtime
+from .lite import MISSING, RUNTIMES, cache_dir as _cache_dir, check_runtime, session, writable  # noqa: F401 - re-exported
 
 
 class _Core(torch.nn.Module):
@@ -56,11 +42,6 @@ class _Core(torch.nn.Module):
         return out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("CVCURATE_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "cvcurate") / "onnx"
-
-
 def _key(model: torch.nn.Module, size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"config": getattr(model, "model_config", None), "size": size, "torch": torch.__version__},
@@ -69,6 +50,21 @@ def _key(model: torch.nn.Module, size: int) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:32]
+
+
+def export_onnx(model: torch.nn.Module, size: int, path: Path) -> Path:
+    """The backbone and heads of ``model`` (in evaluation) exported to ``path`` for ``size`` x ``size``
+    inputs and any batch size, unless already there; returns where it is (see :func:`writable`)."""
+    path = writable(path)
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        x = torch.zeros(2, 1, size, size)
+        with torch.no_grad():
+            torch.onnx.export(_Core(model).eval(), (model.transform(list(x))[0].tensors,), str(tmp),
+                              input_names=["x"], output_names=["cls", "reg", "ctr"], opset_version=17,
+                              dynamic_axes={k: {0: "n"} for k in ("x", "cls", "reg", "ctr")}, dynamo=False)
+        os.replace(tmp, path)  # another process exporting the same model writes the same bytes
+    return path
 
 
 _SESSIONS: "weakref.WeakKeyDictionary[torch.nn.Module, OnnxDetector]" = weakref.WeakKeyDictionary()
@@ -87,35 +83,11 @@ class OnnxDetector:
     torch's); see the module docstring."""
 
     def __init__(self, model: torch.nn.Module, size: int, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.model = model.eval()
         self.size = size
         self.threads = threads or torch.get_num_threads()
-        path = _cache_dir() / f"{_key(model, size)}.onnx"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:  # no writable cache: this process's temporary folder
-            import tempfile
-
-            path = Path(tempfile.gettempdir()) / f"cvcurate-onnx-{os.getuid() if hasattr(os, 'getuid') else 0}" / path.name
-            path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.is_file():
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            x = torch.zeros(2, 1, size, size)
-            with torch.no_grad():
-                torch.onnx.export(_Core(self.model).eval(), (self.model.transform(list(x))[0].tensors,), str(tmp),
-                                  input_names=["x"], output_names=["cls", "reg", "ctr"], opset_version=17,
-                                  dynamic_axes={k: {0: "n"} for k in ("x", "cls", "reg", "ctr")}, dynamo=False)
-            os.replace(tmp, path)  # another process exporting the same model writes the same bytes
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        # its threads must not spin after a run: torch's post-processing (and the next batch's
-        # decoding) runs on the same cores right after it
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        path = export_onnx(self.model, size, _cache_dir() / f"{_key(model, size)}.onnx")
+        self.session = session(path, self.threads)
         self._levels: dict[tuple[int, int], list[tuple[int, int]]] = {}
 
     def _level_shapes(self, h: int, w: int) -> list[tuple[int, int]]:

@@ -177,38 +177,56 @@ def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, 
 
 def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
             pred_field: str = "predictions", engine: str = "local", workers: int | None = None,
-            runtime: str = "torch", wait: float = 0.0) -> PredictResult:
+            runtime: str = "auto", wait: float = 0.0) -> PredictResult:
     """Predict every image of ``name`` with a shipped or a user's checkpoint.
 
-    ``runtime``: ``torch`` or ``onnx`` (the network on ONNX Runtime, :mod:`cvcurate.detector.runtime`).
+    ``runtime``: ``torch``, ``onnx`` (the network on ONNX Runtime: on this machine's CPU the
+    torch-free :mod:`cvcurate.detector.lite`, on Ray workers :mod:`cvcurate.detector.runtime`), or
+    ``auto`` (onnx on this machine's CPU when ONNX Runtime is installed; else, and on Ray, torch).
 
     ``engine``: ``local`` (this process) or ``ray`` (``workers`` Ray actors, :mod:`cvcurate.engine`);
     either way the predictions are written once, here, after every image is predicted, under the
     dataset's lock (:func:`write_predictions`)."""
-    from ..detector.checkpoint import load_checkpoint
-    from ..detector.predict import remap_classes
+    from ..detector.card import remap_classes
+    from ..detector.lite import check_runtime
     from ..engine import get_engine
-    from ..engine import predict as run_predict
-
-    from ..detector.runtime import check_runtime
 
     check_device(device)
-    runtime = check_runtime(runtime)
     eng = get_engine(engine, workers)
+    # auto: the torch-free ONNX path on this machine's CPU; Ray workers keep torch unless told onnx
+    runtime = check_runtime("torch" if eng.is_ray and (runtime or "auto").strip().lower() == "auto" else runtime,
+                            device)
     labels = store.read(name)
-    ckpt = load_checkpoint(model)
+    # ONNX on this machine's CPU: the torch-free path (torch is imported only the first time a
+    # checkpoint is exported); Ray workers and GPUs run the torch model
+    lite = runtime == "onnx" and device == "cpu" and not eng.is_ray
+    if lite:
+        from ..detector import lite as lite_mod
+
+        det = lite_mod.load(model)
+        card: Any = det.card
+    else:
+        from ..detector.checkpoint import load_checkpoint
+
+        card = load_checkpoint(model)
     try:
-        mapping = ckpt.class_map(labels.classes, f"dataset {name!r}")
+        mapping = card.class_map(labels.classes, f"dataset {name!r}")
     except InputError as exc:
         raise InputError(f"{exc}; for predictions on these classes, fine-tune its weights with a new head: "
                          f"cvcurate train {shell_arg(name)} --folds 5 --init {shell_arg(str(model))} "
                          f"(out-of-fold), or without --folds for one checkpoint") from None
-    inside = in_sample(ckpt, labels)
+    inside = in_sample(card, labels)
     check_free(name, "predict", wait)
     # an image that cannot be read (gone, truncated) gets no predictions and a note, instead of
     # stopping the run at it and losing the others' (score lists it as unreadable)
-    anns = remap_classes(run_predict(eng, ckpt, labels.records, batch_size, device, progress=True, runtime=runtime,
-                                     skip_unreadable=True), mapping)
+    if lite:
+        raw = lite_mod.predict_records(det, labels.records, batch_size, progress=True, skip_unreadable=True)
+    else:
+        from ..engine import predict as run_predict
+
+        raw = run_predict(eng, card, labels.records, batch_size, device, progress=True, runtime=runtime,
+                          skip_unreadable=True)
+    anns = remap_classes(raw, mapping)
     unread = [r.filepath for r, a in zip(labels.records, anns) if a is None]
     write_predictions(name, labels, anns, pred_field, {
         "action": "predict", "pred_field": pred_field, "model": str(model), "in_sample_images": inside,

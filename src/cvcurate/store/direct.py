@@ -114,6 +114,14 @@ class Handle:
     def _reload(self) -> None:  # nothing cached beyond the declarations
         pass
 
+    reload = _reload
+
+    def declares_detections(self, name: str) -> bool:
+        """Whether sample field ``name`` is declared, as FiftyOne declares a Detections field."""
+        doc = next((f for f in self._fields if f.get("name") == name), None)
+        return bool(doc) and str(doc.get("ftype", "")).endswith(".EmbeddedDocumentField") \
+            and doc.get("embedded_doc_type") == "fiftyone.core.labels.Detections"
+
     def get_field_schema(self, flat: bool = False) -> dict[str, None]:
         """The declared sample fields, keyed as FiftyOne's ``get_field_schema`` keys them (in its
         order: its defaults first, then the declared order); ``flat``: every declared path

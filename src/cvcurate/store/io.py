@@ -147,8 +147,8 @@ def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]], chunk: int
 def _raw_set_detections(ds: Any, ids: Sequence[str], field: str, anns: Sequence[Annotations | None],
                         sizes: Sequence[tuple[int, int]], classes: Sequence[str]) -> None:
     """Set a Detections field on many samples in bulk (``None`` clears it)."""
-    fo = _fo()
     if field not in ds.get_field_schema():
+        fo = _fo()
         ds.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     step = _rows_per_chunk(sum(len(a) for a in anns if a is not None), len(anns))
 
@@ -340,10 +340,18 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
 
 def write_detections(name: str, field: str, records: Sequence[ImageRecord],
                      anns: Sequence[Annotations | None], classes: Sequence[str]) -> None:
-    """Write one Detections field (predictions, fixes) for stored records, in bulk."""
-    ds = load(name)
+    """Write one Detections field (predictions, fixes) for stored records, in bulk.
+
+    Without importing FiftyOne (:mod:`.direct`) when the database allows it, the field is already
+    declared as detections and the dataset already lists every class: then nothing but the
+    samples' documents changes, which is all this does through pymongo either way."""
+    from . import direct
+
     if any(r.sample_id is None for r in records):
         raise StoreError("records must be read from the store before writing detections to it")
+    ds = direct.load(name, _TMP_PREFIX) if direct.usable() else None
+    if ds is None or not ds.declares_detections(field) or _merge_classes(get_classes(ds), classes) != get_classes(ds):
+        ds = load(name)
     with interrupt_leaves(f"field {field!r} of dataset {name!r} may be partly written: run the command again"):
         merged = _merge_classes(get_classes(ds), classes)
         if merged != get_classes(ds):

@@ -30,7 +30,9 @@ from .database import boundary
 
 
 def _dataset(target: Any) -> Any:
-    return load(target) if isinstance(target, str) else target
+    """The dataset for this module's reads and writes, which go through pymongo only (its id, name,
+    collections): without importing FiftyOne where the database allows it (``open_read``)."""
+    return open_read(target) if isinstance(target, str) else target
 
 
 def _datasets_collection(ds: Any) -> Any:
