@@ -198,6 +198,7 @@ def test_auto_runtime_is_onnx_on_the_cpu_when_installed(monkeypatch):
 
     assert check_runtime("auto") == check_runtime("") == "onnx"
     assert check_runtime("auto", "cuda") == "torch" and check_runtime("TORCH") == "torch"
+    assert check_runtime("auto", ray=True) == "torch" and check_runtime("onnx", ray=True) == "onnx"
     with pytest.raises(InputError, match="unknown --runtime 'tensorrt': use auto, torch or onnx"):
         check_runtime("tensorrt")
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)

@@ -9,6 +9,13 @@ from __future__ import annotations
 from .errors import ConfigError
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def resolve_device(device: str | None, *, fallback: bool = False) -> tuple[str, str | None]:
     """(device to use, a note saying why it differs from the one asked for, or None)."""
     device = str(device or "cpu").strip()

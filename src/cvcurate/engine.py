@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .device import cores as _cores
 from .errors import InputError, notice
 from .progress import Counter
 
@@ -117,10 +118,6 @@ def get_engine(kind: str | Engine | None = "local", workers: int | None = None) 
         except ImportError:
             raise InputError(RAY_MISSING) from None
     return Engine(kind, workers)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..device import cores
 from ..errors import InputError
 from ..types import Annotations, ImageRecord
 from .card import ClassesAndImages, resolve_model_path
@@ -45,14 +46,15 @@ def onnx_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 
 
-def check_runtime(runtime: str, device: str = "cpu") -> str:
+def check_runtime(runtime: str, device: str = "cpu", ray: bool = False) -> str:
     """``runtime`` checked and resolved: ``torch`` or ``onnx`` (one line when unknown, or onnx
-    without its packages). ``auto``: onnx on the CPU when ONNX Runtime is installed, else torch."""
+    without its packages). ``auto``: onnx on this machine's CPU when ONNX Runtime is installed;
+    else, and on Ray (its workers hold the torch model), torch."""
     runtime = (runtime or "auto").strip().lower()
     if runtime not in RUNTIMES:
         raise InputError(f"unknown --runtime {runtime!r}: use {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}")
     if runtime == "auto":
-        return "onnx" if str(device) == "cpu" and onnx_installed() else "torch"
+        return "onnx" if str(device) == "cpu" and not ray and onnx_installed() else "torch"
     if runtime == "onnx" and not onnx_installed():
         raise InputError(MISSING)
     return runtime
@@ -165,7 +167,7 @@ def load(model: str | Path, threads: int | None = None) -> "LiteDetector":
         card = _read_card(card_path, path)
         if card is None:
             raise InputError(f"could not prepare {path} for --runtime onnx (its card at {card_path} is unreadable)")
-    return LiteDetector(card, onnx_path, threads or os.cpu_count() or 1)
+    return LiteDetector(card, onnx_path, threads or cores())
 
 
 def _read_card(path: Path, source: Path) -> ModelCard | None:

@@ -40,7 +40,7 @@ def _boxes(model: Any, dev: torch.device, size: int, records: Sequence[ImageReco
         return [to_record_frame(rec, size, r["boxes"].detach().cpu().numpy(), r["scores"].detach().cpu().numpy(),
                                 r["labels"].detach().cpu().numpy()) for rec, r in zip(recs, model(x))]
 
-    return with_gaps(run, records, imgs) if len(imgs) else []
+    return with_gaps(run, records, imgs)
 
 
 def _runner(model: torch.nn.Module, size: int, dev: torch.device, runtime: str):

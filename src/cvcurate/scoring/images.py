@@ -29,13 +29,13 @@ quality 60, rescaled and brightened correlates at least 0.98. Limit: a copy crop
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from ..device import cores as _cores
 from ..progress import track
 from ..types import Issue, LabelSet
 
@@ -120,10 +120,6 @@ def _normalise(thumb: np.ndarray) -> None:
     norm[flat] = 1
     thumb /= norm
     thumb[flat] = 0
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def image_features(paths: Sequence[str], cfg: ImageConfig | None = None, progress: bool = False) -> ImageFeatures:

@@ -193,9 +193,7 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
 
     check_device(device)
     eng = get_engine(engine, workers)
-    # auto: the torch-free ONNX path on this machine's CPU; Ray workers keep torch unless told onnx
-    runtime = check_runtime("torch" if eng.is_ray and (runtime or "auto").strip().lower() == "auto" else runtime,
-                            device)
+    runtime = check_runtime(runtime, device, ray=eng.is_ray)
     labels = store.read(name)
     # ONNX on this machine's CPU: the torch-free path (torch is imported only the first time a
     # checkpoint is exported); Ray workers and GPUs run the torch model
