@@ -106,6 +106,29 @@ def test_dataset_clips_and_skips_degenerate_boxes(tmp_path):
         assert bool((b[:, 2:] > b[:, :2]).all()) and float(b.min(initial=0)) >= 0 and float(b.max(initial=0)) <= 64
 
 
+def test_quarter_turns_carry_each_box_with_its_pixels():
+    from cvcurate.detector.data import rotate90
+
+    img = np.zeros((20, 20), np.float32)
+    img[2:5, 11:17] = 1.0  # rows 2-4, columns 11-16: the box [11, 2, 17, 5]
+    box = np.array([[11, 2, 17, 5]], np.float32)
+    for clockwise in (False, True):
+        out, b = rotate90(img, box, 20, clockwise=clockwise)
+        ys, xs = np.nonzero(out)
+        assert b[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    # the dataset's turns keep every box on its bright patch
+    p_img = np.zeros((64, 64), np.uint8)
+    p_img[8:20, 40:60] = 255
+    rec = ImageRecord("x.png", 64, 64, Annotations(np.array([[40, 8, 60, 20]], float), [0]))
+    ds = DetectionDataset([rec], 64, augment=True, hflip=0, vflip=0, rot90=1.0, noise=0.05, blur=0.0, seed=3)
+    ds.cache = {0: p_img}
+    for _ in range(6):
+        x, t = ds[0]
+        x1, y1, x2, y2 = t["boxes"].numpy()[0].astype(int)
+        inside = x[0, y1:y2, x1:x2].numpy()
+        assert inside.mean() > 0.85 and (x.numpy() > 0.5).sum() <= inside.size + 5
+
+
 def test_training_reduces_the_loss(trained):
     losses = trained.extra["step_losses"]
     assert len(losses) == trained.extra["steps"] > 10

@@ -68,6 +68,9 @@ class TrainConfig:
     brightness: float = 0.15  # random +- shift of the mean, in [0, 1] intensity units
     contrast: float = 0.15  # random 1 +- factor
     scale_jitter: float = 0.25  # half of the images zoomed in/out by up to this factor (0: off)
+    rot90: float = 0.0  # probability of a quarter turn (either way) of the square frame
+    noise: float = 0.0  # half of the images get Gaussian noise of sigma up to this (in [0, 1] units)
+    blur: float = 0.0  # probability of a light Gaussian blur (sigma 0.5-1.2 px)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
     max_steps: int = 0  # stop after this many optimizer steps (0: no limit); for smoke tests
@@ -87,6 +90,11 @@ class TrainConfig:
             raise ValueError("folds must be >= 2")
         if self.finetune_epochs < 1:
             raise ValueError("finetune_epochs must be >= 1")
+        for name in ("hflip", "vflip", "rot90", "blur"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.noise <= 0.5:
+            raise ValueError(f"noise must be in [0, 0.5], got {self.noise}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1) (0: off), got {self.ema}")
 

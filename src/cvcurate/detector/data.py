@@ -40,13 +40,15 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: Sequence[ImageRecord], size: int, *, augment: bool = False,
                  hflip: float = 0.5, vflip: float = 0.5, brightness: float = 0.0, contrast: float = 0.0,
-                 scale_jitter: float = 0.0, seed: int = 0, cache: bool = True) -> None:
+                 scale_jitter: float = 0.0, rot90: float = 0.0, noise: float = 0.0, blur: float = 0.0,
+                 seed: int = 0, cache: bool = True) -> None:
         self.records = list(records)
         self.size = size
         self.augment = augment
         self.hflip, self.vflip = hflip, vflip
         self.brightness, self.contrast = brightness, contrast
         self.scale_jitter = scale_jitter
+        self.rot90, self.noise, self.blur = rot90, noise, blur
         self.rng = np.random.default_rng(seed)
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
         self.targets = [scaled_boxes(r, size) for r in self.records]
@@ -99,6 +101,15 @@ class DetectionDataset(torch.utils.data.Dataset):
             if self.rng.random() < self.vflip:
                 img = img[::-1, :]
                 boxes[:, [1, 3]] = s - boxes[:, [3, 1]]
+            if self.rng.random() < self.rot90:
+                img, boxes = rotate90(img, boxes, s, clockwise=bool(self.rng.random() < 0.5))
+            if self.rng.random() < self.blur:
+                import cv2
+
+                img = cv2.GaussianBlur(np.ascontiguousarray(img), (0, 0), float(self.rng.uniform(0.5, 1.2)))
+            if self.noise > 0 and self.rng.random() < 0.5:
+                sigma = self.rng.uniform(0.0, self.noise)
+                img = np.clip(img + self.rng.normal(0.0, sigma, img.shape).astype(np.float32), 0.0, 1.0)
             if self.contrast or self.brightness:
                 c = 1.0 + self.rng.uniform(-self.contrast, self.contrast)
                 b = self.rng.uniform(-self.brightness, self.brightness)
@@ -106,6 +117,25 @@ class DetectionDataset(torch.utils.data.Dataset):
                 img = np.clip((img - m) * c + m + b, 0.0, 1.0)
         x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None]
         return x, {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)}
+
+
+def rotate90(img: np.ndarray, boxes: np.ndarray, size: int, *, clockwise: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """A quarter turn of a ``size`` x ``size`` image and its xyxy boxes.
+
+    Counter-clockwise (``np.rot90``), the point (x, y) goes to (y, size - x); clockwise to
+    (size - y, x).
+    """
+    b = boxes.copy()
+    if clockwise:
+        out = np.rot90(img, -1)
+        b[:, 0], b[:, 2] = size - boxes[:, 3], size - boxes[:, 1]
+        b[:, 1], b[:, 3] = boxes[:, 0], boxes[:, 2]
+    else:
+        out = np.rot90(img, 1)
+        b[:, 0], b[:, 2] = boxes[:, 1], boxes[:, 3]
+        b[:, 1], b[:, 3] = size - boxes[:, 2], size - boxes[:, 0]
+    return out, b
 
 
 def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

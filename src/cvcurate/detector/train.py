@@ -183,7 +183,8 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
         raise InputError("no images to train on")
     ds = D.DetectionDataset(labels.records, mc.input_size, augment=True, hflip=tc.hflip, vflip=tc.vflip,
                             brightness=tc.brightness, contrast=tc.contrast,
-                            scale_jitter=tc.scale_jitter, seed=tc.seed)
+                            scale_jitter=tc.scale_jitter, rot90=tc.rot90, noise=tc.noise, blur=tc.blur,
+                            seed=tc.seed)
     if sum(len(t[1]) for t in ds.targets) == 0:
         raise InputError(f"none of the {len(labels.records)} training images has a usable box")
     torch.manual_seed(tc.seed)
