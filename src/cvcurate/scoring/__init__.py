@@ -32,6 +32,7 @@ import numpy as np
 from ..names import CERTAIN_TYPES, ISSUE_TYPES, LABEL_ERROR_TYPES, QUEUES  # noqa: F401  (the taxonomy, kept here)
 from ..types import Annotations, Issue, LabelSet
 from .geometry import GeometryConfig, box_issues, class_mix_issues, size_outliers, style_issues
+from .boxpixels import BoxPixels
 from .calibrate import Calibration, CalibrationConfig
 from .images import ImageConfig, ImageFeatures, image_issues
 from .objectlab import ObjectLabConfig, ObjectLabResult, Thresholds, objectlab_scores
@@ -168,8 +169,9 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
     if predictions is not None:
         ids = {n: k for k, n in enumerate(labels.classes)}
         adopted = {ids[c]: style for c, style in (conventions or {}).items() if c in ids and style}
+        pixels = BoxPixels(features.gray, features.ok) if features is not None else None
         ol = objectlab_scores(labels, predictions, cfg.objectlab, thresholds=thresholds,
-                              calibration=cfg.calibration, fitted=fitted, conventions=adopted)
+                              calibration=cfg.calibration, fitted=fitted, conventions=adopted, pixels=pixels)
         issues += ol.issues
         quality = ol.image_quality
     index = {r.filepath: i for i, r in enumerate(labels.records)}

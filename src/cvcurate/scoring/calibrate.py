@@ -427,6 +427,7 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
     sc = measure(Batch.of(copies, cpreds), ol_cfg, thresholds)
     inj = _injected_units(sc, errors)
     origin_arr = np.asarray(origin, np.int64)
+    sc.pixels = signals.pixels.take(origin_arr) if signals.pixels is not None else None
     orig = units_of(signals)
     cal = Calibration({}, copies=cfg.n_copies(n), images=len(copies.records))
     qs_all, ys_all = [], []

@@ -38,6 +38,7 @@ import numpy as np
 from ..device import cores as _cores
 from ..progress import track
 from ..types import Issue, LabelSet
+from .boxpixels import GRID, grey_map
 
 
 THUMB = 32
@@ -72,6 +73,7 @@ class ImageFeatures:
     clipped: np.ndarray  # (N,) fraction of pixels <= 2 or >= 253
     sharpness: np.ndarray  # (N,) Laplacian variance / image variance at <= 256 px (nan: flat image; 0: unreadable)
     thumb: np.ndarray  # (N, 1024) float32 unit-norm high-pass 32x32 thumbnails (zeros: flat image)
+    gray: np.ndarray  # (N, GRID, GRID) uint8 grey maps the box checks read (:mod:`.boxpixels`)
 
 
 def _read(paths: Sequence[str], lo: int, hi: int, f: ImageFeatures) -> None:
@@ -107,6 +109,7 @@ def _read(paths: Sequence[str], lo: int, hi: int, f: ImageFeatures) -> None:
             var = float(cv2.meanStdDev(small)[1][0, 0]) ** 2
             f.sharpness[i] = (float(cv2.meanStdDev(cv2.Laplacian(small, cv2.CV_16S))[1][0, 0]) ** 2 / var
                               if var > 4.0 else np.nan)
+        f.gray[i] = grey_map(img)
         t = np.float32(cv2.resize(img, (THUMB, THUMB), interpolation=cv2.INTER_AREA))
         f.thumb[i] = cv2.subtract(t, cv2.GaussianBlur(t, (0, 0), 2.0)).reshape(size)
 
@@ -133,7 +136,7 @@ def image_features(paths: Sequence[str], cfg: ImageConfig | None = None, progres
     cfg = cfg or ImageConfig()
     n = len(paths)
     f = ImageFeatures(np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n), np.zeros(n),
-                      np.zeros((n, THUMB * THUMB), np.float32))
+                      np.zeros((n, THUMB * THUMB), np.float32), np.zeros((n, GRID, GRID), np.uint8))
     if n == 0:
         return f
     step = max(1, cfg.chunk_size)

@@ -41,11 +41,12 @@ import numpy as np
 from ..names import BOX_TYPES
 from ..boxes import pair_iou
 from .batch import pairs_within
+from .boxpixels import PIXEL_FEATURES
 
 FEATURES = ("swap", "badloc", "swap_signal", "unsupported", "best_iou", "anything", "split", "merged", "n_inside",
             "ev_swap", "ev_badloc", "ev_spurious", "p_other", "p_same", "bad_iou", "has_bad_pred",
             "log_area_rel", "log_aspect_rel", "area_share", "cx", "cy", "at_border", "n_boxes", "n_same",
-            "max_iou_same", "max_iou_other", "gap_same", "class_multi", "cls")
+            "max_iou_same", "max_iou_other", "gap_same", "class_multi") + PIXEL_FEATURES + ("cls",)
 
 
 @dataclass
@@ -131,9 +132,16 @@ def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = N
     cols = [s.swap, s.badloc, s.swap_signal, s.unsupported, s.best_iou, s.anything, s.split, s.merged,
             s.n_inside, s.ev_swap, s.ev_badloc, s.ev_spurious, s.p_other, s.p_same, np.where(has_bad > 0, s.bad_iou, 0.0),
             has_bad, area_rel, aspect_rel, (w * h) / (iw * ih), cx, cy, border.astype(np.float64), n_boxes, n_same,
-            max_same, max_other, gap_same, class_multi, g.cls.astype(np.float64)]
+            max_same, max_other, gap_same, class_multi]
     x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
-    return x
+    return np.column_stack([x, pixel_features(s, g.xyxy, g.image), g.cls.astype(np.float64)])
+
+
+def pixel_features(s: Any, xyxy: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The :data:`~.boxpixels.PIXEL_FEATURES` of boxes of signals ``s`` (NaN without pixels)."""
+    if getattr(s, "pixels", None) is None:
+        return np.full((len(xyxy), len(PIXEL_FEATURES)), np.nan)
+    return s.pixels.features(xyxy, image, s.batch.width, s.batch.height)
 
 
 def _neighbours(g: Any, side: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

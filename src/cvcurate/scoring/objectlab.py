@@ -75,6 +75,7 @@ import numpy as np
 from ..errors import InputError
 from ..types import Annotations, Issue, LabelSet
 from .batch import Batch, per_image
+from .boxpixels import BoxPixels
 from .calibrate import Calibration, CalibrationConfig, calibrate
 from .issues import Probabilities, find_issues
 from .signals import ObjectLabConfig, Signals, Thresholds, measure
@@ -150,7 +151,8 @@ def drop_hopeless(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLab
 
 def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLabConfig | None = None,
                      *, thresholds: Thresholds | None = None, calibration: CalibrationConfig | None = None,
-                     fitted: Calibration | None = None, conventions: dict[int, str] | None = None) -> ObjectLabResult:
+                     fitted: Calibration | None = None, conventions: dict[int, str] | None = None,
+                     pixels: BoxPixels | None = None) -> ObjectLabResult:
     """Every signal of the predictions for every image, the calibration of each issue type on
     ``labels`` (:mod:`~cvcurate.scoring.calibrate`), and the issues whose probability reaches
     ``calibration.list_min_p``.
@@ -158,13 +160,15 @@ def objectlab_scores(labels: LabelSet, preds: Sequence[Annotations], cfg: Object
     ``thresholds``: use these instead of calibrating the confidences on ``labels``; ``fitted``: use
     this calibration instead of fitting one (to score altered copies of a dataset as the original);
     ``conventions``: class id -> adopted boxing style (``whole`` or ``pieces``), see
-    :func:`~.issues.find_issues`.
+    :func:`~.issues.find_issues`; ``pixels``: the images' grey maps, for the error models' pixel
+    features (:mod:`.boxpixels`; without them those features are unknown).
     """
     cfg = cfg or ObjectLabConfig()
     ccfg = calibration or CalibrationConfig()
     _check_inputs(labels, preds)
     preds, thresholds = drop_hopeless(labels, preds, cfg, thresholds)
     s = measure(Batch.of(labels, preds), cfg, thresholds)
+    s.pixels = pixels
     given = s.batch.given
     cal = fitted if fitted is not None else calibrate(labels, preds, s, s.thresholds, cfg, ccfg)
     issues, probs = find_issues(labels, s, cal, ccfg.list_min_p, conventions)

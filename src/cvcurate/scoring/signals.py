@@ -27,6 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from ..boxes import box_area, pair_iou
+from .boxpixels import BoxPixels
 from .batch import (Batch, FlatBoxes, image_chunks, pairs_between, pairs_within, seg_argmax,
                     seg_max, seg_reduce)
 
@@ -121,6 +122,8 @@ class Signals:
     cover: np.ndarray  # (M,) how much of a prediction a given box covers (IoU, or inside one of its class)
     # per image (N,)
     image_quality: np.ndarray  # cleanlab-style label quality, 1 clean .. 0 dirty
+    # the images' grey maps for the pixel features of boxes (:mod:`.boxpixels`); None: not read
+    pixels: BoxPixels | None = None
 
     @property
     def pred(self) -> FlatBoxes:
