@@ -81,9 +81,16 @@ def _cells(g: np.ndarray) -> np.ndarray:
 
 
 def grey_map(img: np.ndarray) -> np.ndarray:
-    """The :data:`GRID` x :data:`GRID` grey map of a uint8 image (area-resampled)."""
+    """The :data:`GRID` x :data:`GRID` grey map of a uint8 image: first reduced by whole factors
+    (OpenCV's fast box-average path; the few rows and columns beyond a multiple of the factor are
+    left out), then area-resampled to the grid. A direct non-integer reduction costs 5-10x more
+    (416 px: 311 against 64 us; 1600 x 256: 1.1 ms)."""
     import cv2
 
+    h, w = img.shape[:2]
+    ky, kx = max(1, h // GRID), max(1, w // GRID)
+    if kx > 1 or ky > 1:
+        img = cv2.resize(img[:h - h % ky, :w - w % kx], (w // kx, h // ky), interpolation=cv2.INTER_AREA)
     return cv2.resize(img, (GRID, GRID), interpolation=cv2.INTER_AREA)
 
 
