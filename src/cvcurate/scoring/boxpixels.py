@@ -22,6 +22,7 @@ the error models' boosted trees take NaN as "unknown".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,14 @@ class BoxPixels:
             out[sel] = _measure(ii, inv[sel] - lo, inner[sel], outer[sel])
         out[~self.ok[rows]] = np.nan
         return out
+
+
+def pixel_features(s: Any, xyxy: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The :data:`PIXEL_FEATURES` of boxes ``xyxy`` on images ``image`` of signals ``s``
+    (:class:`~.signals.Signals`; NaN where it has no pixels)."""
+    if getattr(s, "pixels", None) is None:
+        return np.full((len(xyxy), len(PIXEL_FEATURES)), np.nan)
+    return s.pixels.features(xyxy, image, s.batch.width, s.batch.height)
 
 
 def _cells(g: np.ndarray) -> np.ndarray:

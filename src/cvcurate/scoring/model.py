@@ -41,7 +41,7 @@ import numpy as np
 from ..names import BOX_TYPES
 from ..boxes import pair_iou
 from .batch import pairs_within
-from .boxpixels import PIXEL_FEATURES
+from .boxpixels import PIXEL_FEATURES, pixel_features
 
 FEATURES = ("swap", "badloc", "swap_signal", "unsupported", "best_iou", "anything", "split", "merged", "n_inside",
             "ev_swap", "ev_badloc", "ev_spurious", "p_other", "p_same", "bad_iou", "has_bad_pred",
@@ -136,12 +136,6 @@ def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = N
     x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
     return np.column_stack([x, pixel_features(s, g.xyxy, g.image), g.cls.astype(np.float64)])
 
-
-def pixel_features(s: Any, xyxy: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """The :data:`~.boxpixels.PIXEL_FEATURES` of boxes of signals ``s`` (NaN without pixels)."""
-    if getattr(s, "pixels", None) is None:
-        return np.full((len(xyxy), len(PIXEL_FEATURES)), np.nan)
-    return s.pixels.features(xyxy, image, s.batch.width, s.batch.height)
 
 
 def _neighbours(g: Any, side: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

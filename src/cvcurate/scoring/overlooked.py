@@ -12,8 +12,8 @@ import numpy as np
 
 from ..boxes import pair_iou
 from .batch import image_chunks, pairs_between, pairs_within, seg_max, seg_reduce
-from .boxpixels import PIXEL_FEATURES
-from .model import ModelConfig, pixel_features, _cross_folds, _fit_folds, class_stats, matched, natural_count, probability
+from .boxpixels import PIXEL_FEATURES, pixel_features
+from .model import ModelConfig, _cross_folds, _fit_folds, class_stats, matched, natural_count, probability
 from .signals import MAX_PAIRS
 
 
