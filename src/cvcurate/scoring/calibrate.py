@@ -460,7 +460,7 @@ def calibrate(labels: LabelSet, preds: Sequence[Annotations], signals: Signals, 
         rows, types, cps = injected_box_rows(sc, errors)
         # a model needs the boxes of many images (it is cross-fitted by image), not only many copies
         enough = len(signals.given) >= cfg.min_units and len(rows)
-        em = fit_model(box_features(signals, stats), rank[signals.given.image], box_features(sc, stats)[rows], types,
+        em = fit_model(box_features(signals, stats), rank[signals.given.image], box_features(sc, stats, rows), types,
                        rank[origin_arr[cps]], cfg.model, cfg.max_rate, stats) if enough else None
         if em is None:
             cal.notes.append(f"error model: too few boxes ({len(signals.given)}, needs {cfg.min_units}) or injected box "

@@ -98,10 +98,11 @@ def class_stats(s: Any) -> dict[int, tuple[float, float, float]]:
     return out
 
 
-def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = None) -> np.ndarray:
+def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = None,
+                 rows: np.ndarray | None = None) -> np.ndarray:
     """(K, F) features of the kept given boxes of signals ``s`` (:data:`FEATURES`, in order);
     ``stats``: the class statistics to describe them against (:func:`class_stats` of the
-    original dataset; default: ``s``'s own)."""
+    original dataset; default: ``s``'s own); ``rows``: only these boxes (their pixels alone are read)."""
     g = s.given
     k = len(g)
     b = s.batch
@@ -134,7 +135,8 @@ def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = N
             has_bad, area_rel, aspect_rel, (w * h) / (iw * ih), cx, cy, border.astype(np.float64), n_boxes, n_same,
             max_same, max_other, gap_same, class_multi]
     x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
-    return np.column_stack([x, pixel_features(s, g.xyxy, g.image), g.cls.astype(np.float64)])
+    rows = np.arange(k) if rows is None else np.asarray(rows, np.int64)
+    return np.column_stack([x[rows], pixel_features(s, g.xyxy[rows], g.image[rows]), g.cls[rows].astype(np.float64)])
 
 
 
