@@ -32,7 +32,8 @@ def read_pred_field_option(what: str = "Field holding the predictions", short: b
 
 
 def wait_option() -> Any:
-    """--wait SECONDS, for every command that writes to a dataset (one lock per dataset)."""
+    """--wait SECONDS, for every command that writes to a dataset, and for the readers that read it under
+    its lock (export, gate, report): one lock per dataset."""
     import typer
 
     return typer.Option(0.0, "--wait", min=0.0, max=86400.0, metavar="SECONDS",

@@ -131,6 +131,7 @@ def gate_cmd(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown report (for a pull "
                                             "request comment) here."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML (one test case per check) here."),
+    wait: float = wait_option(),
 ) -> None:
     """Pre-training quality gate for CI: exit 0 pass, 1 fail, 2 usage or input error.
 
@@ -153,7 +154,7 @@ def gate_cmd(
     for opt, p in (("--json", json_path), ("--markdown", markdown), ("--junit", junit)):
         if p is not None:
             check_writable_file(p, opt)
-    result = run_gate(target, config=config, progress=True)
+    result = run_gate(target, config=config, progress=True, wait=wait)
     style = {g.PASS: "green", g.WARN: "yellow", g.FAIL: "red"}
     for c in result.checks:
         value = "-" if c.value is None else f"{c.value:g}" if isinstance(c.value, float) else str(c.value)
@@ -176,6 +177,7 @@ def report_cmd(
                                                        "no evaluation section)"),
     top: int = typer.Option(6, "--top", min=0, help="Thumbnails of the top issues per queue."),
     pixels: bool = typer.Option(True, "--pixels/--no-pixels", help="Read the images for the brightness slices."),
+    wait: float = wait_option(),
 ) -> None:
     """Error analysis for the people who decide what to fix: one self-contained HTML page (and the
     same as Markdown and JSON) with counts per class and split, box size and aspect plots, the
@@ -187,7 +189,7 @@ def report_cmd(
     """
     from ..stages.report import report
 
-    res = report(name, out, pred_field=pred_field, top_n=top, pixels=pixels, progress=True)
+    res = report(name, out, pred_field=pred_field, top_n=top, pixels=pixels, progress=True, wait=wait)
     for line in res.left_out:
         say(f"left out: {line}")
     say(f"report of {name} ({res.images} images): {res.paths['html']} (also {res.paths['md'].name}, "

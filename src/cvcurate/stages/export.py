@@ -29,13 +29,13 @@ from .. import __version__, manifest as mf, store
 from ..errors import InputError
 from ..formats.writers import EXPORT_FORMATS, VOC_ROUNDING, YOLO_PATHS, write_export, yolo_plan
 from ..progress import track
-from ..names import AUGMENT_FIELD, AUGMENTED_TAG, Attr  # the tag and field: written by the augment stage
+from ..names import AUGMENT_FIELD, AUGMENTED_TAG, PREDICTION_WRITERS, Attr  # the tag and field: written by the augment stage
 from ..types import LabelSet
 
 STALE_AFTER_S = 24 * 3600  # a leftover whose writer cannot be checked (another host) is stale after a day
 # writers that never change what an export reads (the given boxes, classes, splits, tags of kept or
 # left-out samples, augment provenance): while one of them holds the dataset an export reads anyway
-READ_SAFE_WRITERS = ("score", "predict", "train --folds", "predict --from-file")
+READ_SAFE_WRITERS = ("score",) + PREDICTION_WRITERS
 
 
 @dataclass
@@ -362,12 +362,7 @@ def _read_guard(name: str, wait: float) -> Any:
     :class:`~cvcurate.errors.DatasetBusyError` naming the holder. A holder in
     :data:`READ_SAFE_WRITERS` (a score or predict: hours, and nothing an export reads) is not
     waited for: the export reads beside it."""
-    import contextlib
-
-    holder = store.lock_holder(name)
-    if holder is not None and holder.get("purpose") in READ_SAFE_WRITERS:
-        return contextlib.nullcontext()
-    return store.dataset_lock(name, "export", user=store.journal.who(), wait_s=wait)
+    return store.read_lock(name, "export", safe_writers=READ_SAFE_WRITERS, user=store.journal.who(), wait_s=wait)
 
 
 def export(name: str, out: str | Path, *, format: str, split: str | None = None,

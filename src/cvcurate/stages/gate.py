@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import formats, gate as g, store
 from ..errors import InputError
+from ..names import PREDICTION_WRITERS
 from ..scoring import score
 from ..scoring.images import image_features
 from ..types import RunRecord
@@ -100,22 +101,29 @@ def _reviewed_run(name: str, run: RunRecord | None) -> RunRecord | None:
         0.0, float(run.summary["expected_label_errors"]) + delta)}, info={**run.info, "reviewed": counts})
 
 
-def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
-    """The gate's input for a dataset name or a folder path (a name in the store wins)."""
+def gather(target: str | Path, *, progress: bool = False, wait: float = 0.0) -> g.GateInput:
+    """The gate's input for a dataset name or a folder path (a name in the store wins).
+
+    A stored dataset is read under its lock (:func:`cvcurate.store.read_lock`): an apply, undo,
+    decide, score, augment, split or conventions --adopt running meanwhile is waited for (``wait``
+    seconds) or the gate is refused, so the gate never judges half of a change set. A predict is
+    read beside (the gate reads no predictions). The checks run after the reads, the lock let go."""
     text = str(target)
     if store.exists(text):
-        labels = store.read(text)
+        from .recovery import warn_unfinished
         from .score import mark_augmented
 
-        mark_augmented(text, labels)
-        rec = store.read_record(text, "score")
+        with store.read_lock(text, "gate", safe_writers=PREDICTION_WRITERS, user=store.journal.who(), wait_s=wait):
+            labels = store.read(text)
+            mark_augmented(text, labels)
+            rec = store.read_record(text, "score")
+            scored, how = _scored_from_store(text, labels, rec)
+            reviewed = _reviewed_run(text, rec)
+            unfinished = [ln.split(": ", 1)[1] for ln in warn_unfinished(text)]
         issues, unreadable = _fresh_issues(labels, progress, rec)
-        scored, how = _scored_from_store(text, labels, rec)
-        from .recovery import warn_unfinished
-
         return g.GateInput(labels=labels, issues=issues, unreadable=unreadable, scored=scored,
-                           score_method=how, source=f"dataset {text}", dataset=text, run=_reviewed_run(text, rec),
-                           unfinished=[ln.split(": ", 1)[1] for ln in warn_unfinished(text)])
+                           score_method=how, source=f"dataset {text}", dataset=text, run=reviewed,
+                           unfinished=unfinished)
     path = Path(target)
     if not path.exists():
         raise InputError(f"{text} is neither a dataset in the store nor a path "
@@ -129,9 +137,10 @@ def gather(target: str | Path, *, progress: bool = False) -> g.GateInput:
                        scored=None, source=f"{report.format} folder {path.name}")
 
 
-def run_gate(target: str | Path, *, config: str | Path | None = None, progress: bool = False) -> g.GateResult:
+def run_gate(target: str | Path, *, config: str | Path | None = None, progress: bool = False,
+             wait: float = 0.0) -> g.GateResult:
     cfg = g.load_gate_config(config)  # validated before any work
-    data = gather(target, progress=progress)
+    data = gather(target, progress=progress, wait=wait)
     result = g.run_checks(data, cfg)
     if data.run is not None:  # a dataset with a score run: where its labels are worst
         from ..analysis import compute_slices, slice_table_markdown

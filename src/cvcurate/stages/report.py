@@ -17,6 +17,7 @@ import numpy as np
 from .. import store
 from ..analysis import ReportInput, make_report, pr_curves
 from ..errors import InputError, shell_arg
+from ..names import PREDICTION_WRITERS
 from ..scoring.images import image_features
 from ..types import Annotations, LabelSet
 from .score import load_score_config
@@ -61,16 +62,15 @@ def augment_plan(name: str) -> dict[str, Any] | None:
             "per_class": {r.name: {"images": int(r.new_images), "instances": int(r.new_instances)} for r in plan.rows}}
 
 
-def _evaluation(labels: LabelSet, pred_field: str, name: str | None = None) -> dict[str, Any]:
+def _evaluation(labels: LabelSet, seen: Any = None) -> dict[str, Any]:
+    """mAP and PR curves of the labels' predictions; ``seen``: the digests of the images the
+    predicting model trained on (:func:`~.predict.in_sample_digests`), for the mAP without them."""
     from ..detector.evaluate import evaluate
 
     preds = [r.pred if r.pred is not None else Annotations.empty(with_confidence=True) for r in labels.records]
     res = evaluate([r.gt for r in labels.records], preds, labels.classes)
     doc = res.to_dict()
     doc["pr_curves"] = pr_curves([r.gt for r in labels.records], preds, labels.classes)
-    from .predict import in_sample_digests
-
-    seen = in_sample_digests(name, pred_field, labels.classes) if name is not None else None
     if seen:  # the model trained on some of these images: say so, and give the mAP without them
         from ..detector.data import image_digests
 
@@ -83,17 +83,27 @@ def _evaluation(labels: LabelSet, pred_field: str, name: str | None = None) -> d
 
 
 def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: int = 6,
-           pixels: bool = True, progress: bool = False) -> ReportRun:
+           pixels: bool = True, progress: bool = False, wait: float = 0.0) -> ReportRun:
+    """The HTML/Markdown report of dataset ``name`` in ``out``. The store is read under the
+    dataset's lock (:func:`cvcurate.store.read_lock`): a command changing the dataset meanwhile is
+    waited for (``wait`` seconds) or the report is refused, so it never shows half of a change set;
+    a predict is read beside unless the report reads predictions. Pixels and charts come after."""
     from .datasets import pred_field_of
 
     pred_field = pred_field_of(name, pred_field)
+    from .predict import in_sample_digests
     from .recovery import warn_unfinished
 
-    warn_unfinished(name)
-    labels = store.read(name, pred_field=pred_field)
-    if not labels.records:
-        raise InputError(f"dataset {name!r} has no images to report on")
-    run = store.read_record(name, "score")
+    safe = () if pred_field is not None else PREDICTION_WRITERS
+    with store.read_lock(name, "report", safe_writers=safe, user=store.journal.who(), wait_s=wait):
+        warn_unfinished(name)
+        labels = store.read(name, pred_field=pred_field)
+        if not labels.records:
+            raise InputError(f"dataset {name!r} has no images to report on")
+        run = store.read_record(name, "score")
+        sources, shown = image_sources(name, labels)
+        plan = augment_plan(name)
+        seen = in_sample_digests(name, pred_field, labels.classes) if pred_field is not None else None
     issues, how = None, ""
     if run is not None:
         issues = run.issues_of(labels)
@@ -105,14 +115,13 @@ def report(name: str, out: str | Path, *, pred_field: str | None = None, top_n: 
     evaluation = None
     why_eval = f"dataset {name!r} has no predictions (run 'cvcurate predict' or 'cvcurate train --folds K')"
     if pred_field is not None:
-        evaluation = _evaluation(labels, pred_field, name)
+        evaluation = _evaluation(labels, seen)
     subtitle = f"dataset {name} ({len(labels.records)} images)" + (f", predictions {pred_field}" if pred_field else "") \
         + (f", {how}" if how else "")
-    sources, shown = image_sources(name, labels)
     inp = ReportInput(labels=labels, issues=issues, brightness=brightness, sources=sources, shown_paths=shown,
                       min_p=run.queue_min_p if run is not None else 0.0, run=run,
                       evaluation=evaluation, title=f"cvcurate report: {name}", subtitle=subtitle,
                       why_no_issues=f"dataset {name!r} was never scored (run 'cvcurate score {shell_arg(name)}')",
                       why_no_evaluation=why_eval)
-    rep, paths = make_report(inp, out, top_n=top_n, augment_plan=augment_plan(name))
+    rep, paths = make_report(inp, out, top_n=top_n, augment_plan=plan)
     return ReportRun(paths=paths, left_out=[f"{sec}: {why}" for sec, why in rep.left_out], images=len(labels.records))

@@ -29,7 +29,7 @@ from .io import (WriteResult, counts, delete_samples, delete_samples_by_path, ge
 from ..errors import DatasetBusyError
 from .meta import (DatasetLock, GuardedWrite, append_history, dataset_lock, forget_change,
                    adopted_styles, get_changes, get_conventions, get_history, get_runs, guarded_write, lock_holder,
-                   record_change, set_convention, tag_labels)
+                   read_lock, record_change, set_convention, tag_labels)
 from .runs import RunBox, RunRow, RunSpec, ViewSpec, delete_run, register_run, rewrite_rows, write_run
 from . import journal
 from .records import drop_old_records, put_record, read_record
@@ -43,7 +43,7 @@ def new_id() -> str:
     return str(ObjectId())
 
 __all__ = [
-    "DatasetBusyError", "DatasetLock", "GuardedWrite", "dataset_lock", "guarded_write", "lock_holder", "tag_labels",
+    "DatasetBusyError", "DatasetLock", "GuardedWrite", "dataset_lock", "guarded_write", "lock_holder", "read_lock", "tag_labels",
     "append_history", "GT_FIELD", "INFO_KEY", "PRED_FIELD", "_TMP_PREFIX", "_fo", "shielded", "RunBox", "RunRow", "RunSpec", "ViewSpec", "WriteResult", "delete",
     "configure_app", "count_view", "database_location", "lost_database", "delete_run", "delete_samples", "set_dict_field", "tag_samples", "exists", "field_names", "forget_change", "get_changes", "get_classes", "get_detections",
     "get_history", "get_runs", "launch_app", "list_datasets", "list_saved_views", "load", "private_database",
