@@ -90,6 +90,31 @@ def test_combined_ranking_finds_corrupted_images(scored):
     assert ap >= 0.8, ap
 
 
+def test_images_no_issue_names_are_still_ranked(scored):
+    """An image's score counts its boxes and predictions below the listing threshold too: images
+    without a listed issue are not one tie at 0, their order follows their boxes' p, and every
+    score is at least what its listed issues give (1 - prod(1 - p))."""
+    res, result = scored
+    ol = result.objectlab
+    pr, s = ol.probabilities, ol.signals
+    n = len(res.labels.records)
+    listed = np.ones(n)
+    index = {r.filepath: i for i, r in enumerate(res.labels.records)}
+    for iss in result.issues:
+        listed[index[iss.filepath]] *= 1 - iss.score
+    assert np.all(result.image_score >= 1 - listed - 1e-12)
+    named = {iss.filepath for iss in result.issues}
+    quiet = np.array([r.filepath not in named for r in res.labels.records])
+    assert quiet.sum() >= 50
+    q = result.image_score[quiet]
+    assert (q > 0).all() and len(np.unique(q)) >= 0.9 * len(q)  # ranked, not tied at 0
+    # each quiet image's score is exactly what its units below the threshold give
+    low = np.ones(n)
+    np.multiply.at(low, s.given.image, 1 - pr.best)
+    np.multiply.at(low, s.pred.image, 1 - pr.overlooked)
+    assert np.allclose(q, 1 - low[quiet])
+
+
 def test_clean_data_yields_few_issues():
     clean = grid_labels(n=300, seed=4)
     result = score(clean, predictions=weak_model_predictions(clean))

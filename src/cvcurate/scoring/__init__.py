@@ -17,7 +17,9 @@ is calibrated on the dataset being scored, with no ground truth, by injecting kn
 copies of its labels (:mod:`.calibrate`; ``docs/scoring.md``). The model-free checks are facts
 (degenerate, out-of-image boxes: p = 1) or use a shipped prior, ``p = weight x raw score``
 (``weights`` in configs/score.yaml; the raw score is kept in ``issue.data["raw"]``). An image's
-score is the probability that at least one of its issues is real, ``1 - prod(1 - p)``; a box's
+score is the probability that at least one of its issues is real, ``1 - prod(1 - p)``, the possible
+errors below the listing threshold (``list_min_p``: boxes and predictions the error models give a
+small ``p``, model-free checks below it) included, so images no issue names are still ranked; a box's
 score is the largest ``p`` of the issues that point at it. :meth:`ScoreResult.expected` sums ``p``:
 the expected number of real errors, by type, of any set of issues.
 """
@@ -144,6 +146,23 @@ def prior_probabilities(issues: Sequence[Issue], weights: dict[str, float]) -> N
         iss.score = 1.0 if iss.type in CERTAIN_TYPES else float(np.clip(weights.get(iss.type, 0.5) * iss.score, 0, 1))
 
 
+def _unlisted_clean(ol: ObjectLabResult, n: int, list_min_p: float) -> np.ndarray:
+    """(n,) per image, the probability that none of its boxes and predictions below the listing
+    threshold is a real error: ``prod(1 - p)`` over its boxes' most probable error type and its
+    candidate predictions' overlooked ``p``, each below ``list_min_p`` (those at or above it are
+    issues, counted with them). The ranking of the images no issue names is then theirs, not a
+    tie at 0."""
+    out = np.ones(n)
+    pr, s = ol.probabilities, ol.signals
+    if pr is None or s is None:
+        return out
+    for p, image in ((pr.best, s.given.image), (pr.overlooked, s.pred.image)):
+        p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
+        low = p < list_min_p
+        np.multiply.at(out, np.asarray(image, np.int64)[low], 1.0 - p[low])
+    return out
+
+
 def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
           features: ImageFeatures | None = None, cfg: ScoreConfig | None = None,
           fitted: Calibration | None = None, thresholds: Thresholds | None = None,
@@ -163,6 +182,13 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
     if features is not None:
         issues += image_issues(labels, features, cfg.images)
     prior_probabilities(issues, cfg.weights)
+    index = {r.filepath: i for i, r in enumerate(labels.records)}
+    # per image, the probability that none of its possible errors is real: the issues below the
+    # listing threshold count too (they are not listed, but they are not certainly clean either)
+    clean = np.ones(len(labels.records))
+    unlisted = [i for i in issues if not (i.score >= cfg.calibration.list_min_p or i.type in CERTAIN_TYPES)]
+    for iss in unlisted:
+        clean[index[iss.filepath]] *= 1.0 - iss.score
     issues = [i for i in issues if i.score >= cfg.calibration.list_min_p or i.type in CERTAIN_TYPES]
     quality = None
     ol = None
@@ -174,8 +200,7 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
                               calibration=cfg.calibration, fitted=fitted, conventions=adopted, pixels=pixels)
         issues += ol.issues
         quality = ol.image_quality
-    index = {r.filepath: i for i, r in enumerate(labels.records)}
-    clean = np.ones(len(labels.records))  # per image, the probability that none of its issues is real
+        clean *= _unlisted_clean(ol, len(labels.records), cfg.calibration.list_min_p)
     box_scores = [np.zeros(len(r.gt)) for r in labels.records]
     for iss in issues:
         i = index[iss.filepath]
