@@ -61,7 +61,11 @@ def dataset(ds: str, args) -> tuple[list, list[str]]:
 def predictions(ds: str, labels) -> list:
     from cvcurate.types import Annotations
 
-    key = hashlib.sha256("".join(r.filepath for r in labels.records).encode()).hexdigest()[:12]
+    from cvcurate.detector.checkpoint import NAMED
+
+    # the images and the weights that predicted them: a cache of other weights is never read
+    weights = hashlib.sha256(Path(NAMED[be.MODEL[ds]]).read_bytes()).hexdigest()
+    key = hashlib.sha256(("".join(r.filepath for r in labels.records) + weights).encode()).hexdigest()[:12]
     path = CACHE / f"preds-{ds}-{key}.npz"
     if path.is_file():
         z = np.load(path, allow_pickle=True)
