@@ -311,16 +311,11 @@ def dataset_lock(target: Any, purpose: str, *, user: str | None = None, ttl_s: f
         lock.release()
 
 
-def read_lock(target: Any, purpose: str, *, safe_writers: Sequence[str] = (), user: str | None = None,
-              wait_s: float = 0.0) -> Any:
-    """For a command that only reads (export, gate, report): the dataset's lock around its reads,
-    so that none of them lands half way through another command's change set; another holder is
-    waited for ``wait_s`` seconds, else :class:`DatasetBusyError` naming it. A holder whose purpose
-    is in ``safe_writers`` (its writes are none of what the reader reads: a predict for a reader of
-    the labels alone) is not waited for: the reader reads beside it. Hold it for the reads only,
-    not for the work on what was read."""
-    holder = lock_holder(target)
-    if holder is not None and holder.get("purpose") in safe_writers:
+def read_lock(target: Any, purpose: str, *, safe_writers: Sequence[str] = (), user: str | None = None, wait_s: float = 0.0) -> Any:
+    """A reader's (export, gate, report) hold of the lock around its reads only, so none lands half way
+    through a change set: waits ``wait_s``, else :class:`DatasetBusyError`. A holder in ``safe_writers``
+    (whose writes the reader does not read, e.g. a predict) is not waited for."""
+    if (lock_holder(target) or {}).get("purpose") in safe_writers:
         return contextlib.nullcontext()
     return dataset_lock(target, purpose, user=user, wait_s=wait_s)
 
