@@ -35,9 +35,13 @@ def test_natural_count_integrates_over_its_uncertainty_and_is_never_zero():
     assert 30 < mean2 < 50 and mean2 > mean
 
 
+# each type's own evidence column (the one its booster is monotone in)
+EV = [FEATURES.index(f) for f in ("ev_swap", "ev_badloc", "ev_spurious", "split", "merged")]
+
+
 def _toy(n_img=300, boxes=4, err=600, seed=0, natural=0, pixels=False):
-    """Units as given (feature 0 low) and injected errors of each type (feature j+1 high), scored
-    without pixels (their features unknown: NaN)."""
+    """Units as given (the evidence columns low) and injected errors of each type (its evidence
+    column high), scored without pixels (their features unknown: NaN)."""
     rng = np.random.default_rng(seed)
     f = len(FEATURES)
     x_u = rng.normal(0, 1, (n_img * boxes, f))
@@ -46,10 +50,10 @@ def _toy(n_img=300, boxes=4, err=600, seed=0, natural=0, pixels=False):
     types = rng.integers(0, len(BOX_TYPES), err)
     x_e = rng.normal(0, 1, (err, f))
     x_e[:, FEATURES.index("cls")] = rng.integers(0, 3, err)
-    x_e[np.arange(err), types] += 6.0  # each type's own feature says it
+    x_e[np.arange(err), np.array(EV)[types]] += 6.0  # each type's own evidence says it
     img_e = rng.integers(0, n_img, err)
     if natural:  # some units as given are real errors of type 0
-        x_u[:natural, 0] += 6.0
+        x_u[:natural, EV[0]] += 6.0
     if not pixels:
         px = [FEATURES.index(k) for k in PIXEL_FEATURES]
         x_u[:, px] = np.nan
@@ -59,7 +63,7 @@ def _toy(n_img=300, boxes=4, err=600, seed=0, natural=0, pixels=False):
 
 def test_zero_rate_type_still_ranks_injected_like_units_first_and_above_half():
     x_u, img_u, x_e, types, img_e = _toy()
-    x_u[0, 0] += 8.0  # one unit as given with strong swap-like evidence
+    x_u[0, EV[0]] += 8.0  # one unit as given with strong swap-like evidence
     m = em.fit(x_u, img_u, x_e, types, img_e, ModelConfig())
     p = m.oof["swap"]
     assert np.argmax(p) == 0 and p[0] > p[1:].max()
@@ -101,9 +105,10 @@ def test_cross_fitting_never_scores_a_unit_with_a_model_that_saw_its_image(monke
             return self.inner.predict_proba(x)
 
     monkeypatch.setattr(em, "_classifier", lambda *a: Spy(real(*a)))
-    m = em.fit(x_u, img_u, x_e, types, img_e, ModelConfig(max_iter=20))
+    cfg = ModelConfig(max_iter=20)
+    m = em.fit(x_u, img_u, x_e, types, img_e, cfg)
     assert np.isfinite(m.oof["swap"]).all()
-    assert m is not None and len(seen) == 3
+    assert m is not None and len(seen) == cfg.folds
     folds = em.fold_of(np.arange(300), 3, 0)
     assert set(folds.tolist()) == {0, 1, 2}
 
