@@ -21,7 +21,7 @@ PREDICTION_WRITERS = ("predict", "train --folds", "predict --from-file")
 # what a score run writes (stages.score declares them; review, gate, export read them)
 FIX_FIELD = "cvc_fixes"  # proposed fixes, as boxes labelled "#<box> <action> <class>" ("+ add <class>": a new box)
 SUSPECTS_FIELD = "cvc_suspects"  # the suspect boxes themselves, labelled "#<box> <issue type>"
-SCORE_FIELD = "cvc_score"  # an image's score: the probability that at least one of its issues is real
+SCORE_FIELD = "cvc_score"  # an image's score: the probability that at least one of its possible errors is real
 TOP_P_FIELD = "cvc_top_p"  # the highest p of an image's issues: an image is in a queue when it is >= queue_min_p
 REASON_FIELD = "cvc_reason"  # the top issue of the image, "type: reason", first in the App's sidebar
 ISSUES_FIELD = "cvc_issues"  # "type (score): reason", best first (for people: readers use the run's record)
