@@ -52,7 +52,7 @@ FEATURES = ("swap", "badloc", "swap_signal", "unsupported", "best_iou", "anythin
 @dataclass
 class ModelConfig:
     enabled: bool = True  # false: the per-type curves only
-    folds: int = 5  # cross-fitting folds (by image): each model trains on 4/5 of the images
+    folds: int = 3  # cross-fitting folds (by image)
     max_units: int = 8000  # boxes as given the model trains on at most (a random sample; all are scored)
     min_injected: int = 60  # injected box errors it needs (else: the curves)
     max_iter: int = 60  # boosting rounds
