@@ -171,7 +171,7 @@ class ErrorModel:
     stats: dict[int, tuple[float, float, float]]  # the original's class statistics (features of any batch use them)
     n_units: int  # boxes as given in the training data (all, not only the sample)
     n_injected: dict[str, int]  # injected errors per box type
-    natural: dict[str, float]  # expected natural count per type (posterior mean), and its sd:
+    natural: dict[str, float]  # expected natural count per type (posterior mean)
     natural_sd: dict[str, float]
     scale: dict[str, float] = field(default_factory=dict)  # per type: the odds' factor (default N / n_U)
     seconds: float = 0.0
