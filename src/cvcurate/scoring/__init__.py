@@ -186,10 +186,10 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
     # per image, the probability that none of its possible errors is real: the issues below the
     # listing threshold count too (they are not listed, but they are not certainly clean either)
     clean = np.ones(len(labels.records))
-    unlisted = [i for i in issues if not (i.score >= cfg.calibration.list_min_p or i.type in CERTAIN_TYPES)]
-    for iss in unlisted:
+    listed = [i.score >= cfg.calibration.list_min_p or i.type in CERTAIN_TYPES for i in issues]
+    for iss in (i for i, keep in zip(issues, listed) if not keep):
         clean[index[iss.filepath]] *= 1.0 - iss.score
-    issues = [i for i in issues if i.score >= cfg.calibration.list_min_p or i.type in CERTAIN_TYPES]
+    issues = [i for i, keep in zip(issues, listed) if keep]
     quality = None
     ol = None
     if predictions is not None:

@@ -191,8 +191,8 @@ class ErrorModel:
     def to_dict(self) -> dict[str, Any]:
         return {"method": "gradient-boosted classifier of injected errors against the boxes as given, cross-fitted "
                           "by image, positive-unlabelled correction (docs/scoring.md)",
-                "folds": self.folds, "units": self.n_units, "trained_on": self.trained_on, "injected": self.n_injected,
-                "seconds": round(self.seconds, 3),
+                "folds": self.folds, "units": self.n_units, "trained_on": self.trained_on,
+                "injected": self.n_injected, "seconds": round(self.seconds, 3),
                 "natural": {t: round(v, 3) for t, v in self.natural.items()},
                 "natural_sd": {t: round(v, 3) for t, v in self.natural_sd.items()}, "notes": self.notes}
 
@@ -296,7 +296,7 @@ class _PerType:
     the per-type odds ``o_t``, normalised (``o_t / (1 + sum o)``; label 0 ``1 / (1 + sum o)``), so
     that ``g_t / g_0`` is type ``t``'s odds."""
 
-    def __init__(self, cfg: ModelConfig, evidence: dict[int, Any], n_features: int) -> None:
+    def __init__(self, cfg: ModelConfig, evidence: dict[int, dict[int, int]], n_features: int) -> None:
         self.cfg, self.evidence, self.n_features = cfg, evidence, n_features
 
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "_PerType":
@@ -307,8 +307,7 @@ class _PerType:
         for c in self.classes_[self.classes_ > 0].tolist():
             rows = base | (y == c)
             mono = [0] * self.n_features
-            spec = self.evidence.get(c)
-            for f, sign in ({} if spec is None else {spec: 1} if isinstance(spec, int) else spec).items():
+            for f, sign in self.evidence.get(c, {}).items():
                 mono[f] = sign
             self.boosters[c] = _Booster(self.cfg, mono).fit(x[rows], (y[rows] == c).astype(np.int64), w[rows])
         return self
@@ -324,13 +323,12 @@ class _PerType:
 
 
 # monotone in each type's evidence; swap also up in its signal and the other class's p, down in cleanlab's quality
-BOX_EVIDENCE: dict[int, Any] = {j + 1: FEATURES.index(f)
-                                for j, f in enumerate(("ev_swap", "ev_badloc", "ev_spurious", "split", "merged"))}
+BOX_EVIDENCE = {j + 1: {FEATURES.index(f): 1} for j, f in enumerate(("ev_swap", "ev_badloc", "ev_spurious", "split", "merged"))}
 BOX_EVIDENCE[1] = {FEATURES.index(f): (-1 if f == "swap" else 1) for f in ("ev_swap", "swap_signal", "p_other", "swap")}
 
 
-def _classifier(cfg: ModelConfig, n_features: int, evidence: dict[int, Any] | None = None) -> Any:
-    """One fold's classifier: a booster per type, monotone in ``evidence[type]`` (index, or {index: +-1})."""
+def _classifier(cfg: ModelConfig, n_features: int, evidence: dict[int, dict[int, int]] | None = None) -> Any:
+    """One fold's classifier: a booster per type, monotone in ``evidence[type]`` ({feature index: +1 / -1})."""
     return _PerType(cfg, evidence or {}, n_features)
 
 
@@ -359,7 +357,7 @@ def _cross_folds(img_u: np.ndarray, img_e: np.ndarray, cfg: ModelConfig) -> Any:
         yield su, se, fu == k, fe == k
 
 
-def _fit_folds(cfg: ModelConfig, jobs: list[tuple], evidence: dict[int, Any] | None = None) -> list[Any]:
+def _fit_folds(cfg: ModelConfig, jobs: list[tuple], evidence: dict[int, dict[int, int]] | None = None) -> list[Any]:
     """One booster per fold job ``(x, y, sample_weight, ...)``; the folds are independent and each
     booster uses one thread, so they train side by side on the cores (LightGBM releases the GIL)
     with the same result as one after the other."""

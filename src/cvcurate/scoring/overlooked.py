@@ -150,7 +150,7 @@ def fit_overlooked(s: Any, x_u: np.ndarray, rows_u: np.ndarray, x_e: np.ndarray,
             continue
         y = np.r_[np.zeros(len(su), np.int64), np.ones(len(se), np.int64)]
         jobs.append((np.concatenate([x_u[su], x_e[se]]), y, np.where(y == 1, len(su) / max(len(se), 1), 1.0), mu, me))
-    for (_, _, _, mu, me), m in zip(jobs, _fit_folds(cfg, jobs, {1: PRED_FEATURES.index("ev_overlooked")})):
+    for (_, _, _, mu, me), m in zip(jobs, _fit_folds(cfg, jobs, {1: {PRED_FEATURES.index("ev_overlooked"): 1}})):
         models.append(m)
         if mu.any():
             g_u[mu] = m.predict_proba(x_u[mu])
