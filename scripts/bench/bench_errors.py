@@ -501,7 +501,7 @@ def load_predictions(path: Path, images: list[Img]) -> list[list[tuple]]:
 
 def run_dataset(cli: Cli, tag: str, ds: str, images: list[Img], classes: list[str], seeds: list[int],
                 rate: float, tmp: Path, keep: bool = False, given_copies: int = 3,
-                preds_file: Path | None = None) -> dict:
+                preds_file: Path | None = None, evidence: str = "model") -> dict:
     exact = ds == "synth"
     cls_arg = ",".join(classes)
     digest = hashlib.sha256(json.dumps([[hashlib.sha256(im.src.read_bytes()).hexdigest()[:16],
@@ -514,23 +514,32 @@ def run_dataset(cli: Cli, tag: str, ds: str, images: list[Img], classes: list[st
         ids = write_copy(imgs, folder / "data", key)
         t = {"import": cli("import", str(folder / "data"), "--name", name, "--format", "voc", "--voc-origin", "0",
                            "--classes", cls_arg, "--overwrite", "--report", str(folder / "import.json"))}
-        if preds_from is None:
+        pf_arg = ["--pred-field", "predictions"]
+        if evidence == "none":  # the model-free checks alone
+            pf_arg = []
+        elif evidence.startswith("agnostic:"):  # every copy predicted itself: its classes come from its labels
+            t["predict"] = cli("predict", name, "--model", evidence.split(":", 1)[1], "--class-agnostic",
+                               "--pred-field", "predictions")
+        elif preds_from is None:
             t["predict"] = cli("predict", name, "--model", MODEL[ds], "--pred-field", "predictions")
         else:
             pf = folder / "predictions.json"
             write_predictions(pf, preds_from, imgs, ids)
             t["predict"] = cli("predict", name, "--from-file", str(pf), "--format", "coco", "--pred-field", "predictions")
-        t["score"] = cli("score", name, "--pred-field", "predictions", "--out", str(folder / "scores"), "--pixels")
+        t["score"] = cli("score", name, *pf_arg, "--out", str(folder / "scores"), "--pixels")
         scores, doc = read_run(folder / "scores")
         return ids, scores, doc, t
 
     preds: list | None = load_predictions(preds_file, images) if preds_file is not None else None
     res["predictions"] = str(preds_file) if preds_file is not None else f"--model {MODEL[ds]}"
+    if evidence != "model":
+        res["predictions"] = ("none: model-free checks only" if evidence == "none" else
+                              f"class-agnostic {evidence.split(':', 1)[1]}, every copy predicted")
     given = []  # the labels as given, under `given_copies` draws of file names
     for g in range(given_copies):
         name_g = f"be_{tag}_{ds}_given{g}"
         ids_g, sc_g, doc_g, t_g = one(name_g, images, (g, 1), preds)  # None at first: the model predicts
-        if g == 0 and preds is None:
+        if g == 0 and preds is None and evidence != "none":
             preds = read_predictions(name_g, images, ids_g)
         fl_g = flagged_images(doc_g)
         given.append({"seconds": t_g, "expected_label_errors": doc_g.get("expected_label_errors"),
@@ -545,7 +554,7 @@ def run_dataset(cli: Cli, tag: str, ds: str, images: list[Img], classes: list[st
     from scipy.stats import spearmanr
 
     exp = [x["expected_label_errors"] for x in given]
-    res["given"] = {"copies": given, "predictions_per_image": float(np.mean([len(p) for p in preds])),
+    res["given"] = {"copies": given, "predictions_per_image": float(np.mean([len(p) for p in preds])) if preds else 0.0,
                     "expected_label_errors": float(np.mean(exp)) if None not in exp else None,
                     "spearman_renamed": [float(spearmanr(given[0]["scores"], x["scores"])[0]) for x in given[1:]]}
     doc0 = {"expected_label_errors": res["given"]["expected_label_errors"]} if None not in exp else {}
@@ -649,8 +658,13 @@ def main() -> int:
     ap_.add_argument("--neu-predictions", type=Path, default=None,
                      help="NEU-DET predictions made elsewhere instead of --model neu-det (e.g. bench_kfold.py's "
                           "out-of-fold oof_predictions.json: COCO-style rows with the original file names)")
+    ap_.add_argument("--evidence", default="model", help="model (the dataset's shipped detector, default), "
+                     "none (the model-free checks alone), or agnostic:MODEL (predict --model MODEL --class-agnostic "
+                     "on every copy: how far a detector of other classes helps)")
     ap_.add_argument("--keep", action="store_true", help="keep the work folder (copies' scores, CLI log) and say where")
     args = ap_.parse_args()
+    if args.evidence not in ("model", "none") and not args.evidence.startswith("agnostic:"):
+        ap_.error(f"--evidence: model, none or agnostic:MODEL, got {args.evidence!r}")
     if args.combine:
         runs = [r for p in args.combine for r in json.loads(p.read_text())["runs"]]
         print_tables(runs)
@@ -695,7 +709,7 @@ def main() -> int:
                 t = time.perf_counter()
                 run["datasets"][ds] = run_dataset(cli, f"{len(doc['runs'])}", ds, images, classes, seeds, args.rate, work,
                                                   args.keep, args.given_copies,
-                                                  args.neu_predictions if ds == "neu" else None)
+                                                  args.neu_predictions if ds == "neu" else None, args.evidence)
                 run["datasets"][ds]["seconds"] = time.perf_counter() - t
                 if args.json:
                     args.json.write_text(json.dumps(doc, indent=1, default=float))

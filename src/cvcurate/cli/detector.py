@@ -92,6 +92,11 @@ def predict_cmd(
                                 "rest in numpy, without loading torch once the checkpoint's export is cached "
                                 "(CPU; about 1.5x faster end to end on 2 cores, the same boxes to about 1e-6)."),
     wait: float = wait_option(),
+    class_agnostic: bool = typer.Option(
+        False, "--class-agnostic", help="Read every predicted box as 'a defect' whatever the model's classes "
+        "(for a dataset whose classes the model does not know): wide images in square tiles, each box given the "
+        "class of the given box it overlaps most. Gives overlooked, spurious and badly-placed evidence without "
+        "training; never swap evidence (the classes come from the labels)."),
 ) -> None:
     """Predict boxes for every image of a dataset, or import predictions made by another model.
 
@@ -106,6 +111,8 @@ def predict_cmd(
 
       cvcurate predict neu --model neu-det --engine ray --workers 4
 
+      cvcurate predict severstal --model neu-det --class-agnostic
+
       cvcurate predict neu --from-file results.json --format coco --coco-gt instances_val.json
     """
     from ..stages import predict as stage
@@ -113,6 +120,8 @@ def predict_cmd(
     field = pred_field or field_alias or "predictions"
     source_file = from_file or predictions_alias
     if source_file is not None:
+        if class_agnostic:
+            raise InputError("--class-agnostic applies to the detector's predictions, not to --from-file")
         res = stage.import_predictions(name, source_file, format=format, coco_gt=coco_gt, pred_field=field,
                                        wait=wait)
     else:
@@ -120,7 +129,8 @@ def predict_cmd(
             raise InputError("--format applies to --from-file only")
         check_ray_workers(engine, workers)
         res = stage.predict(name, model=model, device=device, batch_size=batch_size, pred_field=field,
-                            engine=engine, workers=workers, runtime=runtime, wait=wait)
+                            engine=engine, workers=workers, runtime=runtime, wait=wait,
+                            class_agnostic=class_agnostic)
     for note in res.notes:
         say(note)
     say(f"wrote {res.boxes} predicted boxes for {res.images} images to field "

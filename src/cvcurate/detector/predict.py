@@ -69,6 +69,22 @@ def predict_decoded(model_or_checkpoint, records: Sequence[ImageRecord], images:
         return _boxes(_runner(model, size, dev, runtime), dev, size, records, images)
 
 
+def square_detector(model_or_checkpoint, device: str = "cpu", runtime: str = "torch"):
+    """A callable from decoded square images (``uint8``, the input's size) to per image (boxes in
+    the input's frame, scores, labels) as numpy arrays, as :class:`~.lite.LiteDetector` is: what
+    class-agnostic prediction (:mod:`.agnostic`) runs its tiles through."""
+    model, size = _as_model(model_or_checkpoint)
+    dev = resolve_device(device)
+    run = _runner(model.to(dev).eval(), size, dev, runtime)
+
+    def detect(ims: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        with torch.inference_mode():
+            x = list(torch.from_numpy(np.stack(ims)).to(dev).float().div_(255.0)[:, None])
+            return [(r["boxes"].cpu().numpy(), r["scores"].cpu().numpy(), r["labels"].cpu().numpy()) for r in run(x)]
+
+    return detect
+
+
 def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int = 16, device: str = "cpu",
             progress: bool = False, runtime: str = "torch", skip_unreadable: bool = False) -> list[Annotations | None]:
     """Predict every record; boxes are absolute ``xyxy`` in the record's ``width`` x ``height``.

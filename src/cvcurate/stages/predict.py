@@ -177,8 +177,12 @@ def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, 
 
 def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
             pred_field: str = "predictions", engine: str = "local", workers: int | None = None,
-            runtime: str = "auto", wait: float = 0.0) -> PredictResult:
+            runtime: str = "auto", wait: float = 0.0, class_agnostic: bool = False) -> PredictResult:
     """Predict every image of ``name`` with a shipped or a user's checkpoint.
+
+    ``class_agnostic``: every box read as "a defect", wide images in tiles, each box given the
+    class of the given box it overlaps most (:mod:`cvcurate.detector.agnostic`): evidence from a
+    checkpoint that does not know the dataset's classes, without training (on this machine only).
 
     ``runtime``: ``torch``, ``onnx`` (the network on ONNX Runtime: on this machine's CPU the
     torch-free :mod:`cvcurate.detector.lite`, on Ray workers :mod:`cvcurate.detector.runtime`), or
@@ -193,6 +197,8 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
 
     check_device(device)
     eng = get_engine(engine, workers)
+    if class_agnostic and eng.is_ray:
+        raise InputError("--class-agnostic runs on this machine only: leave out --engine ray")
     runtime = check_runtime(runtime, device, ray=eng.is_ray)
     labels = store.read(name)
     # ONNX on this machine's CPU: the torch-free path (torch is imported only the first time a
@@ -207,28 +213,48 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
         from ..detector.checkpoint import load_checkpoint
 
         card = load_checkpoint(model)
+    mapping = None
     try:
-        mapping = card.class_map(labels.classes, f"dataset {name!r}")
+        if not class_agnostic:
+            mapping = card.class_map(labels.classes, f"dataset {name!r}")
     except InputError as exc:
         raise InputError(f"{exc}; for predictions on these classes, fine-tune its weights with a new head: "
                          f"cvcurate train {shell_arg(name)} --folds 5 --init {shell_arg(str(model))} "
-                         f"(out-of-fold), or without --folds for one checkpoint") from None
+                         f"(out-of-fold), or without --folds for one checkpoint; or, without training, boxes "
+                         f"read as 'a defect': cvcurate predict {shell_arg(name)} --model {shell_arg(str(model))} "
+                         f"--class-agnostic") from None
     inside = in_sample(card, labels)
     check_free(name, "predict", wait)
     # an image that cannot be read (gone, truncated) gets no predictions and a note, instead of
     # stopping the run at it and losing the others' (score lists it as unreadable)
-    if lite:
+    if class_agnostic:
+        from ..detector.agnostic import assign_classes, predict_tiled
+
+        if lite:
+            detect = det
+        else:
+            from ..detector.predict import square_detector
+
+            detect = square_detector(card, device, runtime)
+        mc = card.model_config
+        raw = predict_tiled(detect, labels.records, card.input_size, batch_size=batch_size,
+                            nms_thresh=float(mc["nms_thresh"]),
+                            keep=int(mc["detections_per_img"]), progress=True, skip_unreadable=True)
+        anns = assign_classes(raw, [r.gt for r in labels.records], len(labels.classes))
+    elif lite:
         raw = lite_mod.predict_records(det, labels.records, batch_size, progress=True, skip_unreadable=True)
     else:
         from ..engine import predict as run_predict
 
         raw = run_predict(eng, card, labels.records, batch_size, device, progress=True, runtime=runtime,
                           skip_unreadable=True)
-    anns = remap_classes(raw, mapping)
+    if mapping is not None:
+        anns = remap_classes(raw, mapping)
     unread = [r.filepath for r, a in zip(labels.records, anns) if a is None]
     write_predictions(name, labels, anns, pred_field, {
         "action": "predict", "pred_field": pred_field, "model": str(model), "in_sample_images": inside,
-        "images": len(labels.records), "runtime": runtime, "unreadable_images": len(unread)}, wait)
+        "images": len(labels.records), "runtime": runtime, "unreadable_images": len(unread),
+        "class_agnostic": bool(class_agnostic)}, wait)
     notes = [in_sample_warning(str(model), inside, len(labels.records), name)] if inside else []
     if unread:
         notes.append(f"warning: {len(unread)} of {len(labels.records)} images could not be read and have no "

@@ -32,6 +32,10 @@ class ScoreRun:
     summary: dict = field(default_factory=dict)  # the run's one count (:func:`run_summary`), as stored
 
 
+# below this best precision against the labels (at any confidence) the predictions are called weak
+WEAK_AGREEMENT = 0.5
+
+
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
     return load_config(ScoreConfig, path, default_name="score.yaml")
 
@@ -94,6 +98,10 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
 
             in_sample = made[-1]["in_sample_images"]
             notes.append(in_sample_warning(made[-1]["model"], in_sample, made[-1]["images"], name))
+    if made and made[-1].get("class_agnostic"):
+        notes.append(f"the predictions in {pred_field!r} are class-agnostic ('predict --class-agnostic'): their "
+                     "classes come from the labels, so a wrong class (swap) is not found, and the class named for "
+                     "an overlooked box is a guess")
     labels = store.read(name, pred_field=pred_field)
     if only_out_of_sample:
         from ..detector.checkpoint import load_checkpoint
@@ -128,6 +136,14 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
     if result.thresholds is not None:
         t = result.thresholds
         notes.append(f"confidence thresholds from the data: high {t.high:.3f}, low {t.low:.3f} ({t.how})")
+        agree = float(np.max(t.precision)) if t.precision is not None and len(t.precision) else None
+        if agree is not None and agree < WEAK_AGREEMENT:
+            model = made[-1].get("model") if made else None
+            notes.append(f"warning: the predictions in {pred_field!r} hardly agree with these labels: at no confidence "
+                         f"do more than {agree:.0%} of them lie on a given box of their class, so the model does not "
+                         f"know this data and its overlooked and spurious evidence is weak (expect many overlooked "
+                         f"issues); fine-tune it on these labels first: cvcurate train {shell_arg(name)} --folds 5"
+                         + (f" --init {shell_arg(str(model))}" if model else ""))
 
     if result.calibration is not None:
         cal = result.calibration
