@@ -612,7 +612,7 @@ def rows_for(res: dict, ds: str) -> dict[str, str]:
         r["truth ECE, corrupted copies"] = _stat([x["truth_ece"] for x in c]) + (star if c else "")
         r["truth ECE, labels as given"] = _stat([x["truth_ece"] for x in gc]) + star
     r["seconds per copy (import / predict from file / score)"] = " / ".join(
-        f"{np.mean([x['seconds'][k] for x in c]):.1f}" for k in ("import", "predict", "score")) if c else "n/a"
+        f"{np.mean([x['seconds'].get(k, 0.0) for x in c]):.1f}" for k in ("import", "predict", "score")) if c else "n/a"
     return r
 
 

@@ -114,6 +114,80 @@ def config(spec: str):
     return cfg
 
 
+def reaggregate(result, how: str, list_min_p: float) -> None:
+    """A diagnostic: the image score recomputed from the same units (listed issues, and the boxes'
+    and predictions' units below ``list_min_p``) by another rule: ``max`` (the largest p),
+    ``top2`` (noisy-or of the two largest), ``pow:G`` (noisy-or of p**G)."""
+    recs = result.labels.records
+    idx = {r.filepath: i for i, r in enumerate(recs)}
+    units: list[list[float]] = [[] for _ in recs]
+    for iss in result.issues:
+        units[idx[iss.filepath]].append(float(iss.score))
+    ol = result.objectlab
+    if ol is not None and ol.probabilities is not None:
+        pr, sg = ol.probabilities, ol.signals
+        for p, im in ((pr.best, sg.given.image), (pr.overlooked, sg.pred.image)):
+            for pi, ii in zip(np.asarray(p, float), np.asarray(im, int)):
+                if pi < list_min_p:
+                    units[ii].append(float(pi))
+    out = np.zeros(len(recs))
+    for i, u in enumerate(units):
+        u = np.clip(np.sort(np.asarray(u, float))[::-1], 0, 1)
+        if not len(u):
+            continue
+        if how == "max":
+            out[i] = u[0]
+        elif how == "top2":
+            out[i] = 1 - np.prod(1 - u[:2])
+        elif how.startswith("pow:"):
+            out[i] = 1 - np.prod(1 - u ** float(how[4:]))
+        elif how == "noisy_or":
+            out[i] = 1 - np.prod(1 - u)
+        else:
+            raise SystemExit(f"unknown --image-score {how}")
+    result.image_score = out
+
+
+_DONORS: list = []  # the labels being scored, as the benchmark's images (spurious boxes are copied from them)
+
+
+def oracle_injector() -> None:
+    """A diagnostic, never a product figure: calibration injects the benchmark's own errors
+    (``bench_errors.apply_one``) instead of ``cvcurate.corrupt``'s for the types both have (split
+    stays the tool's): how far the ranking gets when the error model learns the very errors it is
+    measured on, i.e. what the evidence allows, the injector's mismatch aside."""
+    import cvcurate.corrupt as corrupt
+    from cvcurate.types import Annotations
+
+    orig = corrupt.apply_error
+    as_bench = {"swap": "swap", "badloc": "badloc", "overlooked": "dropped", "spurious": "spurious",
+                "merge": "merged", "degenerate": "degenerate"}
+
+    def apply(kind, rec, rng, num_classes, sizes):
+        bk = as_bench.get(kind)
+        if bk is None:
+            return orig(kind, rec, rng, num_classes, sizes)
+        im = be.Img(Path(rec.filepath), rec.width, rec.height, np.asarray(rec.gt.xyxy, float).copy(),
+                    [str(int(c)) for c in rec.gt.class_id])
+        donors = [d for d in _DONORS if str(d.src) != str(rec.filepath)]
+        got = be.apply_one(bk, 0, [im] + donors, [str(c) for c in range(num_classes)], rng)
+        if got is None:
+            return None
+        new, e = got
+        rec.gt = Annotations(new.boxes.reshape(-1, 4), np.array([int(c) for c in new.cls], np.int64))
+        err = corrupt.InjectedError(type=kind, filepath=rec.filepath)
+        err.boxes = [] if e.box is None else [int(e.box)]
+        err.original, err.original_class = list(e.original), [int(c) for c in e.original_class]
+        return err
+
+    corrupt.apply_error = apply
+
+
+def set_donors(labels) -> None:
+    _DONORS[:] = [be.Img(Path(r.filepath), r.width, r.height, np.asarray(r.gt.xyxy, float),
+                         [str(int(c)) for c in r.gt.class_id]) for r in labels.records]
+
+
 def run_doc(result) -> tuple[dict[str, float], dict]:
     from cvcurate.scoring.summary import run_summary
 
@@ -141,11 +215,19 @@ def main() -> int:
     ap.add_argument("--max-boxes", type=int, default=0,
                     help="keep only each image's N most confident predictions (0: all, as predicted)")
     ap.add_argument("--min-conf", type=float, default=0.0, help="drop predictions below this confidence")
+    ap.add_argument("--oracle-injector", action="store_true",
+                    help="diagnostic: calibrate on the benchmark's own injected errors (see oracle_injector)")
+    ap.add_argument("--image-score", action="append", default=[],
+                    help="also rank images by another rule over the same units (diagnostic): max, top2, "
+                         "noisy_or, pow:G (repeatable); a row per variant and rule")
     args = ap.parse_args()
     from cvcurate.scoring import score
     from cvcurate.scoring.images import image_features
 
     CACHE.mkdir(exist_ok=True)
+    if args.oracle_injector:
+        oracle_injector()
+        print("ORACLE INJECTOR: calibration learns the benchmark's own errors (a diagnostic upper bound)")
     variants = [(v.split(":", 1)[0], config(v.split(":", 1)[1] if ":" in v else "")) for v in (args.variant or ["base"])]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     for ds in args.datasets:
@@ -160,13 +242,23 @@ def main() -> int:
         print("| variant | AP | recall@K swap/badloc/dropped/spurious/merged/degen | in queues | given flagged "
               "| exp - given (inj) | truth ECE | s/copy |")
         print("|---|---|---|---|---|---|---|---|")
-        for name, cfg in variants:
+        rules = [None] + args.image_score
+        for (vname, cfg), rule in ((v, r) for v in variants for r in rules):
+            name = vname if rule is None else f"{vname} / {rule}"
             t = time.perf_counter()
-            g_scores, g_doc = run_doc(score(given_ls, predictions=preds, features=feats, cfg=cfg))
+
+            def scored(ls):
+                set_donors(ls)
+                res = score(ls, predictions=preds, features=feats, cfg=cfg)
+                if rule is not None:
+                    reaggregate(res, rule, cfg.calibration.list_min_p)
+                return run_doc(res)
+
+            g_scores, g_doc = scored(given_ls)
             fl = be.flagged_images(g_doc)
             ms = []
             for imgs, errors in copies:
-                sc, doc = run_doc(score(labelset(imgs, classes), predictions=preds, features=feats, cfg=cfg))
+                sc, doc = scored(labelset(imgs, classes))
                 ids = [Path(im.src).stem for im in imgs]
                 ms.append(be.copy_metrics(sc, doc, g_doc, errors, ids, ds == "synth"))
             secs = (time.perf_counter() - t) / (len(copies) + 1)
