@@ -71,6 +71,9 @@ class TrainConfig:
     rot90: float = 0.0  # probability of a quarter turn (either way) of the square frame
     noise: float = 0.0  # half of the images get Gaussian noise of sigma up to this (in [0, 1] units)
     blur: float = 0.0  # probability of a light Gaussian blur (sigma 0.5-1.2 px)
+    # rare classes' images drawn more often (repeat-factor sampling): an image is drawn with weight
+    # max(1, sqrt(t / f)) over its classes, f the share of training images holding a class (0: off)
+    repeat_threshold: float = 0.0
     seed: int = 0
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
     max_steps: int = 0  # stop after this many optimizer steps (0: no limit); for smoke tests
@@ -93,6 +96,8 @@ class TrainConfig:
         for name in ("hflip", "vflip", "rot90", "blur"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.repeat_threshold <= 1:
+            raise ValueError(f"repeat_threshold is a share of images in [0, 1] (0: off), got {self.repeat_threshold}")
         if not 0 <= self.noise <= 0.5:
             raise ValueError(f"noise must be in [0, 0.5], got {self.noise}")
         if not 0 <= self.ema < 1:

@@ -31,6 +31,22 @@ def scaled_boxes(rec: ImageRecord, size: int, ann: Annotations | None = None) ->
     return b[keep].astype(np.float32), ann.class_id[keep].astype(np.int64)
 
 
+def repeat_factors(classes_per_image: Sequence[np.ndarray], n_classes: int, threshold: float) -> np.ndarray:
+    """Repeat-factor sampling (Gupta et al., LVIS, 2019): per image, ``max(1, sqrt(t / f_c))`` over
+    the classes ``c`` it holds, ``f_c`` the share of the images holding ``c`` (1 for an image
+    without boxes): the images of a class rarer than ``t`` are drawn more often."""
+    n = len(classes_per_image)
+    if n == 0 or threshold <= 0:
+        return np.ones(n)
+    holds = np.zeros((n, max(n_classes, 1)), bool)
+    for i, c in enumerate(classes_per_image):
+        holds[i, np.asarray(c, np.int64)] = True
+    f = holds.mean(axis=0)
+    with np.errstate(divide="ignore"):
+        r_c = np.maximum(1.0, np.sqrt(threshold / np.where(f > 0, f, np.inf)))
+    return np.where(holds, r_c[None, :], 1.0).max(axis=1)
+
+
 class DetectionDataset(torch.utils.data.Dataset):
     """A torch Dataset over the records of a :class:`LabelSet`.
 

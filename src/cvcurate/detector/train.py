@@ -125,7 +125,8 @@ def _state_key(cfg: DetectorConfig, labels: LabelSet, init_sha256: str | None = 
     # init and finetune_epochs are covered by the weights' hash and the epochs (states saved before they existed
     # still resume)
     tc = {k: v for k, v in dataclasses.asdict(cfg.train).items()
-          if k not in ("num_threads", "time_budget_min", "folds", "init", "finetune_epochs")}
+          if k not in ("num_threads", "time_budget_min", "folds", "init", "finetune_epochs")
+          and not (k == "repeat_threshold" and not v)}  # off: states saved before it existed still resume
     key = {"model": dataclasses.asdict(cfg.model), "train": tc, "data_sha256": D.data_fingerprint(labels),
            "classes": list(labels.classes)}
     if init_sha256 is not None:
@@ -198,9 +199,17 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
     model = model.to(dev)
     gen = torch.Generator().manual_seed(tc.seed)
     bs = min(tc.batch_size, len(ds))
+    sampler = None
+    if tc.repeat_threshold > 0:  # rare classes' images drawn more often, as many draws an epoch as images
+        rf = D.repeat_factors([t[1] for t in ds.targets], len(labels.classes), tc.repeat_threshold)
+        sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(rf, dtype=torch.double), len(ds),
+                                                         replacement=True, generator=gen)
+        if log:
+            log(f"repeat-factor sampling (t {tc.repeat_threshold:g}): {int((rf > 1).sum())} of {len(rf)} images "
+                f"drawn up to {rf.max():.2f}x as often")
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=bs, shuffle=True, collate_fn=D.collate, num_workers=0,
-        drop_last=len(ds) >= 2 * bs, generator=gen)
+        ds, batch_size=bs, shuffle=sampler is None, sampler=sampler, collate_fn=D.collate, num_workers=0,
+        drop_last=len(ds) >= 2 * bs, generator=gen if sampler is None else None)
     steps_per_epoch = len(loader)
     total = tc.epochs * steps_per_epoch
     if tc.max_steps:
