@@ -115,6 +115,7 @@ def test_cli_class_agnostic_on_a_dataset_of_other_classes(tmp_path, monkeypatch,
         r = run(app, ["predict", dataset_name, "--model", "synth", "--class-agnostic", "--runtime", runtime,
                       "--pred-field", f"ag_{runtime}"])
         assert r.exit_code == 0, r.output
+        assert "(from model synth, class-agnostic)" in r.output
     got = {rt: store.read(dataset_name, pred_field=f"ag_{rt}").records for rt in ("torch", "onnx")}
     for rec_t, rec_o in zip(got["torch"], got["onnx"]):  # the same boxes either way
         assert len(rec_t.pred) == len(rec_o.pred) > 0

@@ -260,7 +260,8 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
         notes.append(f"warning: {len(unread)} of {len(labels.records)} images could not be read and have no "
                      f"predictions (first: {unread[0]}); 'cvcurate score {shell_arg(name)}' lists them as unreadable")
     done = [a for a in anns if a is not None]
-    return PredictResult(pred_field, len(done), sum(len(a) for a in done), f"model {model}", notes)
+    return PredictResult(pred_field, len(done), sum(len(a) for a in done),
+                         f"model {model}" + (", class-agnostic" if class_agnostic else ""), notes)
 
 
 def in_sample(ckpt: Any, labels: LabelSet) -> int | None:
