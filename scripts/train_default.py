@@ -46,7 +46,9 @@ def load_data(args):
     except ImportError as exc:
         sys.exit(f"cvcurate.synth.generate is not available: {exc}")
     out = Path(args.synth_dir or tempfile.mkdtemp(prefix="cvcurate-synth-"))
-    labels = generate(out, args.n_images, args.seed)
+    # the same seed draws the same images: a re-run after a kill writes them again in place (the
+    # training data's hash is unchanged) and resumes from its state file
+    labels = generate(out, args.n_images, args.seed, overwrite=args.synth_dir is not None)
     return labels, {"source": "synth", "n_images": args.n_images, "generator_seed": args.seed, "path": str(out)}
 
 
@@ -61,7 +63,9 @@ def main() -> None:
                     help="wall-time cap for training (recorded in the checkpoint; see TrainConfig)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", type=Path, default=None, help="NEU-DET folder")
-    ap.add_argument("--synth-dir", type=Path, default=None, help="where to generate synthetic images")
+    ap.add_argument("--synth-dir", type=Path, default=None,
+                    help="where to generate synthetic images (written again on a re-run: the same seed draws "
+                         "the same images, so a killed run resumes)")
     ap.add_argument("--n-images", type=int, default=1000, help="synthetic images to generate")
     ap.add_argument("--holdout", type=float, default=0.2)
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
