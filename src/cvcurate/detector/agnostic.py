@@ -33,6 +33,7 @@ from ..types import Annotations, ImageRecord
 
 TILE_ASPECT = 1.5  # tiles from this ratio of the long side to the short side up
 TILE_OVERLAP = 0.25
+CUT_EDGE = 1.0  # a box within this many input pixels of a tile's inner edge is cut by it
 PIECE_INSIDE = 0.8  # a box cut by a tile's edge with this share of its area inside a whole box is dropped
 
 # decoded square images (uint8, size x size) -> per image (boxes xyxy in the input's frame, scores, labels)
@@ -87,7 +88,7 @@ def merge_tiles(outputs: Sequence[tuple], wins: Sequence[tuple[int, int, int, in
         b = np.asarray(b, np.float64).reshape(-1, 4)
         # a box at a tile's edge inside the image is likely a defect cut by the tile: the tile
         # beside it sees it whole, and its box is preferred where the two overlap
-        edge = 1.0
+        edge = CUT_EDGE
         cut.append(((x0 > 0) & (b[:, 0] <= edge)) | ((x1 < w_img) & (b[:, 2] >= size - edge))
                    | ((y0 > 0) & (b[:, 1] <= edge)) | ((y1 < h_img) & (b[:, 3] >= size - edge)))
         b = b * np.array([(x1 - x0) / size, (y1 - y0) / size] * 2)
