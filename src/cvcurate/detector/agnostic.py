@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..boxes import box_iou
+from ..boxes import box_area, box_iou, row_intersection
 from ..errors import InputError
 from ..types import Annotations, ImageRecord
 
@@ -59,15 +59,11 @@ def tile_windows(width: int, height: int, overlap: float = TILE_OVERLAP) -> list
 def read_tiles(rec: ImageRecord, size: int) -> tuple[list[np.ndarray], list[tuple[int, int, int, int]]]:
     """The record's image read as grey, cut into :func:`tile_windows` (of the file's own size) and
     each resized to ``size`` x ``size``; :class:`InputError` when it cannot be read."""
-    import os
-
     import cv2
 
-    if not os.path.isfile(rec.filepath):
-        raise InputError(f"cannot read image {rec.filepath}: no such file")
-    img = cv2.imread(str(rec.filepath), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise InputError(f"cannot read image {rec.filepath}")
+    from .images import read_gray
+
+    img = read_gray(rec.filepath)
     wins = tile_windows(img.shape[1], img.shape[0])
     tiles = [cv2.resize(img[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA) for x0, y0, x1, y1 in wins]
     return tiles, wins
@@ -100,10 +96,8 @@ def merge_tiles(outputs: Sequence[tuple], wins: Sequence[tuple[int, int, int, in
     kept = nms_classwise(b, np.zeros(len(b), np.int64), nms_thresh) if len(b) else np.zeros(0, np.int64)
     cut_k, whole_k = kept[c[kept]], kept[~c[kept]]
     if len(cut_k) and len(whole_k):  # a cut box lying mostly inside a whole one is that box's piece
-        lt = np.maximum(b[cut_k, None, :2], b[None, whole_k, :2])
-        rb = np.minimum(b[cut_k, None, 2:], b[None, whole_k, 2:])
-        inter = np.clip(rb - lt, 0, None).prod(-1)
-        area = np.maximum((b[cut_k, 2:] - b[cut_k, :2]).prod(-1), 1e-9)
+        inter = row_intersection(b[cut_k, None], b[None, whole_k])
+        area = np.maximum(box_area(b[cut_k]), 1e-9)
         kept = np.concatenate([whole_k, cut_k[(inter / area[:, None]).max(axis=1) < PIECE_INSIDE]])
     kept = kept[np.argsort(-s[kept], kind="stable")][:keep]
     b, s = b[kept], s[kept]

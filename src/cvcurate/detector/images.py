@@ -32,13 +32,22 @@ def load_gray(path: str | Path, size: int, image_wh: tuple[int, int] | None = No
             if short >= factor * size:
                 flag = f
                 break
-    if not os.path.isfile(path):  # said here, not by OpenCV's own warning on stderr
-        raise InputError(f"cannot read image {path}: no such file")
-    img = cv2.imread(str(path), flag)
-    if img is None:
-        raise InputError(f"cannot read image {path}")
+    img = read_gray(path, flag)
     if img.shape != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def read_gray(path: str | Path, flag: int | None = None) -> np.ndarray:
+    """The image file read as grey uint8 (``flag``: an OpenCV grey read mode, full size by
+    default); :class:`InputError` in one line when it is gone or cannot be decoded."""
+    import cv2
+
+    if not os.path.isfile(path):  # said here, not by OpenCV's own warning on stderr
+        raise InputError(f"cannot read image {path}: no such file")
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if flag is None else flag)
+    if img is None:
+        raise InputError(f"cannot read image {path}")
     return img
 
 

@@ -36,11 +36,17 @@ def _boxes(model: Any, dev: torch.device, size: int, records: Sequence[ImageReco
     frame; None for an image :func:`decode` could not read."""
 
     def run(recs: Sequence[ImageRecord], ims: Sequence[np.ndarray]) -> list[Annotations]:
-        x = list(torch.from_numpy(np.stack(ims)).to(dev).float().div_(255.0)[:, None])  # one op for the batch
-        return [to_record_frame(rec, size, r["boxes"].detach().cpu().numpy(), r["scores"].detach().cpu().numpy(),
-                                r["labels"].detach().cpu().numpy()) for rec, r in zip(recs, model(x))]
+        return [to_record_frame(rec, size, *out) for rec, out in zip(recs, _raw(model, dev, ims))]
 
     return with_gaps(run, records, imgs)
+
+
+def _raw(model: Any, dev: torch.device, ims: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One batch of decoded square images through ``model``: per image (boxes in the input's
+    frame, scores, labels) as numpy arrays."""
+    x = list(torch.from_numpy(np.stack(ims)).to(dev).float().div_(255.0)[:, None])  # one op for the batch
+    return [(r["boxes"].detach().cpu().numpy(), r["scores"].detach().cpu().numpy(), r["labels"].detach().cpu().numpy())
+            for r in model(x)]
 
 
 def _runner(model: torch.nn.Module, size: int, dev: torch.device, runtime: str):
@@ -79,8 +85,7 @@ def square_detector(model_or_checkpoint, device: str = "cpu", runtime: str = "to
 
     def detect(ims: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         with torch.inference_mode():
-            x = list(torch.from_numpy(np.stack(ims)).to(dev).float().div_(255.0)[:, None])
-            return [(r["boxes"].cpu().numpy(), r["scores"].cpu().numpy(), r["labels"].cpu().numpy()) for r in run(x)]
+            return _raw(run, dev, ims)
 
     return detect
 
