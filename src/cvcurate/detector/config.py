@@ -74,6 +74,7 @@ class TrainConfig:
     # rare classes' images drawn more often (repeat-factor sampling): an image is drawn with weight
     # max(1, sqrt(t / f)) over its classes, f the share of training images holding a class (0: off)
     repeat_threshold: float = 0.0
+    mosaic: float = 0.0  # probability that a training image is a 2 x 2 mosaic window with three others (0: off)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
     max_steps: int = 0  # stop after this many optimizer steps (0: no limit); for smoke tests
@@ -93,7 +94,7 @@ class TrainConfig:
             raise ValueError("folds must be >= 2")
         if self.finetune_epochs < 1:
             raise ValueError("finetune_epochs must be >= 1")
-        for name in ("hflip", "vflip", "rot90", "blur"):
+        for name in ("hflip", "vflip", "rot90", "blur", "mosaic"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.repeat_threshold <= 1:

@@ -19,6 +19,9 @@ from ..types import Annotations, ImageRecord, LabelSet
 from .images import image_digests, load_gray  # noqa: F401 - their home is the torch-free module
 
 
+MOSAIC_KEEP = 0.25  # a box cut by a mosaic's window is kept when this share of it stays visible
+
+
 def scaled_boxes(rec: ImageRecord, size: int, ann: Annotations | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Boxes of ``rec`` in the ``size`` x ``size`` frame, clipped, degenerate ones dropped."""
     ann = rec.gt if ann is None else ann
@@ -57,7 +60,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __init__(self, records: Sequence[ImageRecord], size: int, *, augment: bool = False,
                  hflip: float = 0.5, vflip: float = 0.5, brightness: float = 0.0, contrast: float = 0.0,
                  scale_jitter: float = 0.0, rot90: float = 0.0, noise: float = 0.0, blur: float = 0.0,
-                 seed: int = 0, cache: bool = True) -> None:
+                 mosaic: float = 0.0, seed: int = 0, cache: bool = True) -> None:
         self.records = list(records)
         self.size = size
         self.augment = augment
@@ -65,6 +68,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.brightness, self.contrast = brightness, contrast
         self.scale_jitter = scale_jitter
         self.rot90, self.noise, self.blur = rot90, noise, blur
+        self.mosaic = mosaic
         self.rng = np.random.default_rng(seed)
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
         self.targets = [scaled_boxes(r, size) for r in self.records]
@@ -102,10 +106,39 @@ class DetectionDataset(torch.utils.data.Dataset):
         keep = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1) & (area >= 0.4 * full)
         return img, b[keep].astype(np.float32), labels[keep]
 
+    def _mosaic(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mosaic (Bochkovskiy et al., YOLOv4, 2020): image ``i`` and three others drawn at random
+        tiled 2 x 2 at full scale, and a ``size`` window cut at a random place from the middle:
+        every defect keeps its scale, seen beside others and cut at new places. A box keeps its
+        visible part when at least ``MOSAIC_KEEP`` of it is visible (a texture defect's visible part
+        is still that defect), otherwise it is dropped."""
+        s = self.size
+        picks = [i, *self.rng.integers(0, len(self.records), 3).tolist()]
+        canvas = np.empty((2 * s, 2 * s), np.uint8)
+        all_b, all_c = [], []
+        for q, j in enumerate(picks):
+            ox, oy = (q % 2) * s, (q // 2) * s
+            canvas[oy:oy + s, ox:ox + s] = self.image(j)
+            b, c = self.targets[j]
+            all_b.append(b + np.array([ox, oy, ox, oy], np.float32))
+            all_c.append(c)
+        x0, y0 = (int(v) for v in self.rng.integers(0, s + 1, 2))
+        img = canvas[y0:y0 + s, x0:x0 + s]
+        b = np.concatenate(all_b) - np.array([x0, y0, x0, y0], np.float32)
+        c = np.concatenate(all_c)
+        full = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        b = np.clip(b, 0, s)
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        keep = (b[:, 2] - b[:, 0] >= 2) & (b[:, 3] - b[:, 1] >= 2) & (area >= MOSAIC_KEEP * full)
+        return img, b[keep].astype(np.float32), c[keep]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        img = self.image(i)
-        boxes, labels = self.targets[i]
-        boxes = boxes.copy()
+        if self.augment and self.mosaic > 0 and self.rng.random() < self.mosaic:
+            img, boxes, labels = self._mosaic(i)
+        else:
+            img = self.image(i)
+            boxes, labels = self.targets[i]
+            boxes = boxes.copy()
         s = self.size
         if self.augment and self.scale_jitter > 0 and self.rng.random() < 0.5:
             img, boxes, labels = self._zoom(img, boxes, labels)

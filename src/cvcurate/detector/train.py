@@ -126,7 +126,7 @@ def _state_key(cfg: DetectorConfig, labels: LabelSet, init_sha256: str | None = 
     # still resume)
     tc = {k: v for k, v in dataclasses.asdict(cfg.train).items()
           if k not in ("num_threads", "time_budget_min", "folds", "init", "finetune_epochs")
-          and not (k == "repeat_threshold" and not v)}  # off: states saved before it existed still resume
+          and not (k in ("repeat_threshold", "mosaic") and not v)}  # off: states saved before they existed resume
     key = {"model": dataclasses.asdict(cfg.model), "train": tc, "data_sha256": D.data_fingerprint(labels),
            "classes": list(labels.classes)}
     if init_sha256 is not None:
@@ -185,7 +185,7 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
     ds = D.DetectionDataset(labels.records, mc.input_size, augment=True, hflip=tc.hflip, vflip=tc.vflip,
                             brightness=tc.brightness, contrast=tc.contrast,
                             scale_jitter=tc.scale_jitter, rot90=tc.rot90, noise=tc.noise, blur=tc.blur,
-                            seed=tc.seed)
+                            mosaic=tc.mosaic, seed=tc.seed)
     if sum(len(t[1]) for t in ds.targets) == 0:
         raise InputError(f"none of the {len(labels.records)} training images has a usable box")
     torch.manual_seed(tc.seed)
