@@ -168,3 +168,8 @@ def test_score_warns_when_the_predictions_hardly_agree_with_the_labels(tmp_path,
     assert said != on_boxes, r.output
     if said:
         assert f"cvcurate train {dataset_name} --folds 5" in r.output
+        # the line is configurable (objectlab.weak_agreement): at 0 nothing is ever called weak
+        (tmp_path / "score.yaml").write_text("objectlab:\n  weak_agreement: 0.0\n")
+        r = run(app, ["score", dataset_name, "--no-pixels", "--out", "s2", "--config", "score.yaml"])
+        assert r.exit_code == 0, r.output
+        assert "hardly agree" not in r.output

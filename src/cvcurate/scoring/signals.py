@@ -57,10 +57,13 @@ class ObjectLabConfig:
     # predictions whose fitted precision on this data is below this are dropped before any signal:
     # almost never right, they only blur the evidence of the others (0: keep all)
     min_precision: float = 0.0
+    # below this best precision against the labels (at any confidence) `score` warns that the model
+    # does not know this data and names the fine-tuning command (a warning only; no score moves)
+    weak_agreement: float = 0.5
 
     def check(self) -> None:
         for name in ("alpha", "high_precision", "low_precision", "max_high_threshold", "max_low_threshold",
-                     "fallback_high_quantile", "fallback_low_quantile", "min_precision"):
+                     "fallback_high_quantile", "fallback_low_quantile", "min_precision", "weak_agreement"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")

@@ -32,10 +32,6 @@ class ScoreRun:
     summary: dict = field(default_factory=dict)  # the run's one count (:func:`run_summary`), as stored
 
 
-# below this best precision against the labels (at any confidence) the predictions are called weak
-WEAK_AGREEMENT = 0.5
-
-
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
     return load_config(ScoreConfig, path, default_name="score.yaml")
 
@@ -137,7 +133,7 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
         t = result.thresholds
         notes.append(f"confidence thresholds from the data: high {t.high:.3f}, low {t.low:.3f} ({t.how})")
         agree = float(np.max(t.precision)) if t.precision is not None and len(t.precision) else None
-        if agree is not None and agree < WEAK_AGREEMENT:
+        if agree is not None and agree < cfg.objectlab.weak_agreement:
             model = made[-1].get("model") if made else None
             notes.append(f"warning: the predictions in {pred_field!r} hardly agree with these labels: at no confidence "
                          f"do more than {agree:.0%} of them lie on a given box of their class, so the model does not "
