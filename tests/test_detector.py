@@ -58,6 +58,29 @@ def tiny_cfg(epochs: int = 12, max_steps: int = 0) -> DetectorConfig:
     )
 
 
+def assert_resumes_to_the_same_weights(labels: LabelSet, cfg: DetectorConfig, state: Path) -> Checkpoint:
+    """Train ``cfg`` straight through, then again stopped after epoch 2 and resumed from ``state``:
+    the resumed run must end on the very same weights. Returns the resumed checkpoint."""
+    from cvcurate.detector.train import train
+
+    straight = train(labels, cfg, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, _):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(labels, cfg, progress=False, state_path=state, on_epoch=stop)
+    resumed = train(labels, cfg, progress=False, state_path=state)
+    assert resumed.extra["resumed_at_epoch"] == 2
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+    return resumed
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _threads():
     old = torch.get_num_threads()

@@ -12,7 +12,7 @@ import torch
 
 from cvcurate.detector.data import DetectionDataset
 from cvcurate.errors import ConfigError
-from tests.test_detector import make_images, tiny_cfg
+from tests.test_detector import assert_resumes_to_the_same_weights, make_images, tiny_cfg
 
 SIZE = 64
 
@@ -56,28 +56,11 @@ def test_mosaic_off_gives_the_image_itself(tmp_path):
 
 
 def test_mosaic_resumes_to_the_same_weights(tmp_path):
-    from cvcurate.detector.train import train
-
     labels = make_images(tmp_path / "images", 10, seed=5)
     cfg = tiny_cfg(epochs=3)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mosaic=0.5))
-    straight = train(labels, cfg, progress=False)
-    state = tmp_path / "state.pt"
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch, _):
-        if epoch == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(labels, cfg, progress=False, state_path=state, on_epoch=stop)
-    resumed = train(labels, cfg, progress=False, state_path=state)
-    assert resumed.extra["resumed_at_epoch"] == 2
-    for k, v in straight.state_dict.items():
-        assert torch.equal(v, resumed.state_dict[k]), k
-    assert straight.train_config["mosaic"] == 0.5  # recorded in the checkpoint
+    resumed = assert_resumes_to_the_same_weights(labels, cfg, tmp_path / "state.pt")
+    assert resumed.train_config["mosaic"] == 0.5  # recorded in the checkpoint
 
 
 def test_mosaic_is_checked():

@@ -7,12 +7,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from cvcurate.detector.data import DetectionDataset, repeat_factors
 from cvcurate.errors import ConfigError
 from cvcurate.types import Annotations, ImageRecord, LabelSet
-from tests.test_detector import make_images, tiny_cfg
+from tests.test_detector import assert_resumes_to_the_same_weights, make_images, tiny_cfg
 
 
 def test_repeat_factors_raise_only_the_rare_classes_images():
@@ -68,27 +67,10 @@ def test_training_draws_the_rare_class_image_more_often(tmp_path, monkeypatch):
 
 
 def test_repeat_sampling_resumes_to_the_same_weights(tmp_path):
-    from cvcurate.detector.train import train
-
     labels = _one_rare(tmp_path)
     cfg = tiny_cfg(epochs=3)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, repeat_threshold=0.5))
-    straight = train(labels, cfg, progress=False)
-    state = tmp_path / "state.pt"
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch, _):
-        if epoch == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(labels, cfg, progress=False, state_path=state, on_epoch=stop)
-    resumed = train(labels, cfg, progress=False, state_path=state)
-    assert resumed.extra["resumed_at_epoch"] == 2
-    for k, v in straight.state_dict.items():
-        assert torch.equal(v, resumed.state_dict[k]), k
+    assert_resumes_to_the_same_weights(labels, cfg, tmp_path / "state.pt")
 
 
 def test_repeat_threshold_is_checked():
