@@ -108,7 +108,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _mosaic(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mosaic (Bochkovskiy et al., YOLOv4, 2020): image ``i`` and three others drawn at random
-        tiled 2 x 2 at full scale, and a ``size`` window cut at a random place from the middle:
+        tiled 2 x 2 at full scale, and a ``size`` window cut at a random place of the tiling:
         every defect keeps its scale, seen beside others and cut at new places. A box keeps its
         visible part when at least ``MOSAIC_KEEP`` of it is visible (a texture defect's visible part
         is still that defect), otherwise it is dropped."""
