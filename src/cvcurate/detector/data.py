@@ -50,6 +50,18 @@ def repeat_factors(classes_per_image: Sequence[np.ndarray], n_classes: int, thre
     return np.where(holds, r_c[None, :], 1.0).max(axis=1)
 
 
+def _in_frame(b: np.ndarray, labels: np.ndarray, size: int, min_side: float, min_share: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes moved in a ``size`` x ``size`` frame (by a zoom or a mosaic's window), clipped to it:
+    kept where both sides are at least ``min_side`` and at least ``min_share`` of the box's area
+    stays inside."""
+    full = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    b = np.clip(b, 0, size)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    keep = (b[:, 2] - b[:, 0] >= min_side) & (b[:, 3] - b[:, 1] >= min_side) & (area >= min_share * full)
+    return b[keep].astype(np.float32), labels[keep]
+
+
 class DetectionDataset(torch.utils.data.Dataset):
     """A torch Dataset over the records of a :class:`LabelSet`.
 
@@ -99,12 +111,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         m = np.array([[z, 0, tx], [0, z, ty]], dtype=np.float64)
         img = cv2.warpAffine(img, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=float(img.mean()))
-        b = boxes * z + np.array([tx, ty, tx, ty], dtype=np.float32)
-        full = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        b = np.clip(b, 0, s)
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        keep = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1) & (area >= 0.4 * full)
-        return img, b[keep].astype(np.float32), labels[keep]
+        b, labels = _in_frame(boxes * z + np.array([tx, ty, tx, ty], dtype=np.float32), labels, s, 1, 0.4)
+        return img, b, labels
 
     def _mosaic(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mosaic (Bochkovskiy et al., YOLOv4, 2020): image ``i`` and three others drawn at random
@@ -124,13 +132,9 @@ class DetectionDataset(torch.utils.data.Dataset):
             all_c.append(c)
         x0, y0 = (int(v) for v in self.rng.integers(0, s + 1, 2))
         img = canvas[y0:y0 + s, x0:x0 + s]
-        b = np.concatenate(all_b) - np.array([x0, y0, x0, y0], np.float32)
-        c = np.concatenate(all_c)
-        full = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        b = np.clip(b, 0, s)
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        keep = (b[:, 2] - b[:, 0] >= 2) & (b[:, 3] - b[:, 1] >= 2) & (area >= MOSAIC_KEEP * full)
-        return img, b[keep].astype(np.float32), c[keep]
+        b, c = _in_frame(np.concatenate(all_b) - np.array([x0, y0, x0, y0], np.float32), np.concatenate(all_c),
+                         s, 2, MOSAIC_KEEP)
+        return img, b, c
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.augment and self.mosaic > 0 and self.rng.random() < self.mosaic:

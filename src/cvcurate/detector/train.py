@@ -119,6 +119,10 @@ def init_weights(model: torch.nn.Module, init: Checkpoint, classes: Sequence[str
             "classes_new": [c for c in classes if c not in init.classes]}
 
 
+# train settings added after states were first saved: left out of the key while off, so those states resume
+_NEWER_OFF = ("repeat_threshold", "mosaic")
+
+
 def _state_key(cfg: DetectorConfig, labels: LabelSet, init_sha256: str | None = None) -> dict:
     """What a saved training state must match to be resumed: the settings that shape the run
     (not the thread count or a time budget), the training data and the starting weights."""
@@ -126,7 +130,7 @@ def _state_key(cfg: DetectorConfig, labels: LabelSet, init_sha256: str | None = 
     # still resume)
     tc = {k: v for k, v in dataclasses.asdict(cfg.train).items()
           if k not in ("num_threads", "time_budget_min", "folds", "init", "finetune_epochs")
-          and not (k in ("repeat_threshold", "mosaic") and not v)}  # off: states saved before they existed resume
+          and not (k in _NEWER_OFF and not v)}
     key = {"model": dataclasses.asdict(cfg.model), "train": tc, "data_sha256": D.data_fingerprint(labels),
            "classes": list(labels.classes)}
     if init_sha256 is not None:
