@@ -261,3 +261,32 @@ def test_display_boxes_in_one_pass_equal_one_by_one():
             np.testing.assert_allclose(g, _shown(b, sizes.get(r.sample_id), grow))
             n += 1
     assert n > 300
+
+
+def test_a_size_outlier_the_model_draws_alike_is_less_likely_an_error():
+    """The same odd-sized box in two images: where the model draws it too (a confident prediction of
+    its class over it) its size_outlier ``p`` falls below the shipped prior, and the reason says
+    why; where the model sees nothing there, the prior stands."""
+    labels = grid_labels(n=120, seed=2)
+    odd = [0.0, 0.0, 200.0, 5.0]
+    for k in (5, 6):
+        rec = labels.records[k]
+        rec.gt = Annotations(np.vstack([rec.gt.xyxy, [odd]]), np.append(rec.gt.class_id, 0))
+    preds = weak_model_predictions(labels)
+    seen = preds[5]  # every given box has a noisy prediction; the odd box's is at its row
+    unseen = preds[6]
+    keep = np.ones(len(unseen), bool)
+    keep[len(labels.records[6].gt) - 1] = False  # image 6: the model sees nothing where the odd box is
+    preds[6] = Annotations(unseen.xyxy[keep], unseen.class_id[keep], confidence=unseen.confidence[keep])
+    seen.xyxy[len(labels.records[5].gt) - 1] = odd  # drawn alike, confidently
+    seen.confidence[len(labels.records[5].gt) - 1] = 0.9
+    cfg = ScoreConfig(calibration=ScoreConfig().calibration)
+    cfg.calibration.list_min_p = 0.0
+    res = score(labels, predictions=preds, cfg=cfg)
+    odd_issue = {i.filepath: i for i in res.issues if i.type == "size_outlier"
+                 and i.box == len(labels.records[5].gt) - 1 and i.filepath in (labels.records[5].filepath,
+                                                                            labels.records[6].filepath)}
+    a, b = odd_issue[labels.records[5].filepath], odd_issue[labels.records[6].filepath]
+    assert b.score == pytest.approx(b.data["raw"] * cfg.weights["size_outlier"]) and "support" not in b.data
+    assert a.score < 0.5 * b.score and a.data["support"] > 0.5 and a.data["prior_p"] == pytest.approx(b.score)
+    assert "the model draws a" in a.reason and "the model draws" not in b.reason

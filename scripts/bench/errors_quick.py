@@ -11,7 +11,7 @@ labels as this script builds them (floats, no importer). Headline figures come f
     python scripts/bench/errors_quick.py --seeds 5 --variant base --variant rounds60:model.max_iter=60
 
 ``--variant NAME[:KEY=VALUE,...]``: a configuration; keys are ``ScoreConfig`` paths (below
-``calibration`` unless they start with ``objectlab.``, ``geometry.``, ``images.``) (``copies``, ``model.max_iter``, ...). Prints per variant and dataset the mean AP,
+``calibration`` unless they start with ``objectlab.``, ``geometry.``, ``images.``, ``weights.``) (``copies``, ``model.max_iter``, ...). Prints per variant and dataset the mean AP,
 recall@K per type, share of corrupted images in the queues, share of the labels as given flagged,
 expected - given, truth ECE (synthetic), and the scoring seconds.
 """
@@ -104,6 +104,9 @@ def config(spec: str):
     cfg = ScoreConfig()
     for kv in filter(None, spec.split(",")):
         k, v = kv.split("=", 1)
+        if k.startswith("weights."):  # a model-free type's prior weight
+            cfg.weights[k.split(".", 1)[1]] = float(v)
+            continue
         obj = cfg if k.split(".")[0] in ("objectlab", "geometry", "images", "calibration") else cfg.calibration
         *parents, leaf = k.split(".")
         for p in parents:

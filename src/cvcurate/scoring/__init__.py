@@ -16,7 +16,8 @@ of its type. For the prediction-based types (overlooked, swap, badloc, spurious,
 is calibrated on the dataset being scored, with no ground truth, by injecting known errors into
 copies of its labels (:mod:`.calibrate`; ``docs/scoring.md``). The model-free checks are facts
 (degenerate, out-of-image boxes: p = 1) or use a shipped prior, ``p = weight x raw score``
-(``weights`` in configs/score.yaml; the raw score is kept in ``issue.data["raw"]``). An image's
+(``weights`` in configs/score.yaml; the raw score is kept in ``issue.data["raw"]``), which the
+model's support scales down for size outliers and fragments (:func:`.issues.answer_by_model`). An image's
 score is the probability that at least one of its issues is real, ``1 - prod(1 - p)``, the possible
 errors below the listing threshold (``list_min_p``: boxes and predictions the error models give a
 small ``p``, model-free checks below it) included, so images no issue names are still ranked; a box's
@@ -37,6 +38,7 @@ from .geometry import GeometryConfig, box_issues, class_mix_issues, size_outlier
 from .boxpixels import BoxPixels
 from .calibrate import Calibration, CalibrationConfig
 from .images import ImageConfig, ImageFeatures, image_issues
+from .issues import answer_by_model
 from .objectlab import ObjectLabConfig, ObjectLabResult, Thresholds, objectlab_scores
 
 # the shipped prior of each model-free type: p = weight x raw score (the calibrated types ignore it)
@@ -182,14 +184,6 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
     if features is not None:
         issues += image_issues(labels, features, cfg.images)
     prior_probabilities(issues, cfg.weights)
-    index = {r.filepath: i for i, r in enumerate(labels.records)}
-    # per image, the probability that none of its possible errors is real: the issues below the
-    # listing threshold count too (they are not listed, but they are not certainly clean either)
-    clean = np.ones(len(labels.records))
-    listed = [i.score >= cfg.calibration.list_min_p or i.type in CERTAIN_TYPES for i in issues]
-    for iss in (i for i, keep in zip(issues, listed) if not keep):
-        clean[index[iss.filepath]] *= 1.0 - iss.score
-    issues = [i for i, keep in zip(issues, listed) if keep]
     quality = None
     ol = None
     if predictions is not None:
@@ -198,6 +192,17 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
         pixels = BoxPixels(features.gray, features.ok) if features is not None else None
         ol = objectlab_scores(labels, predictions, cfg.objectlab, thresholds=thresholds,
                               calibration=cfg.calibration, fitted=fitted, conventions=adopted, pixels=pixels)
+        if ol.signals is not None:
+            answer_by_model(issues, ol.signals, labels)
+    index = {r.filepath: i for i, r in enumerate(labels.records)}
+    # per image, the probability that none of its possible errors is real: the issues below the
+    # listing threshold count too (they are not listed, but they are not certainly clean either)
+    clean = np.ones(len(labels.records))
+    listed = [i.score >= cfg.calibration.list_min_p or i.type in CERTAIN_TYPES for i in issues]
+    for iss in (i for i, keep in zip(issues, listed) if not keep):
+        clean[index[iss.filepath]] *= 1.0 - iss.score
+    issues = [i for i, keep in zip(issues, listed) if keep]
+    if ol is not None:
         issues += ol.issues
         quality = ol.image_quality
         clean *= _unlisted_clean(ol, len(labels.records), cfg.calibration.list_min_p)

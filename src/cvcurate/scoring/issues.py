@@ -151,3 +151,33 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
     items.sort(key=lambda x: x[:3])
     return [x[3] for x in items], pr
 
+
+
+# model-free box checks the detector can answer: a box the model draws alike (a prediction of its
+# class that stands for it) is a defect of that size or that continues a neighbour, not a mistake
+MODEL_ANSWERS = ("size_outlier", "fragment")
+
+
+def answer_by_model(issues: list[Issue], s: Signals, labels: LabelSet) -> int:
+    """Scale ``p`` of the :data:`MODEL_ANSWERS` issues by how little the model supports the box:
+    ``p x unsupported`` (``unsupported`` = 1 - the best calibrated probability x IoU of a prediction
+    of its class). The prior ``p`` stays in ``data["prior_p"]``, the support in ``data["support"]``,
+    and the reason says what the model sees. Returns how many issues changed."""
+    row = {(int(i), int(k)): r for r, (i, k) in enumerate(zip(s.given.image, s.given.local))}
+    index = {r.filepath: i for i, r in enumerate(labels.records)}
+    changed = 0
+    for iss in issues:
+        if iss.type not in MODEL_ANSWERS or iss.box is None:
+            continue
+        r = row.get((index[iss.filepath], int(iss.box)))
+        if r is None:
+            continue
+        support = float(np.clip(1.0 - s.unsupported[r], 0.0, 1.0))
+        if support <= 0:
+            continue
+        iss.data["prior_p"], iss.data["support"] = iss.score, round(support, 4)
+        iss.score = float(iss.score * (1.0 - support))
+        iss.reason += (f"; the model draws a {quoted(labels.classes[int(s.given.cls[r])])} over it at IoU "
+                       f"{s.best_iou[r]:.2f}, so p falls from {iss.data['prior_p']:.2f} to {iss.score:.2f}")
+        changed += 1
+    return changed
