@@ -280,8 +280,8 @@ def test_a_size_outlier_the_model_draws_alike_is_less_likely_an_error():
     preds[6] = Annotations(unseen.xyxy[keep], unseen.class_id[keep], confidence=unseen.confidence[keep])
     seen.xyxy[len(labels.records[5].gt) - 1] = odd  # drawn alike, confidently
     seen.confidence[len(labels.records[5].gt) - 1] = 0.9
-    cfg = ScoreConfig(calibration=ScoreConfig().calibration)
-    cfg.calibration.list_min_p = 0.0
+    cfg = ScoreConfig()
+    cfg.calibration.list_min_p = 0.0  # list every size outlier, however unlikely
     res = score(labels, predictions=preds, cfg=cfg)
     odd_issue = {i.filepath: i for i in res.issues if i.type == "size_outlier"
                  and i.box == len(labels.records[5].gt) - 1 and i.filepath in (labels.records[5].filepath,
@@ -289,4 +289,4 @@ def test_a_size_outlier_the_model_draws_alike_is_less_likely_an_error():
     a, b = odd_issue[labels.records[5].filepath], odd_issue[labels.records[6].filepath]
     assert b.score == pytest.approx(b.data["raw"] * cfg.weights["size_outlier"]) and "support" not in b.data
     assert a.score < 0.5 * b.score and a.data["support"] > 0.5 and a.data["prior_p"] == pytest.approx(b.score)
-    assert "the model draws a" in a.reason and "the model draws" not in b.reason
+    assert "the model draws it too" in a.reason and "the model draws" not in b.reason

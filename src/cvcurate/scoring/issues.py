@@ -152,7 +152,6 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
     return [x[3] for x in items], pr
 
 
-
 # model-free box checks the detector can answer: a box the model draws alike (a prediction of its
 # class that stands for it) is a defect of that size or that continues a neighbour, not a mistake
 MODEL_ANSWERS = ("size_outlier", "fragment")
@@ -177,7 +176,7 @@ def answer_by_model(issues: list[Issue], s: Signals, labels: LabelSet) -> int:
             continue
         iss.data["prior_p"], iss.data["support"] = iss.score, round(support, 4)
         iss.score = float(iss.score * (1.0 - support))
-        iss.reason += (f"; the model draws a {quoted(labels.classes[int(s.given.cls[r])])} over it at IoU "
-                       f"{s.best_iou[r]:.2f}, so p falls from {iss.data['prior_p']:.2f} to {iss.score:.2f}")
+        iss.reason += (f"; the model draws it too (its {quoted(labels.classes[int(s.given.cls[r])])} at IoU "
+                       f"{s.best_iou[r]:.2f}), so p falls from {iss.data['prior_p']:.2f} to {iss.score:.2f}")
         changed += 1
     return changed
