@@ -184,6 +184,7 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
     if features is not None:
         issues += image_issues(labels, features, cfg.images)
     prior_probabilities(issues, cfg.weights)
+    index = {r.filepath: i for i, r in enumerate(labels.records)}
     quality = None
     ol = None
     if predictions is not None:
@@ -193,8 +194,7 @@ def score(labels: LabelSet, *, predictions: Sequence[Annotations] | None = None,
         ol = objectlab_scores(labels, predictions, cfg.objectlab, thresholds=thresholds,
                               calibration=cfg.calibration, fitted=fitted, conventions=adopted, pixels=pixels)
         if ol.signals is not None:
-            answer_by_model(issues, ol.signals, labels)
-    index = {r.filepath: i for i, r in enumerate(labels.records)}
+            answer_by_model(issues, ol.signals, labels, index)
     # per image, the probability that none of its possible errors is real: the issues below the
     # listing threshold count too (they are not listed, but they are not certainly clean either)
     clean = np.ones(len(labels.records))

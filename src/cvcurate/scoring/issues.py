@@ -157,26 +157,28 @@ def find_issues(labels: LabelSet, s: Signals, cal: Calibration, list_min_p: floa
 MODEL_ANSWERS = ("size_outlier", "fragment")
 
 
-def answer_by_model(issues: list[Issue], s: Signals, labels: LabelSet) -> int:
+def answer_by_model(issues: list[Issue], s: Signals, labels: LabelSet, index: dict[str, int]) -> None:
     """Scale ``p`` of the :data:`MODEL_ANSWERS` issues by how little the model supports the box:
     ``p x unsupported`` (``unsupported`` = 1 - the best calibrated probability x IoU of a prediction
     of its class). The prior ``p`` stays in ``data["prior_p"]``, the support in ``data["support"]``,
-    and the reason says what the model sees. Returns how many issues changed."""
-    row = {(int(i), int(k)): r for r, (i, k) in enumerate(zip(s.given.image, s.given.local))}
-    index = {r.filepath: i for i, r in enumerate(labels.records)}
-    changed = 0
-    for iss in issues:
-        if iss.type not in MODEL_ANSWERS or iss.box is None:
-            continue
-        r = row.get((index[iss.filepath], int(iss.box)))
-        if r is None:
-            continue
-        support = float(np.clip(1.0 - s.unsupported[r], 0.0, 1.0))
+    and the reason says what the model sees. ``index``: each record's filepath -> its position."""
+    todo = [i for i in issues if i.type in MODEL_ANSWERS and i.box is not None]
+    g = s.given
+    if not todo or not len(g):
+        return
+    # the kept boxes are in image order and, within an image, in box order: their (image, box)
+    # keys are sorted, so each issue's row is one binary search
+    span = int(g.local.max()) + 1
+    keys = g.image * span + g.local
+    box = np.array([int(i.box) for i in todo], np.int64)
+    want = np.array([index[i.filepath] for i in todo], np.int64) * span + box
+    rows = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+    found = (box < span) & (keys[rows] == want)  # a box past every kept one of its image is none of them
+    for iss, r, hit in zip(todo, rows, found):
+        support = float(np.clip(1.0 - s.unsupported[r], 0.0, 1.0)) if hit else 0.0
         if support <= 0:
             continue
         iss.data["prior_p"], iss.data["support"] = iss.score, round(support, 4)
         iss.score = float(iss.score * (1.0 - support))
-        iss.reason += (f"; the model draws it too (its {quoted(labels.classes[int(s.given.cls[r])])} at IoU "
+        iss.reason += (f"; the model draws it too (its {quoted(labels.classes[int(g.cls[r])])} at IoU "
                        f"{s.best_iou[r]:.2f}), so p falls from {iss.data['prior_p']:.2f} to {iss.score:.2f}")
-        changed += 1
-    return changed
