@@ -10,6 +10,7 @@ import numpy as np
 from cvcurate.scoring import model as em
 from cvcurate.scoring import overlooked as ov
 from cvcurate.scoring.boxpixels import PIXEL_FEATURES
+from cvcurate.scoring.conventions import style_cap
 from cvcurate.scoring.model import BOX_TYPES, FEATURES, ModelConfig
 
 
@@ -126,11 +127,11 @@ def _signals(pieces_images: int, n_images: int = 20):
 def test_a_class_boxed_in_pieces_is_a_habit_not_a_split():
     s = _signals(pieces_images=12)  # 60 % of its multi-box images
     box = {"split": np.full(40, 0.9), "merged": np.zeros(40)}
-    notes = em.style_cap(s, box)
+    notes = style_cap(s, box)
     assert box["split"].max() < 0.5 and notes and "in pieces in 60 %" in notes[0][1]
     s = _signals(pieces_images=2)  # 10 %: a real split stays queued
     box = {"split": np.full(40, 0.9), "merged": np.zeros(40)}
-    assert not em.style_cap(s, box) and box["split"].max() == 0.9
+    assert not style_cap(s, box) and box["split"].max() == 0.9
 
 
 def test_curves_strictly_increase_and_are_never_all_zero():

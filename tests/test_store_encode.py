@@ -8,6 +8,7 @@ import bson
 import numpy as np
 import pytest
 
+from cvcurate.names import PRED_ATTRIBUTES
 from cvcurate.store.convert import xyxy_to_rel_xywh
 from cvcurate.store.encode import detections_bson
 from cvcurate.types import Annotations
@@ -26,11 +27,14 @@ def _dict_doc(ann, width, height, classes, ids):
              "bounding_box": rel[i]}
         if conf is not None:
             d["confidence"] = conf[i]
+        for key in PRED_ATTRIBUTES:  # the flip check's numbers, where a box has them
+            if key in ann.data and not np.isnan(ann.data[key][i]):
+                d[key] = float(ann.data[key][i])
         dets.append(d)
     return {"_cls": "Detections", "detections": dets}
 
 
-def _anns(rng, n_labels, conf):
+def _anns(rng, n_labels, conf, flip=False):
     xy = rng.uniform(0, 500, (n_labels, 2))
     wh = rng.uniform(0.001, 300, (n_labels, 2))
     c = None
@@ -38,7 +42,10 @@ def _anns(rng, n_labels, conf):
         c = rng.random(n_labels)
         if n_labels:
             c[0] = np.nan
-    return Annotations(np.concatenate([xy, xy + wh], axis=1), rng.integers(len(CLASSES), size=n_labels), c)
+    data = {}
+    if flip:  # predict --flip-check's numbers; NaN (a box without them) is left out
+        data = {k: np.where(rng.random(n_labels) < 0.2, np.nan, rng.random(n_labels)) for k in PRED_ATTRIBUTES}
+    return Annotations(np.concatenate([xy, xy + wh], axis=1), rng.integers(len(CLASSES), size=n_labels), c, data)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -46,13 +53,13 @@ def test_bytes_equal_bson_encode_of_the_dicts(seed):
     rng = np.random.default_rng(seed)
     anns, sizes = [], []
     for n in (0, 1, 3, 11, 0, 101, 7, 250):
-        anns.append(_anns(rng, n, conf=bool(rng.integers(2))))
+        anns.append(_anns(rng, n, conf=bool(rng.integers(2)), flip=bool(seed % 2) and bool(rng.integers(2))))
         sizes.append((int(rng.integers(1, 5000)), int(rng.integers(1, 5000))))
     anns.insert(2, None)
     sizes.insert(2, (10, 10))
     total = sum(len(a) for a in anns if a is not None)
     ids = rng.integers(0, 256, (total, 12), dtype=np.uint8)
-    raw = detections_bson(anns, sizes, CLASSES, id_bytes=ids)
+    raw = detections_bson(anns, sizes, CLASSES, id_bytes=ids, attributes=PRED_ATTRIBUTES)
     oids = iter([bson.ObjectId(ids[k].tobytes()) for k in range(total)])
     for a, (w, h), r in zip(anns, sizes, raw):
         if a is None:

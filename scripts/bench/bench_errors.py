@@ -396,8 +396,8 @@ def read_predictions(name: str, images: list[Img], ids: list[str]) -> list[list[
 
 
 def write_predictions(path: Path, preds: list[list[tuple]], images: list[Img], ids: list[str]) -> None:
-    rows = [{"file_name": s + images[k].src.suffix.lower(), "category_name": c, "bbox": b, "score": p}
-            for k, s in enumerate(ids) for c, b, p in preds[k]]
+    rows = [{"file_name": s + images[k].src.suffix.lower(), "category_name": c, "bbox": b, "score": p,
+             **(x[0] if x else {})} for k, s in enumerate(ids) for c, b, p, *x in preds[k]]
     path.write_text(json.dumps(rows))
 
 
@@ -487,13 +487,15 @@ def copy_metrics(scores: dict[str, float], doc: dict, given: dict, errors: list[
 
 def load_predictions(path: Path, images: list[Img]) -> list[list[tuple]]:
     """Predictions made elsewhere (``bench_kfold.py``'s out-of-fold file: COCO-style rows with the
-    original file names and absolute ``bbox`` x, y, w, h), per image of ``images``."""
+    original file names and absolute ``bbox`` x, y, w, h), per image of ``images``; a row's
+    ``flip_iou`` and ``flip_conf`` (``train --folds K --flip-check``) are kept."""
     by_name = {im.src.name: k for k, im in enumerate(images)}
     out: list[list[tuple]] = [[] for _ in images]
     for row in json.loads(path.read_text()):
         k = by_name.get(row["file_name"])
         if k is not None:
-            out[k].append((row["category_name"], [float(v) for v in row["bbox"]], float(row["score"])))
+            out[k].append((row["category_name"], [float(v) for v in row["bbox"]], float(row["score"]),
+                           {x: float(row[x]) for x in ("flip_iou", "flip_conf") if x in row}))
     if not any(out):
         raise SystemExit(f"{path}: no prediction for any benchmark image")
     return out
@@ -520,8 +522,9 @@ def run_dataset(cli: Cli, tag: str, ds: str, images: list[Img], classes: list[st
         elif evidence.startswith("agnostic:"):  # every copy predicted itself: its classes come from its labels
             t["predict"] = cli("predict", name, "--model", evidence.split(":", 1)[1], "--class-agnostic",
                                "--pred-field", "predictions")
-        elif preds_from is None:
-            t["predict"] = cli("predict", name, "--model", MODEL[ds], "--pred-field", "predictions")
+        elif preds_from is None or evidence == "flip":  # a file's predictions carry no flip check: every copy predicts
+            t["predict"] = cli("predict", name, "--model", MODEL[ds], "--pred-field", "predictions",
+                               *(["--flip-check"] if evidence == "flip" else []))
         else:
             pf = folder / "predictions.json"
             write_predictions(pf, preds_from, imgs, ids)
@@ -532,7 +535,9 @@ def run_dataset(cli: Cli, tag: str, ds: str, images: list[Img], classes: list[st
 
     preds: list | None = load_predictions(preds_file, images) if preds_file is not None else None
     res["predictions"] = str(preds_file) if preds_file is not None else f"--model {MODEL[ds]}"
-    if evidence != "model":
+    if evidence == "flip":
+        res["predictions"] += " --flip-check"
+    elif evidence != "model":
         res["predictions"] = ("none: model-free checks only" if evidence == "none" else
                               f"class-agnostic {evidence.split(':', 1)[1]}, every copy predicted")
     given = []  # the labels as given, under `given_copies` draws of file names
@@ -659,12 +664,13 @@ def main() -> int:
                      help="NEU-DET predictions made elsewhere instead of --model neu-det (e.g. bench_kfold.py's "
                           "out-of-fold oof_predictions.json: COCO-style rows with the original file names)")
     ap_.add_argument("--evidence", default="model", help="model (the dataset's shipped detector, default), "
+                     "flip (the same, predict --flip-check: a tree that has it), "
                      "none (the model-free checks alone), or agnostic:MODEL (predict --model MODEL --class-agnostic "
                      "on every copy: how far a detector of other classes helps)")
     ap_.add_argument("--keep", action="store_true", help="keep the work folder (copies' scores, CLI log) and say where")
     args = ap_.parse_args()
-    if args.evidence not in ("model", "none") and not args.evidence.startswith("agnostic:"):
-        ap_.error(f"--evidence: model, none or agnostic:MODEL, got {args.evidence!r}")
+    if args.evidence not in ("model", "flip", "none") and not args.evidence.startswith("agnostic:"):
+        ap_.error(f"--evidence: model, flip, none or agnostic:MODEL, got {args.evidence!r}")
     if args.combine:
         runs = [r for p in args.combine for r in json.loads(p.read_text())["runs"]]
         print_tables(runs)

@@ -38,6 +38,8 @@ def main() -> int:
     ap.add_argument("--init", default=None, help="starting weights (synth, or a checkpoint path)")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--flip-check", action="store_true", help="train --folds K --flip-check: the predictions carry "
+                    "the flip check (kept in oof_predictions.json)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -54,6 +56,7 @@ def main() -> int:
         cmd += ["--init", args.init] if args.init else []
         cmd += ["--epochs", str(args.epochs)] if args.epochs else []
         cmd += ["--config", str(args.config)] if args.config else []
+        cmd += ["--flip-check"] if args.flip_check else []
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
         print(" ".join(cmd[3:]), flush=True)
         timing = args.work / "seconds.json"
@@ -70,7 +73,9 @@ def main() -> int:
         import fiftyone as fo
 
         fo.load_dataset("neu").reload()  # the subprocess added the field: this process's view of it is stale
-        labels = store.read("neu", pred_field="predictions_oof")
+        from cvcurate.names import PRED_ATTRIBUTES
+
+        labels = store.read("neu", pred_field="predictions_oof", pred_attributes=PRED_ATTRIBUTES)
         gts, preds = [r.gt for r in labels.records], [r.pred for r in labels.records]
         all_ = evaluate(gts, preds, labels.classes)
         _, ho = holdout_split(labels, 0.2, seed=0)

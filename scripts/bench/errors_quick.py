@@ -10,6 +10,8 @@ labels as this script builds them (floats, no importer). Headline figures come f
 
     python scripts/bench/errors_quick.py --seeds 5 --variant base --variant rounds60:model.max_iter=60
 
+``--flip-check``: the predictions carry ``predict --flip-check``'s numbers.
+
 ``--variant NAME[:KEY=VALUE,...]``: a configuration; keys are ``ScoreConfig`` paths (below
 ``calibration`` unless they start with ``objectlab.``, ``geometry.``, ``images.``, ``weights.``) (``copies``, ``model.max_iter``, ...). Prints per variant and dataset the mean AP,
 recall@K per type, share of corrupted images in the queues, share of the labels as given flagged,
@@ -58,35 +60,36 @@ def dataset(ds: str, args) -> tuple[list, list[str]]:
     return be.load_synth(folder)
 
 
-def predictions(ds: str, labels) -> list:
-    from cvcurate.types import Annotations
-
+def predictions(ds: str, labels, flip_check: bool = False) -> list:
     from cvcurate.detector.checkpoint import NAMED
+    from cvcurate.names import PRED_ATTRIBUTES
+    from cvcurate.types import Annotations
 
     # the images and the weights that predicted them: a cache of other weights is never read
     weights = hashlib.sha256(Path(NAMED[be.MODEL[ds]]).read_bytes()).hexdigest()
     key = hashlib.sha256(("".join(r.filepath for r in labels.records) + weights).encode()).hexdigest()[:12]
-    path = CACHE / f"preds-{ds}-{key}.npz"
+    path = CACHE / f"preds-{ds}-{key}{'-flip' if flip_check else ''}.npz"
+    keys = PRED_ATTRIBUTES if flip_check else ()
     if path.is_file():
         z = np.load(path, allow_pickle=True)
-        return [Annotations(x, c, confidence=s) for x, c, s in zip(z["xyxy"], z["cls"], z["conf"])]
+        return [Annotations(x, c, confidence=s, data={k: z[k][i] for k in keys})
+                for i, (x, c, s) in enumerate(zip(z["xyxy"], z["cls"], z["conf"]))]
     from cvcurate.detector.checkpoint import load_checkpoint
     from cvcurate.detector.predict import predict
 
     ckpt = load_checkpoint(be.MODEL[ds])
     mapping = ckpt.class_map(labels.classes)
-    preds = [Annotations(p.xyxy, mapping[p.class_id], confidence=p.confidence)
-             for p in predict(ckpt, labels.records, batch_size=16)]
+    preds = [Annotations(p.xyxy, mapping[p.class_id], confidence=p.confidence, data=p.data)
+             for p in predict(ckpt, labels.records, batch_size=16, flip_check=flip_check)]
     np.savez(path, xyxy=np.array([p.xyxy for p in preds] + [None], dtype=object)[:-1],
              cls=np.array([p.class_id for p in preds] + [None], dtype=object)[:-1],
-             conf=np.array([p.confidence for p in preds] + [None], dtype=object)[:-1])
+             conf=np.array([p.confidence for p in preds] + [None], dtype=object)[:-1],
+             **{k: np.array([p.data[k] for p in preds] + [None], dtype=object)[:-1] for k in keys})
     return preds
 
 
 def thin(preds: list, max_boxes: int, min_conf: float) -> list:
     """Fewer predictions per image, as a predict keeping fewer boxes would write them."""
-    from cvcurate.types import Annotations
-
     out = []
     for p in preds:
         keep = np.argsort(-p.confidence, kind="stable")
@@ -94,7 +97,7 @@ def thin(preds: list, max_boxes: int, min_conf: float) -> list:
         if max_boxes:
             keep = keep[:max_boxes]
         keep = np.sort(keep)
-        out.append(Annotations(p.xyxy[keep], p.class_id[keep], confidence=p.confidence[keep]))
+        out.append(p[keep])
     return out
 
 
@@ -214,6 +217,8 @@ def main() -> int:
     ap.add_argument("--synth-images", type=int, default=300)
     ap.add_argument("--synth-seed", type=int, default=31)
     ap.add_argument("--no-pixels", action="store_true")
+    ap.add_argument("--flip-check", action="store_true",
+                    help="predictions with predict --flip-check's agreement with the mirrored images")
     ap.add_argument("--variant", action="append", default=[], help="NAME[:KEY=VALUE,...] (repeatable)")
     ap.add_argument("--max-boxes", type=int, default=0,
                     help="keep only each image's N most confident predictions (0: all, as predicted)")
@@ -236,7 +241,7 @@ def main() -> int:
     for ds in args.datasets:
         images, classes = dataset(ds, args)
         given_ls = labelset(images, classes)
-        preds = thin(predictions(ds, given_ls), args.max_boxes, args.min_conf)
+        preds = thin(predictions(ds, given_ls, args.flip_check), args.max_boxes, args.min_conf)
         print(f"predictions per image: {np.mean([len(p) for p in preds]):.1f} (--max-boxes {args.max_boxes}, "
               f"--min-conf {args.min_conf:g})")
         feats = None if args.no_pixels else image_features([r.filepath for r in given_ls.records])

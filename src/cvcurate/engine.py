@@ -277,7 +277,8 @@ def _stream(engine: Engine, items: Sequence[Any], setup: Setup, *, actors: bool,
 # the batch functions of the stages, on either engine
 
 
-def _predictor(ckpt: Any, device: str, threads: int, runtime: str = "torch") -> Callable[[Any], Any]:
+def _predictor(ckpt: Any, device: str, threads: int, runtime: str = "torch", flip_check: bool = False
+               ) -> Callable[[Any], Any]:
     """A Ray worker's setup for predict: torch's threads as in the local path, the model built
     once, then whole local batches, decoded by :func:`_decoder`'s tasks."""
     import torch
@@ -286,7 +287,8 @@ def _predictor(ckpt: Any, device: str, threads: int, runtime: str = "torch") -> 
 
     torch.set_num_threads(threads)
     ckpt.model()  # built and cached on the checkpoint, once per worker
-    return lambda shard: predict_decoded(ckpt, shard[0], shard[1], device=device, runtime=runtime)
+    return lambda shard: predict_decoded(ckpt, shard[0], shard[1], device=device, runtime=runtime,
+                                         flip_check=flip_check)
 
 
 def _decoder(size: int, skip_unreadable: bool = False) -> Callable[[Any], Any]:
@@ -297,7 +299,8 @@ def _decoder(size: int, skip_unreadable: bool = False) -> Callable[[Any], Any]:
 
 
 def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int = 16, device: str = "cpu",
-            progress: bool = False, runtime: str = "torch", skip_unreadable: bool = False) -> list[Any]:
+            progress: bool = False, runtime: str = "torch", skip_unreadable: bool = False,
+            flip_check: bool = False) -> list[Any]:
     """:func:`cvcurate.detector.predict.predict` of every record (boxes in the checkpoint's class
     ids), in record order. On Ray each shard is one batch of the local path (the same images
     together), decoded and resized by a task of a stage of its own, then predicted by an actor
@@ -309,7 +312,7 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
         from .detector.predict import predict as run
 
         return run(ckpt, records, batch_size, device, progress=progress, runtime=runtime,
-                   skip_unreadable=skip_unreadable)
+                   skip_unreadable=skip_unreadable, flip_check=flip_check)
     import torch
 
     from .types import ImageRecord
@@ -334,7 +337,7 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
                 done[0] += len(anns)
                 update(done[0], len(records))
 
-            parts = engine.map(shards, partial(_predictor, ship, dev, threads, runtime), actors=True, gpus=gpus,
+            parts = engine.map(shards, partial(_predictor, ship, dev, threads, runtime, flip_check), actors=True, gpus=gpus,
                                cpus=cpus, done=count, prepare=partial(_decoder, ckpt.input_size, skip_unreadable))
     return [a for part in parts for a in part]
 

@@ -14,6 +14,9 @@ GT_FIELD = "ground_truth"
 PRED_FIELD = "predictions"  # what 'cvcurate predict' (and import of predictions) writes
 OOF_FIELD = "predictions_oof"  # what 'cvcurate train --folds K' writes: out-of-fold, preferred by every reader
 PRED_FIELDS = (OOF_FIELD, PRED_FIELD)  # in the order readers prefer them
+# per-prediction numbers 'predict --flip-check' keeps as attributes of each predicted box
+# (cvcurate.detector.flipcheck): the store writes and reads them, the scorer's error models read them
+PRED_ATTRIBUTES = ("flip_iou", "flip_conf")
 # the lock purposes of the commands that write predictions alone: a reader of the labels, the tags
 # and the score runs reads beside them (store.read_lock)
 PREDICTION_WRITERS = ("predict", "train --folds", "predict --from-file")

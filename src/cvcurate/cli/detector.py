@@ -34,6 +34,9 @@ def train_cmd(
                                              "[default: predictions_oof]."),
     field_alias: Optional[str] = typer.Option(None, "--field", hidden=True, help="Old name of --pred-field."),
     wait: float = wait_option(),
+    flip_check: bool = typer.Option(
+        False, "--flip-check", help="With --folds: each fold also predicts its images mirrored, as 'predict "
+        "--flip-check' does (evidence that ranks real label errors higher)."),
 ) -> None:
     """Train the detector, or make out-of-fold predictions for label-error scoring.
 
@@ -51,13 +54,18 @@ def train_cmd(
 
       cvcurate train neu --folds 5 --init synth
 
+      cvcurate train neu --folds 5 --init synth --flip-check
+
       cvcurate train mysteel --folds 5 --init neu-det
     """
     from ..stages import predict as stage
 
+    if flip_check and folds is None:
+        raise InputError("--flip-check applies to the out-of-fold predictions of --folds K (or to 'cvcurate predict')")
     if folds is not None:
         res = stage.kfold(name, folds=folds, config=config, epochs=epochs, device=device, init=init,
-                          pred_field=pred_field or field_alias or "predictions_oof", log=say, wait=wait)
+                          pred_field=pred_field or field_alias or "predictions_oof", log=say, wait=wait,
+                          flip_check=flip_check)
         say(f"wrote {res.boxes} out-of-fold predicted boxes for {res.images} images to field "
             f"{res.field!r} of {name} ({folds} folds)")
         return
@@ -97,6 +105,10 @@ def predict_cmd(
         "(for a dataset whose classes the model does not know): wide images in square tiles, each box given the "
         "class of the given box it overlaps most. Gives overlooked, spurious and badly-placed evidence without "
         "training; never swap evidence (the classes come from the labels)."),
+    flip_check: bool = typer.Option(
+        False, "--flip-check", help="Run the network again on each image mirrored left-right and top-bottom and "
+        "keep, per box, how well the mirrored images' boxes agree with it: evidence that makes 'score' rank real "
+        "label errors higher (the boxes are the same; the network's work three times)."),
 ) -> None:
     """Predict boxes for every image of a dataset, or import predictions made by another model.
 
@@ -109,6 +121,8 @@ def predict_cmd(
 
       cvcurate predict neu --model neu-det --runtime onnx
 
+      cvcurate predict neu --model neu-det --flip-check
+
       cvcurate predict neu --model neu-det --engine ray --workers 4
 
       cvcurate predict severstal --model neu-det --class-agnostic
@@ -120,8 +134,9 @@ def predict_cmd(
     field = pred_field or field_alias or "predictions"
     source_file = from_file or predictions_alias
     if source_file is not None:
-        if class_agnostic:
-            raise InputError("--class-agnostic applies to the detector's predictions, not to --from-file")
+        if class_agnostic or flip_check:
+            raise InputError(f"{'--class-agnostic' if class_agnostic else '--flip-check'} applies to the detector's "
+                             "predictions, not to --from-file")
         res = stage.import_predictions(name, source_file, format=format, coco_gt=coco_gt, pred_field=field,
                                        wait=wait)
     else:
@@ -130,7 +145,7 @@ def predict_cmd(
         check_ray_workers(engine, workers)
         res = stage.predict(name, model=model, device=device, batch_size=batch_size, pred_field=field,
                             engine=engine, workers=workers, runtime=runtime, wait=wait,
-                            class_agnostic=class_agnostic)
+                            class_agnostic=class_agnostic, flip_check=flip_check)
     for note in res.notes:
         say(note)
     say(f"wrote {res.boxes} predicted boxes for {res.images} images to field "

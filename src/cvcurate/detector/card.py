@@ -86,5 +86,6 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 
 def remap_classes(anns: Sequence[Annotations | None], mapping: np.ndarray) -> list[Annotations | None]:
     """Change class ids by ``mapping[old_id] = new_id`` (None stays None)."""
-    return [None if a is None else Annotations(a.xyxy, mapping[a.class_id] if len(a) else a.class_id, a.confidence)
+    return [None if a is None else Annotations(a.xyxy, mapping[a.class_id] if len(a) else a.class_id, a.confidence,
+                                               data=dict(a.data))
             for a in anns]

@@ -78,15 +78,16 @@ def image_digests(paths: Sequence[str]) -> list[str]:
 
 
 def to_record_frame(rec: ImageRecord, size: int, xyxy: np.ndarray, scores: np.ndarray,
-                    labels: np.ndarray) -> Annotations:
-    """Boxes found on the ``size`` x ``size`` input, back in the record's own pixel frame (clipped)."""
+                    labels: np.ndarray, data: dict[str, np.ndarray] | None = None) -> Annotations:
+    """Boxes found on the ``size`` x ``size`` input, back in the record's own pixel frame (clipped);
+    ``data``: per-box arrays kept as they are (the flip check's, :mod:`.flipcheck`)."""
     b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
     sx, sy = rec.width / size, rec.height / size
     b = b * np.array([sx, sy, sx, sy])
     b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, rec.width)
     b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, rec.height)
     conf = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
-    return Annotations(xyxy=b, class_id=np.asarray(labels).astype(np.int64), confidence=conf)
+    return Annotations(xyxy=b, class_id=np.asarray(labels).astype(np.int64), confidence=conf, data=dict(data or {}))
 
 
 Batch = Callable[[Sequence[ImageRecord], Sequence[np.ndarray]], list[Annotations]]

@@ -280,14 +280,18 @@ def nms_classwise(boxes: np.ndarray, labels: np.ndarray, thresh: float) -> np.nd
 
 
 def predict_records(det: LiteDetector, records: Sequence[ImageRecord], batch_size: int = 16, *,
-                    progress: bool = False, skip_unreadable: bool = False) -> list[Annotations | None]:
+                    progress: bool = False, skip_unreadable: bool = False,
+                    flip_check: bool = False) -> list[Annotations | None]:
     """:func:`cvcurate.detector.predict.predict` on the torch-free detector: boxes in each record's
-    frame, in the checkpoint's class ids; None for an unreadable image (``skip_unreadable``)."""
+    frame, in the checkpoint's class ids; None for an unreadable image (``skip_unreadable``);
+    ``flip_check``: each box's agreement with the mirrored images' (:mod:`.flipcheck`) in its data."""
+    from .flipcheck import flip_checked
     from .images import run_batches, to_record_frame
 
     size = det.size
+    detect = flip_checked(det, size) if flip_check else det
 
     def run(recs: Sequence[ImageRecord], ims: Sequence[np.ndarray]) -> list[Annotations]:
-        return [to_record_frame(r, size, *out) for r, out in zip(recs, det(ims))]
+        return [to_record_frame(r, size, *out) for r, out in zip(recs, detect(ims))]
 
     return run_batches(records, size, batch_size, run, progress=progress, skip_unreadable=skip_unreadable)

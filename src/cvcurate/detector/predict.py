@@ -31,12 +31,18 @@ def _as_model(model_or_checkpoint) -> tuple[torch.nn.Module, int]:
 
 
 def _boxes(model: Any, dev: torch.device, size: int, records: Sequence[ImageRecord],
-           imgs: Sequence[np.ndarray | None]) -> list[Annotations | None]:
+           imgs: Sequence[np.ndarray | None], flip_check: bool = False) -> list[Annotations | None]:
     """One batch through the network (``imgs`` from :func:`decode`), boxes back in each record's
-    frame; None for an image :func:`decode` could not read."""
+    frame; None for an image :func:`decode` could not read; ``flip_check``: :mod:`.flipcheck`."""
+    from .flipcheck import flip_checked
+
+    def detect(ims: Sequence[np.ndarray]) -> list:
+        return _raw(model, dev, ims)
+
+    checked = flip_checked(detect, size) if flip_check else detect
 
     def run(recs: Sequence[ImageRecord], ims: Sequence[np.ndarray]) -> list[Annotations]:
-        return [to_record_frame(rec, size, *out) for rec, out in zip(recs, _raw(model, dev, ims))]
+        return [to_record_frame(rec, size, *out) for rec, out in zip(recs, checked(ims))]
 
     return with_gaps(run, records, imgs)
 
@@ -65,14 +71,14 @@ def _runner(model: torch.nn.Module, size: int, dev: torch.device, runtime: str):
 
 
 def predict_decoded(model_or_checkpoint, records: Sequence[ImageRecord], images: Sequence[np.ndarray],
-                    device: str = "cpu", runtime: str = "torch") -> list[Annotations]:
+                    device: str = "cpu", runtime: str = "torch", flip_check: bool = False) -> list[Annotations]:
     """:func:`predict` of one batch whose images :func:`decode` already read (the Ray engine decodes
     on tasks of their own and sends the network only the decoded batch): the same boxes."""
     model, size = _as_model(model_or_checkpoint)
     dev = resolve_device(device)
     model = model.to(dev).eval()
     with torch.inference_mode():
-        return _boxes(_runner(model, size, dev, runtime), dev, size, records, images)
+        return _boxes(_runner(model, size, dev, runtime), dev, size, records, images, flip_check)
 
 
 def square_detector(model_or_checkpoint, device: str = "cpu", runtime: str = "torch"):
@@ -91,7 +97,8 @@ def square_detector(model_or_checkpoint, device: str = "cpu", runtime: str = "to
 
 
 def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int = 16, device: str = "cpu",
-            progress: bool = False, runtime: str = "torch", skip_unreadable: bool = False) -> list[Annotations | None]:
+            progress: bool = False, runtime: str = "torch", skip_unreadable: bool = False,
+            flip_check: bool = False) -> list[Annotations | None]:
     """Predict every record; boxes are absolute ``xyxy`` in the record's ``width`` x ``height``.
 
     Class ids are the checkpoint's; map them with ``Checkpoint.class_map`` when the dataset orders
@@ -99,6 +106,7 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
     the current one runs. ``runtime``: ``torch``, or ``onnx`` (the network on ONNX Runtime, the
     post-processing in torch: :mod:`.runtime`; the same boxes to about 1e-5). An image that cannot
     be read stops it (:class:`InputError`), or with ``skip_unreadable`` gets None in its place.
+    ``flip_check``: each box's agreement with the mirrored images' boxes in its data (:mod:`.flipcheck`).
     """
     model, size = _as_model(model_or_checkpoint)
     dev = resolve_device(device)
@@ -107,7 +115,7 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
     run = _runner(model, size, dev, runtime)
     try:
         with torch.inference_mode():
-            return run_batches(records, size, batch_size, lambda recs, ims: _boxes(run, dev, size, recs, ims),
+            return run_batches(records, size, batch_size, lambda recs, ims: _boxes(run, dev, size, recs, ims, flip_check),
                                progress=progress, skip_unreadable=skip_unreadable)
     finally:
         if was_training:

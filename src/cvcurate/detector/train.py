@@ -365,7 +365,7 @@ def train(labels: LabelSet, cfg: DetectorConfig | None = None, device: str = "cp
 def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, device: str = "cpu",
                   progress: bool = True, *, return_folds: bool = False,
                   log: Callable[[str], None] | None = None, state_dir: str | Path | None = None,
-                  init: Checkpoint | None = None):
+                  init: Checkpoint | None = None, flip_check: bool = False):
     """Out-of-fold predictions: every image is predicted by a model that never trained on it.
 
     Images are dealt to ``k`` folds by :func:`~cvcurate.detector.data.kfold_assign` (seeded with
@@ -380,7 +380,7 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
 
     ``init``: every fold starts from these weights (fine-tuning, see :func:`train`); refused when
     they were trained on any image of ``labels``, since the folds' predictions would then be
-    in-sample.
+    in-sample. ``flip_check``: each fold's predictions carry the flip check (:mod:`.flipcheck`).
     """
     from ..errors import kept
     from .predict import predict
@@ -391,8 +391,8 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
     folds = D.kfold_assign(len(labels.records), k, cfg.train.seed)
     out: list[Annotations | None] = [None] * len(labels.records)
     sdir = Path(state_dir) if state_dir is not None else None
-    key = ({**_state_key(cfg, labels, weights_fingerprint(init) if init is not None else None), "folds": k}
-           if sdir is not None else None)
+    key = ({**_state_key(cfg, labels, weights_fingerprint(init) if init is not None else None), "folds": k,
+            **({"flip_check": True} if flip_check else {})} if sdir is not None else None)
     trained_seconds: list[float] = []  # folds trained in this call, for the time left
     for f in range(k):
         train_idx = np.flatnonzero(folds != f)
@@ -400,7 +400,7 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
         done = sdir / f"fold{f + 1}of{k}.pt" if sdir is not None else None
         saved = _load_state(done, key) if done is not None else None
         if saved is not None:
-            preds = [Annotations(x, c, p) for x, c, p in saved["preds"]]
+            preds = [Annotations(x, c, p, data=dict(d[0] if d else {})) for x, c, p, *d in saved["preds"]]
             if log:
                 log(f"fold {f + 1}/{k}: kept from an earlier run ({done})")
         else:
@@ -411,14 +411,14 @@ def kfold_predict(labels: LabelSet, k: int, cfg: DetectorConfig | None = None, d
             ckpt = train(D.subset(labels, train_idx), cfg, device=device, progress=progress, log=log,
                          description=f"fold {f + 1}/{k}", state_path=fold_state, init=init)
             preds = predict(ckpt, [labels.records[i] for i in test_idx], batch_size=cfg.predict.batch_size,
-                            device=device)
+                            device=device, flip_check=flip_check)
             trained_seconds.append(time.time() - t0)
             if log:
                 left = (k - f - 1) * float(np.mean(trained_seconds))
                 log(f"fold {f + 1}/{k} done in {trained_seconds[-1] / 60:.1f} min"
                     + (f"; about {left / 60:.0f} min left for the other {k - f - 1}" if f + 1 < k else ""))
             if done is not None:
-                _save_state(done, {"key": key, "preds": [(p.xyxy, p.class_id, p.confidence) for p in preds]})
+                _save_state(done, {"key": key, "preds": [(p.xyxy, p.class_id, p.confidence, p.data) for p in preds]})
                 fold_state.unlink(missing_ok=True)
                 kept(f"the finished folds in {sdir} (the same command resumes after them)")
         for i, p in zip(test_idx, preds):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..names import PRED_ATTRIBUTES
 from ..types import Annotations, LabelSet
 
 FORMATS = ("coco", "yolo")
@@ -51,16 +52,22 @@ def _fail(kind: str, bad: list[str], total: int, extra: str = "") -> None:
                          f"nothing was imported")
 
 
-def _finish(labels: LabelSet, per_image: dict[int, list[tuple[list[float], int, float]]]) -> list[Annotations]:
+def _finish(labels: LabelSet, per_image: dict[int, list[tuple]]) -> list[Annotations]:
+    """One :class:`Annotations` per record from (box, class, score[, attributes]) items; an
+    attribute of :data:`~cvcurate.names.PRED_ATTRIBUTES` any item has goes into every image's
+    ``data`` (NaN where a box has none)."""
+    keys = [k for k in PRED_ATTRIBUTES if any(len(it) > 3 and k in it[3] for items in per_image.values() for it in items)]
     out = []
     for i in range(len(labels.records)):
         items = per_image.get(i, [])
+        data = {k: np.array([it[3].get(k, np.nan) if len(it) > 3 else np.nan for it in items], np.float64)
+                for k in keys}
         if not items:
-            out.append(Annotations.empty(with_confidence=True))
+            out.append(Annotations(np.zeros((0, 4)), np.zeros(0, np.int64), confidence=np.zeros(0), data=data))
             continue
-        out.append(Annotations(xyxy=np.array([b for b, _, _ in items], dtype=np.float64),
-                               class_id=np.array([c for _, c, _ in items], dtype=np.int64),
-                               confidence=np.array([s for _, _, s in items], dtype=np.float64)))
+        out.append(Annotations(xyxy=np.array([it[0] for it in items], dtype=np.float64),
+                               class_id=np.array([it[1] for it in items], dtype=np.int64),
+                               confidence=np.array([it[2] for it in items], dtype=np.float64), data=data))
     return out
 
 
@@ -144,7 +151,12 @@ def read_coco(path: Path, labels: LabelSet, coco_gt: str | Path | None = None) -
         if not np.isfinite([x, y, w, h, score]).all() or not 0 <= score <= 1:
             malformed.append(f"entry {n} (non-finite box or score outside 0..1)")
             continue
-        per_image.setdefault(stems[stem], []).append(([x, y, x + w, y + h], cls_index[name], score))
+        extra = {}  # predict --flip-check's numbers, when the file has them (write_coco_results writes them)
+        for k in PRED_ATTRIBUTES:
+            v = d.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
+                extra[k] = float(v)
+        per_image.setdefault(stems[stem], []).append(([x, y, x + w, y + h], cls_index[name], score, extra))
     total = len(doc)
     _fail("malformed entries", malformed, total)
     _fail("images that are not in the dataset", unknown_img, total)
@@ -222,11 +234,19 @@ def read_yolo(path: Path, labels: LabelSet) -> list[Annotations]:
 def write_coco_results(path: str | Path, labels: LabelSet, anns: list[Annotations | None]) -> Path:
     """Write predictions of the records of ``labels`` as a COCO results list (``file_name``,
     ``category_name``, absolute ``bbox`` [x, y, w, h], ``score``): what :func:`read_coco` reads
-    back (``cvcurate predict NAME --from-file PATH --format coco``). None: no entries for that image."""
-    rows = [{"file_name": Path(r.filepath).name, "category_name": labels.classes[int(c)],
-             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(p)}
-            for r, a in zip(labels.records, anns) if a is not None
-            for b, c, p in zip(a.xyxy, a.class_id, a.confidence if a.confidence is not None else np.ones(len(a)))]
+    back (``cvcurate predict NAME --from-file PATH --format coco``), with ``predict --flip-check``'s
+    numbers where a box has them. None: no entries for that image."""
+    rows = []
+    for r, a in zip(labels.records, anns):
+        if a is None:
+            continue
+        conf = a.confidence if a.confidence is not None else np.ones(len(a))
+        extra = [k for k in PRED_ATTRIBUTES if k in a.data]
+        for j, (b, c, p) in enumerate(zip(a.xyxy, a.class_id, conf)):
+            row = {"file_name": Path(r.filepath).name, "category_name": labels.classes[int(c)],
+                   "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(p)}
+            row.update({k: float(a.data[k][j]) for k in extra if np.isfinite(a.data[k][j])})
+            rows.append(row)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(rows))

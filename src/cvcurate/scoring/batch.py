@@ -20,11 +20,12 @@ Python then builds an :class:`~cvcurate.types.Issue` only for a flagged box.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from ..names import PRED_ATTRIBUTES
 from ..types import Annotations, LabelSet
 
 
@@ -44,18 +45,21 @@ class FlatBoxes:
     local: np.ndarray  # (B,) index of each box in its image's Annotations
     count: np.ndarray  # (N,) boxes per image
     start: np.ndarray  # (N,) row of each image's first box
+    data: dict[str, np.ndarray] = field(default_factory=dict)  # (B,) per-box arrays every image's Annotations has
 
     @classmethod
-    def concat(cls, anns: Sequence[Annotations], with_confidence: bool = False) -> FlatBoxes:
+    def concat(cls, anns: Sequence[Annotations], with_confidence: bool = False, keys: Sequence[str] = ()) -> FlatBoxes:
         n = len(anns)
         count = np.fromiter(map(len, anns), dtype=np.int64, count=n)
         start = np.cumsum(count) - count
         image = np.repeat(np.arange(n, dtype=np.int64), count)
+        keys = [k for k in keys if n and all(k in a.data for a in anns)]  # only what every image has
         return cls(xyxy=_cat([a.xyxy for a in anns], (0, 4), np.float64).reshape(-1, 4),
                    cls=_cat([a.class_id for a in anns], (0,), np.int64),
                    conf=_cat([a.confidence for a in anns], (0,), np.float64) if with_confidence else None,
                    image=image, local=np.arange(len(image), dtype=np.int64) - start[image],
-                   count=count, start=start)
+                   count=count, start=start,
+                   data={k: _cat([np.asarray(a.data[k], np.float64) for a in anns], (0,), np.float64) for k in keys})
 
     def __len__(self) -> int:
         return len(self.cls)
@@ -70,7 +74,8 @@ class FlatBoxes:
         image = self.image[rows]
         count = np.bincount(image, minlength=self.n_images).astype(np.int64)
         return FlatBoxes(xyxy=self.xyxy[rows], cls=self.cls[rows], conf=None if self.conf is None else self.conf[rows],
-                         image=image, local=self.local[rows], count=count, start=np.cumsum(count) - count)
+                         image=image, local=self.local[rows], count=count, start=np.cumsum(count) - count,
+                         data={k: v[rows] for k, v in self.data.items()})
 
 
 @dataclass
@@ -87,7 +92,7 @@ class Batch:
         recs = labels.records
         size = np.array([(r.width, r.height) for r in recs], dtype=np.int64).reshape(len(recs), 2)
         return cls(width=size[:, 0], height=size[:, 1], given=FlatBoxes.concat([r.gt for r in recs]),
-                   pred=None if preds is None else FlatBoxes.concat(preds, with_confidence=True))
+                   pred=None if preds is None else FlatBoxes.concat(preds, with_confidence=True, keys=PRED_ATTRIBUTES))
 
 
 # ----------------------------------------------------------------------------------------------

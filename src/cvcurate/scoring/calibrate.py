@@ -184,8 +184,8 @@ class Calibration:
         """``p`` of every box type for the kept given boxes of ``s``: from the learned model when
         there is one (cross-fitted for the boxes it was fitted on, the fold models' mean for
         others), else from the per-type curves. ``adopted``: the classes' adopted boxing styles
-        (:func:`~.model.style_cap`)."""
-        from .model import style_cap
+        (:func:`~.conventions.style_cap`)."""
+        from .conventions import style_cap
 
         if self.model is not None:
             if s is self.fitted_on and self.model.oof is not None:

@@ -18,7 +18,7 @@ follows, from the same signals the scorer uses (:func:`~cvcurate.scoring.signals
 
 A class is **mixed** when the less common of pieces / whole is followed in at least
 ``MIXED_SHARE`` of its judged images (the share the scorer's habits use, see
-:data:`~cvcurate.scoring.model.STYLE_SHARE`): a question for the team, not an error per box.
+:data:`STYLE_SHARE`): a question for the team, not an error per box.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ import numpy as np
 from ..boxes import box_area, box_iou, row_intersection
 from ..types import Annotations, LabelSet
 from .batch import Batch, FlatBoxes, pairs_within
-from .model import STYLE_SHARE
 from .signals import ObjectLabConfig, measure
 
 STYLES = ("whole", "pieces")
 MATCH_IOU = 0.5
 NESTED_INSIDE = 0.9
 MARGIN_RATIO = 1.15
+STYLE_SHARE = 0.25  # a class boxed this way in at least this share of its images has a habit, not errors
 MIXED_SHARE = STYLE_SHARE
 EXAMPLES = 3
 
@@ -270,3 +270,71 @@ def convention_fixes(labels: LabelSet, s: Any, cls: int, style: str) -> list[Con
                                      f"convention '{name}' = pieces: box {j} spans {len(clipped)} regions the model "
                                      f"sees apart; split into the model's boxes"))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# boxing habits: a style is not an error
+
+
+STYLE_CAP = 0.49  # while no convention is adopted, a box that follows its class's habit stays below the queues
+
+
+def habits(s: Any) -> dict[int, dict[str, float]]:
+    """Per class, how often it is boxed in pieces and how often whole: ``pieces`` the share of the
+    images with two or more boxes of the class where some of them are pieces of one object the
+    model sees (the split signal); ``whole`` the share of the images with a box of the class where
+    one box spans several objects the model sees (the merged signal)."""
+    g = s.given
+    out: dict[int, dict[str, float]] = {}
+    for c in np.unique(g.cls).tolist():
+        m = g.cls == c
+        imgs, per = np.unique(g.image[m], return_counts=True)
+        multi = set(imgs[per >= 2].tolist())
+        pieces = set(g.image[m & (np.asarray(s.split) > 0)].tolist()) & multi
+        whole = set(g.image[m & (np.asarray(s.merged) > 0)].tolist())
+        out[int(c)] = {"pieces": len(pieces) / len(multi) if multi else 0.0,
+                       "whole": len(whole) / len(imgs) if len(imgs) else 0.0,
+                       "images": float(len(imgs)), "multi_box_images": float(len(multi))}
+    return out
+
+
+CONFORMING = {"whole": "merged", "pieces": "split"}  # an adopted style -> the box type that follows it
+DEVIATING = {"whole": "split", "pieces": "merged"}  # ... and the box type that breaks it
+
+
+def style_cap(s: Any, box: dict[str, np.ndarray], share: float = STYLE_SHARE,
+              adopted: dict[int, str] | None = None) -> list[tuple[int, str]]:
+    """Keep boxes that follow their class's habit out of the queues: a split (a piece) where the
+    class is boxed in pieces in at least ``share`` of its multi-box images, a merged box where it
+    is boxed whole that often, get ``p`` at most :data:`STYLE_CAP` (in place). Returns one note
+    per class with a habit (reported per class, not box by box): (class, text with ``'{cls}'`` for
+    its name, quoted as :func:`cvcurate.names.quoted` quotes it).
+
+    ``adopted``: class -> the style the team adopted for it (``cvcurate conventions --adopt``).
+    Such a class has a rule, not a habit: a box that follows it is clean (its conforming type's
+    ``p`` set to 0: a piece where pieces were adopted is no split) and a box that breaks it is an
+    error by the rule wherever the model's view holds, so its ``p`` is at least the signal that
+    measures that view (split: the probability that the model's region is real times how well the
+    pieces tile it; merged: the same for the regions inside the box). The calibrated ``p`` alone
+    would not do: it compares a box with the data as given, where the old style is common (listed
+    as a ``convention`` issue by :func:`~.issues.find_issues`)."""
+    notes = []
+    adopted = adopted or {}
+    for c, style in adopted.items():
+        m = s.given.cls == c
+        if CONFORMING.get(style) in box:
+            box[CONFORMING[style]][m] = 0.0
+        dev = DEVIATING.get(style)
+        if dev in box:
+            box[dev][m] = np.maximum(box[dev][m], np.clip(np.asarray(getattr(s, dev), float)[m], 0.0, 1.0))
+    for c, h in habits(s).items():
+        if c in adopted:
+            continue
+        m = s.given.cls == c
+        for t, key, how in (("split", "pieces", "in pieces"), ("merged", "whole", "whole over several defects")):
+            if h[key] >= share and t in box:
+                box[t][m] = np.minimum(box[t][m], STYLE_CAP)
+                notes.append((c, f"'{{cls}}' is boxed {how} in {100 * h[key]:.0f} % of its "
+                                 f"{'multi-box ' if key == 'pieces' else ''}images: a habit, not an error: {t} "
+                                 f"kept below the queues (p < 0.5) until a convention is adopted"))
+    return notes

@@ -30,7 +30,8 @@ from ..types import Issue, LabelSet
 from ..names import BOX_TYPES, quoted
 from .calibrate import Calibration
 from .units import units_of
-from .model import DEVIATING, _sizes
+from .conventions import DEVIATING
+from .model import _sizes
 from .signals import Signals
 
 

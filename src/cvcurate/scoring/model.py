@@ -27,7 +27,7 @@ flat steps, no ties), saturating smoothly below 1.
 
 The same for a prediction that marks a box the labels miss (``overlooked``): :mod:`.overlooked`.
 The classes' boxing habits (pieces or whole) that keep split and merged boxes below the queues:
-:func:`habits`, :func:`style_cap`.
+:func:`.conventions.habits`, :func:`.conventions.style_cap`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..names import BOX_TYPES
+from ..names import BOX_TYPES, PRED_ATTRIBUTES
 from ..boxes import pair_iou
 from .batch import pairs_within
 from .boxpixels import PIXEL_FEATURES, pixel_features
@@ -46,7 +46,7 @@ from .boxpixels import PIXEL_FEATURES, pixel_features
 FEATURES = ("swap", "badloc", "swap_signal", "unsupported", "best_iou", "anything", "split", "merged", "n_inside",
             "ev_swap", "ev_badloc", "ev_spurious", "p_other", "p_same", "bad_iou", "has_bad_pred",
             "log_area_rel", "log_aspect_rel", "area_share", "cx", "cy", "at_border", "n_boxes", "n_same",
-            "max_iou_same", "max_iou_other", "gap_same", "class_multi") + PIXEL_FEATURES + ("cls",)
+            "max_iou_same", "max_iou_other", "gap_same", "class_multi") + PRED_ATTRIBUTES + PIXEL_FEATURES + ("cls",)
 
 
 @dataclass
@@ -133,11 +133,20 @@ def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = N
     cols = [s.swap, s.badloc, s.swap_signal, s.unsupported, s.best_iou, s.anything, s.split, s.merged,
             s.n_inside, s.ev_swap, s.ev_badloc, s.ev_spurious, s.p_other, s.p_same, np.where(has_bad > 0, s.bad_iou, 0.0),
             has_bad, area_rel, aspect_rel, (w * h) / (iw * ih), cx, cy, border.astype(np.float64), n_boxes, n_same,
-            max_same, max_other, gap_same, class_multi]
+            max_same, max_other, gap_same, class_multi] + [_pred_data(s, k) for k in PRED_ATTRIBUTES]
     x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
     rows = np.arange(k) if rows is None else np.asarray(rows, np.int64)
     return np.column_stack([x[rows], pixel_features(s, g.xyxy[rows], g.image[rows]), g.cls[rows].astype(np.float64)])
 
+
+
+def _pred_data(s: Any, key: str) -> np.ndarray:
+    """A per-prediction array predict wrote (``flip_iou``...) at the prediction that stands for each
+    kept given box; -1 where it has none or the predictions have no such array."""
+    arr = s.pred.data.get(key) if s.pred is not None else None
+    if arr is None:
+        return np.full(len(s.given), -1.0)
+    return np.where(s.bad_pred >= 0, arr[np.maximum(s.bad_pred, 0)] if len(arr) else -1.0, -1.0)
 
 
 def _neighbours(g: Any, side: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -427,72 +436,3 @@ def fit(x_u: np.ndarray, img_u: np.ndarray, x_e: np.ndarray, type_e: np.ndarray,
     em.oof = em.p_from_proba(proba_u)
     em.seconds = time.perf_counter() - t0
     return em
-
-
-# ----------------------------------------------------------------------------------------------
-# boxing habits: a style is not an error
-
-
-STYLE_SHARE = 0.25  # a class boxed this way in at least this share of its images has a habit, not errors
-STYLE_CAP = 0.49  # while no convention is adopted, a box that follows its class's habit stays below the queues
-
-
-def habits(s: Any) -> dict[int, dict[str, float]]:
-    """Per class, how often it is boxed in pieces and how often whole: ``pieces`` the share of the
-    images with two or more boxes of the class where some of them are pieces of one object the
-    model sees (the split signal); ``whole`` the share of the images with a box of the class where
-    one box spans several objects the model sees (the merged signal)."""
-    g = s.given
-    out: dict[int, dict[str, float]] = {}
-    for c in np.unique(g.cls).tolist():
-        m = g.cls == c
-        imgs, per = np.unique(g.image[m], return_counts=True)
-        multi = set(imgs[per >= 2].tolist())
-        pieces = set(g.image[m & (np.asarray(s.split) > 0)].tolist()) & multi
-        whole = set(g.image[m & (np.asarray(s.merged) > 0)].tolist())
-        out[int(c)] = {"pieces": len(pieces) / len(multi) if multi else 0.0,
-                       "whole": len(whole) / len(imgs) if len(imgs) else 0.0,
-                       "images": float(len(imgs)), "multi_box_images": float(len(multi))}
-    return out
-
-
-CONFORMING = {"whole": "merged", "pieces": "split"}  # an adopted style -> the box type that follows it
-DEVIATING = {"whole": "split", "pieces": "merged"}  # ... and the box type that breaks it
-
-
-def style_cap(s: Any, box: dict[str, np.ndarray], share: float = STYLE_SHARE,
-              adopted: dict[int, str] | None = None) -> list[tuple[int, str]]:
-    """Keep boxes that follow their class's habit out of the queues: a split (a piece) where the
-    class is boxed in pieces in at least ``share`` of its multi-box images, a merged box where it
-    is boxed whole that often, get ``p`` at most :data:`STYLE_CAP` (in place). Returns one note
-    per class with a habit (reported per class, not box by box): (class, text with ``'{cls}'`` for
-    its name, quoted as :func:`cvcurate.names.quoted` quotes it).
-
-    ``adopted``: class -> the style the team adopted for it (``cvcurate conventions --adopt``).
-    Such a class has a rule, not a habit: a box that follows it is clean (its conforming type's
-    ``p`` set to 0: a piece where pieces were adopted is no split) and a box that breaks it is an
-    error by the rule wherever the model's view holds, so its ``p`` is at least the signal that
-    measures that view (split: the probability that the model's region is real times how well the
-    pieces tile it; merged: the same for the regions inside the box). The calibrated ``p`` alone
-    would not do: it compares a box with the data as given, where the old style is common (listed
-    as a ``convention`` issue by :func:`~.issues.find_issues`)."""
-    notes = []
-    adopted = adopted or {}
-    for c, style in adopted.items():
-        m = s.given.cls == c
-        if CONFORMING.get(style) in box:
-            box[CONFORMING[style]][m] = 0.0
-        dev = DEVIATING.get(style)
-        if dev in box:
-            box[dev][m] = np.maximum(box[dev][m], np.clip(np.asarray(getattr(s, dev), float)[m], 0.0, 1.0))
-    for c, h in habits(s).items():
-        if c in adopted:
-            continue
-        m = s.given.cls == c
-        for t, key, how in (("split", "pieces", "in pieces"), ("merged", "whole", "whole over several defects")):
-            if h[key] >= share and t in box:
-                box[t][m] = np.minimum(box[t][m], STYLE_CAP)
-                notes.append((c, f"'{{cls}}' is boxed {how} in {100 * h[key]:.0f} % of its "
-                                 f"{'multi-box ' if key == 'pieces' else ''}images: a habit, not an error: {t} "
-                                 f"kept below the queues (p < 0.5) until a convention is adopted"))
-    return notes

@@ -145,7 +145,7 @@ def drop_hopeless(labels: LabelSet, preds: Sequence[Annotations], cfg: ObjectLab
     out = []
     for p in preds:
         keep = th.probability(p.confidence) >= cfg.min_precision
-        out.append(p if keep.all() else Annotations(p.xyxy[keep], p.class_id[keep], confidence=p.confidence[keep]))
+        out.append(p if keep.all() else p[keep])
     return out, th
 
 

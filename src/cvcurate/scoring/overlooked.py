@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..boxes import pair_iou
+from ..names import PRED_ATTRIBUTES
 from .batch import image_chunks, pairs_between, pairs_within, seg_max, seg_reduce
 from .boxpixels import PIXEL_FEATURES, pixel_features
 from .model import ModelConfig, _cross_folds, _fit_folds, class_stats, matched, natural_count, probability
@@ -19,7 +20,7 @@ from .signals import MAX_PAIRS
 
 PRED_FEATURES = ("conf", "prob", "ev_overlooked", "strongest", "cover", "iou_any", "iou_same", "iou_other",
                  "inside_same", "overlooked_signal", "cleanlab_overlooked", "log_area_rel", "log_aspect_rel",
-                 "area_share", "cx", "cy", "n_boxes", "n_same", "class_multi") + PIXEL_FEATURES + ("cls",)
+                 "area_share", "cx", "cy", "n_boxes", "n_same", "class_multi") + PRED_ATTRIBUTES + PIXEL_FEATURES + ("cls",)
 MIN_PROB = 0.05  # predictions below this calibrated probability are no units (signals.USABLE_PROBABILITY)
 
 
@@ -96,7 +97,7 @@ def pred_features(s: Any, rows: np.ndarray, stats: dict[int, tuple[float, float,
     cols = [conf, prob, s.ev_overlooked[rows], (s.ev_overlooked[rows] > 0).astype(float), s.cover[rows], iou_any,
             iou_same, iou_other, inside_same, s.overlooked_signal[rows], s.overlooked[rows], area_rel, aspect_rel,
             (w * h) / (iw * ih), (xy[:, 0] + xy[:, 2]) / 2 / iw, (xy[:, 1] + xy[:, 3]) / 2 / ih, n_boxes, n_same,
-            multi]
+            multi] + [pred.data[k][rows] if k in pred.data else np.full(r, -1.0) for k in PRED_ATTRIBUTES]
     x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
     return np.column_stack([x, pixel_features(s, xy, img), cls.astype(np.float64)])
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from .. import store
 from ..errors import InputError, interrupt_leaves, shell_arg
+from ..names import PRED_ATTRIBUTES
 from ..types import LabelSet
 from .datasets import check_free
 
@@ -66,8 +67,9 @@ def training_setup(config: str | Path | None, epochs: int | None, init: str | No
 
 def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: int | None = None,
           device: str = "cpu", pred_field: str = "predictions_oof", init: str | None = None,
-          log: Log = _quiet, wait: float = 0.0) -> PredictResult:
-    """Out-of-fold predictions: every image predicted by a model trained on the other folds.
+          log: Log = _quiet, wait: float = 0.0, flip_check: bool = False) -> PredictResult:
+    """Out-of-fold predictions: every image predicted by a model trained on the other folds
+    (``flip_check``: with the flip check, as :func:`predict`'s).
 
     ``init``: every fold fine-tunes these weights (refused when they saw any image of ``name``).
     Finished folds and the fold in training are kept in ``NAME_kfold/`` (in the working folder):
@@ -91,12 +93,13 @@ def kfold(name: str, *, folds: int, config: str | Path | None = None, epochs: in
     kfold_assign(len(labels.records), folds)  # too few images: refused before the line below announces the folds
     check_free(name, "train --folds", wait)
     log(f"{len(labels.records)} images in {folds} folds, each model trained {how}")
-    preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log, state_dir=state_dir, init=start)
+    preds = kfold_predict(labels, folds, cfg, device=device, progress=True, log=log, state_dir=state_dir, init=start,
+                          flip_check=flip_check)
     # when the dataset stays busy, the finished folds are kept: the same command writes them
     write_predictions(name, labels, preds, pred_field, None, wait, what="train --folds", save_on_busy=False)
     shutil.rmtree(state_dir, ignore_errors=True)
     return PredictResult(pred_field, len(preds), sum(len(p) for p in preds),
-                         f"{folds}-fold out-of-fold models ({how})")
+                         f"{folds}-fold out-of-fold models ({how})" + (", flip-checked" if flip_check else ""))
 
 
 @dataclass
@@ -160,7 +163,7 @@ def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, 
             recovery.supersede_predictions(name, pred_field)
             entry = store.journal.begin(name, "predict", field=pred_field, command=what)
             pause_point("predict:journaled")
-            store.write_detections(name, pred_field, labels.records, anns, labels.classes)
+            store.write_detections(name, pred_field, labels.records, anns, labels.classes, attributes=PRED_ATTRIBUTES)
             store.append_history(name, history)
             store.journal.finish(name, entry)
     except CvcurateError as exc:  # busy for too long, or the database lost: the work is kept in a file
@@ -177,8 +180,14 @@ def write_predictions(name: str, labels: LabelSet, anns: list, pred_field: str, 
 
 def predict(name: str, *, model: str = "default", device: str = "cpu", batch_size: int = 16,
             pred_field: str = "predictions", engine: str = "local", workers: int | None = None,
-            runtime: str = "auto", wait: float = 0.0, class_agnostic: bool = False) -> PredictResult:
+            runtime: str = "auto", wait: float = 0.0, class_agnostic: bool = False,
+            flip_check: bool = False) -> PredictResult:
     """Predict every image of ``name`` with a shipped or a user's checkpoint.
+
+    ``flip_check``: the network runs again on each image mirrored left-right and top-bottom, and
+    each box keeps how well the mirrored images' boxes agree with it (``flip_iou``, ``flip_conf``:
+    :mod:`cvcurate.detector.flipcheck`), evidence the scorer's error models read; the boxes are
+    the same, the network's work three times.
 
     ``class_agnostic``: every box read as "a defect", wide images in tiles, each box given the
     class of the given box it overlaps most (:mod:`cvcurate.detector.agnostic`): evidence from a
@@ -199,6 +208,9 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
     eng = get_engine(engine, workers)
     if class_agnostic and eng.is_ray:
         raise InputError("--class-agnostic runs on this machine only: leave out --engine ray")
+    if class_agnostic and flip_check:
+        raise InputError("--flip-check does not combine with --class-agnostic (its boxes come from tiles): "
+                         "leave out one of them")
     runtime = check_runtime(runtime, device, ray=eng.is_ray)
     labels = store.read(name)
     # ONNX on this machine's CPU: the torch-free path (torch is imported only the first time a
@@ -242,26 +254,28 @@ def predict(name: str, *, model: str = "default", device: str = "cpu", batch_siz
                             keep=int(mc["detections_per_img"]), progress=True, skip_unreadable=True)
         anns = assign_classes(raw, [r.gt for r in labels.records], len(labels.classes))
     elif lite:
-        raw = lite_mod.predict_records(det, labels.records, batch_size, progress=True, skip_unreadable=True)
+        raw = lite_mod.predict_records(det, labels.records, batch_size, progress=True, skip_unreadable=True,
+                                       flip_check=flip_check)
     else:
         from ..engine import predict as run_predict
 
         raw = run_predict(eng, card, labels.records, batch_size, device, progress=True, runtime=runtime,
-                          skip_unreadable=True)
+                          skip_unreadable=True, flip_check=flip_check)
     if mapping is not None:
         anns = remap_classes(raw, mapping)
     unread = [r.filepath for r, a in zip(labels.records, anns) if a is None]
     write_predictions(name, labels, anns, pred_field, {
         "action": "predict", "pred_field": pred_field, "model": str(model), "in_sample_images": inside,
         "images": len(labels.records), "runtime": runtime, "unreadable_images": len(unread),
-        "class_agnostic": bool(class_agnostic)}, wait)
+        "class_agnostic": bool(class_agnostic), "flip_check": bool(flip_check)}, wait)
     notes = [in_sample_warning(str(model), inside, len(labels.records), name)] if inside else []
     if unread:
         notes.append(f"warning: {len(unread)} of {len(labels.records)} images could not be read and have no "
                      f"predictions (first: {unread[0]}); 'cvcurate score {shell_arg(name)}' lists them as unreadable")
     done = [a for a in anns if a is not None]
     return PredictResult(pred_field, len(done), sum(len(a) for a in done),
-                         f"model {model}" + (", class-agnostic" if class_agnostic else ""), notes)
+                         f"model {model}" + (", class-agnostic" if class_agnostic else "")
+                         + (", flip-checked" if flip_check else ""), notes)
 
 
 def in_sample(ckpt: Any, labels: LabelSet) -> int | None:

@@ -14,7 +14,7 @@ import numpy as np
 from .. import store
 from ..config import load_config, to_dict
 from ..errors import InputError, shell_arg
-from ..names import quoted
+from ..names import PRED_ATTRIBUTES, quoted
 from ..scoring import QUEUES, ScoreConfig, ScoreResult, score
 from ..scoring.summary import run_summary
 from ..types import Annotations, LabelSet
@@ -30,6 +30,18 @@ class ScoreRun:
     images_csv_path: Path
     notes: list[str]
     summary: dict = field(default_factory=dict)  # the run's one count (:func:`run_summary`), as stored
+
+
+def flip_checked(labels: LabelSet) -> bool:
+    """Whether any prediction carries ``predict --flip-check``'s numbers (predicted with it, or
+    imported from a file that has them); where none does, the empty columns are dropped."""
+    preds = [r.pred for r in labels.records if r.pred is not None]
+    found = any(np.isfinite(p.data[k]).any() for p in preds for k in PRED_ATTRIBUTES if k in p.data)
+    if not found:
+        for p in preds:
+            for k in PRED_ATTRIBUTES:
+                p.data.pop(k, None)
+    return found
 
 
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
@@ -98,7 +110,10 @@ def _run_score(name: str, *, pred_field: str | None, config: str | Path | None, 
         notes.append(f"the predictions in {pred_field!r} are class-agnostic ('predict --class-agnostic'): their "
                      "classes come from the labels, so a wrong class (swap) is not found, and the class named for "
                      "an overlooked box is a guess")
-    labels = store.read(name, pred_field=pred_field)
+    labels = store.read(name, pred_field=pred_field, pred_attributes=PRED_ATTRIBUTES)
+    if flip_checked(labels):
+        notes.append(f"the predictions in {pred_field!r} are flip-checked ('predict --flip-check'): the error models "
+                     "read how each predicted box agrees with the mirrored images' boxes")
     if only_out_of_sample:
         from ..detector.checkpoint import load_checkpoint
         from ..detector.data import image_digests

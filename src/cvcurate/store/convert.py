@@ -108,12 +108,15 @@ def _fo_sample(fo: Any, rec: ImageRecord, classes: Sequence[str], gt_field: str)
 
 def annotations_from_columns(labels: Sequence[Any], boxes: Sequence[Any], confs: Sequence[Any] | None,
                              det_ids: Sequence[Any] | None, widths: Sequence[Any], heights: Sequence[Any],
-                             index: dict[str, int], classes: list[str]) -> list[Annotations]:
+                             index: dict[str, int], classes: list[str],
+                             extra: dict[str, Sequence[Any]] | None = None) -> list[Annotations]:
     """One :class:`Annotations` per sample from the columns a read gives (per sample: the labels'
     class names, their relative xywh boxes, confidences, ids; None or [] where a sample has
     none), converted for all samples at once. ``confs`` None: no confidences (ground truth);
     ``det_ids`` given: the ids in ``data["id"]``. A class name not in ``index`` is appended to
-    ``classes`` (and ``index``) in the order met. Each sample's arrays are views into one array."""
+    ``classes`` (and ``index``) in the order met. Each sample's arrays are views into one array.
+    ``extra``: more per-label numbers by name (columns as ``confs``; a missing one reads as NaN),
+    kept in each annotation's ``data``."""
     from itertools import chain
 
     counts = np.fromiter((len(lb) if lb else 0 for lb in labels), dtype=np.int64, count=len(labels))
@@ -133,6 +136,8 @@ def annotations_from_columns(labels: Sequence[Any], boxes: Sequence[Any], confs:
     conf = ids = None
     if confs is not None:  # None inside a list (a label without a confidence) reads as NaN
         conf = np.array(list(chain.from_iterable(c for c, n in zip(confs, counts) if n)), dtype=np.float64)
+    more = {k: np.array([np.nan if x is None else x for x in chain.from_iterable(c for c, n in zip(col, counts) if n)],
+                        dtype=np.float64).reshape(total) for k, col in (extra or {}).items()}
     if det_ids is not None:
         ids = np.empty(total, dtype=object)
         ids[:] = list(chain.from_iterable(d for d, n in zip(det_ids, counts) if n))
@@ -140,6 +145,7 @@ def annotations_from_columns(labels: Sequence[Any], boxes: Sequence[Any], confs:
     end = np.cumsum(counts)
     for a, b in zip((end - counts).tolist(), end.tolist()):
         data = {} if ids is None else {"id": ids[a:b]}
+        data.update({k: v[a:b] for k, v in more.items()})
         out.append(Annotations(xyxy=xyxy[a:b], class_id=cls[a:b], confidence=None if conf is None else conf[a:b],
                                data=data))
     return out

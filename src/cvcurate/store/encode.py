@@ -36,10 +36,13 @@ def _table(items: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detections_bson(anns: Sequence[Annotations | None], sizes: Sequence[tuple[int, int]],
-                    classes: Sequence[str], id_bytes: np.ndarray | None = None) -> list[Any]:
+                    classes: Sequence[str], id_bytes: np.ndarray | None = None,
+                    attributes: Sequence[str] = ()) -> list[Any]:
     """One ``Detections`` document per annotation as a ``RawBSONDocument`` (None stays None):
     labels with a fresh ObjectId, ``_cls``, empty attributes and tags, the class name, the box in
-    FiftyOne's relative xywh and the confidence when the annotation has confidences.
+    FiftyOne's relative xywh, the confidence when the annotation has confidences, and after it
+    the per-box numbers ``attributes`` names that an annotation's ``data`` holds (NaN: left out;
+    ``predict --flip-check``'s).
     ``id_bytes`` (labels x 12) replaces the fresh ids (tests)."""
     from bson.raw_bson import RawBSONDocument
 
@@ -60,6 +63,13 @@ def detections_bson(anns: Sequence[Annotations | None], sizes: Sequence[tuple[in
     conf = np.ascontiguousarray(np.concatenate(
         [np.asarray(anns[i].confidence, np.float64) if anns[i].confidence is not None else np.zeros(len(anns[i]))
          for i in live]), dtype="<f8")
+    extra = []  # (attribute, value per label, whether the label has it)
+    for key in attributes:
+        if any(key in anns[i].data for i in live):
+            v = np.ascontiguousarray(np.concatenate(
+                [np.asarray(anns[i].data[key], np.float64) if key in anns[i].data else np.full(len(anns[i]), np.nan)
+                 for i in live]), dtype="<f8")
+            extra.append((key, v, ~np.isnan(v)))
     oid = new_object_id_bytes(total) if id_bytes is None else np.asarray(id_bytes, np.uint8).reshape(total, 12)
     start = np.repeat(np.cumsum(counts) - counts, counts)
     index = np.arange(total) - start  # each label's place in its list: the array's key
@@ -96,6 +106,10 @@ def detections_bson(anns: Sequence[Annotations | None], sizes: Sequence[tuple[in
     const(b"\x00")
     var(np.concatenate([np.broadcast_to(np.frombuffer(b"\x01confidence\x00", np.uint8), (total, 12)),
                         conf.view(np.uint8).reshape(total, 8)], axis=1), np.where(has_conf, 20, 0))
+    for key, v, has in extra:
+        name = b"\x01" + key.encode() + b"\x00"
+        var(np.concatenate([np.broadcast_to(np.frombuffer(name, np.uint8), (total, len(name))),
+                            v.view(np.uint8).reshape(total, 8)], axis=1), np.where(has, len(name) + 8, 0))
     const(b"\x00")
 
     lengths = np.stack([np.full(total, t.shape[1]) if n is None else n for t, n in cols], axis=1)

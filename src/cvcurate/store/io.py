@@ -145,8 +145,9 @@ def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]], chunk: int
 
 
 def _raw_set_detections(ds: Any, ids: Sequence[str], field: str, anns: Sequence[Annotations | None],
-                        sizes: Sequence[tuple[int, int]], classes: Sequence[str]) -> None:
-    """Set a Detections field on many samples in bulk (``None`` clears it)."""
+                        sizes: Sequence[tuple[int, int]], classes: Sequence[str], attributes: Sequence[str] = ()) -> None:
+    """Set a Detections field on many samples in bulk (``None`` clears it); ``attributes``: the
+    per-box numbers of the annotations' ``data`` written as the labels' attributes."""
     if field not in ds.get_field_schema():
         fo = _fo()
         ds.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
@@ -154,7 +155,8 @@ def _raw_set_detections(ds: Any, ids: Sequence[str], field: str, anns: Sequence[
 
     def updates() -> Iterable[tuple[str, dict[str, Any]]]:  # encoded a chunk at a time, as sent
         for start in range(0, len(ids), step):
-            docs = detections_bson(anns[start:start + step], sizes[start:start + step], classes)
+            docs = detections_bson(anns[start:start + step], sizes[start:start + step], classes,
+                                   attributes=attributes)
             yield from ((sid, {field: d}) for sid, d in zip(ids[start:start + step], docs))
 
     _bulk_set(ds, updates(), chunk=step)
@@ -286,10 +288,12 @@ def _update(ds: Any, recs: Sequence[ImageRecord], classes: Sequence[str], gt_fie
 
 
 def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
-         view: Any = None) -> LabelSet:
+         view: Any = None, pred_attributes: Sequence[str] = ()) -> LabelSet:
     """Read a dataset (or a view of it) into a :class:`LabelSet`, in bulk.
 
-    Ground-truth boxes carry the store's detection ids in ``gt.data["id"]``."""
+    Ground-truth boxes carry the store's detection ids in ``gt.data["id"]``; predictions the
+    numbers ``pred_attributes`` names (``predict --flip-check``'s) in their ``data``, NaN where a
+    box has none (a whole-dataset read only: a view reads them where FiftyOne declares them)."""
     from . import direct
 
     ds = open_read(name) if view is None else load(name)
@@ -306,8 +310,12 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
         want += [f"{f}.detections.label", f"{f}.detections.bounding_box"]
     if gt_field in schema:
         want.append(f"{gt_field}.detections.id")
+    extra = []
     if pred_field in dets:
         want.append(f"{pred_field}.detections.confidence")
+        flat = ds.get_field_schema(flat=True) if view is not None and pred_attributes else {}
+        extra = [k for k in pred_attributes if view is None or f"{pred_field}.detections.{k}" in flat]
+        want += [f"{pred_field}.detections.{k}" for k in extra]
     # one pass over the samples, converted part by part: a part's Python lists (a label string, a
     # 4-float list per box) are dropped once its records hold numpy arrays, so the read's memory
     # is the LabelSet's plus one part's
@@ -331,7 +339,7 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
         if p_conf:
             preds = annotations_from_columns(
                 *(got[f"{pred_field}.detections.{k}"] for k in ("label", "bounding_box", "confidence")),
-                None, widths, heights, index, classes)
+                None, widths, heights, index, classes, {k: got[f"{pred_field}.detections.{k}"] for k in extra})
         records += [ImageRecord(filepath=paths[i], width=widths[i], height=heights[i], gt=gts[i], pred=preds[i],
                                 split=splits[i], sample_id=ids[i]) for i in range(n)]
         del got, part
@@ -339,8 +347,9 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
 
 
 def write_detections(name: str, field: str, records: Sequence[ImageRecord],
-                     anns: Sequence[Annotations | None], classes: Sequence[str]) -> None:
-    """Write one Detections field (predictions, fixes) for stored records, in bulk.
+                     anns: Sequence[Annotations | None], classes: Sequence[str], attributes: Sequence[str] = ()) -> None:
+    """Write one Detections field (predictions, fixes) for stored records, in bulk; ``attributes``:
+    per-box numbers of the annotations' ``data`` kept as the labels' attributes.
 
     Without importing FiftyOne (:mod:`.direct`) when the database allows it, the field is already
     declared as detections and the dataset already lists every class: then nothing but the
@@ -357,7 +366,7 @@ def write_detections(name: str, field: str, records: Sequence[ImageRecord],
         if merged != get_classes(ds):
             ds.default_classes = merged
         _raw_set_detections(ds, [r.sample_id for r in records], field, anns,
-                            [(r.width, r.height) for r in records], classes)
+                            [(r.width, r.height) for r in records], classes, attributes)
     kept(f"field {field!r} of dataset {name!r} written")
 
 
