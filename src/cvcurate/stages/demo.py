@@ -1,6 +1,6 @@
 """The whole loop on the embedded synthetic steel data, with nothing downloaded.
 
-synth -> import -> corrupt (known errors) -> predict (shipped default detector) -> score -> top
+synth -> import -> corrupt (known errors) -> predict (shipped default detector, flip-checked) -> score -> top
 issues and how many injected errors were found -> export v1 and gate (noisy) -> confirm the fixes
 the truth file agrees with (standing in for a reviewer) -> apply -> augment the rarest class
 -> score again -> gate (after fixes) -> export v2 -> diff v1 v2 -> (the App).
@@ -116,8 +116,8 @@ def run_demo(out: str | Path = "out/demo", *, images: int = 300, seed: int = 7, 
     run = corrupt(name, noisy, rate=0.1, seed=0, truth=out / "truth.json", overwrite=True)
     say(f"corrupt: {len(run.result.errors)} known label errors injected into {noisy!r} "
         f"({', '.join(f'{k} {v}' for k, v in run.result.by_type().items())}); truth in {run.truth_path}")
-    pr = predict(noisy, model="default")
-    say(f"predict: {pr.boxes} boxes from the shipped default detector")
+    pr = predict(noisy, model="default", flip_check=True)
+    say(f"predict: {pr.boxes} boxes from the shipped default detector, flip-checked (predict --flip-check)")
     sc = run_score(noisy, pred_field="predictions", out_dir=out / "scores", progress=progress)
     truth = load_truth(out / "truth.json")
     m = truth_metrics(sc.result, truth)
