@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -125,7 +127,9 @@ def test_score_reads_the_agreement_of_flip_checked_predictions_only(tmp_path, ca
     from cvcurate.synth import generate
 
     monkeypatch.chdir(tmp_path)
-    store.write(generate(tmp_path / "s", 8, 5), dataset_name)
+    labels = generate(tmp_path / "s", 8, 5)
+    store.write(labels, dataset_name)
+    os.unlink(labels.records[0].filepath)  # an image gone since import has no predictions at all
     stage.predict(dataset_name, model="synth", pred_field="plain")
     stage.predict(dataset_name, model="synth", pred_field="checked", flip_check=True)
     checked = run_score(dataset_name, pred_field="checked", pixels=False, out_dir=tmp_path / "a")
@@ -181,3 +185,14 @@ def test_a_coco_results_file_carries_the_flip_check_there_and_back(tmp_path):
     assert np.isnan(back[1].data["flip_iou"]).all() and len(back[2]) == 0 and "flip_iou" in back[2].data
     plain = read_predictions(write_coco_results(tmp_path / "q.json", labels, anns[1:]), "coco", labels)
     assert not plain[1].data  # a file without the check: no columns
+
+
+def test_an_image_whose_predictions_lack_the_check_reads_as_missing_not_the_whole_dataset():
+    from cvcurate.scoring.batch import FlatBoxes
+
+    checked = Annotations([[0, 0, 5, 5], [1, 1, 4, 4]], [0, 0], confidence=[0.9, 0.3],
+                          data={"flip_iou": np.array([0.9, 0.1]), "flip_conf": np.array([0.8, 0.0])})
+    flat = FlatBoxes.concat([checked, Annotations.empty(True), Annotations([[2, 2, 3, 3]], [0], confidence=[0.5])],
+                            with_confidence=True, keys=PRED_ATTRIBUTES)
+    assert np.allclose(flat.data["flip_iou"], [0.9, 0.1, np.nan], equal_nan=True)
+    assert not FlatBoxes.concat([Annotations.empty(True)], with_confidence=True, keys=PRED_ATTRIBUTES).data

@@ -132,7 +132,8 @@ def _rest(labels, anns, startup, inner, decode, net, post_all) -> dict:
 def main() -> int:
     ap = common.parser(__doc__)
     ap.add_argument("--work", type=Path, required=True, help="working folder (its database is kept)")
-    ap.add_argument("--runtime", nargs="+", default=["torch", "onnx"])
+    ap.add_argument("--runtime", nargs="+", default=["torch", "onnx"],
+                    help="torch, onnx, or either with +flip (predict --flip-check: end to end only)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--no-split", action="store_true", help="end to end only")
@@ -148,15 +149,17 @@ def main() -> int:
         labels = store.read("neu")
         n = len(labels.records)
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CVCURATE_PROGRESS": "0"}
-        if "onnx" in args.runtime:  # the network exported and its card cached once, as after a first run
+        if any(r.startswith("onnx") for r in args.runtime):  # the network exported and its card cached once, as after a first run
             from cvcurate.detector import lite
 
             lite.load("neu-det")
         rows = []
         for rnd in range(args.rounds):
             for rt in args.runtime:
+                base, _, flip = rt.partition("+")
                 cmd = [sys.executable, "-c", "from cvcurate.cli import main; main()", "predict", "neu", "--model",
-                       "neu-det", "--runtime", rt, "--batch-size", str(args.batch_size)]
+                       "neu-det", "--runtime", base, "--batch-size", str(args.batch_size)]
+                cmd += ["--flip-check"] if flip else []
                 t0 = time.perf_counter()
                 out = subprocess.run(cmd, cwd=args.work, env=env, capture_output=True, text=True)
                 secs = time.perf_counter() - t0
@@ -165,7 +168,7 @@ def main() -> int:
                     return out.returncode
                 row = {"round": rnd, "runtime": rt, "images": n, "end_to_end_s": round(secs, 2),
                        "images_per_s": round(n / secs, 1)}
-                if not args.no_split:
+                if not args.no_split and not flip:
                     row.update(split(labels, rt, args.batch_size, os.cpu_count() or 1))
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -45,7 +45,7 @@ class FlatBoxes:
     local: np.ndarray  # (B,) index of each box in its image's Annotations
     count: np.ndarray  # (N,) boxes per image
     start: np.ndarray  # (N,) row of each image's first box
-    data: dict[str, np.ndarray] = field(default_factory=dict)  # (B,) per-box arrays every image's Annotations has
+    data: dict[str, np.ndarray] = field(default_factory=dict)  # (B,) the per-box arrays of ``keys`` (concat)
 
     @classmethod
     def concat(cls, anns: Sequence[Annotations], with_confidence: bool = False, keys: Sequence[str] = ()) -> FlatBoxes:
@@ -53,13 +53,14 @@ class FlatBoxes:
         count = np.fromiter(map(len, anns), dtype=np.int64, count=n)
         start = np.cumsum(count) - count
         image = np.repeat(np.arange(n, dtype=np.int64), count)
-        keys = [k for k in keys if n and all(k in a.data for a in anns)]  # only what every image has
+        keys = [k for k in keys if any(k in a.data for a in anns)]  # an image without one: NaN
         return cls(xyxy=_cat([a.xyxy for a in anns], (0, 4), np.float64).reshape(-1, 4),
                    cls=_cat([a.class_id for a in anns], (0,), np.int64),
                    conf=_cat([a.confidence for a in anns], (0,), np.float64) if with_confidence else None,
                    image=image, local=np.arange(len(image), dtype=np.int64) - start[image],
                    count=count, start=start,
-                   data={k: _cat([np.asarray(a.data[k], np.float64) for a in anns], (0,), np.float64) for k in keys})
+                   data={k: _cat([np.asarray(a.data[k], np.float64) if k in a.data else np.full(len(a), np.nan)
+                                  for a in anns], (0,), np.float64) for k in keys})
 
     def __len__(self) -> int:
         return len(self.cls)
