@@ -176,6 +176,26 @@ def test_predict_on_ray_equals_local_survives_a_killed_worker_and_an_interrupt(r
     assert len(made) == 1
 
 
+def test_flip_check_on_ray_equals_local(ray_session, tmp_path, dataset_name):
+    from cvcurate.names import PRED_ATTRIBUTES
+
+    labels = make_images(tmp_path / "images", 6, seed=4)
+    store.write(labels, dataset_name)
+    ckpt_path = save_checkpoint(random_checkpoint(labels.classes), tmp_path / "m.pt")
+    for field, eng in (("p_local", "local"), ("p_ray", "ray")):
+        predict_stage.predict(dataset_name, model=str(ckpt_path), batch_size=4, pred_field=field, runtime="torch",
+                              engine=eng, flip_check=True)
+    read = {f: {r.filepath: r.pred for r in store.read(dataset_name, pred_field=f,
+                                                       pred_attributes=PRED_ATTRIBUTES).records}
+            for f in ("p_local", "p_ray")}
+    assert sum(len(p) for p in read["p_local"].values()) > 0
+    for path, a in read["p_local"].items():
+        b = read["p_ray"][path]
+        assert np.array_equal(a.xyxy, b.xyxy)
+        for k in PRED_ATTRIBUTES:
+            assert np.isfinite(a.data[k]).all() and np.array_equal(a.data[k], b.data[k])
+
+
 def pixel_dataset(tmp_path, name):
     """40 images with boxes and weak predictions, plus a copy of one image and a dark one."""
     clean = md.make_labels(tmp_path / "images", n=40, width=96, height=80)
