@@ -149,7 +149,8 @@ def main() -> int:
         labels = store.read("neu")
         n = len(labels.records)
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CVCURATE_PROGRESS": "0"}
-        if any(r.startswith("onnx") for r in args.runtime):  # the network exported and its card cached once, as after a first run
+        # the network exported and its card cached once, as after a first run
+        if any(r.startswith("onnx") for r in args.runtime):
             from cvcurate.detector import lite
 
             lite.load("neu-det")

@@ -337,8 +337,9 @@ def predict(engine: Engine, ckpt: Any, records: Sequence[Any], batch_size: int =
                 done[0] += len(anns)
                 update(done[0], len(records))
 
-            parts = engine.map(shards, partial(_predictor, ship, dev, threads, runtime, flip_check), actors=True, gpus=gpus,
-                               cpus=cpus, done=count, prepare=partial(_decoder, ckpt.input_size, skip_unreadable))
+            parts = engine.map(shards, partial(_predictor, ship, dev, threads, runtime, flip_check), actors=True,
+                               gpus=gpus, cpus=cpus, done=count,
+                               prepare=partial(_decoder, ckpt.input_size, skip_unreadable))
     return [a for part in parts for a in part]
 
 

@@ -115,7 +115,8 @@ def predict(model_or_checkpoint, records: Sequence[ImageRecord], batch_size: int
     run = _runner(model, size, dev, runtime)
     try:
         with torch.inference_mode():
-            return run_batches(records, size, batch_size, lambda recs, ims: _boxes(run, dev, size, recs, ims, flip_check),
+            return run_batches(records, size, batch_size,
+                               lambda recs, ims: _boxes(run, dev, size, recs, ims, flip_check),
                                progress=progress, skip_unreadable=skip_unreadable)
     finally:
         if was_training:

@@ -56,7 +56,8 @@ def _finish(labels: LabelSet, per_image: dict[int, list[tuple]]) -> list[Annotat
     """One :class:`Annotations` per record from (box, class, score[, attributes]) items; an
     attribute of :data:`~cvcurate.names.PRED_ATTRIBUTES` any item has goes into every image's
     ``data`` (NaN where a box has none)."""
-    keys = [k for k in PRED_ATTRIBUTES if any(len(it) > 3 and k in it[3] for items in per_image.values() for it in items)]
+    keys = [k for k in PRED_ATTRIBUTES
+            if any(len(it) > 3 and k in it[3] for items in per_image.values() for it in items)]
     out = []
     for i in range(len(labels.records)):
         items = per_image.get(i, [])

@@ -20,7 +20,8 @@ from .signals import MAX_PAIRS
 
 PRED_FEATURES = ("conf", "prob", "ev_overlooked", "strongest", "cover", "iou_any", "iou_same", "iou_other",
                  "inside_same", "overlooked_signal", "cleanlab_overlooked", "log_area_rel", "log_aspect_rel",
-                 "area_share", "cx", "cy", "n_boxes", "n_same", "class_multi") + PRED_ATTRIBUTES + PIXEL_FEATURES + ("cls",)
+                 "area_share", "cx", "cy", "n_boxes", "n_same", "class_multi") + PRED_ATTRIBUTES + PIXEL_FEATURES \
+    + ("cls",)
 MIN_PROB = 0.05  # predictions below this calibrated probability are no units (signals.USABLE_PROBABILITY)
 
 

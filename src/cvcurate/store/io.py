@@ -145,7 +145,8 @@ def _bulk_set(ds: Any, updates: Iterable[tuple[str, dict[str, Any]]], chunk: int
 
 
 def _raw_set_detections(ds: Any, ids: Sequence[str], field: str, anns: Sequence[Annotations | None],
-                        sizes: Sequence[tuple[int, int]], classes: Sequence[str], attributes: Sequence[str] = ()) -> None:
+                        sizes: Sequence[tuple[int, int]], classes: Sequence[str],
+                        attributes: Sequence[str] = ()) -> None:
     """Set a Detections field on many samples in bulk (``None`` clears it); ``attributes``: the
     per-box numbers of the annotations' ``data`` written as the labels' attributes."""
     if field not in ds.get_field_schema():
