@@ -36,7 +36,7 @@ def train_cmd(
     wait: float = wait_option(),
     flip_check: bool = typer.Option(
         False, "--flip-check", help="With --folds: each fold also predicts its images mirrored, as 'predict "
-        "--flip-check' does (evidence that ranks real label errors higher)."),
+        "--flip-check' does."),
 ) -> None:
     """Train the detector, or make out-of-fold predictions for label-error scoring.
 
@@ -107,8 +107,9 @@ def predict_cmd(
         "training; never swap evidence (the classes come from the labels)."),
     flip_check: bool = typer.Option(
         False, "--flip-check", help="Run the network again on each image mirrored left-right and top-bottom and "
-        "keep, per box, how well the mirrored images' boxes agree with it: evidence that makes 'score' rank real "
-        "label errors higher (the boxes are the same; the network's work three times)."),
+        "keep, per box, how well the mirrored images' boxes agree with it: evidence 'score' reads (it ranked "
+        "injected errors higher on synthetic data, no better on NEU-DET: docs/benchmarks.md). The boxes are the "
+        "same; the network's work three times."),
 ) -> None:
     """Predict boxes for every image of a dataset, or import predictions made by another model.
 
