@@ -196,3 +196,26 @@ def test_an_image_whose_predictions_lack_the_check_reads_as_missing_not_the_whol
                             with_confidence=True, keys=PRED_ATTRIBUTES)
     assert np.allclose(flat.data["flip_iou"], [0.9, 0.1, np.nan], equal_nan=True)
     assert not FlatBoxes.concat([Annotations.empty(True)], with_confidence=True, keys=PRED_ATTRIBUTES).data
+
+
+def test_a_flip_attribute_that_is_not_a_number_reads_as_missing(tmp_path, cache, dataset_name, monkeypatch):
+    """A database edited by hand (FiftyOne, pymongo) may hold anything under a box's flip_iou:
+    the read gives NaN there and scores the rest; nothing stops with a traceback."""
+    from cvcurate import store
+    from cvcurate.stages import predict as stage
+    from cvcurate.stages.score import run_score
+    from cvcurate.synth import generate
+
+    monkeypatch.chdir(tmp_path)
+    store.write(generate(tmp_path / "s", 4, 5), dataset_name)
+    stage.predict(dataset_name, model="synth", flip_check=True)
+    dets = store.get_detections(dataset_name, "predictions")
+    sid = next(s for s, d in dets.items() if len(d) >= 3)
+    dets[sid][0]["flip_iou"], dets[sid][1]["flip_iou"], dets[sid][2]["flip_conf"] = "high", [1, 2], True
+    store.set_detections(dataset_name, "predictions", {sid: dets[sid]})
+    rec = next(r for r in store.read(dataset_name, pred_field="predictions", pred_attributes=PRED_ATTRIBUTES).records
+               if r.sample_id == sid)
+    assert np.isnan(rec.pred.data["flip_iou"][:2]).all() and np.isfinite(rec.pred.data["flip_iou"][2:]).all()
+    assert np.isnan(rec.pred.data["flip_conf"][2])
+    run = run_score(dataset_name, pred_field="predictions", pixels=False, out_dir=tmp_path / "sc")
+    assert any("flip-checked" in n for n in run.notes)

@@ -136,7 +136,9 @@ def annotations_from_columns(labels: Sequence[Any], boxes: Sequence[Any], confs:
     conf = ids = None
     if confs is not None:  # None inside a list (a label without a confidence) reads as NaN
         conf = np.array(list(chain.from_iterable(c for c, n in zip(confs, counts) if n)), dtype=np.float64)
-    more = {k: np.array([np.nan if x is None else x for x in chain.from_iterable(c for c, n in zip(col, counts) if n)],
+    # a number, or NaN: missing, or anything else a hand-edited database may hold there (text, a list)
+    more = {k: np.array([x if type(x) in (float, int) else np.nan
+                         for x in chain.from_iterable(c for c, n in zip(col, counts) if n)],
                         dtype=np.float64).reshape(total) for k, col in (extra or {}).items()}
     if det_ids is not None:
         ids = np.empty(total, dtype=object)
