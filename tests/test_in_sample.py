@@ -88,3 +88,27 @@ def test_shipped_neu_det_knows_its_training_images(neu_det):
     from cvcurate.detector.data import subset
 
     assert in_sample(ck, subset(labels, held)) == 0
+
+
+def test_predictions_imported_over_in_sample_ones_are_not_called_in_sample(tmp_path, dataset_name):
+    """The in-sample warning belongs to the predictions in the field now: a file imported over
+    them (another model's) is not said to come from the model that predicted before."""
+    from cvcurate.formats.predictions import write_coco_results
+
+    labels = generate(tmp_path / "d", 8, 5)
+    store.write(labels, dataset_name)
+    ck = load_checkpoint("default")
+    ck.extra["train_image_sha256"] = image_digests([r.filepath for r in labels.records[:3]])
+    r = CliRunner().invoke(app, ["predict", dataset_name, "--model", save_checkpoint(ck, tmp_path / "seen3.pt")])
+    assert r.exit_code == 0 and "was trained on 3 of these 8 images" in r.output
+    stored = store.read(dataset_name, pred_field="predictions")
+    write_coco_results(tmp_path / "other.json", stored, [x.pred for x in stored.records])
+    r = CliRunner().invoke(app, ["predict", dataset_name, "--from-file", tmp_path / "other.json", "--format", "coco"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["score", dataset_name, "--pred-field", "predictions", "--no-pixels",
+                                 "--out", tmp_path / "s"])
+    assert r.exit_code == 0 and "was trained on" not in r.output, r.output
+    assert not store.get_runs(dataset_name)["score"]["in_sample_images"]
+    r = CliRunner().invoke(app, ["score", dataset_name, "--pred-field", "predictions", "--no-pixels",
+                                 "--only-out-of-sample", "--out", tmp_path / "s2"])
+    assert r.exit_code == 2 and "came from a file" in r.output, r.output

@@ -316,8 +316,12 @@ def import_predictions(name: str, path: str | Path, *, format: str | None, coco_
         raise InputError(f"--from-file needs --format, one of {', '.join(FORMATS)}")
     labels = store.read(name)
     anns = read_predictions(path, format, labels, coco_gt=coco_gt)
-    write_predictions(name, labels, anns, pred_field, None, wait, what="predict --from-file", save_on_busy=False,
-                      patient=False)
+    # an entry of its own: what score and report say of the field (the model behind it, whether it
+    # saw these images) is then of these predictions, not of an earlier predict into the same field
+    write_predictions(name, labels, anns, pred_field, {
+        "action": "predict", "pred_field": pred_field, "model": None, "from_file": str(path),
+        "in_sample_images": None, "images": len(labels.records)}, wait, what="predict --from-file",
+        save_on_busy=False, patient=False)
     return PredictResult(pred_field, len(anns), sum(len(a) for a in anns), str(path))
 
 
