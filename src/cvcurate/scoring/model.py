@@ -133,20 +133,21 @@ def box_features(s: Any, stats: dict[int, tuple[float, float, float]] | None = N
     cols = [s.swap, s.badloc, s.swap_signal, s.unsupported, s.best_iou, s.anything, s.split, s.merged,
             s.n_inside, s.ev_swap, s.ev_badloc, s.ev_spurious, s.p_other, s.p_same, np.where(has_bad > 0, s.bad_iou, 0.0),
             has_bad, area_rel, aspect_rel, (w * h) / (iw * ih), cx, cy, border.astype(np.float64), n_boxes, n_same,
-            max_same, max_other, gap_same, class_multi] + [_pred_data(s, k) for k in PRED_ATTRIBUTES]
+            max_same, max_other, gap_same, class_multi] + [pred_data(s.pred, k, s.bad_pred) for k in PRED_ATTRIBUTES]
     x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
     rows = np.arange(k) if rows is None else np.asarray(rows, np.int64)
     return np.column_stack([x[rows], pixel_features(s, g.xyxy[rows], g.image[rows]), g.cls[rows].astype(np.float64)])
 
 
 
-def _pred_data(s: Any, key: str) -> np.ndarray:
-    """A per-prediction array predict wrote (``flip_iou``...) at the prediction that stands for each
-    kept given box; -1 where it has none or the predictions have no such array."""
-    arr = s.pred.data.get(key) if s.pred is not None else None
-    if arr is None:
-        return np.full(len(s.given), -1.0)
-    return np.where(s.bad_pred >= 0, arr[np.maximum(s.bad_pred, 0)] if len(arr) else -1.0, -1.0)
+def pred_data(pred: Any, key: str, rows: np.ndarray) -> np.ndarray:
+    """A per-prediction array predict wrote (``flip_iou``...) at prediction ``rows``; -1 at a row
+    < 0 (no prediction) and everywhere when the predictions have no such array."""
+    rows = np.asarray(rows, np.int64)
+    arr = pred.data.get(key) if pred is not None else None
+    if arr is None or not len(arr):
+        return np.full(len(rows), -1.0)
+    return np.where(rows >= 0, arr[np.maximum(rows, 0)], -1.0)
 
 
 def _neighbours(g: Any, side: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

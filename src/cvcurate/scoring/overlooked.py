@@ -14,7 +14,8 @@ from ..boxes import pair_iou
 from ..names import PRED_ATTRIBUTES
 from .batch import image_chunks, pairs_between, pairs_within, seg_max, seg_reduce
 from .boxpixels import PIXEL_FEATURES, pixel_features
-from .model import ModelConfig, _cross_folds, _fit_folds, class_stats, matched, natural_count, probability
+from .model import (ModelConfig, _cross_folds, _fit_folds, class_stats, matched, natural_count, pred_data,
+                    probability)
 from .signals import MAX_PAIRS
 
 
@@ -98,7 +99,7 @@ def pred_features(s: Any, rows: np.ndarray, stats: dict[int, tuple[float, float,
     cols = [conf, prob, s.ev_overlooked[rows], (s.ev_overlooked[rows] > 0).astype(float), s.cover[rows], iou_any,
             iou_same, iou_other, inside_same, s.overlooked_signal[rows], s.overlooked[rows], area_rel, aspect_rel,
             (w * h) / (iw * ih), (xy[:, 0] + xy[:, 2]) / 2 / iw, (xy[:, 1] + xy[:, 3]) / 2 / ih, n_boxes, n_same,
-            multi] + [pred.data[k][rows] if k in pred.data else np.full(r, -1.0) for k in PRED_ATTRIBUTES]
+            multi] + [pred_data(pred, k, rows) for k in PRED_ATTRIBUTES]
     x = np.column_stack([np.nan_to_num(np.asarray(c, np.float64), nan=-1.0) for c in cols])
     return np.column_stack([x, pixel_features(s, xy, img), cls.astype(np.float64)])
 

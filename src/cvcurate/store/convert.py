@@ -115,8 +115,8 @@ def annotations_from_columns(labels: Sequence[Any], boxes: Sequence[Any], confs:
     none), converted for all samples at once. ``confs`` None: no confidences (ground truth);
     ``det_ids`` given: the ids in ``data["id"]``. A class name not in ``index`` is appended to
     ``classes`` (and ``index``) in the order met. Each sample's arrays are views into one array.
-    ``extra``: more per-label numbers by name (columns as ``confs``; a missing one reads as NaN),
-    kept in each annotation's ``data``."""
+    ``extra``: more per-label numbers by name (columns as ``confs``; a missing one reads as NaN,
+    and a column None as NaN for every label), kept in each annotation's ``data``."""
     from itertools import chain
 
     counts = np.fromiter((len(lb) if lb else 0 for lb in labels), dtype=np.int64, count=len(labels))
@@ -137,9 +137,10 @@ def annotations_from_columns(labels: Sequence[Any], boxes: Sequence[Any], confs:
     if confs is not None:  # None inside a list (a label without a confidence) reads as NaN
         conf = np.array(list(chain.from_iterable(c for c, n in zip(confs, counts) if n)), dtype=np.float64)
     # a number, or NaN: missing, or anything else a hand-edited database may hold there (text, a list)
-    more = {k: np.array([x if type(x) in (float, int) else np.nan
-                         for x in chain.from_iterable(c for c, n in zip(col, counts) if n)],
-                        dtype=np.float64).reshape(total) for k, col in (extra or {}).items()}
+    more = {k: np.full(total, np.nan) if col is None else
+            np.array([x if type(x) in (float, int) else np.nan
+                      for x in chain.from_iterable(c for c, n in zip(col, counts) if n)],
+                     dtype=np.float64).reshape(total) for k, col in (extra or {}).items()}
     if det_ids is not None:
         ids = np.empty(total, dtype=object)
         ids[:] = list(chain.from_iterable(d for d, n in zip(det_ids, counts) if n))

@@ -104,9 +104,7 @@ def detections_bson(anns: Sequence[Annotations | None], sizes: Sequence[tuple[in
         const(b"\x01" + str(k).encode() + b"\x00")
         cols.append((box[:, k], None))
     const(b"\x00")
-    var(np.concatenate([np.broadcast_to(np.frombuffer(b"\x01confidence\x00", np.uint8), (total, 12)),
-                        conf.view(np.uint8).reshape(total, 8)], axis=1), np.where(has_conf, 20, 0))
-    for key, v, has in extra:
+    for key, v, has in [("confidence", conf, has_conf)] + extra:  # a double, where the label has it
         name = b"\x01" + key.encode() + b"\x00"
         var(np.concatenate([np.broadcast_to(np.frombuffer(name, np.uint8), (total, len(name))),
                             v.view(np.uint8).reshape(total, 8)], axis=1), np.where(has, len(name) + 8, 0))

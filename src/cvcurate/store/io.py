@@ -311,11 +311,13 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
         want += [f"{f}.detections.label", f"{f}.detections.bounding_box"]
     if gt_field in schema:
         want.append(f"{gt_field}.detections.id")
-    extra = []
+    extra: list[str] = []  # attributes read as columns; the others of pred_attributes no label has (all NaN)
     if pred_field in dets:
         want.append(f"{pred_field}.detections.confidence")
+        # a column of None per box costs more than asking the database whether any label has it
         flat = ds.get_field_schema(flat=True) if view is not None and pred_attributes else {}
-        extra = [k for k in pred_attributes if view is None or f"{pred_field}.detections.{k}" in flat]
+        extra = [k for k in pred_attributes if f"{pred_field}.detections.{k}" in flat or view is None and
+                 coll._sample_collection.find_one({f"{pred_field}.detections.{k}": {"$exists": True}}, {"_id": 1})]
         want += [f"{pred_field}.detections.{k}" for k in extra]
     # one pass over the samples, converted part by part: a part's Python lists (a label string, a
     # 4-float list per box) are dropped once its records hold numpy arrays, so the read's memory
@@ -340,7 +342,8 @@ def read(name: str, *, gt_field: str = GT_FIELD, pred_field: str | None = None,
         if p_conf:
             preds = annotations_from_columns(
                 *(got[f"{pred_field}.detections.{k}"] for k in ("label", "bounding_box", "confidence")),
-                None, widths, heights, index, classes, {k: got[f"{pred_field}.detections.{k}"] for k in extra})
+                None, widths, heights, index, classes,
+                {k: got[f"{pred_field}.detections.{k}"] if k in extra else None for k in pred_attributes})
         records += [ImageRecord(filepath=paths[i], width=widths[i], height=heights[i], gt=gts[i], pred=preds[i],
                                 split=splits[i], sample_id=ids[i]) for i in range(n)]
         del got, part
